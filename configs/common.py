@@ -1,0 +1,129 @@
+"""Every config key of mtl and its default; the other configs build on this.
+
+`base_config(model_name, dataset_name)` returns a locked ConfigDict: a typo in
+a config file or a command-line override fails with the key's name. Keys:
+
+  seed                 model init, dropout and data order derive from it
+  dataset_name         a key of mtl.data.DATASETS
+  dataset              keyword arguments of that dataset's loader
+  model_name           a key of mtl.architectures.ARCHITECTURES
+  model                keyword arguments of that architecture
+  embedding.dim        embedding size of every categorical feature
+  towers.hidden        hidden sizes of each task's tower (a final Dense(1)
+                       is added); towers.dropout its dropout rate
+  optimizer            name, learning_rate, weight_decay, grad_clip_norm
+  weighting_name       a key of mtl.weighting.WEIGHTINGS
+  weighting.<method>   keyword arguments of each method; only the chosen
+                       method's are used, so `--config.weighting_name=X`
+                       switches the method from the command line
+  batch_size           global training batch
+  num_epochs           passes over the training split
+  input_mode           'scan' (device-resident data, steps_per_dispatch steps
+                       per dispatch), 'device' (device-resident data, one
+                       step per dispatch) or 'host' (numpy batches)
+  steps_per_dispatch   steps per compiled call in 'scan' mode
+  eval_batch_size      evaluation batch (the split is padded, masked)
+  eval_every_epochs    validation during training
+  select_best          report the epoch with the best validation AUC of the
+                       first task (the papers' model selection); else last
+  num_auc_bins         bins of the in-program AUC histogram
+  log_every_steps      training metrics to metrics.jsonl / W&B
+  progress_bar         tqdm bar with steps/s and the latest losses
+  wandb                mode (disabled | offline | online), project, entity,
+                       group, name, tags
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+MODEL_DEFAULTS = {
+  'single_task': dict(hidden=(128, 64), dropout=0.0),
+  'shared_bottom': dict(hidden=(128, 64), dropout=0.0),
+  'omoe': dict(num_experts=8, expert_hidden=(64,), dropout=0.0),
+  'mmoe': dict(num_experts=8, expert_hidden=(64,), dropout=0.0),
+  'cgc': dict(
+    num_specific_experts=2,
+    num_shared_experts=2,
+    expert_hidden=(64,),
+    dropout=0.0,
+  ),
+  'ple': dict(
+    num_levels=2,
+    num_specific_experts=2,
+    num_shared_experts=2,
+    expert_hidden=(64,),
+    dropout=0.0,
+  ),
+}
+
+DATASET_DEFAULTS = {
+  'census_income': dict(
+    protocol='paper',  # 'paper' (MMoE KDD'18) or 'library' (torch-rechub)
+    task_group=1,  # 1: income + never married; 2: education + never married
+    manual_dir=placeholder(str),  # raw UCI files; else $MTL_DATA_DIR/...
+    data_dir=placeholder(str),  # TFDS prepared-data dir; else TFDS default
+    split_seed=0,  # the 1:1 validation/test split of the UCI test file
+  ),
+  'synthetic': dict(
+    p=0.5,
+    c=1.0,
+    m=10,
+    alpha=placeholder(tuple),
+    beta=placeholder(tuple),
+    d=100,
+    n_train=100_000,
+    n_validation=10_000,
+    n_test=10_000,
+    noise_std=0.1,
+    seed=0,
+  ),
+}
+
+WEIGHTING_DEFAULTS = {
+  'equal': dict(),
+  'fixed': dict(weights=placeholder(tuple)),
+  'scheduled': dict(weights=placeholder(tuple), gammas=placeholder(tuple)),
+}
+
+
+def base_config(
+  model_name: str = 'mmoe', dataset_name: str = 'census_income'
+) -> ml_collections.ConfigDict:
+  """All keys with defaults for `model_name` on `dataset_name`, locked."""
+  if model_name not in MODEL_DEFAULTS:
+    raise ValueError(f'no defaults for model {model_name!r}')
+  if dataset_name not in DATASET_DEFAULTS:
+    raise ValueError(f'no defaults for dataset {dataset_name!r}')
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dataset_name = dataset_name
+  c.dataset = dict(DATASET_DEFAULTS[dataset_name])
+  c.model_name = model_name
+  c.model = dict(MODEL_DEFAULTS[model_name])
+  c.embedding = dict(dim=8)
+  c.towers = dict(hidden=(32,), dropout=0.0)
+  c.optimizer = dict(
+    name='adam', learning_rate=1e-3, weight_decay=0.0, grad_clip_norm=0.0
+  )
+  c.weighting_name = 'equal'
+  c.weighting = {k: dict(v) for k, v in WEIGHTING_DEFAULTS.items()}
+  c.batch_size = 1024
+  c.num_epochs = 10
+  c.input_mode = 'scan'
+  c.steps_per_dispatch = 64
+  c.eval_batch_size = 8192
+  c.eval_every_epochs = 1
+  c.select_best = True
+  c.num_auc_bins = 2**14
+  c.log_every_steps = 50
+  c.progress_bar = True
+  c.wandb = dict(
+    mode='disabled',
+    project='mtl',
+    entity=placeholder(str),
+    group=placeholder(str),
+    name=placeholder(str),
+    tags=(),
+  )
+  c.lock()
+  return c

@@ -1,0 +1,303 @@
+"""The training loop: config -> data, model, step -> workdir (shell code).
+
+Only this module reads a ConfigDict; it unpacks it into keyword arguments of
+the pure builders, so a wrong key fails at construction with the key's name.
+"""
+
+import difflib
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from mtl import metrics as metrics_lib
+from mtl import optim, train_state, train_step
+from mtl.data import DATASETS, pipeline
+from mtl.model import make_model
+from mtl.weighting import WEIGHTINGS
+from mtl.writers import Writers, write_json
+
+INPUT_MODES = ('device', 'host')
+# Dispatches queued without waiting on a result. Emulated multi-device CPU
+# backends deadlock with ~32-64 queued steps (DESIGN §4); waiting on a tiny
+# result every few dispatches costs nothing and keeps the queue bounded.
+MAX_INFLIGHT_DISPATCHES = 8
+
+
+def _choose(kind: str, name: str, options) -> None:
+  if name not in options:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ''
+    raise ValueError(
+      f'unknown {kind} {name!r}: expected one of '
+      f'{", ".join(sorted(options))}{hint}'
+    )
+
+
+def load_dataset(config: ml_collections.ConfigDict):
+  _choose('dataset', config.dataset_name, DATASETS)
+  return DATASETS[config.dataset_name](**config.dataset.to_dict())
+
+
+def make_weighting(config: ml_collections.ConfigDict):
+  _choose('weighting', config.weighting_name, WEIGHTINGS)
+  kwargs = config.weighting.get(config.weighting_name)
+  kwargs = {} if kwargs is None else kwargs.to_dict()
+  return WEIGHTINGS[config.weighting_name](**kwargs)
+
+
+def build(config: ml_collections.ConfigDict, dataset):
+  """Model, optimizer and weighting method of a config, for a dataset."""
+  _choose('input_mode', config.input_mode, INPUT_MODES)
+  model = make_model(
+    config.model_name,
+    config.model.to_dict(),
+    num_tasks=dataset.num_tasks,
+    vocab_sizes=tuple(dataset.vocab_sizes),
+    embed_dim=config.embedding.dim,
+    tower_hidden=tuple(config.towers.hidden),
+    tower_dropout=config.towers.dropout,
+  )
+  tx = optim.make_optimizer(**config.optimizer.to_dict())
+  weighting = make_weighting(config)
+  weighting.init(dataset.num_tasks)  # Validates per-task lengths up front.
+  return model, tx, weighting
+
+
+def summarize_eval(counts, tasks, prefix: str) -> dict[str, float]:
+  """Host-side metrics from summed eval counts (float64 AUC)."""
+  counts = jax.device_get(counts)
+  out = {}
+  loss = counts['loss_sum'] / np.maximum(counts['count'], 1.0)
+  auc = metrics_lib.auc_from_counts(
+    np.asarray(counts['pos']), np.asarray(counts['neg'])
+  )
+  for t, task in enumerate(tasks):
+    if task.kind == 'binary':
+      out[f'{prefix}/auc/{task.name}'] = float(auc[t])
+      out[f'{prefix}/logloss/{task.name}'] = float(loss[t])
+    else:
+      out[f'{prefix}/mse/{task.name}'] = float(loss[t])
+  return out
+
+
+def selection_score(summary: dict, tasks, prefix: str) -> float:
+  """Higher is better: the first task's AUC, or minus its MSE."""
+  main = tasks[0]
+  if main.kind == 'binary':
+    return summary[f'{prefix}/auc/{main.name}']
+  return -summary[f'{prefix}/mse/{main.name}']
+
+
+def _train_scalars(chunk_metrics, tasks) -> dict[str, float]:
+  m = jax.device_get(chunk_metrics)
+  out = {'train/total_loss': float(np.mean(m['total_loss']))}
+  for t, task in enumerate(tasks):
+    out[f'train/loss/{task.name}'] = float(np.mean(m['loss'][:, t]))
+    out[f'train/weight/{task.name}'] = float(np.mean(m['weight'][:, t]))
+  return out
+
+
+def _check_finite(chunk_metrics, tasks, first_step: int) -> None:
+  losses = np.asarray(jax.device_get(chunk_metrics['loss']))
+  bad = ~np.isfinite(losses)
+  if bad.any():
+    k, t = np.argwhere(bad)[0]
+    raise FloatingPointError(
+      f'non-finite training loss {losses[k, t]} for task '
+      f'{tasks[t].name!r} at step {first_step + k + 1}'
+    )
+
+
+class _Trainer:
+  """Runs the train steps of an epoch in either input mode."""
+
+  def __init__(self, config, step_fn, train_split, data_key):
+    self.mode = config.input_mode
+    self.batch_size = config.batch_size
+    self.k = config.steps_per_dispatch if self.mode == 'device' else 1
+    if self.k < 1:
+      raise ValueError(
+        f'steps_per_dispatch is {self.k}, expected a positive int'
+      )
+    self.host_split = train_split
+    self.num_rows = train_split['labels'].shape[1]
+    self.data_key = data_key
+    self._compiled = {}
+    self._step_fn = step_fn
+    if self.mode == 'device':
+      self.device_split = jax.device_put(train_split)
+    else:
+      self._host_step = jax.jit(step_fn, donate_argnums=0)
+
+  def _scanned(self, k):
+    if k not in self._compiled:
+      run = train_step.make_scanned_steps(
+        self._step_fn, batch_size=self.batch_size, num_steps=k
+      )
+      self._compiled[k] = jax.jit(run, donate_argnums=0)
+    return self._compiled[k]
+
+  def permutation(self, epoch: int):
+    perm = pipeline.epoch_permutation(self.data_key, epoch, self.num_rows)
+    return np.asarray(perm) if self.mode == 'host' else perm
+
+  def plan(self, steps: int):
+    """(first batch, number of batches) of each dispatch of an epoch."""
+    return [(b, min(self.k, steps - b)) for b in range(0, steps, self.k)]
+
+  def run(self, state, perm, first_batch: int, k: int):
+    """Runs batches first_batch..first_batch+k-1; metrics are [k, ...]."""
+    if self.mode == 'host':
+      rows = perm[first_batch * self.batch_size :][: self.batch_size]
+      state, m = self._host_step(
+        state, pipeline.take_rows(self.host_split, rows)
+      )
+      return state, jax.tree.map(lambda x: x[None], m)
+    return self._scanned(k)(state, self.device_split, perm, first_batch)
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: pathlib.Path
+) -> dict:
+  """Trains, evaluates, and writes config.json, metrics.jsonl, results.json."""
+  workdir = pathlib.Path(workdir)
+  chief = jax.process_index() == 0
+  t_start = time.time()
+  dataset = load_dataset(config)
+  tasks = dataset.tasks
+  model, tx, weighting = build(config, dataset)
+  train_split = dataset.splits['train']
+  spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
+  if config.num_epochs < 1:
+    raise ValueError(f'num_epochs is {config.num_epochs}, expected >= 1')
+
+  init_key, data_key = jax.random.split(jax.random.key(config.seed))
+  example = pipeline.take_rows(train_split, np.arange(2))
+  state = train_state.init_train_state(
+    model,
+    tx,
+    weighting,
+    train_step.features_of(example),
+    num_tasks=len(tasks),
+    key=init_key,
+  )
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  step_fn = train_step.make_train_step(
+    model, tx, weighting, tasks, steps_per_epoch=spe
+  )
+  trainer = _Trainer(config, step_fn, train_split, data_key)
+  eval_run = jax.jit(
+    train_step.make_scanned_eval(
+      train_step.make_eval_step(model, tasks, num_bins=config.num_auc_bins),
+      batch_size=config.eval_batch_size,
+    )
+  )
+  eval_data = {
+    split: jax.device_put(
+      pipeline.pad_split(dataset.splits[split], config.eval_batch_size)
+    )
+    for split in ('validation', 'test')
+  }
+
+  writers = None
+  if chief:
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / 'config.json', config.to_dict())
+    writers = Writers(
+      workdir, config=config.to_dict(), wandb_cfg=config.wandb.to_dict()
+    )
+  total_steps = spe * config.num_epochs
+  bar = tqdm.tqdm(
+    total=total_steps,
+    disable=not (chief and config.progress_bar),
+    unit='step',
+    dynamic_ncols=True,
+  )
+  best = {'score': -np.inf, 'epoch': None, 'params': None}
+  step, inflight, train_time, timed_steps = 0, 0, 0.0, 0
+  last_log = 0
+  for epoch in range(config.num_epochs):
+    t_epoch = time.time()
+    perm = trainer.permutation(epoch)
+    for first_batch, k in trainer.plan(spe):
+      state, m = trainer.run(state, perm, first_batch, k)
+      step += k
+      inflight += 1
+      bar.update(k)
+      if step // config.log_every_steps > last_log // config.log_every_steps:
+        last_log = step
+        _check_finite(m, tasks, step - k)
+        scalars = _train_scalars(m, tasks)
+        bar.set_postfix(
+          {
+            n.split('/')[-1]: f'{v:.4f}'
+            for n, v in scalars.items()
+            if n.startswith('train/loss/')
+          }
+        )
+        scalars['train/epoch'] = epoch
+        if writers:
+          writers.write(step, scalars)
+        inflight = 0
+      elif inflight >= MAX_INFLIGHT_DISPATCHES:
+        jax.block_until_ready(m)
+        inflight = 0
+    jax.block_until_ready(state.step)
+    _check_finite(m, tasks, step - k)
+    if epoch > 0:  # Epoch 0 includes compilation.
+      train_time += time.time() - t_epoch
+      timed_steps += spe
+    last = epoch + 1 == config.num_epochs
+    if (epoch + 1) % config.eval_every_epochs == 0 or last:
+      val = summarize_eval(
+        eval_run(state.params, eval_data['validation']), tasks, 'val'
+      )
+      val['val/epoch'] = epoch + 1
+      if writers:
+        writers.write(step, val)
+      score = selection_score(val, tasks, 'val')
+      if config.select_best and score > best['score']:
+        best.update(score=score, epoch=epoch + 1)
+        best['params'] = jax.tree.map(jnp.copy, state.params)
+  bar.close()
+
+  params = state.params
+  selected_epoch = config.num_epochs
+  if config.select_best and best['params'] is not None:
+    params, selected_epoch = best['params'], best['epoch']
+  final = {}
+  for split, prefix in (('validation', 'val'), ('test', 'test')):
+    final.update(
+      summarize_eval(eval_run(params, eval_data[split]), tasks, prefix)
+    )
+  if timed_steps == 0:  # A one-epoch run: the number includes compilation.
+    train_time, timed_steps = time.time() - t_start, spe
+  results = {
+    'model_name': config.model_name,
+    'dataset_name': config.dataset_name,
+    'dataset': config.dataset.to_dict(),
+    'weighting_name': config.weighting_name,
+    'seed': config.seed,
+    'tasks': [t.name for t in tasks],
+    'selected_epoch': selected_epoch,
+    'num_epochs': config.num_epochs,
+    'steps': int(step),
+    'num_params': int(num_params),
+    'train_examples_per_s': timed_steps * config.batch_size / train_time,
+    'wall_time_s': time.time() - t_start,
+    'validation': {k: v for k, v in final.items() if k.startswith('val/')},
+    'test': {k: v for k, v in final.items() if k.startswith('test/')},
+  }
+  if writers:
+    writers.write(step, final)
+    writers.summary(final)
+    writers.close()
+    write_json(workdir / 'results.json', results)
+  logging.info('results: %s', results)
+  return results

@@ -1,0 +1,66 @@
+"""Metrics computed inside the compiled program.
+
+AUC comes from binned counts of positive and negative scores: counts are
+summable across batches, devices and hosts, so evaluation never gathers
+predictions to the host. With `num_bins` equal-width bins on the predicted
+probability, only pairs of a positive and a negative falling into the same bin
+are approximated (counted as ties), which keeps the result within ~1e-4 of the
+exact AUC on census-income at the default 2**14 bins (checked against
+scikit-learn in tests).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_BINS = 2**14
+
+
+def auc_counts(
+  scores: jnp.ndarray,
+  labels: jnp.ndarray,
+  mask: jnp.ndarray,
+  *,
+  num_bins: int = DEFAULT_BINS,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Histograms of positive and negative scores per task.
+
+  Args:
+    scores: [T, B] probabilities in [0, 1].
+    labels: [T, B] binary labels.
+    mask: [T, B]; rows with mask 0 are not counted.
+    num_bins: equal-width bins on [0, 1].
+
+  Returns:
+    (positives [T, num_bins], negatives [T, num_bins]) as int32 counts
+    (exact to 2**31 rows per bin, where float32 would stop at 2**24).
+  """
+  idx = jnp.clip((scores * num_bins).astype(jnp.int32), 0, num_bins - 1)
+  keep = mask > 0
+  pos = (keep & (labels > 0.5)).astype(jnp.int32)
+  neg = (keep & (labels <= 0.5)).astype(jnp.int32)
+
+  def one_task(i, p, n):
+    zeros = jnp.zeros((num_bins,), jnp.int32)
+    return zeros.at[i].add(p), zeros.at[i].add(n)
+
+  return jax.vmap(one_task)(idx, pos, neg)
+
+
+def auc_from_counts(pos, neg):
+  """ROC AUC from score histograms [..., bins]; ties count one half.
+
+  AUC = P(score+ > score-) + 0.5 P(score+ == score-), summed bin by bin: a
+  negative in bin b is beaten by every positive in a higher bin. NaN when a
+  task has no positives or no negatives. Given numpy arrays it computes in
+  float64 on the host (the final numbers); given jax arrays, in float32
+  inside the program.
+  """
+  xp = jnp if isinstance(pos, jax.Array) else np
+  dtype = jnp.float32 if xp is jnp else np.float64
+  pos = pos.astype(dtype)
+  neg = neg.astype(dtype)
+  pos_above = xp.cumsum(pos[..., ::-1], axis=-1)[..., ::-1] - pos
+  wins = xp.sum(neg * (pos_above + 0.5 * pos), axis=-1)
+  total = xp.sum(pos, axis=-1) * xp.sum(neg, axis=-1)
+  return xp.where(total > 0, wins / xp.maximum(total, 1.0), xp.nan)

@@ -1,0 +1,34 @@
+"""The one pytree that changes during training.
+
+Nothing callable lives in it: the model, optimizer, weighting method and tasks
+are closed over when the step is built, so the state can be checkpointed,
+sharded, `eval_shape`d and compared as a whole.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class TrainState(NamedTuple):
+  step: jnp.ndarray  # int32 scalar: optimizer steps taken
+  params: Any
+  opt_state: Any
+  weighting_state: Any
+  rng: jnp.ndarray  # typed key; per-step randomness is fold_in(rng, step)
+
+
+def init_train_state(
+  model, tx, weighting, example_features, *, num_tasks: int, key
+) -> TrainState:
+  """Initialises params from `key` and every state that hangs off them."""
+  init_key, rng = jax.random.split(key)
+  params = model.init(init_key, example_features, train=False)['params']
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    weighting_state=weighting.init(num_tasks),
+    rng=rng,
+  )

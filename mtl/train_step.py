@@ -1,0 +1,165 @@
+"""The pure train and eval steps (DESIGN §4).
+
+`step(state, batch) -> (state, metrics)` does one forward and one backward:
+
+1. `losses [T], vjp_fn = jax.vjp(task_losses, params)`;
+2. the weighting method turns the losses (and, when it asks, per-task
+   gradients) into weights [T], updating its own state;
+3. `grads = vjp_fn(stop_gradient(weights))`: the gradient of sum_t w_t L_t;
+4. the optax update.
+
+Written per shard: with `axis_name` set, each shard's loss is its masked sum
+over the *global* row count (`psum` of counts), so `psum` of losses and
+gradients gives exactly the full-batch quantities, whatever the split of masked
+rows across devices. With `axis_name=None` no collective is used.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from mtl import losses as losses_lib
+from mtl import metrics as metrics_lib
+from mtl.tasks import Task
+from mtl.train_state import TrainState
+
+
+def _psum(x, axis_name):
+  return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def features_of(batch):
+  return {'dense': batch['dense'], 'sparse': batch['sparse']}
+
+
+def make_train_step(
+  model,
+  tx: optax.GradientTransformation,
+  weighting,
+  tasks: tuple[Task, ...],
+  *,
+  steps_per_epoch: int,
+  axis_name: str | None = None,
+):
+  """Builds the pure train step; `steps_per_epoch` defines `epoch`."""
+  base_weights = jnp.asarray([t.weight for t in tasks], jnp.float32)
+
+  def task_losses(params, batch, rng):
+    logits = model.apply(
+      {'params': params},
+      features_of(batch),
+      train=True,
+      rngs={'dropout': rng},
+    )
+    sums, counts = losses_lib.masked_loss_sums(
+      logits, batch['labels'], batch['mask'], tasks=tasks
+    )
+    counts = _psum(counts, axis_name)
+    return sums / jnp.maximum(counts, 1.0)
+
+  def step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    local_losses, vjp_fn = jax.vjp(
+      lambda p: task_losses(p, batch, rng), state.params
+    )
+    losses = _psum(local_losses, axis_name)
+    weights, weighting_state = weighting.update(
+      base_weights,
+      state.weighting_state,
+      losses=losses,
+      step=state.step,
+      epoch=state.step // steps_per_epoch,
+    )
+    weights = lax.stop_gradient(weights)
+    (grads,) = vjp_fn(weights)
+    grads = _psum(grads, axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = TrainState(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      weighting_state=weighting_state,
+      rng=state.rng,
+    )
+    metrics = {
+      'loss': losses,
+      'weight': weights,
+      'total_loss': jnp.dot(weights, losses),
+    }
+    return new_state, metrics
+
+  return step
+
+
+def make_eval_step(
+  model,
+  tasks: tuple[Task, ...],
+  *,
+  num_bins: int = metrics_lib.DEFAULT_BINS,
+  axis_name: str | None = None,
+):
+  """Builds `eval_step(params, batch) -> counts`, summable over batches."""
+
+  def eval_step(params, batch):
+    logits = model.apply({'params': params}, features_of(batch), train=False)
+    loss_sum, count = losses_lib.masked_loss_sums(
+      logits, batch['labels'], batch['mask'], tasks=tasks
+    )
+    pos, neg = metrics_lib.auc_counts(
+      jax.nn.sigmoid(logits), batch['labels'], batch['mask'], num_bins=num_bins
+    )
+    counts = {'loss_sum': loss_sum, 'count': count, 'pos': pos, 'neg': neg}
+    return jax.tree.map(lambda x: _psum(x, axis_name), counts)
+
+  return eval_step
+
+
+def gather_rows(data, idx):
+  """Rows `idx` of a split in batch layout (labels and mask are [T, N])."""
+  return {
+    'dense': jnp.take(data['dense'], idx, axis=0),
+    'sparse': jnp.take(data['sparse'], idx, axis=0),
+    'labels': jnp.take(data['labels'], idx, axis=1),
+    'mask': jnp.take(data['mask'], idx, axis=1),
+  }
+
+
+def make_scanned_steps(step, *, batch_size: int, num_steps: int):
+  """`num_steps` train steps in one dispatch over device-resident data.
+
+  Returns `run(state, data, perm, first_batch) -> (state, metrics [K, ...])`
+  where batch k takes rows `perm[(first_batch + k) * batch_size : ...]`: the
+  shuffle is a device array computed once per epoch, so the order is the same
+  pure function of (seed, epoch) as in the host-batch mode.
+  """
+
+  def run(state, data, perm, first_batch):
+    def body(state, k):
+      start = (first_batch + k) * batch_size
+      idx = lax.dynamic_slice_in_dim(perm, start, batch_size)
+      return step(state, gather_rows(data, idx))
+
+    return lax.scan(body, state, jnp.arange(num_steps))
+
+  return run
+
+
+def make_scanned_eval(eval_step, *, batch_size: int):
+  """`run(params, data) -> summed counts` over a split padded to batches."""
+
+  def run(params, data):
+    n = data['labels'].shape[1]
+    if n % batch_size:
+      raise ValueError(f'eval data of {n} rows is not padded to {batch_size}')
+
+    def body(total, k):
+      idx = k * batch_size + jnp.arange(batch_size)
+      counts = eval_step(params, gather_rows(data, idx))
+      return jax.tree.map(jnp.add, total, counts), None
+
+    first = eval_step(params, gather_rows(data, jnp.arange(batch_size)))
+    total, _ = lax.scan(body, first, jnp.arange(1, n // batch_size))
+    return total
+
+  return run

@@ -1,0 +1,113 @@
+"""Where metrics go: metrics.jsonl, Weights & Biases, the console.
+
+Shell code: only process 0 constructs writers (the loop decides that).
+"""
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+
+def _plain(value: Any):
+  """JSON-ready scalars: numpy/jax scalars to float, NaN to None."""
+  value = float(np.asarray(value))
+  return None if np.isnan(value) else value
+
+
+class JsonlWriter:
+  """Appends one JSON object per logged step: {"step": s, "<name>": v, ...}."""
+
+  def __init__(self, path: pathlib.Path):
+    self._path = pathlib.Path(path)
+    self._path.parent.mkdir(parents=True, exist_ok=True)
+
+  def write(self, step: int, scalars: dict[str, Any]) -> None:
+    row = {'step': int(step)}
+    row.update({k: _plain(v) for k, v in scalars.items()})
+    with self._path.open('a') as f:
+      f.write(json.dumps(row) + '\n')
+
+  def close(self) -> None:
+    pass
+
+
+class WandbWriter:
+  """One W&B run; `mode` is 'online', 'offline' or 'disabled'.
+
+  Offline runs make no network connection and are written under
+  `<workdir>/wandb/`, from where `wandb sync` uploads them later.
+  """
+
+  def __init__(self, *, mode: str, workdir: pathlib.Path, config: dict, **kw):
+    import wandb  # Imported here: a disabled run should not pay for it.
+
+    os.environ.setdefault('WANDB_DIR', str(workdir))
+    os.environ.setdefault('WANDB_CACHE_DIR', str(workdir / 'wandb-cache'))
+    self._run = wandb.init(
+      mode=mode,
+      dir=str(workdir),
+      config=config,
+      project=kw.get('project'),
+      entity=kw.get('entity'),
+      group=kw.get('group'),
+      name=kw.get('name'),
+      tags=list(kw.get('tags') or ()),
+      reinit='finish_previous',
+    )
+
+  def write(self, step: int, scalars: dict[str, Any]) -> None:
+    self._run.log({k: _plain(v) for k, v in scalars.items()}, step=int(step))
+
+  def summary(self, values: dict[str, Any]) -> None:
+    for k, v in values.items():
+      self._run.summary[k] = _plain(v)
+
+  def close(self) -> None:
+    self._run.finish()
+
+
+WANDB_MODES = ('disabled', 'offline', 'online')
+
+
+class Writers:
+  """Fans metrics out to every enabled writer."""
+
+  def __init__(self, workdir: pathlib.Path, *, config: dict, wandb_cfg: dict):
+    mode = wandb_cfg.get('mode', 'disabled')
+    if mode not in WANDB_MODES:
+      raise ValueError(f'wandb.mode is {mode!r}, expected one of {WANDB_MODES}')
+    self._writers = [JsonlWriter(workdir / 'metrics.jsonl')]
+    self._wandb = None
+    if mode != 'disabled':
+      kw = {k: v for k, v in wandb_cfg.items() if k != 'mode'}
+      self._wandb = WandbWriter(mode=mode, workdir=workdir, config=config, **kw)
+      self._writers.append(self._wandb)
+
+  def write(self, step: int, scalars: dict[str, Any]) -> None:
+    for w in self._writers:
+      w.write(step, scalars)
+    logging.info(
+      'step %d: %s',
+      step,
+      ', '.join(f'{k}={_plain(v)}' for k, v in sorted(scalars.items())),
+    )
+
+  def summary(self, values: dict[str, Any]) -> None:
+    if self._wandb is not None:
+      self._wandb.summary(values)
+
+  def close(self) -> None:
+    for w in self._writers:
+      w.close()
+
+
+def write_json(path: pathlib.Path, value: dict) -> None:
+  """Writes JSON atomically: a crash never leaves a half-written file."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + '\n')
+  tmp.replace(path)

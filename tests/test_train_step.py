@@ -1,0 +1,144 @@
+"""The train step against a hand-derived gradient, across devices, and in
+its scanned form."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mtl import train_state, train_step
+from mtl.data import pipeline
+from mtl.tasks import Task
+from mtl.weighting.fixed import fixed
+
+TASKS = (Task('a'), Task('b'))
+
+
+class Linear(nn.Module):
+  """logits [T, B] = (x W)^T: a model whose gradient is known in closed form."""
+
+  num_tasks: int
+
+  @nn.compact
+  def __call__(self, features, *, train):
+    del train
+    dense = nn.Dense(self.num_tasks, use_bias=False, name='w')
+    return dense(features['dense']).T
+
+
+def _batch(rng, n, d=5):
+  return {
+    'dense': rng.normal(size=(n, d)).astype(np.float32),
+    'sparse': np.zeros((n, 0), np.int32),
+    'labels': rng.integers(0, 2, (2, n)).astype(np.float32),
+    'mask': (rng.random((2, n)) > 0.25).astype(np.float32),
+  }
+
+
+def _setup(weights=(2.0, 0.5), lr=0.1):
+  model = Linear(2)
+  tx = optax.sgd(lr)
+  method = fixed(weights)
+  batch = _batch(np.random.default_rng(0), 16)
+  state = train_state.init_train_state(
+    model,
+    tx,
+    method,
+    train_step.features_of(batch),
+    num_tasks=2,
+    key=jax.random.key(0),
+  )
+  return model, tx, method, batch, state
+
+
+def test_one_step_equals_hand_derived_sgd_update():
+  model, tx, method, batch, state = _setup()
+  step = jax.jit(
+    train_step.make_train_step(model, tx, method, TASKS, steps_per_epoch=1)
+  )
+  new_state, metrics = step(state, batch)
+  # d/dW of sum_t w_t * mean_{masked rows} BCE(x W_t, y_t)
+  #   = column t: w_t * x^T (m_t * (sigmoid(x W_t) - y_t)) / sum(m_t).
+  w = np.asarray(state.params['w']['kernel'])
+  x, y, m = batch['dense'], batch['labels'], batch['mask']
+  grad = np.zeros_like(w)
+  for t, wt in enumerate((2.0, 0.5)):
+    p = 1 / (1 + np.exp(-(x @ w[:, t])))
+    grad[:, t] = wt * x.T @ (m[t] * (p - y[t])) / m[t].sum()
+  np.testing.assert_allclose(
+    new_state.params['w']['kernel'], w - 0.1 * grad, rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(metrics['weight'], [2.0, 0.5])
+  assert int(new_state.step) == 1
+
+
+def test_pmap_over_8_devices_equals_one_device():
+  model, tx, method, batch, state = _setup()
+  step = train_step.make_train_step(model, tx, method, TASKS, steps_per_epoch=1)
+  want, want_m = jax.jit(step)(state, batch)
+  n_dev = jax.local_device_count()
+  assert n_dev == 8, 'tests/conftest.py emulates 8 CPU devices'
+  # Unevenly masked shards: the per-shard loss must use the global count.
+  sharded = {
+    'dense': batch['dense'].reshape(n_dev, -1, batch['dense'].shape[1]),
+    'sparse': batch['sparse'].reshape(n_dev, 2, 0),
+    'labels': batch['labels'].reshape(2, n_dev, -1).transpose(1, 0, 2),
+    'mask': batch['mask'].reshape(2, n_dev, -1).transpose(1, 0, 2),
+  }
+  assert len(set(sharded['mask'].sum(axis=(1, 2)).tolist())) > 1
+  replicated = jax.tree.map(lambda a: jnp.stack([a] * n_dev), state)
+  pstep = jax.pmap(
+    train_step.make_train_step(
+      model, tx, method, TASKS, steps_per_epoch=1, axis_name='data'
+    ),
+    axis_name='data',
+  )
+  got, got_m = pstep(replicated, sharded)
+  np.testing.assert_allclose(
+    got.params['w']['kernel'][0], want.params['w']['kernel'], rtol=1e-5
+  )
+  np.testing.assert_allclose(got_m['loss'][3], want_m['loss'], rtol=1e-5)
+
+
+def test_scanned_device_steps_equal_host_steps():
+  model, tx, method, _, state = _setup()
+  split = _batch(np.random.default_rng(3), 40)
+  step = train_step.make_train_step(model, tx, method, TASKS, steps_per_epoch=5)
+  key = jax.random.key(7)
+  perm = pipeline.epoch_permutation(key, 0, 40)
+  host_state = state
+  host_step = jax.jit(step)
+  for batch in pipeline.host_batches(split, np.asarray(perm), 8):
+    host_state, _ = host_step(host_state, batch)
+  run = jax.jit(train_step.make_scanned_steps(step, batch_size=8, num_steps=5))
+  scan_state, metrics = run(state, jax.device_put(split), perm, 0)
+  assert metrics['loss'].shape == (5, 2)
+  np.testing.assert_allclose(
+    scan_state.params['w']['kernel'],
+    host_state.params['w']['kernel'],
+    rtol=1e-6,
+  )
+  assert int(scan_state.step) == int(host_state.step) == 5
+
+
+def test_epoch_permutation_is_a_pure_function_of_key_and_epoch():
+  key = jax.random.key(1)
+  a = np.asarray(pipeline.epoch_permutation(key, 3, 100))
+  b = np.asarray(pipeline.epoch_permutation(key, 3, 100))
+  c = np.asarray(pipeline.epoch_permutation(key, 4, 100))
+  np.testing.assert_array_equal(a, b)
+  assert sorted(a.tolist()) == list(range(100))
+  assert not np.array_equal(a, c)
+
+
+def test_scanned_eval_sums_padded_batches():
+  model, _, _, _, state = _setup()
+  split = _batch(np.random.default_rng(4), 21)
+  eval_step = train_step.make_eval_step(model, TASKS, num_bins=64)
+  run = jax.jit(train_step.make_scanned_eval(eval_step, batch_size=8))
+  counts = run(state.params, jax.device_put(pipeline.pad_split(split, 8)))
+  whole = eval_step(state.params, split)
+  np.testing.assert_allclose(counts['loss_sum'], whole['loss_sum'], rtol=1e-5)
+  np.testing.assert_array_equal(counts['count'], split['mask'].sum(1))
+  np.testing.assert_array_equal(counts['pos'], whole['pos'])
