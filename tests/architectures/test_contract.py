@@ -1,0 +1,197 @@
+"""The model contract, checked for every entry of ARCHITECTURES.
+
+A new architecture is tested here as soon as it is added to the dict; its
+constructor keywords get tiny values from FIELD_VALUES by name.
+
+Speed: on CPU, XLA compile time dominates these tests, and most of it is spent
+optimising RNG code (init, dropout). So params are random normals of the shapes
+`init` declares (traced by eval_shape, never compiled; real inits are tested in
+tests/test_model.py and tests/layers), and programs are compiled with backend
+optimisation off.
+"""
+
+import dataclasses
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mtl.architectures import ARCHITECTURES
+from mtl.model import make_model
+
+B, F, EMBED_DIM = 8, 3, 2
+VOCAB_SIZES = (4, 5)
+TOWER_HIDDEN = (3,)
+# (T, S): two tasks with categorical features, three tasks without any
+# (the synthetic dataset has S = 0).
+CASES = [(2, 2), (3, 0)]
+FIELD_VALUES = {
+  'hidden': (8, 6),
+  'expert_hidden': (6,),
+  'num_experts': 3,
+  'num_specific_experts': 2,
+  'num_shared_experts': 1,
+  'num_levels': 2,
+}
+NAMES = sorted(ARCHITECTURES)
+FAST_COMPILE = {'xla_backend_optimization_level': 0}
+
+
+def tiny_kwargs(name: str, **overrides) -> dict:
+  kwargs = {}
+  for field in dataclasses.fields(ARCHITECTURES[name]):
+    if not field.init or field.name in ('num_tasks', 'parent', 'name'):
+      continue
+    if field.name in FIELD_VALUES:
+      kwargs[field.name] = FIELD_VALUES[field.name]
+    elif field.default is dataclasses.MISSING:
+      pytest.fail(
+        f'{name}: add a tiny value for {field.name!r} to FIELD_VALUES'
+      )
+  kwargs.update(overrides)
+  return kwargs
+
+
+def model_of(name: str, num_tasks: int, num_sparse: int, dropout: float = 0.0):
+  return make_model(
+    name,
+    tiny_kwargs(name, dropout=dropout),
+    num_tasks=num_tasks,
+    vocab_sizes=VOCAB_SIZES[:num_sparse],
+    embed_dim=EMBED_DIM,
+    tower_hidden=TOWER_HIDDEN,
+    tower_dropout=dropout,
+  )
+
+
+def batch_of(seed: int, num_tasks: int, num_sparse: int) -> dict:
+  rng = np.random.default_rng(seed)
+  sparse = [rng.integers(0, v, B) for v in VOCAB_SIZES[:num_sparse]]
+  return {
+    'dense': rng.normal(size=(B, F)).astype(np.float32),
+    'sparse': np.stack(sparse, 1).astype(np.int32)
+    if sparse
+    else np.zeros((B, 0), np.int32),
+    'labels': rng.integers(0, 2, (num_tasks, B)).astype(np.float32),
+  }
+
+
+def features(batch):
+  return {'dense': batch['dense'], 'sparse': batch['sparse']}
+
+
+def jit(fn):
+  return jax.jit(fn, compiler_options=FAST_COMPILE)
+
+
+@functools.cache
+def init_params(name: str, num_tasks: int, num_sparse: int):
+  """Random params of the shapes the model's init declares."""
+  model = model_of(name, num_tasks, num_sparse)
+  example = features(batch_of(0, num_tasks, num_sparse))
+  shapes = jax.eval_shape(
+    functools.partial(model.init, train=False), jax.random.key(0), example
+  )['params']
+  rng = np.random.default_rng(0)
+
+  def draw(s):
+    assert s.dtype == jnp.float32
+    scale = 1.0 / np.sqrt(s.shape[-2]) if len(s.shape) >= 2 else 0.1
+    return jnp.asarray(scale * rng.normal(size=s.shape), jnp.float32)
+
+  return jax.tree.map(draw, shapes)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_declares_per_task_inputs(name):
+  assert isinstance(ARCHITECTURES[name].per_task_inputs, bool)
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('num_tasks', [2, 3])
+def test_backbone_returns_task_leading_representations(name, num_tasks):
+  cls = ARCHITECTURES[name]
+  backbone = cls(num_tasks=num_tasks, **tiny_kwargs(name))
+  d = 7
+  x = jnp.zeros((num_tasks, B, d) if cls.per_task_inputs else (B, d))
+  z, _ = jax.eval_shape(
+    functools.partial(backbone.init_with_output, train=False),
+    jax.random.key(0),
+    x,
+  )
+  assert z.shape[:2] == (num_tasks, B) and z.ndim == 3
+  assert z.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize(('num_tasks', 'num_sparse'), CASES)
+def test_logits_and_gradients_without_retracing(name, num_tasks, num_sparse):
+  model = model_of(name, num_tasks, num_sparse)
+  params = init_params(name, num_tasks, num_sparse)
+  expected_top = {'backbone', 'towers'} | ({'embed'} if num_sparse else set())
+  assert set(params) == expected_top
+
+  chex.clear_trace_counter()
+
+  @jit
+  @chex.assert_max_traces(n=1)
+  def step(params, batch):
+    def loss_fn(p):
+      logits = model.apply({'params': p}, features(batch), train=True)
+      bce = optax.sigmoid_binary_cross_entropy(logits, batch['labels'])
+      return bce.mean(), logits
+
+    (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return logits, grads
+
+  for seed in range(3):  # New data, same shapes: must reuse the trace.
+    logits, grads = step(params, batch_of(seed, num_tasks, num_sparse))
+  assert logits.shape == (num_tasks, B) and logits.dtype == jnp.float32
+  assert np.isfinite(np.asarray(logits)).all()
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    where = jax.tree_util.keystr(path)
+    assert g.dtype == jnp.float32, where
+    assert np.isfinite(np.asarray(g)).all(), where
+    assert np.any(np.asarray(g) != 0), f'no gradient reaches {where}'
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_dropout_only_when_training_and_gates_are_sown(name):
+  num_tasks, num_sparse = CASES[0]
+  # Dropout adds no params: the dropout-free model's params fit.
+  params = init_params(name, num_tasks, num_sparse)
+  model = model_of(name, num_tasks, num_sparse, dropout=0.5)
+  x = features(batch_of(1, num_tasks, num_sparse))
+  # No rng is given: evaluation must not draw one.
+  evaluate = jit(
+    lambda p, x: model.apply(
+      {'params': p}, x, train=False, mutable=['intermediates']
+    )
+  )
+  train = jit(
+    lambda p, x, key: model.apply(
+      {'params': p}, x, train=True, rngs={'dropout': key}
+    )
+  )
+  logits, state = evaluate(params, x)
+  np.testing.assert_array_equal(logits, evaluate(params, x)[0])
+  a = train(params, x, jax.random.key(1))
+  b = train(params, x, jax.random.key(2))
+  assert not np.allclose(a, b)
+  assert not np.allclose(a, logits)
+
+  gates = [
+    leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+    if any(getattr(k, 'key', None) == 'gates' for k in path)
+  ]
+  if name in ('omoe', 'mmoe', 'cgc', 'ple'):
+    assert gates, f'{name} sowed no gates'
+  for g in gates:
+    assert g.shape[:2] == (num_tasks, B) and g.ndim == 3
+    np.testing.assert_allclose(np.sum(g, -1), 1.0, rtol=1e-5)
+    assert (np.asarray(g) >= 0).all()
