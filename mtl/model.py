@@ -41,7 +41,9 @@ class MultiTaskModel(nn.Module):
   tower_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, features: dict[str, jax.Array], *, train: bool):
+  def __call__(
+    self, features: dict[str, jax.Array], *, train: bool
+  ) -> jax.Array:
     """Logits [T, B]; dropout draws the 'dropout' rng only when training."""
     if getattr(self.backbone, 'num_tasks', self.num_tasks) != self.num_tasks:
       raise ValueError(
