@@ -18,10 +18,11 @@ a config file or a command-line override fails with the key's name. Keys:
                        switches the method from the command line
   batch_size           global training batch
   num_epochs           passes over the training split
-  input_mode           'scan' (device-resident data, steps_per_dispatch steps
-                       per dispatch), 'device' (device-resident data, one
-                       step per dispatch) or 'host' (numpy batches)
-  steps_per_dispatch   steps per compiled call in 'scan' mode
+  input_mode           'device' (the dataset resident on the device,
+                       shuffled there, steps_per_dispatch steps per compiled
+                       call with lax.scan) or 'host' (numpy batches, one
+                       step per call)
+  steps_per_dispatch   train steps per compiled call in 'device' mode
   eval_batch_size      evaluation batch (the split is padded, masked)
   eval_every_epochs    validation during training
   select_best          report the epoch with the best validation AUC of the
@@ -109,7 +110,7 @@ def base_config(
   c.weighting = {k: dict(v) for k, v in WEIGHTING_DEFAULTS.items()}
   c.batch_size = 1024
   c.num_epochs = 10
-  c.input_mode = 'scan'
+  c.input_mode = 'device'
   c.steps_per_dispatch = 64
   c.eval_batch_size = 8192
   c.eval_every_epochs = 1

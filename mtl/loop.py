@@ -17,6 +17,7 @@ import tqdm
 
 from mtl import metrics as metrics_lib
 from mtl import optim, train_state, train_step
+from mtl.architectures import ARCHITECTURES
 from mtl.data import DATASETS, pipeline
 from mtl.model import make_model
 from mtl.weighting import WEIGHTINGS
@@ -37,6 +38,14 @@ def _choose(kind: str, name: str, options) -> None:
       f'unknown {kind} {name!r}: expected one of '
       f'{", ".join(sorted(options))}{hint}'
     )
+
+
+def check_names(config: ml_collections.ConfigDict) -> None:
+  """Fails fast, before any data is read, on an unknown name in the config."""
+  _choose('dataset', config.dataset_name, DATASETS)
+  _choose('model', config.model_name, ARCHITECTURES)
+  _choose('weighting', config.weighting_name, WEIGHTINGS)
+  _choose('input_mode', config.input_mode, INPUT_MODES)
 
 
 def load_dataset(config: ml_collections.ConfigDict):
@@ -114,7 +123,7 @@ def _check_finite(chunk_metrics, tasks, first_step: int) -> None:
     )
 
 
-class _Trainer:
+class EpochRunner:
   """Runs the train steps of an epoch in either input mode."""
 
   def __init__(self, config, step_fn, train_split, data_key):
@@ -169,6 +178,7 @@ def train_and_evaluate(
   workdir = pathlib.Path(workdir)
   chief = jax.process_index() == 0
   t_start = time.time()
+  check_names(config)
   dataset = load_dataset(config)
   tasks = dataset.tasks
   model, tx, weighting = build(config, dataset)
@@ -191,7 +201,7 @@ def train_and_evaluate(
   step_fn = train_step.make_train_step(
     model, tx, weighting, tasks, steps_per_epoch=spe
   )
-  trainer = _Trainer(config, step_fn, train_split, data_key)
+  trainer = EpochRunner(config, step_fn, train_split, data_key)
   eval_run = jax.jit(
     train_step.make_scanned_eval(
       train_step.make_eval_step(model, tasks, num_bins=config.num_auc_bins),

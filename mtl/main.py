@@ -8,6 +8,7 @@ exit code 2; `--traceback` shows the full trace instead.
 """
 
 import pathlib
+import re
 import sys
 
 from absl import app, flags
@@ -24,7 +25,9 @@ _TRACEBACK = flags.DEFINE_bool(
 )
 flags.mark_flags_as_required(['config', 'workdir'])
 
-# Errors that mean bad input (config, data, command line), not a bug.
+# Errors that mean bad input (config, data, command line), not a bug;
+# loaders and builders raise them with a one-line message.
+QUOTES = '\'"'
 INPUT_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
 
 
@@ -34,14 +37,15 @@ def main(argv):
   from mtl import loop  # After flag parsing: JAX starts only for a real run.
 
   try:
-    loop.train_and_evaluate(_CONFIG.value, pathlib.Path(_WORKDIR.value))
+    config = _CONFIG.value  # Loads the config file.
+  except (AttributeError, *INPUT_ERRORS, OSError) as e:
+    _fail(e)
+  try:
+    loop.train_and_evaluate(config, pathlib.Path(_WORKDIR.value))
   except INPUT_ERRORS as e:
     if _TRACEBACK.value:
       raise
-    message = str(e).strip().strip('"\'').splitlines()[0]
-    print(f'mtl-train: error: {message}', file=sys.stderr)
-    return 2
-  return 0
+    _fail(e)
 
 
 def _add_config_root(argv: list[str]) -> None:
@@ -61,9 +65,37 @@ def _add_config_root(argv: list[str]) -> None:
       sys.path.insert(0, str(path.parent.parent))
 
 
+def _fail(error) -> None:
+  """Prints the error as one line on stderr and exits with code 2."""
+  message = str(error.args[0] if getattr(error, 'args', None) else error)
+  typo = re.search(r'Did you mean "(.+?)" instead of "(.+?)"', message)
+  missing = re.search(r"""Key ["'](.+?)["'] does not exist""", message)
+  if typo:  # ml_collections' locked-config error, several lines long.
+    message = f'unknown config key {typo[2]!r} (did you mean {typo[1]!r}?)'
+  elif missing:
+    message = f'unknown config key {missing[1]!r}'
+  elif isinstance(error, AttributeError | KeyError) and ' ' not in message:
+    message = f'unknown config key {message.strip(QUOTES)!r}'
+  message = ' '.join(message.replace('\\n', ' ').split())
+  print(f'mtl-train: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a bad config file or override as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(e)
+  except (AttributeError, *INPUT_ERRORS, OSError) as e:
+    # A typo in a config key (with ml_collections' suggestion), a wrong
+    # type, or a config file that cannot be loaded.
+    _fail(e)
+
+
 def run():
   _add_config_root(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -111,3 +111,43 @@ def write_json(path: pathlib.Path, value: dict) -> None:
   tmp = path.with_name(path.name + '.tmp')
   tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + '\n')
   tmp.replace(path)
+
+
+def read_offline_run(run_dir: pathlib.Path) -> dict:
+  """Reads an offline W&B run back from disk: config, group, tags, summary.
+
+  Uses the `wandb leet inspect --json` reader that ships with wandb (the
+  Python reader of .wandb files was removed in wandb 0.31), so what comes
+  back is what `wandb sync` would upload.
+  """
+  import subprocess
+  import sys
+
+  files = sorted(pathlib.Path(run_dir).glob('*.wandb'))
+  if len(files) != 1:
+    raise FileNotFoundError(f'{run_dir}: expected one .wandb file, {files}')
+  wandb_bin = pathlib.Path(sys.executable).with_name('wandb')
+  proc = subprocess.run(
+    [str(wandb_bin), 'leet', 'inspect', '--json', str(files[0])],
+    capture_output=True,
+    text=True,
+    check=True,
+    timeout=120,
+  )
+  out = {'config': {}, 'summary': {}, 'history': [], 'group': None}
+  for line in proc.stdout.splitlines():
+    record = json.loads(line)
+    kind = record.get('type')
+    if kind == 'run':
+      run = record['run']
+      out['config'] = run.get('config', {}).get('update', {})
+      out['group'] = run.get('run_group')
+      out['tags'] = run.get('tags', [])
+      out['name'] = run.get('display_name')
+    elif kind == 'summary':
+      out['summary'].update(record['summary'].get('update', {}))
+    elif kind == 'history':
+      out['history'].append(record['history']['item'])
+    elif kind == 'exit':
+      out['exit_code'] = record['exit'].get('exit_code', 0)
+  return out

@@ -1,0 +1,135 @@
+"""Training throughput of the census MMoE step in each input mode.
+
+  python experiments/benchmark.py --config=configs/census_mmoe.py
+
+Modes, all on the same data, model, batch (1024) and permutation:
+  host        numpy batches gathered on the host, one jitted step per dispatch
+  device      dataset resident on the device, one step per dispatch
+  device_scan dataset resident, `--scan_steps` steps per dispatch (lax.scan)
+
+Each mode runs one warm-up epoch (compilation), then `--repeats` timed epochs;
+the median examples/s is printed and written to
+experiments/results/benchmark.json. By default the model is sized like
+torch-rechub's census MMoE example (see experiments/peer_torch_rechub.py) so
+the two numbers compare like with like; `--peer_sized=false` keeps the
+config's model.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `from configs import common` in configs.
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed epochs per mode.')
+_SCAN_STEPS = flags.DEFINE_integer('scan_steps', 0, '0: a whole epoch.')
+_PEER_SIZED = flags.DEFINE_bool(
+  'peer_sized', True, "Use torch-rechub's census MMoE sizes."
+)
+_OUT = flags.DEFINE_string(
+  'out', str(REPO / 'experiments/results/benchmark.json'), 'Results JSON.'
+)
+flags.mark_flags_as_required(['config'])
+
+# torch-rechub examples/ranking/run_census.py (see peer_torch_rechub.py).
+PEER_SIZES = dict(
+  embed_dim=4, num_experts=8, expert_hidden=(16,), tower_hidden=(8,)
+)
+
+
+def main(argv):
+  del argv
+  import jax
+  import numpy as np
+
+  from mtl import loop, train_state, train_step
+  from mtl.data import pipeline
+
+  config = _CONFIG.value
+  if _PEER_SIZED.value:
+    config.embedding.dim = PEER_SIZES['embed_dim']
+    config.model.num_experts = PEER_SIZES['num_experts']
+    config.model.expert_hidden = PEER_SIZES['expert_hidden']
+    config.towers.hidden = PEER_SIZES['tower_hidden']
+  dataset = loop.load_dataset(config)
+  model, tx, weighting = loop.build(config, dataset)
+  split = dataset.splits['train']
+  spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
+  scan_steps = _SCAN_STEPS.value or spe
+  step_fn = train_step.make_train_step(
+    model, tx, weighting, dataset.tasks, steps_per_epoch=spe
+  )
+  init_key, data_key = jax.random.split(jax.random.key(config.seed))
+  example = pipeline.take_rows(split, np.arange(2))
+  fresh = lambda: train_state.init_train_state(  # noqa: E731
+    model,
+    tx,
+    weighting,
+    train_step.features_of(example),
+    num_tasks=dataset.num_tasks,
+    key=init_key,
+  )
+  num_params = sum(x.size for x in jax.tree.leaves(fresh().params))
+  modes = {
+    'host': ('host', 1),
+    'device': ('device', 1),
+    'device_scan': ('device', scan_steps),
+  }
+  results = {}
+  for name, (mode, k) in modes.items():
+    config.input_mode, config.steps_per_dispatch = mode, k
+    runner = loop.EpochRunner(config, step_fn, split, data_key)
+    state = fresh()
+    rates = []
+    for epoch in range(_REPEATS.value + 1):
+      perm = runner.permutation(epoch)
+      jax.block_until_ready(perm)
+      t0 = time.perf_counter()
+      for first, n in runner.plan(spe):
+        state, m = runner.run(state, perm, first, n)
+      jax.block_until_ready(state)
+      if epoch:  # Epoch 0 compiles.
+        rates.append(spe * config.batch_size / (time.perf_counter() - t0))
+    results[name] = {
+      'steps_per_dispatch': k,
+      'examples_per_s': [round(r) for r in rates],
+      'median_examples_per_s': round(statistics.median(rates)),
+    }
+    print(
+      f'{name:12s} steps/dispatch={k:4d}  '
+      f'{statistics.median(rates):12,.0f} examples/s  '
+      f'({spe / (spe * config.batch_size / statistics.median(rates)):.1f} '
+      'steps/s)'
+    )
+  record = {
+    'model': config.model_name,
+    'model_kwargs': config.model.to_dict(),
+    'embed_dim': config.embedding.dim,
+    'tower_hidden': list(config.towers.hidden),
+    'num_params': int(num_params),
+    'batch_size': config.batch_size,
+    'steps_per_epoch': spe,
+    'modes': results,
+    'jax': jax.__version__,
+    'backend': jax.default_backend(),
+    'devices': jax.local_device_count(),
+    'cpu_count': os.cpu_count(),
+    'machine': platform.machine(),
+  }
+  out = pathlib.Path(_OUT.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(record, indent=2) + '\n')
+  print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+  app.run(main)

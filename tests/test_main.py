@@ -1,0 +1,98 @@
+"""End to end through the command line, as a user runs it.
+
+Each test starts `python -m mtl.main` in a subprocess (its own JAX, one CPU
+device), so the flag parsing, the workdir and the exit codes are the real ones.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from mtl.writers import read_offline_run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_main(*args, timeout=300):
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)  # One device, as a plain user run.
+  env['WANDB_MODE'] = env.get('WANDB_MODE', 'offline')
+  return subprocess.run(
+    [sys.executable, '-m', 'mtl.main', *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def test_smoke_run_writes_the_workdir(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = run_main('--config=configs/smoke.py', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['model_name'] == 'mmoe'
+  results = json.loads((workdir / 'results.json').read_text())
+  assert set(results['test']) == {'test/mse/y1', 'test/mse/y2'}
+  assert all(v > 0 for v in results['test'].values())
+  rows = [json.loads(line) for line in open(workdir / 'metrics.jsonl')]
+  train_rows = [r for r in rows if 'train/loss/y1' in r]
+  val_rows = [r for r in rows if 'val/epoch' in r]
+  assert [r['step'] for r in train_rows] == sorted(
+    r['step'] for r in train_rows
+  )
+  assert len(val_rows) == config['num_epochs']
+  # Training reduced the loss: first logged vs last validation MSE.
+  assert val_rows[-1]['val/mse/y1'] < train_rows[0]['train/loss/y1']
+
+
+def test_wandb_offline_run_is_written_and_read_back(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = run_main(
+    '--config=configs/smoke.py:shared_bottom',
+    f'--workdir={workdir}',
+    '--config.wandb.mode=offline',
+    '--config.wandb.group=smoke-group',
+    '--config.wandb.tags=("a", "b")',
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((workdir / 'results.json').read_text())
+  runs = sorted((workdir / 'wandb').glob('offline-run-*'))
+  assert len(runs) == 1, runs
+  run = read_offline_run(runs[0])
+  assert run['group'] == 'smoke-group'
+  assert run['tags'] == ['a', 'b']
+  assert run['exit_code'] == 0
+  assert run['config']['model_name'] == 'shared_bottom'
+  for key, value in results['test'].items():
+    assert run['summary'][key] == pytest.approx(value)
+  logged_steps = [h['_step'] for h in run['history']]
+  assert logged_steps == sorted(logged_steps) and logged_steps[-1] == 16
+
+
+@pytest.mark.parametrize(
+  'override,message',
+  [
+    ('--config.model_name=mmeo', "unknown model 'mmeo'"),
+    ('--config.modle_name=mmoe', "unknown config key 'modle_name'"),
+    ('--config.batch_size=abc', 'batch_size'),
+    ('--config.optimizer.learning_rate=-0.1', 'optimizer.learning_rate'),
+    ('--config.weighting_name=gradnrm', "unknown weighting 'gradnrm'"),
+    ('--config.input_mode=gpu', "unknown input_mode 'gpu'"),
+    ('--config.batch_size=100000', 'batch_size 100000 exceeds'),
+  ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path, override, message):
+  proc = run_main(
+    '--config=configs/smoke.py', f'--workdir={tmp_path}', override
+  )
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith('mtl-train: error: ')
+  assert message in lines[0]
