@@ -11,7 +11,8 @@ a config file or a command-line override fails with the key's name. Keys:
   embedding.dim        embedding size of every categorical feature
   towers.hidden        hidden sizes of each task's tower (a final Dense(1)
                        is added); towers.dropout its dropout rate
-  optimizer            name, learning_rate, weight_decay, grad_clip_norm
+  optimizer            name, learning_rate, weight_decay, grad_clip_norm,
+                       schedule ('constant' | 'cosine'), warmup_steps
   weighting_name       a key of mtl.weighting.WEIGHTINGS
   weighting.<method>   keyword arguments of each method; only the chosen
                        method's are used, so `--config.weighting_name=X`
@@ -104,7 +105,12 @@ def base_config(
   c.embedding = dict(dim=8)
   c.towers = dict(hidden=(32,), dropout=0.0)
   c.optimizer = dict(
-    name='adam', learning_rate=1e-3, weight_decay=0.0, grad_clip_norm=0.0
+    name='adam',
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    grad_clip_norm=0.0,
+    schedule='constant',
+    warmup_steps=0,
   )
   c.weighting_name = 'equal'
   c.weighting = {k: dict(v) for k, v in WEIGHTING_DEFAULTS.items()}

@@ -61,9 +61,9 @@ def main(argv):
     config.model.expert_hidden = PEER_SIZES['expert_hidden']
     config.towers.hidden = PEER_SIZES['tower_hidden']
   dataset = loop.load_dataset(config)
-  model, tx, weighting = loop.build(config, dataset)
   split = dataset.splits['train']
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
+  model, tx, weighting = loop.build(config, dataset, spe * config.num_epochs)
   scan_steps = _SCAN_STEPS.value or spe
   step_fn = train_step.make_train_step(
     model, tx, weighting, dataset.tasks, steps_per_epoch=spe

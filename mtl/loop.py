@@ -60,7 +60,7 @@ def make_weighting(config: ml_collections.ConfigDict):
   return WEIGHTINGS[config.weighting_name](**kwargs)
 
 
-def build(config: ml_collections.ConfigDict, dataset):
+def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   """Model, optimizer and weighting method of a config, for a dataset."""
   _choose('input_mode', config.input_mode, INPUT_MODES)
   model = make_model(
@@ -72,7 +72,9 @@ def build(config: ml_collections.ConfigDict, dataset):
     tower_hidden=tuple(config.towers.hidden),
     tower_dropout=config.towers.dropout,
   )
-  tx = optim.make_optimizer(**config.optimizer.to_dict())
+  tx = optim.make_optimizer(
+    **config.optimizer.to_dict(), total_steps=total_steps
+  )
   weighting = make_weighting(config)
   weighting.init(dataset.num_tasks)  # Validates per-task lengths up front.
   return model, tx, weighting
@@ -181,11 +183,11 @@ def train_and_evaluate(
   check_names(config)
   dataset = load_dataset(config)
   tasks = dataset.tasks
-  model, tx, weighting = build(config, dataset)
   train_split = dataset.splits['train']
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
   if config.num_epochs < 1:
     raise ValueError(f'num_epochs is {config.num_epochs}, expected >= 1')
+  model, tx, weighting = build(config, dataset, spe * config.num_epochs)
 
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
   example = pipeline.take_rows(train_split, np.arange(2))

@@ -10,19 +10,60 @@ OPTIMIZERS = {
 }
 
 
+SCHEDULES = ('constant', 'cosine')
+
+
+def make_schedule(
+  learning_rate: float, schedule: str, warmup_steps: int, total_steps: int
+) -> optax.Schedule:
+  """Constant or cosine-decayed learning rate after a linear warm-up."""
+  if schedule not in SCHEDULES:
+    raise ValueError(
+      f'optimizer.schedule is {schedule!r}, expected one of {SCHEDULES}'
+    )
+  if not 0 <= warmup_steps < max(total_steps, 1):
+    raise ValueError(
+      f'optimizer.warmup_steps is {warmup_steps}, expected 0 <= warmup_steps'
+      f" < {total_steps} (the run's total steps)"
+    )
+  if schedule == 'constant' and not warmup_steps:
+    return optax.constant_schedule(learning_rate)
+  if schedule == 'constant':
+    return optax.join_schedules(
+      [
+        optax.linear_schedule(0.0, learning_rate, warmup_steps),
+        optax.constant_schedule(learning_rate),
+      ],
+      [warmup_steps],
+    )
+  return optax.warmup_cosine_decay_schedule(
+    0.0 if warmup_steps else learning_rate,
+    learning_rate,
+    warmup_steps,
+    total_steps,
+  )
+
+
 def make_optimizer(
   name: str = 'adam',
   learning_rate: float = 1e-3,
   weight_decay: float = 0.0,
   grad_clip_norm: float = 0.0,
+  schedule: str = 'constant',
+  warmup_steps: int = 0,
+  *,
+  total_steps: int = 1,
 ) -> optax.GradientTransformation:
   """An optax optimizer; errors name the key, the value and what is allowed.
 
   Args:
     name: one of OPTIMIZERS.
-    learning_rate: > 0.
+    learning_rate: > 0; the peak rate when a schedule is used.
     weight_decay: decoupled weight decay, only for 'adamw'.
     grad_clip_norm: clip the global gradient norm to this when > 0.
+    schedule: 'constant' or 'cosine' (decay to 0 at `total_steps`).
+    warmup_steps: linear warm-up from 0 over this many steps.
+    total_steps: the run's number of optimizer steps.
   """
   if name not in OPTIMIZERS:
     raise ValueError(
@@ -41,10 +82,11 @@ def make_optimizer(
     raise ValueError(
       f'optimizer.grad_clip_norm is {grad_clip_norm}, expected >= 0'
     )
+  lr = make_schedule(learning_rate, schedule, warmup_steps, total_steps)
   if name == 'adamw':
-    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+    tx = optax.adamw(lr, weight_decay=weight_decay)
   else:
-    tx = OPTIMIZERS[name](learning_rate)
+    tx = OPTIMIZERS[name](lr)
   if grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
   return tx
