@@ -58,4 +58,4 @@ def test_grad_clipping_bounds_the_update():
   tx = optim.make_optimizer('sgd', 1.0, grad_clip_norm=1.0)
   params = {'w': jnp.zeros(2)}
   updates, _ = tx.update({'w': jnp.array([30.0, 40.0])}, tx.init(params))
-  np.testing.assert_allclose(optax.global_norm(updates), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(optax.tree.norm(updates), 1.0, rtol=1e-6)
