@@ -44,14 +44,14 @@ MODEL_DEFAULTS = {
   'omoe': dict(num_experts=8, expert_hidden=(64,), dropout=0.0),
   'mmoe': dict(num_experts=8, expert_hidden=(64,), dropout=0.0),
   'cgc': dict(
-    num_specific_experts=2,
+    num_specific_experts=3,
     num_shared_experts=2,
     expert_hidden=(64,),
     dropout=0.0,
   ),
   'ple': dict(
     num_levels=2,
-    num_specific_experts=2,
+    num_specific_experts=3,
     num_shared_experts=2,
     expert_hidden=(64,),
     dropout=0.0,
@@ -106,16 +106,16 @@ def base_config(
   c.towers = dict(hidden=(32,), dropout=0.0)
   c.optimizer = dict(
     name='adam',
-    learning_rate=1e-3,
+    learning_rate=2e-3,
     weight_decay=0.0,
     grad_clip_norm=0.0,
-    schedule='constant',
+    schedule='cosine',
     warmup_steps=0,
   )
   c.weighting_name = 'equal'
   c.weighting = {k: dict(v) for k, v in WEIGHTING_DEFAULTS.items()}
   c.batch_size = 1024
-  c.num_epochs = 10
+  c.num_epochs = 12
   c.input_mode = 'device'
   c.steps_per_dispatch = 64
   c.eval_batch_size = 8192
