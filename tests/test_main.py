@@ -96,3 +96,38 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, override, message):
   assert len(lines) == 1, proc.stderr[-3000:]
   assert lines[0].startswith('mtl-train: error: ')
   assert message in lines[0]
+
+
+def test_census_smoke_run_reads_the_real_data(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  proc = run_main(
+    '--config=configs/smoke.py:mmoe,census',
+    f'--workdir={workdir}',
+    f'--config.dataset.data_dir={tmp_path / "tfds"}',
+    '--config.num_epochs=1',
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((workdir / 'results.json').read_text())
+  # One epoch of a tiny model already ranks far better than chance.
+  assert results['test']['test/auc/income'] > 0.85
+  assert results['test']['test/auc/marital'] > 0.9
+  assert results['steps'] == 199_523 // 64
+
+
+def test_missing_data_directory_is_one_line(tmp_path):
+  missing = tmp_path / 'no-such-dir'
+  proc = run_main(
+    '--config=configs/smoke.py:mmoe,census',
+    f'--workdir={tmp_path / "run"}',
+    f'--config.dataset.manual_dir={missing}',
+    f'--config.dataset.data_dir={tmp_path / "tfds"}',
+  )
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  # TFDS may log a warning first; the error itself is the one last line.
+  errors = [x for x in proc.stderr.splitlines() if 'error' in x.lower()]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == errors[0]
+  assert errors[0].startswith('mtl-train: error: ')
+  assert str(missing) in errors[0]
+  assert 'census-income.data.gz (5,988,689 bytes, sha256 3a8265c0' in errors[0]
+  assert not (tmp_path / 'run' / 'results.json').exists()

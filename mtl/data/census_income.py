@@ -69,7 +69,7 @@ def input_columns(protocol: str, task_group: int) -> tuple[str, ...]:
 def _how_to_get() -> str:
   infos = cib.CensusIncome.url_infos
   files = ' and '.join(
-    f'{url} ({infos[url].size} bytes, sha256 {infos[url].checksum})'
+    f'{url} ({int(infos[url].size):,} bytes, sha256 {infos[url].checksum})'
     for url in cib.URLS.values()
   )
   return f'download {files}'
