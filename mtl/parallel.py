@@ -204,12 +204,15 @@ class _Parallel:
     return out
 
   def __call__(self, state, batch):
+    return self.on_placed(state, self.put_batch(batch))
+
+  def on_placed(self, state, placed_batch):
+    """Like calling, with a batch `put_batch` placed ahead of time."""
     state = self.put_state(state)
-    placed = self.put_batch(batch)
     if self.backend == 'pmap':
-      return self._fn(state, placed)
-    _, fn = self._shard_mapped(batch)
-    return fn(state, placed)
+      return self._fn(state, placed_batch)
+    _, fn = self._shard_mapped(placed_batch)
+    return fn(state, placed_batch)
 
 
 def make_parallel_train_step(
@@ -232,8 +235,8 @@ def make_parallel_train_step(
     `run(state, batch) -> (state, metrics)`: `state` an ordinary TrainState
     (donated), `batch` this process's rows of the global batch in the usual
     numpy layout. The new state and the metrics are replicated global arrays.
-    `run.put_state`/`run.put_batch` place them ahead of time, `run.mesh` is
-    the mesh.
+    `run.put_state`/`run.put_batch` place them ahead of time (then call
+    `run.on_placed(state, placed_batch)`), `run.mesh` is the mesh.
 
   Raises:
     ValueError: on an unknown backend, and (when called) on a batch whose
@@ -263,6 +266,10 @@ def make_parallel_eval_step(
   Returns:
     `run(params, batch) -> counts`, the counts of the whole global batch
     (replicated), equal to the single-device counts; params are not donated.
+    To evaluate a whole split in one dispatch, pass `make_scanned_eval(
+    eval_step, batch_size=eval_batch_size // num_devices)` as `eval_step`
+    and a split padded to `eval_batch_size` rows (placed once with
+    `run.put_batch`, then `run.on_placed(params, placed_split)`).
   """
   return _Parallel(
     eval_step,

@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from mtl import parallel, train_state, train_step
+from mtl.data import pipeline
 from mtl.model import make_model
 from mtl.tasks import Task
 from mtl.weighting import WEIGHTINGS
@@ -133,6 +134,15 @@ def test_parallel_steps_equal_single_device_steps(name, backend, batches):
         got_m[key], want_m[key], rtol=RTOL, atol=ATOL, err_msg=key
       )
   assert len(traces) == 1, 'the parallel step retraced across steps'
+  for leaf in jax.tree.leaves(got):  # One global array, a copy per device.
+    assert leaf.sharding.is_fully_replicated
+    assert len(leaf.sharding.device_set) == N_DEV
+  # So the next step takes it as it is: no copy, and donation frees it.
+  placed = run.put_state(got)
+  assert all(
+    a is b
+    for a, b in zip(jax.tree.leaves(placed), jax.tree.leaves(got), strict=True)
+  )
   assert int(got.step) == NUM_STEPS
   _assert_trees_close(got, want)
   if name == 'scheduled':  # The weights really moved with the epoch.
@@ -155,6 +165,40 @@ def test_parallel_eval_counts_equal_single_device(backend, batches):
     for key in ('count', 'pos', 'neg'):
       np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     np.testing.assert_array_equal(got['count'], batch['mask'].sum(1))
+    np.testing.assert_allclose(
+      got['loss_sum'], want['loss_sum'], rtol=RTOL, atol=ATOL
+    )
+
+
+@pytest.mark.parametrize('backend', parallel.BACKENDS)
+def test_parallel_scanned_eval_of_a_split_equals_single_device(backend):
+  # The loop's eval: a padded split placed once, scanned in one dispatch.
+  eval_batch = 32
+  split = _batch(np.random.default_rng(2), n=100)
+  padded = pipeline.pad_split(split, eval_batch)
+  model, tx, weighting = _setup('equal')
+  params = _init(model, tx, weighting, split).params
+  want = jax.jit(
+    train_step.make_scanned_eval(
+      train_step.make_eval_step(model, TASKS, num_bins=NUM_BINS),
+      batch_size=eval_batch,
+    )
+  )(params, padded)
+  run = parallel.make_parallel_eval_step(
+    train_step.make_scanned_eval(
+      train_step.make_eval_step(
+        model, TASKS, num_bins=NUM_BINS, axis_name='data'
+      ),
+      batch_size=eval_batch // N_DEV,
+    ),
+    backend=backend,
+  )
+  placed = run.put_batch(padded)
+  for _ in range(2):  # The placed split is reused, not donated.
+    got = run.on_placed(params, placed)
+    for key in ('count', 'pos', 'neg'):
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    np.testing.assert_array_equal(got['count'], split['mask'].sum(1))
     np.testing.assert_allclose(
       got['loss_sum'], want['loss_sum'], rtol=RTOL, atol=ATOL
     )
