@@ -152,6 +152,7 @@ class Checkpointer:
       raise ValueError(f'save_every_steps is {save_every_steps}, expected >= 1')
     self.directory = pathlib.Path(directory).absolute()
     self.save_every_steps = save_every_steps
+    self._read_only = read_only
     self._corrupt = set(self._read_corrupt())
     self._manager = ocp.CheckpointManager(
       self.directory,
@@ -238,15 +239,20 @@ class Checkpointer:
         self._mark_corrupt(step)
     return None
 
-  def _restore(self, step: int, abstract_state):
-    on_disk = _to_disk(abstract_state)
+  def _saved_tree(self, step: int):
+    """The state's tree metadata; _Corrupt if it cannot be read."""
     try:
       saved = self._manager.item_metadata(step)['state']
       saved = getattr(saved, 'tree', saved)
-      if saved is None:
-        raise ValueError('no state metadata')
     except Exception as e:  # Anything unreadable is corrupt.
       raise _Corrupt(f'{type(e).__name__}: {e}'.splitlines()[0]) from e
+    if saved is None:
+      raise _Corrupt('no state metadata')
+    return saved
+
+  def _restore(self, step: int, abstract_state):
+    on_disk = _to_disk(abstract_state)
+    saved = self._saved_tree(step)
     check_compatible(saved, on_disk, directory=self.directory, step=step)
     try:
       out = self._manager.restore(
@@ -262,7 +268,7 @@ class Checkpointer:
 
   def _mark_corrupt(self, step: int) -> None:
     self._corrupt.add(step)
-    if jax.process_index() == 0 and not self._manager._options.read_only:
+    if jax.process_index() == 0 and not self._read_only:
       write_json(
         self.directory / CORRUPT_STEPS_FILE, {'steps': sorted(self._corrupt)}
       )
@@ -307,29 +313,22 @@ def restore_params(directory, abstract_params):
   try:
     for step in reversed(ckpt.all_steps()):
       try:
-        tree = ckpt._manager.item_metadata(step)['state'].tree
-      except Exception as e:  # Unreadable metadata: try an older one.
-        logging.warning(
-          'init_from: skipping step %d of %s: %s', step, ckpt.directory, e
+        saved = ckpt._saved_tree(step)
+        check_compatible(
+          saved.get('params'),
+          _to_disk(abstract_params),
+          directory=ckpt.directory,
+          step=step,
         )
-        continue
-      full = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree
-      )
-      check_compatible(
-        full.get('params'),
-        _to_disk(abstract_params),
-        directory=ckpt.directory,
-        step=step,
-      )
-      try:
+        full = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved
+        )
         state, _ = ckpt._restore(step, full)
+        return _from_disk(state['params'], abstract_params), step
       except _Corrupt as e:
         logging.warning(
-          'init_from: skipping step %d of %s: %s', step, ckpt.directory, e
+          'init_from: skipping step %d of %s: %s', step, directory, e
         )
-        continue
-      return _from_disk(state['params'], abstract_params), step
   finally:
     ckpt.close()
   raise FileNotFoundError(f'init_from: no readable checkpoint in {directory}')

@@ -144,27 +144,34 @@ def test_keeps_the_last_k(tmp_path, trained):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['3', '4', '5']
 
 
-def _truncate_a_data_file(step_dir):
+def _truncate_a_data_file(step_dir, delete=False):
   """Halves the largest data file of the checkpoint's (merged) OCDBT store.
 
   (The per-process copies under ocdbt.process_0/ are not read once merged.)
   """
   files = list((step_dir / 'state' / 'd').iterdir())
   target = max(files, key=lambda p: p.stat().st_size)
-  data = target.read_bytes()
-  target.write_bytes(data[: len(data) // 2])
+  if delete:
+    target.unlink()
+  else:
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
 
 
-def test_corrupt_latest_is_skipped_and_kept(tmp_path, trained, caplog):
+@pytest.mark.parametrize('delete', [False, True], ids=['truncated', 'deleted'])
+def test_corrupt_latest_is_skipped_and_kept(tmp_path, trained, caplog, delete):
   state, _, _ = trained
   _save_steps(tmp_path, state, [4, 5], max_to_keep=2)
-  _truncate_a_data_file(tmp_path / '5')
+  _truncate_a_data_file(tmp_path / '5', delete=delete)
   ckpt = checkpoint.Checkpointer(tmp_path, save_every_steps=1, max_to_keep=2)
   with caplog.at_level(logging.WARNING):
     got, meta = ckpt.restore_latest(_abstract(state))
   assert int(got.step) == 4 and meta == {'s': 4}
   _assert_bitwise(got, state._replace(step=np.int32(4)))
-  bad = [r.getMessage() for r in caplog.records if 'corrupt' in r.getMessage()]
+  bad = [
+    r.getMessage()
+    for r in caplog.records
+    if r.getMessage().startswith('skipping corrupt')
+  ]
   assert len(bad) == 1 and 'step 5' in bad[0] and str(tmp_path / '5') in bad[0]
   assert (tmp_path / '4').is_dir() and (tmp_path / '5').is_dir()
   # Training on from 4: step 5 is not overwritten, later saves rotate past
