@@ -130,6 +130,20 @@ def batch_specs(batch, axis_name: str = AXIS_NAME):
   return {k: P(*([None] * _axis(k) + [axis_name])) for k in batch}
 
 
+def _put_replicated(x, sharding: NamedSharding):
+  if (
+    isinstance(x, jax.Array)
+    and x.sharding != sharding
+    and x.is_fully_addressable
+    and not sharding.is_fully_addressable
+  ):
+    # device_put refuses a committed local array for a multi-process sharding.
+    devices = sharding.addressable_devices_indices_map(x.shape)  # In order.
+    copies = [jax.device_put(x, d) for d in devices]
+    return jax.make_array_from_single_device_arrays(x.shape, sharding, copies)
+  return jax.device_put(x, sharding)
+
+
 class _Parallel:
   """Shared machinery: a mesh, state placement and batch placement."""
 
@@ -180,8 +194,12 @@ class _Parallel:
     return self._specs[key]
 
   def put_state(self, tree):
-    """Replicates a tree over the mesh (a no-op when it already is)."""
-    return jax.device_put(tree, self._replicated)
+    """Replicates a tree over the mesh (a no-op when it already is).
+
+    With several processes each passes its own copy of the same tree (same
+    seed); a process's committed local arrays are copied to its devices.
+    """
+    return jax.tree.map(lambda x: _put_replicated(x, self._replicated), tree)
 
   def put_batch(self, batch):
     """This process's rows of the global batch, placed on its devices.

@@ -5,6 +5,13 @@ the whole global batch: both backends must reproduce its parameters, losses,
 weights and eval counts on 8 emulated devices (tests/conftest.py).
 """
 
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
 import chex
 import jax
 import numpy as np
@@ -16,6 +23,8 @@ from mtl.data import pipeline
 from mtl.model import make_model
 from mtl.tasks import Task
 from mtl.weighting import WEIGHTINGS
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 TASKS = (Task('a'), Task('b'))
 N_DEV = 8
@@ -253,3 +262,102 @@ def test_replicate_gives_pmap_one_copy_per_device():
   out = jax.pmap(lambda t: t['w'] * 2)(rep)
   np.testing.assert_array_equal(parallel.unreplicate(out), tree['w'] * 2)
   np.testing.assert_array_equal(parallel.unreplicate(rep)['w'], tree['w'])
+
+
+# Two processes of 4 CPU devices each, joined by jax.distributed on localhost
+# (DESIGN §4): each passes only its local half of every global batch.
+WORKER = textwrap.dedent(
+  """
+  import sys
+  import jax
+  jax.config.update('jax_num_cpu_devices', 4)
+  pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+  jax.distributed.initialize(f'127.0.0.1:{port}', 2, pid)
+  import numpy as np
+  import test_parallel as t
+  assert jax.device_count() == 8 and jax.local_device_count() == 4
+  model, tx, weighting = t._setup('fixed')
+  rng = np.random.default_rng(0)
+  batches = [t._batch(rng) for _ in range(t.NUM_STEPS)]
+  body = t.train_step.make_train_step(
+    model, tx, weighting, t.TASKS, steps_per_epoch=1, axis_name='data'
+  )
+  half = t.GLOBAL_BATCH // 2
+  rows = slice(pid * half, (pid + 1) * half)
+  result = {}
+  for backend in t.parallel.BACKENDS:
+    run = t.parallel.make_parallel_train_step(body, backend=backend)
+    state = t._init(model, tx, weighting, batches[0])
+    for b in batches:
+      local = {k: v[:, rows] if k in ('labels', 'mask') else v[rows]
+               for k, v in b.items()}
+      state, m = run(state, local)
+      jax.block_until_ready(m)  # Every step across processes (DESIGN 4).
+    local0 = lambda x: np.asarray(x.addressable_data(0))
+    for i, leaf in enumerate(jax.tree.leaves(state.params)):
+      result[f'{backend}/{i}'] = local0(leaf)
+    result[f'{backend}/loss'] = local0(m['loss'])
+  np.savez(out, **result)
+  """
+)
+
+
+def _free_port():
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
+
+
+def test_two_processes_with_local_batches_equal_one_device(tmp_path, batches):
+  script = tmp_path / 'worker.py'
+  script.write_text(WORKER)
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=f'{REPO}:{REPO / "tests"}',
+  )
+  port = _free_port()
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(script),
+        str(pid),
+        str(port),
+        str(tmp_path / f'{pid}.npz'),
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for pid in range(2)
+  ]
+  logs = []
+  try:
+    for proc in procs:
+      # jax.distributed catches SIGTERM: a hung worker needs a hard kill.
+      logs.append(proc.communicate(timeout=150)[0])
+  finally:
+    for proc in procs:
+      proc.kill()
+  for proc, log in zip(procs, logs, strict=True):
+    assert proc.returncode == 0, log[-3000:]
+  model, tx, weighting = _setup('fixed')
+  single = jax.jit(
+    train_step.make_train_step(model, tx, weighting, TASKS, steps_per_epoch=1)
+  )
+  want = _init(model, tx, weighting, batches[0])
+  for batch in batches:
+    want, want_m = single(want, batch)
+  want_leaves = jax.tree.leaves(want.params)
+  for pid in range(2):
+    got = np.load(tmp_path / f'{pid}.npz')
+    for backend in parallel.BACKENDS:
+      for i, leaf in enumerate(want_leaves):
+        np.testing.assert_allclose(
+          got[f'{backend}/{i}'], leaf, rtol=RTOL, atol=ATOL
+        )
+      np.testing.assert_allclose(
+        got[f'{backend}/loss'], want_m['loss'], rtol=RTOL, atol=ATOL
+      )
