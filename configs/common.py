@@ -33,6 +33,10 @@ a config file or a command-line override fails with the key's name. Keys:
   progress_bar         tqdm bar with steps/s and the latest losses
   wandb                mode (disabled | offline | online), project, entity,
                        group, name, tags
+  checkpoint           every_steps (0: at every epoch end), max_to_keep,
+                       async_save; <workdir>/checkpoints, resumed by rerunning
+                       the same command
+  init_from            a workdir whose latest params warm-start this run
 """
 
 import ml_collections
@@ -132,5 +136,7 @@ def base_config(
     name=placeholder(str),
     tags=(),
   )
+  c.checkpoint = dict(every_steps=0, max_to_keep=3, async_save=True)
+  c.init_from = placeholder(str)
   c.lock()
   return c

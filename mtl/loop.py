@@ -10,18 +10,17 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
+from mtl import checkpoint, optim, train_state, train_step
 from mtl import metrics as metrics_lib
-from mtl import optim, train_state, train_step
 from mtl.architectures import ARCHITECTURES
 from mtl.data import DATASETS, pipeline
 from mtl.model import make_model
 from mtl.weighting import WEIGHTINGS
-from mtl.writers import Writers, write_json
+from mtl.writers import Writers, truncate_metrics, write_json
 
 INPUT_MODES = ('device', 'host')
 # Dispatches queued without waiting on a result. Emulated multi-device CPU
@@ -125,6 +124,41 @@ def _check_finite(chunk_metrics, tasks, first_step: int) -> None:
     )
 
 
+class Preempted(Exception):
+  """SIGTERM arrived; the state was saved at `step` (exit code 143)."""
+
+  def __init__(self, step: int):
+    super().__init__(
+      f'preempted at step {step}: checkpoint saved; rerun the same command '
+      'to resume'
+    )
+    self.step = step
+
+
+def _resume(config, ckpt, state):
+  """The workdir's latest good checkpoint, else init_from, else `state`."""
+  abstract = jax.eval_shape(lambda: state)
+  restored = ckpt.restore_latest(abstract)
+  if restored is not None:
+    logging.info('resuming from step %d', int(restored[0].step))
+    return restored
+  if config.init_from:
+    params, step = checkpoint.restore_params(
+      pathlib.Path(config.init_from) / 'checkpoints', abstract.params
+    )
+    logging.info('params from %s step %d', config.init_from, step)
+    return state._replace(params=params), {}
+  return state, {}
+
+
+def _preempt(ckpt, state, meta, writers):
+  ckpt.save(state, meta=meta, force=True)
+  ckpt.close()
+  if writers:
+    writers.close()
+  raise Preempted(int(state.step))
+
+
 class EpochRunner:
   """Runs the train steps of an epoch in either input mode."""
 
@@ -158,9 +192,9 @@ class EpochRunner:
     perm = pipeline.epoch_permutation(self.data_key, epoch, self.num_rows)
     return np.asarray(perm) if self.mode == 'host' else perm
 
-  def plan(self, steps: int):
+  def plan(self, steps: int, start: int = 0):
     """(first batch, number of batches) of each dispatch of an epoch."""
-    return [(b, min(self.k, steps - b)) for b in range(0, steps, self.k)]
+    return [(b, min(self.k, steps - b)) for b in range(start, steps, self.k)]
 
   def run(self, state, perm, first_batch: int, k: int):
     """Runs batches first_batch..first_batch+k-1; metrics are [k, ...]."""
@@ -217,79 +251,126 @@ def train_and_evaluate(
     for split in ('validation', 'test')
   }
 
+  ckpt = checkpoint.Checkpointer(
+    workdir / 'checkpoints',
+    max_to_keep=config.checkpoint.max_to_keep,
+    save_every_steps=1,  # This loop decides when; see _due().
+    async_save=config.checkpoint.async_save,
+  )
+  best_ckpt = checkpoint.Checkpointer(
+    workdir / 'checkpoints_best', max_to_keep=1, save_every_steps=1
+  )
+  state, meta = _resume(config, ckpt, state)
+  start_step = int(state.step)
+  best = meta.get('best', {'score': None, 'epoch': None})
+  every = config.checkpoint.every_steps or spe
+  if every < 0:
+    raise ValueError(f'checkpoint.every_steps is {every}, expected >= 0')
+
   writers = None
   if chief:
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / 'config.json', config.to_dict())
+    truncate_metrics(workdir / 'metrics.jsonl', after_step=start_step)
     writers = Writers(
       workdir, config=config.to_dict(), wandb_cfg=config.wandb.to_dict()
     )
   total_steps = spe * config.num_epochs
   bar = tqdm.tqdm(
     total=total_steps,
+    initial=min(start_step, total_steps),
     disable=not (chief and config.progress_bar),
     unit='step',
     dynamic_ncols=True,
   )
-  best = {'score': -np.inf, 'epoch': None, 'params': None}
-  step, inflight, train_time, timed_steps = 0, 0, 0.0, 0
-  last_log = 0
-  for epoch in range(config.num_epochs):
-    t_epoch = time.time()
-    perm = trainer.permutation(epoch)
-    for first_batch, k in trainer.plan(spe):
-      state, m = trainer.run(state, perm, first_batch, k)
-      step += k
-      inflight += 1
-      bar.update(k)
-      if step // config.log_every_steps > last_log // config.log_every_steps:
-        last_log = step
-        _check_finite(m, tasks, step - k)
-        scalars = _train_scalars(m, tasks)
-        bar.set_postfix(
-          {
-            n.split('/')[-1]: f'{v:.4f}'
-            for n, v in scalars.items()
-            if n.startswith('train/loss/')
-          }
+  step, inflight, train_time, timed_steps = start_step, 0, 0.0, 0
+  last_log = step
+
+  def position(epoch, batch):
+    return {'epoch': epoch, 'batch': batch, 'best': dict(best)}
+
+  guard = checkpoint.PreemptionGuard()
+  with guard:
+    for epoch in range(start_step // spe, config.num_epochs):
+      t_epoch = time.time()
+      timed = epoch > start_step // spe  # The first epoch here compiles.
+      perm = trainer.permutation(epoch)
+      first_of_epoch = step - epoch * spe
+      for first_batch, k in trainer.plan(spe, first_of_epoch):
+        state, m = trainer.run(state, perm, first_batch, k)
+        step += k
+        inflight += 1
+        bar.update(k)
+        if step // config.log_every_steps > last_log // config.log_every_steps:
+          last_log = step
+          _check_finite(m, tasks, step - k)
+          scalars = _train_scalars(m, tasks)
+          bar.set_postfix(
+            {
+              n.split('/')[-1]: f'{v:.4f}'
+              for n, v in scalars.items()
+              if n.startswith('train/loss/')
+            }
+          )
+          scalars['train/epoch'] = epoch
+          if writers:
+            writers.write(step, scalars)
+          inflight = 0
+        elif inflight >= MAX_INFLIGHT_DISPATCHES:
+          jax.block_until_ready(m)
+          inflight = 0
+        if first_batch + k == spe:
+          break  # Epoch end: evaluate before saving, below.
+        if step // every > (step - k) // every:
+          _check_finite(m, tasks, step - k)
+          ckpt.save(state, meta=position(epoch, first_batch + k), force=True)
+        if guard.should_stop():
+          _preempt(ckpt, state, position(epoch, first_batch + k), writers)
+      jax.block_until_ready(state.step)
+      _check_finite(m, tasks, step - k)
+      if timed:
+        train_time += time.time() - t_epoch
+        timed_steps += spe
+      last = epoch + 1 == config.num_epochs
+      if (epoch + 1) % config.eval_every_epochs == 0 or last:
+        val = summarize_eval(
+          eval_run(state.params, eval_data['validation']), tasks, 'val'
         )
-        scalars['train/epoch'] = epoch
+        val['val/epoch'] = epoch + 1
         if writers:
-          writers.write(step, scalars)
-        inflight = 0
-      elif inflight >= MAX_INFLIGHT_DISPATCHES:
-        jax.block_until_ready(m)
-        inflight = 0
-    jax.block_until_ready(state.step)
-    _check_finite(m, tasks, step - k)
-    if epoch > 0:  # Epoch 0 includes compilation.
-      train_time += time.time() - t_epoch
-      timed_steps += spe
-    last = epoch + 1 == config.num_epochs
-    if (epoch + 1) % config.eval_every_epochs == 0 or last:
-      val = summarize_eval(
-        eval_run(state.params, eval_data['validation']), tasks, 'val'
-      )
-      val['val/epoch'] = epoch + 1
-      if writers:
-        writers.write(step, val)
-      score = selection_score(val, tasks, 'val')
-      if config.select_best and score > best['score']:
-        best.update(score=score, epoch=epoch + 1)
-        best['params'] = jax.tree.map(jnp.copy, state.params)
+          writers.write(step, val)
+        score = selection_score(val, tasks, 'val')
+        if config.select_best and (
+          best['score'] is None or score > best['score']
+        ):
+          best.update(score=score, epoch=epoch + 1)
+          best_ckpt.save(state, meta=position(epoch + 1, 0), force=True)
+      if step // every > (step - k) // every or last:
+        ckpt.save(state, meta=position(epoch + 1, 0), force=True)
+      if guard.should_stop():
+        _preempt(ckpt, state, position(epoch + 1, 0), writers)
   bar.close()
+  ckpt.close()
 
   params = state.params
   selected_epoch = config.num_epochs
-  if config.select_best and best['params'] is not None:
-    params, selected_epoch = best['params'], best['epoch']
+  if config.select_best and best['epoch'] is not None:
+    best_ckpt.wait()
+    restored = best_ckpt.restore_latest(jax.eval_shape(lambda: state))
+    if restored is None:
+      raise FileNotFoundError(
+        f'{workdir / "checkpoints_best"}: the best-epoch checkpoint '
+        f'(epoch {best["epoch"]}) is missing'
+      )
+    params, selected_epoch = restored[0].params, best['epoch']
+  best_ckpt.close()
   final = {}
   for split, prefix in (('validation', 'val'), ('test', 'test')):
     final.update(
       summarize_eval(eval_run(params, eval_data[split]), tasks, prefix)
     )
-  if timed_steps == 0:  # A one-epoch run: the number includes compilation.
-    train_time, timed_steps = time.time() - t_start, spe
+  if timed_steps == 0:  # One epoch here: the number includes compilation.
+    train_time, timed_steps = time.time() - t_start, max(step - start_step, 1)
   results = {
     'model_name': config.model_name,
     'dataset_name': config.dataset_name,
@@ -300,8 +381,13 @@ def train_and_evaluate(
     'selected_epoch': selected_epoch,
     'num_epochs': config.num_epochs,
     'steps': int(step),
+    'resumed_from_step': start_step,
     'num_params': int(num_params),
-    'train_examples_per_s': timed_steps * config.batch_size / train_time,
+    'train_examples_per_s': (
+      timed_steps * config.batch_size / train_time
+      if step > start_step
+      else None
+    ),
     'wall_time_s': time.time() - t_start,
     'validation': {k: v for k, v in final.items() if k.startswith('val/')},
     'test': {k: v for k, v in final.items() if k.startswith('test/')},

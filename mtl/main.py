@@ -27,6 +27,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Errors that mean bad input (config, data, command line), not a bug;
 # loaders and builders raise them with a one-line message.
+PREEMPTED_EXIT_CODE = 143  # mtl.checkpoint.PREEMPTED_EXIT_CODE: 128 + SIGTERM
 QUOTES = '\'"'
 INPUT_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
 
@@ -42,6 +43,9 @@ def main(argv):
     _fail(e)
   try:
     loop.train_and_evaluate(config, pathlib.Path(_WORKDIR.value))
+  except loop.Preempted as e:
+    print(f'mtl-train: {e}', file=sys.stderr)
+    sys.exit(PREEMPTED_EXIT_CODE)
   except INPUT_ERRORS as e:
     if _TRACEBACK.value:
       raise

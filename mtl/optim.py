@@ -36,8 +36,10 @@ def make_schedule(
       ],
       [warmup_steps],
     )
+  if not warmup_steps:
+    return optax.cosine_decay_schedule(learning_rate, total_steps)
   return optax.warmup_cosine_decay_schedule(
-    0.0 if warmup_steps else learning_rate,
+    0.0,
     learning_rate,
     warmup_steps,
     total_steps,
