@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from mtl import checkpoint, optim, train_state, train_step
+from mtl import checkpoint, optim, preemption, train_state, train_step
 from mtl import metrics as metrics_lib
 from mtl.architectures import ARCHITECTURES
 from mtl.data import DATASETS, pipeline
@@ -77,40 +77,6 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   weighting = make_weighting(config)
   weighting.init(dataset.num_tasks)  # Validates per-task lengths up front.
   return model, tx, weighting
-
-
-def summarize_eval(counts, tasks, prefix: str) -> dict[str, float]:
-  """Host-side metrics from summed eval counts (float64 AUC)."""
-  counts = jax.device_get(counts)
-  out = {}
-  loss = counts['loss_sum'] / np.maximum(counts['count'], 1.0)
-  auc = metrics_lib.auc_from_counts(
-    np.asarray(counts['pos']), np.asarray(counts['neg'])
-  )
-  for t, task in enumerate(tasks):
-    if task.kind == 'binary':
-      out[f'{prefix}/auc/{task.name}'] = float(auc[t])
-      out[f'{prefix}/logloss/{task.name}'] = float(loss[t])
-    else:
-      out[f'{prefix}/mse/{task.name}'] = float(loss[t])
-  return out
-
-
-def selection_score(summary: dict, tasks, prefix: str) -> float:
-  """Higher is better: the first task's AUC, or minus its MSE."""
-  main = tasks[0]
-  if main.kind == 'binary':
-    return summary[f'{prefix}/auc/{main.name}']
-  return -summary[f'{prefix}/mse/{main.name}']
-
-
-def _train_scalars(chunk_metrics, tasks) -> dict[str, float]:
-  m = jax.device_get(chunk_metrics)
-  out = {'train/total_loss': float(np.mean(m['total_loss']))}
-  for t, task in enumerate(tasks):
-    out[f'train/loss/{task.name}'] = float(np.mean(m['loss'][:, t]))
-    out[f'train/weight/{task.name}'] = float(np.mean(m['weight'][:, t]))
-  return out
 
 
 def _check_finite(chunk_metrics, tasks, first_step: int) -> None:
@@ -289,7 +255,7 @@ def train_and_evaluate(
   def position(epoch, batch):
     return {'epoch': epoch, 'batch': batch, 'best': dict(best)}
 
-  guard = checkpoint.PreemptionGuard()
+  guard = preemption.PreemptionGuard()
   with guard:
     for epoch in range(start_step // spe, config.num_epochs):
       t_epoch = time.time()
@@ -304,7 +270,7 @@ def train_and_evaluate(
         if step // config.log_every_steps > last_log // config.log_every_steps:
           last_log = step
           _check_finite(m, tasks, step - k)
-          scalars = _train_scalars(m, tasks)
+          scalars = metrics_lib.summarize_train(m, tasks)
           bar.set_postfix(
             {
               n.split('/')[-1]: f'{v:.4f}'
@@ -333,13 +299,13 @@ def train_and_evaluate(
         timed_steps += spe
       last = epoch + 1 == config.num_epochs
       if (epoch + 1) % config.eval_every_epochs == 0 or last:
-        val = summarize_eval(
+        val = metrics_lib.summarize_eval(
           eval_run(state.params, eval_data['validation']), tasks, 'val'
         )
         val['val/epoch'] = epoch + 1
         if writers:
           writers.write(step, val)
-        score = selection_score(val, tasks, 'val')
+        score = metrics_lib.selection_score(val, tasks, 'val')
         if config.select_best and (
           best['score'] is None or score > best['score']
         ):
@@ -367,7 +333,9 @@ def train_and_evaluate(
   final = {}
   for split, prefix in (('validation', 'val'), ('test', 'test')):
     final.update(
-      summarize_eval(eval_run(params, eval_data[split]), tasks, prefix)
+      metrics_lib.summarize_eval(
+        eval_run(params, eval_data[split]), tasks, prefix
+      )
     )
   if timed_steps == 0:  # One epoch here: the number includes compilation.
     train_time, timed_steps = time.time() - t_start, max(step - start_step, 1)

@@ -27,7 +27,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Errors that mean bad input (config, data, command line), not a bug;
 # loaders and builders raise them with a one-line message.
-PREEMPTED_EXIT_CODE = 143  # mtl.checkpoint.PREEMPTED_EXIT_CODE: 128 + SIGTERM
+PREEMPTED_EXIT_CODE = 143  # = mtl.preemption.PREEMPTED_EXIT_CODE
 QUOTES = '\'"'
 INPUT_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
 

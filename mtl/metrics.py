@@ -1,4 +1,5 @@
-"""Metrics computed inside the compiled program.
+"""Metrics: AUC and losses computed inside the compiled program, and their
+host-side summaries.
 
 AUC comes from binned counts of positive and negative scores: counts are
 summable across batches, devices and hosts, so evaluation never gathers
@@ -64,3 +65,39 @@ def auc_from_counts(pos, neg):
   wins = xp.sum(neg * (pos_above + 0.5 * pos), axis=-1)
   total = xp.sum(pos, axis=-1) * xp.sum(neg, axis=-1)
   return xp.where(total > 0, wins / xp.maximum(total, 1.0), xp.nan)
+
+
+# Host side: summaries of the counts and metrics a dispatch returned.
+
+
+def summarize_eval(counts, tasks, prefix: str) -> dict[str, float]:
+  """Host-side metrics from summed eval counts (float64 AUC)."""
+  counts = jax.device_get(counts)
+  out = {}
+  loss = counts['loss_sum'] / np.maximum(counts['count'], 1.0)
+  auc = auc_from_counts(np.asarray(counts['pos']), np.asarray(counts['neg']))
+  for t, task in enumerate(tasks):
+    if task.kind == 'binary':
+      out[f'{prefix}/auc/{task.name}'] = float(auc[t])
+      out[f'{prefix}/logloss/{task.name}'] = float(loss[t])
+    else:
+      out[f'{prefix}/mse/{task.name}'] = float(loss[t])
+  return out
+
+
+def selection_score(summary: dict, tasks, prefix: str) -> float:
+  """Higher is better: the first task's AUC, or minus its MSE."""
+  main = tasks[0]
+  if main.kind == 'binary':
+    return summary[f'{prefix}/auc/{main.name}']
+  return -summary[f'{prefix}/mse/{main.name}']
+
+
+def summarize_train(chunk_metrics, tasks) -> dict[str, float]:
+  """Host-side means of a dispatch's train metrics ([K, ...] each)."""
+  m = jax.device_get(chunk_metrics)
+  out = {'train/total_loss': float(np.mean(m['total_loss']))}
+  for t, task in enumerate(tasks):
+    out[f'train/loss/{task.name}'] = float(np.mean(m['loss'][:, t]))
+    out[f'train/weight/{task.name}'] = float(np.mean(m['weight'][:, t]))
+  return out

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from mtl import checkpoint, train_state, train_step
+from mtl import checkpoint, preemption, train_state, train_step
 from mtl.model import make_model
 from mtl.tasks import Task
 from mtl.weighting import WEIGHTINGS
@@ -229,9 +229,9 @@ def test_restore_params_warm_starts(tmp_path, trained):
 
 def test_preemption_guard_turns_sigterm_into_a_flag():
   before = signal.getsignal(signal.SIGTERM)
-  with checkpoint.PreemptionGuard() as guard:
+  with preemption.PreemptionGuard() as guard:
     assert not guard.should_stop()
     os.kill(os.getpid(), signal.SIGTERM)
     assert guard.requested and guard.should_stop()
   assert signal.getsignal(signal.SIGTERM) is before
-  assert checkpoint.PREEMPTED_EXIT_CODE == 128 + signal.SIGTERM
+  assert preemption.PREEMPTED_EXIT_CODE == 128 + signal.SIGTERM
