@@ -183,11 +183,12 @@ class _Parallel:
         mesh=self.mesh,
         in_specs=(P(), specs),
         out_specs=P(),
-        # The train step pulls its cotangent `weights` (computed from psum'd
-        # losses, so invariant over the axis) back through the per-shard
-        # losses (varying): the vma checker rejects that type mismatch. The
-        # values are right (the tests compare with one device), so the check
-        # is off until train_step pvary's the weights.
+        # The step body is written pmap-style: it psums gradients itself.
+        # With vma checking on, the transpose of the implicit pvary of the
+        # replicated params would psum them too (measured: losses off by
+        # 5%), and the invariant `weights` cotangent would need a pcast. One
+        # body for both backends wants the check off; the tests compare
+        # both with one device.
         check_vma=False,
       )
       self._specs[key] = (specs, jax.jit(fn, donate_argnums=self._donate))
