@@ -9,11 +9,30 @@ A method is a pair of pure functions, like an optax
 `weights` [T] flows through a chain of methods the way updates flow through
 `optax.chain`: the train step starts it at the tasks' base weights. Inputs
 beyond `losses` [T], `step` and `epoch` are keyword-only and passed only when
-the method names them in `needs` (e.g. 'task_grad_norms' for GradNorm), so the
-step computes per-task gradients only for methods that use them. Every update
-accepts and ignores extra keywords it does not use, so methods compose.
-Learnable quantities (log-variances, GradNorm's weights) and their inner
-optimizer states live in the method's state, never in the model params.
+the method names them in `needs`, so the step computes per-task gradients only
+for methods that use them (`KNOWN_NEEDS`):
+
+  task_grad_norms  [T] ||d L_t / d W||, W the kernel of the last shared layer
+                   (GradNorm's choice), unweighted, of the global batch.
+  task_grad_gram   [T, T] Gram matrix G_ij = <g_i, g_j> of the unweighted
+                   per-task gradients g_t of the shared backbone (all
+                   `backbone` params flattened), of the global batch.
+
+All inputs are global (reduced over data-parallel devices) before a method
+sees them. Every update accepts and ignores extra keywords it does not use, so
+methods compose. The weights an update returns are the ones used for THIS
+step; a method that learns its weights (GradNorm, uncertainty) returns the
+current ones and keeps the next ones in its state.
+
+Loss-space methods return loss weights. Gradient-space methods (PCGrad, MGDA,
+CAGrad, IMTL-G, Nash-MTL) set `combines_gradients=True`: their output is the
+vector of coefficients c [T] of the combined backbone gradient
+sum_t c_t g_t, computed from the Gram matrix alone (every one of these
+methods returns a linear combination of the task gradients); embeddings and
+towers take the ordinary weighted sum with the incoming weights. Such a method
+must come last in a chain. Learnable quantities (log-variances, GradNorm's
+weights) and their inner optimizer states live in the method's state, never in
+the model params.
 """
 
 from collections.abc import Callable
@@ -22,13 +41,14 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 # Inputs a method may ask the train step for, beyond losses, step and epoch.
-KNOWN_NEEDS = frozenset({'task_grads', 'task_grad_norms'})
+KNOWN_NEEDS = frozenset({'task_grad_norms', 'task_grad_gram'})
 
 
 class WeightingMethod(NamedTuple):
   init: Callable[[int], Any]
   update: Callable[..., tuple[jnp.ndarray, Any]]
   needs: frozenset[str] = frozenset()
+  combines_gradients: bool = False
 
 
 class EmptyState(NamedTuple):
@@ -57,5 +77,11 @@ def chain(*methods: WeightingMethod) -> WeightingMethod:
       new_state.append(s)
     return weights, tuple(new_state)
 
+  for m in methods[:-1]:
+    if m.combines_gradients:
+      raise ValueError(
+        'chain: a gradient-space method must come last in a chain'
+      )
   needs = frozenset().union(*(m.needs for m in methods))
-  return WeightingMethod(init, update, needs)
+  combines = bool(methods) and methods[-1].combines_gradients
+  return WeightingMethod(init, update, needs, combines)
