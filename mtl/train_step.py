@@ -3,10 +3,15 @@
 `step(state, batch) -> (state, metrics)` does one forward and one backward:
 
 1. `losses [T], vjp_fn = jax.vjp(task_losses, params)`;
-2. the weighting method turns the losses (and, when it asks, per-task
-   gradients) into weights [T], updating its own state;
-3. `grads = vjp_fn(stop_gradient(weights))`: the gradient of sum_t w_t L_t;
-4. the optax update.
+2. when the weighting method asks (`needs`), per-task gradients
+   `vmap(vjp_fn)(eye(T))` [T, ...], reduced to what it asked for (GradNorm's
+   norms on the last shared layer, the backbone Gram matrix);
+3. the weighting method turns these into weights [T], updating its state;
+4. `grads = vjp_fn(stop_gradient(weights))`: the gradient of sum_t w_t L_t;
+   for a gradient-space method (`combines_gradients`), the backbone gradient
+   is instead sum_t c_t g_t with its coefficients c, and embeddings and
+   towers take the base-weighted sum, both from the per-task gradients;
+5. the optax update.
 
 Written per shard: with `axis_name` set, each shard's loss is its masked sum
 over the *global* row count (`psum` of counts), so `psum` of losses and
@@ -21,8 +26,10 @@ from jax import lax
 
 from mtl import losses as losses_lib
 from mtl import metrics as metrics_lib
+from mtl import task_grads as task_grads_lib
 from mtl.tasks import Task
 from mtl.train_state import TrainState
+from mtl.weighting.base import KNOWN_NEEDS
 
 
 def _psum(x, axis_name):
@@ -44,6 +51,16 @@ def make_train_step(
 ):
   """Builds the pure train step; `steps_per_epoch` defines `epoch`."""
   base_weights = jnp.asarray([t.weight for t in tasks], jnp.float32)
+  num_tasks = len(tasks)
+  needs = frozenset(weighting.needs)
+  unknown = needs - KNOWN_NEEDS
+  if unknown:
+    raise ValueError(
+      f'weighting method needs {sorted(unknown)}, which the train step does '
+      f'not provide; known: {sorted(KNOWN_NEEDS)}'
+    )
+  combines = bool(weighting.combines_gradients)
+  want_task_grads = combines or bool(needs)
 
   def task_losses(params, batch, rng):
     logits = model.apply(
@@ -64,16 +81,43 @@ def make_train_step(
       lambda p: task_losses(p, batch, rng), state.params
     )
     losses = _psum(local_losses, axis_name)
+    extra = {}
+    if want_task_grads:
+      # Unused leaves are dead code: for GradNorm alone XLA keeps only the
+      # backward pass down to the last shared layer.
+      (per_task,) = jax.vmap(vjp_fn)(jnp.eye(num_tasks, dtype=jnp.float32))
+      if 'task_grad_norms' in needs:
+        path = task_grads_lib.last_shared_kernel_path(state.params)
+        kernel = _psum(task_grads_lib.get_path(per_task, path), axis_name)
+        extra['task_grad_norms'] = task_grads_lib.norms_at(
+          {'k': kernel}, ('k',)
+        )
+      if combines:
+        per_task = _psum(per_task, axis_name)
+      if 'task_grad_gram' in needs:
+        backbone = per_task['backbone']
+        if not combines:
+          backbone = _psum(backbone, axis_name)
+        extra['task_grad_gram'] = task_grads_lib.gram(backbone)
     weights, weighting_state = weighting.update(
       base_weights,
       state.weighting_state,
       losses=losses,
       step=state.step,
       epoch=state.step // steps_per_epoch,
+      **extra,
     )
     weights = lax.stop_gradient(weights)
-    (grads,) = vjp_fn(weights)
-    grads = _psum(grads, axis_name)
+    if combines:
+      grads = {
+        name: task_grads_lib.combine(
+          sub, weights if name == 'backbone' else base_weights
+        )
+        for name, sub in per_task.items()
+      }
+    else:
+      (grads,) = vjp_fn(weights)
+      grads = _psum(grads, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = TrainState(
       step=state.step + 1,

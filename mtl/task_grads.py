@@ -1,0 +1,92 @@
+"""Per-task gradients: what balancing methods and diagnostics look at.
+
+The model's top-level params are `embed`, `backbone` and `towers` (DESIGN §3).
+Gradient-space methods combine the per-task gradients of the `backbone`;
+GradNorm takes norms on "the last shared layer", found here by name: the
+kernel of the last Dense layer of the shared network, i.e.
+
+  shared_bottom  backbone/mlp/Dense_<last>/kernel
+  mmoe, omoe     backbone/experts/mlp/Dense_<last>/kernel   [E, H_in, H]
+  cgc, ple       backbone/level_<last>/shared_experts/mlp/Dense_<last>/kernel
+
+A model whose backbone shares nothing (single_task) has no such layer.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+
+# Path parts of backbone params that belong to one task only.
+_TASK_SPECIFIC = ('specific_experts', 'task_gates', 'networks')
+
+
+def _key_name(k) -> str:
+  return str(getattr(k, 'key', getattr(k, 'name', k)))
+
+
+def _sort_key(path: tuple[str, ...]):
+  # level_10 after level_9, Dense_10 after Dense_9.
+  return [
+    (int(m[1]), p) if (m := re.fullmatch(r'\D+_(\d+)', p)) else (-1, p)
+    for p in path
+  ]
+
+
+def last_shared_kernel_path(params) -> tuple[str, ...]:
+  """The path of the last shared layer's kernel in `params`.
+
+  Raises:
+    ValueError: the model has no shared layer (e.g. single_task).
+  """
+  candidates = []
+  for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = tuple(_key_name(k) for k in path)
+    if (
+      names[0] == 'backbone'
+      and names[-1] == 'kernel'
+      and 'mlp' in names
+      and not any(part in names for part in _TASK_SPECIFIC)
+    ):
+      candidates.append(names)
+  if not candidates:
+    raise ValueError(
+      'the model has no shared layer (no backbone/.../mlp/.../kernel outside '
+      'task-specific parts); GradNorm needs one: use a model that shares '
+      'parameters (shared_bottom, omoe, mmoe, cgc, ple)'
+    )
+  return max(candidates, key=_sort_key)
+
+
+def get_path(tree, path: tuple[str, ...]):
+  for name in path:
+    tree = tree[name]
+  return tree
+
+
+def norms_at(task_grads, path: tuple[str, ...]) -> jnp.ndarray:
+  """[T] Euclidean norms of the per-task gradients [T, ...] of one leaf."""
+  g = get_path(task_grads, path)
+  return jnp.sqrt(jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=1))
+
+
+def gram(task_grads) -> jnp.ndarray:
+  """[T, T] Gram matrix <g_i, g_j> of per-task gradient trees [T, ...]."""
+  leaves = jax.tree.leaves(task_grads)
+  t = leaves[0].shape[0]
+  flat = [x.reshape(t, -1).astype(jnp.float32) for x in leaves]
+  return sum(f @ f.T for f in flat)
+
+
+def cosines(g: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+  """Pairwise cosine similarities [T, T] from a Gram matrix."""
+  n = jnp.sqrt(jnp.maximum(jnp.diag(g), 0.0))
+  return g / jnp.maximum(n[:, None] * n[None, :], eps)
+
+
+def combine(task_grads, coefficients: jnp.ndarray):
+  """sum_t c_t g_t of per-task gradient trees [T, ...]."""
+  return jax.tree.map(
+    lambda g: jnp.tensordot(coefficients.astype(g.dtype), g, axes=1),
+    task_grads,
+  )
