@@ -37,6 +37,16 @@ a config file or a command-line override fails with the key's name. Keys:
                        async_save; <workdir>/checkpoints, resumed by rerunning
                        the same command
   init_from            a workdir whose latest params warm-start this run
+  parallel             backend ('pmap' | 'shard_map') and num_devices (1: the
+                       plain single-device step; 0: every device of every
+                       process; N: the first N); data-parallel runs need
+                       input_mode 'host' and a batch the devices divide
+  skip_nonfinite       skip steps with a non-finite loss or gradient
+                       (optax.apply_if_finite) and count them, instead of
+                       stopping the run; max_consecutive_nonfinite in a row
+                       still stop it
+  diagnostics_every_steps  per-task gradient norms, gradient cosines and
+                       mean gate weights every N steps (0: off)
 """
 
 import ml_collections
@@ -138,5 +148,9 @@ def base_config(
   )
   c.checkpoint = dict(every_steps=0, max_to_keep=3, async_save=True)
   c.init_from = placeholder(str)
+  c.parallel = dict(backend='pmap', num_devices=1)
+  c.skip_nonfinite = False
+  c.max_consecutive_nonfinite = 10
+  c.diagnostics_every_steps = 200
   c.lock()
   return c

@@ -48,4 +48,5 @@ def get_config(arg: str = 'mmoe,synthetic'):
   config.log_every_steps = 2
   config.num_auc_bins = 256
   config.progress_bar = False
+  config.diagnostics_every_steps = 4
   return config

@@ -12,9 +12,18 @@ import time
 import jax
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 
-from mtl import checkpoint, optim, preemption, train_state, train_step
+from mtl import (
+  checkpoint,
+  diagnostics,
+  optim,
+  parallel,
+  preemption,
+  train_state,
+  train_step,
+)
 from mtl import metrics as metrics_lib
 from mtl.architectures import ARCHITECTURES
 from mtl.data import DATASETS, pipeline
@@ -74,20 +83,68 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   tx = optim.make_optimizer(
     **config.optimizer.to_dict(), total_steps=total_steps
   )
+  if config.skip_nonfinite:
+    if config.max_consecutive_nonfinite < 1:
+      raise ValueError(
+        'max_consecutive_nonfinite is '
+        f'{config.max_consecutive_nonfinite}, expected >= 1'
+      )
+    tx = optax.apply_if_finite(tx, config.max_consecutive_nonfinite)
   weighting = make_weighting(config)
   weighting.init(dataset.num_tasks)  # Validates per-task lengths up front.
   return model, tx, weighting
 
 
-def _check_finite(chunk_metrics, tasks, first_step: int) -> None:
-  losses = np.asarray(jax.device_get(chunk_metrics['loss']))
-  bad = ~np.isfinite(losses)
-  if bad.any():
-    k, t = np.argwhere(bad)[0]
-    raise FloatingPointError(
-      f'non-finite training loss {losses[k, t]} for task '
-      f'{tasks[t].name!r} at step {first_step + k + 1}'
-    )
+class NonFinite(FloatingPointError):
+  """A training loss was not finite; the last good checkpoint is kept."""
+
+
+class FiniteGuard:
+  """Checks every step's losses, lazily: dispatches are queued as device
+  arrays and read only at check points (log, checkpoint, epoch end), so the
+  error names the first bad step without a host wait per dispatch.
+
+  With `skip` (config.skip_nonfinite) bad steps were skipped by the step
+  itself; the run fails only after `max_consecutive` of them in a row.
+  """
+
+  def __init__(self, tasks, *, skip: bool, max_consecutive: int):
+    self.tasks = tasks
+    self.skip = skip
+    self.max_consecutive = max_consecutive
+    self.pending = []
+    self.skipped = 0
+    self.consecutive = 0
+
+  def add(self, first_step: int, chunk_metrics) -> None:
+    self.pending.append((first_step, chunk_metrics))
+
+  def check(self) -> None:
+    pending, self.pending = self.pending, []
+    for first_step, m in pending:
+      losses = np.asarray(jax.device_get(m['loss']))
+      bad = ~np.isfinite(losses)
+      for k in range(losses.shape[0]):
+        if not bad[k].any():
+          self.consecutive = 0
+          continue
+        t = int(np.argmax(bad[k]))
+        where = (
+          f'non-finite training loss {losses[k, t]} for task '
+          f'{self.tasks[t].name!r} at step {first_step + k + 1}'
+        )
+        if not self.skip:
+          raise NonFinite(
+            f'{where}; the last good checkpoint is kept (set '
+            'skip_nonfinite=True to skip such steps instead)'
+          )
+        self.skipped += 1
+        self.consecutive += 1
+        if self.consecutive >= self.max_consecutive:
+          raise NonFinite(
+            f'{where}: {self.consecutive} non-finite steps in a row '
+            f'(max_consecutive_nonfinite={self.max_consecutive})'
+          )
 
 
 class Preempted(Exception):
@@ -125,10 +182,69 @@ def _preempt(ckpt, state, meta, writers):
   raise Preempted(int(state.step))
 
 
-class EpochRunner:
-  """Runs the train steps of an epoch in either input mode."""
+def parallel_devices(config) -> list | None:
+  """The devices of a data-parallel run, or None for the plain jit step.
 
-  def __init__(self, config, step_fn, train_split, data_key):
+  `parallel.num_devices`: 1 (default) runs the ordinary single-device step;
+  0 takes every device of every process; N > 1 the first N (one process).
+  """
+  parallel.check_backend(config.parallel.backend)
+  n, total = config.parallel.num_devices, jax.device_count()
+  if not 0 <= n <= total:
+    raise ValueError(
+      f'parallel.num_devices is {n}, expected 0 (all) or 1..{total} (the '
+      'devices this run sees)'
+    )
+  if jax.process_count() > 1 and n not in (0, total):
+    raise ValueError(
+      f'parallel.num_devices is {n} with {jax.process_count()} processes, '
+      f'expected 0 or {total}: a multi-process run uses every device'
+    )
+  n = total if n == 0 else n
+  if n == 1 and jax.process_count() == 1:
+    return None
+  if config.input_mode != 'host':
+    raise ValueError(
+      f'input_mode is {config.input_mode!r} with {n} devices, expected '
+      "'host': data-parallel runs take host batches (set "
+      '--config.input_mode=host)'
+    )
+  parallel.check_divisible(config.batch_size, n)
+  parallel.check_divisible(config.eval_batch_size, n, 'eval_batch_size')
+  return jax.devices()[:n]
+
+
+def process_rows(rows: np.ndarray) -> np.ndarray:
+  """This process's contiguous share of the rows of a global batch.
+
+  The data order is one global permutation whatever the process count, so a
+  run on P processes equals a one-process run on the same devices.
+  """
+  p, count = jax.process_index(), jax.process_count()
+  share = len(rows) // count
+  return rows[p * share : (p + 1) * share]
+
+
+def to_local(tree):
+  """This process's copy of replicated (global) arrays, as local arrays."""
+
+  def leaf(x):
+    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+      return x.addressable_data(0)
+    return x
+
+  return jax.tree.map(leaf, tree)
+
+
+class EpochRunner:
+  """Runs the train steps of an epoch in either input mode.
+
+  `parallel_step` (from `parallel.make_parallel_train_step`) replaces the
+  jit-compiled host step in a data-parallel run; each process then gathers
+  only its own rows of every global batch.
+  """
+
+  def __init__(self, config, step_fn, train_split, data_key, parallel_step):
     self.mode = config.input_mode
     self.batch_size = config.batch_size
     self.k = config.steps_per_dispatch if self.mode == 'device' else 1
@@ -141,7 +257,10 @@ class EpochRunner:
     self.data_key = data_key
     self._compiled = {}
     self._step_fn = step_fn
-    if self.mode == 'device':
+    self._parallel = parallel_step
+    if parallel_step is not None:
+      self._host_step = parallel_step
+    elif self.mode == 'device':
       self.device_split = jax.device_put(train_split)
     else:
       self._host_step = jax.jit(step_fn, donate_argnums=0)
@@ -166,10 +285,12 @@ class EpochRunner:
     """Runs batches first_batch..first_batch+k-1; metrics are [k, ...]."""
     if self.mode == 'host':
       rows = perm[first_batch * self.batch_size :][: self.batch_size]
+      if self._parallel is not None:
+        rows = process_rows(rows)
       state, m = self._host_step(
         state, pipeline.take_rows(self.host_split, rows)
       )
-      return state, jax.tree.map(lambda x: x[None], m)
+      return state, jax.tree.map(lambda x: x[None], to_local(m))
     return self._scanned(k)(state, self.device_split, perm, first_batch)
 
 
@@ -200,22 +321,65 @@ def train_and_evaluate(
     key=init_key,
   )
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  devices = parallel_devices(config)
+  axis = None if devices is None else parallel.AXIS_NAME
   step_fn = train_step.make_train_step(
-    model, tx, weighting, tasks, steps_per_epoch=spe
+    model,
+    tx,
+    weighting,
+    tasks,
+    steps_per_epoch=spe,
+    axis_name=axis,
+    skip_nonfinite=config.skip_nonfinite,
   )
-  trainer = EpochRunner(config, step_fn, train_split, data_key)
-  eval_run = jax.jit(
-    train_step.make_scanned_eval(
-      train_step.make_eval_step(model, tasks, num_bins=config.num_auc_bins),
-      batch_size=config.eval_batch_size,
-    )
+  eval_step = train_step.make_eval_step(
+    model, tasks, num_bins=config.num_auc_bins, axis_name=axis
   )
-  eval_data = {
-    split: jax.device_put(
-      pipeline.pad_split(dataset.splits[split], config.eval_batch_size)
-    )
+  padded = {
+    split: pipeline.pad_split(dataset.splits[split], config.eval_batch_size)
     for split in ('validation', 'test')
   }
+  if devices is None:
+    parallel_step = None
+    eval_run = jax.jit(
+      train_step.make_scanned_eval(eval_step, batch_size=config.eval_batch_size)
+    )
+    eval_data = {k: jax.device_put(v) for k, v in padded.items()}
+  else:
+    parallel_step = parallel.make_parallel_train_step(
+      step_fn, backend=config.parallel.backend, devices=devices
+    )
+    eval_parallel = parallel.make_parallel_eval_step(
+      train_step.make_scanned_eval(
+        eval_step, batch_size=config.eval_batch_size // len(devices)
+      ),
+      backend=config.parallel.backend,
+      devices=devices,
+    )
+    # Each process places its contiguous share of the padded split.
+    eval_data = {
+      k: eval_parallel.put_batch(
+        pipeline.take_rows(v, process_rows(np.arange(v['labels'].shape[1])))
+      )
+      for k, v in padded.items()
+    }
+
+    def eval_run(params, placed):
+      return to_local(eval_parallel.on_placed(params, placed))
+
+  trainer = EpochRunner(config, step_fn, train_split, data_key, parallel_step)
+
+  def globalize(state):
+    # pmap returns each process's copy on its own devices; orbax saves
+    # global arrays, one replicated array over every process's devices.
+    return state if parallel_step is None else parallel_step.put_state(state)
+
+  diag_every = config.diagnostics_every_steps
+  if diag_every < 0:
+    raise ValueError(
+      f'diagnostics_every_steps is {diag_every}, expected >= 0 (0: off)'
+    )
+  diag_fn = jax.jit(diagnostics.make_diagnostics(model, tasks))
 
   ckpt = checkpoint.Checkpointer(
     workdir / 'checkpoints',
@@ -224,8 +388,16 @@ def train_and_evaluate(
     async_save=config.checkpoint.async_save,
   )
   best_ckpt = checkpoint.Checkpointer(
-    workdir / 'checkpoints_best', max_to_keep=1, save_every_steps=1
+    workdir / 'checkpoints_best',
+    max_to_keep=1,
+    save_every_steps=1,
+    # orbax names its cross-process barriers by step: two managers saving
+    # the same step asynchronously collide (measured: "Barrier
+    # _async_write_complete.16 is already ongoing"). The best-epoch save is
+    # rare; with several processes it is synchronous.
+    async_save=jax.process_count() == 1,
   )
+  abstract = jax.eval_shape(lambda: state)  # Single-device, unplaced.
   state, meta = _resume(config, ckpt, state)
   start_step = int(state.step)
   best = meta.get('best', {'score': None, 'epoch': None})
@@ -250,7 +422,15 @@ def train_and_evaluate(
     dynamic_ncols=True,
   )
   step, inflight, train_time, timed_steps = start_step, 0, 0.0, 0
-  last_log = step
+  last_log = last_diag = step
+  finite = FiniteGuard(
+    tasks,
+    skip=config.skip_nonfinite,
+    max_consecutive=config.max_consecutive_nonfinite,
+  )
+  # Two processes of emulated CPU devices hang unless every step is waited
+  # on (DESIGN §4); on one process a bounded queue is enough.
+  max_inflight = 1 if jax.process_count() > 1 else MAX_INFLIGHT_DISPATCHES
 
   def position(epoch, batch):
     return {'epoch': epoch, 'batch': batch, 'best': dict(best)}
@@ -264,13 +444,16 @@ def train_and_evaluate(
       first_of_epoch = step - epoch * spe
       for first_batch, k in trainer.plan(spe, first_of_epoch):
         state, m = trainer.run(state, perm, first_batch, k)
+        finite.add(step, m)
         step += k
         inflight += 1
         bar.update(k)
         if step // config.log_every_steps > last_log // config.log_every_steps:
           last_log = step
-          _check_finite(m, tasks, step - k)
+          finite.check()
           scalars = metrics_lib.summarize_train(m, tasks)
+          if config.skip_nonfinite:
+            scalars['train/nonfinite_steps'] = finite.skipped
           bar.set_postfix(
             {
               n.split('/')[-1]: f'{v:.4f}'
@@ -279,21 +462,39 @@ def train_and_evaluate(
             }
           )
           scalars['train/epoch'] = epoch
+          if diag_every and step // diag_every > last_diag // diag_every:
+            last_diag = step
+            if chief:
+              rows = np.asarray(perm[: config.batch_size])
+              scalars.update(
+                diagnostics.summarize(
+                  diag_fn(
+                    to_local(state.params),
+                    pipeline.take_rows(train_split, rows),
+                  ),
+                  tasks,
+                )
+              )
           if writers:
             writers.write(step, scalars)
           inflight = 0
-        elif inflight >= MAX_INFLIGHT_DISPATCHES:
+        elif inflight >= max_inflight:
           jax.block_until_ready(m)
           inflight = 0
         if first_batch + k == spe:
           break  # Epoch end: evaluate before saving, below.
         if step // every > (step - k) // every:
-          _check_finite(m, tasks, step - k)
-          ckpt.save(state, meta=position(epoch, first_batch + k), force=True)
+          finite.check()  # Never save a state that went non-finite.
+          ckpt.save(
+            globalize(state), meta=position(epoch, first_batch + k), force=True
+          )
         if guard.should_stop():
-          _preempt(ckpt, state, position(epoch, first_batch + k), writers)
+          finite.check()
+          _preempt(
+            ckpt, globalize(state), position(epoch, first_batch + k), writers
+          )
       jax.block_until_ready(state.step)
-      _check_finite(m, tasks, step - k)
+      finite.check()
       if timed:
         train_time += time.time() - t_epoch
         timed_steps += spe
@@ -310,11 +511,13 @@ def train_and_evaluate(
           best['score'] is None or score > best['score']
         ):
           best.update(score=score, epoch=epoch + 1)
-          best_ckpt.save(state, meta=position(epoch + 1, 0), force=True)
+          best_ckpt.save(
+            globalize(state), meta=position(epoch + 1, 0), force=True
+          )
       if step // every > (step - k) // every or last:
-        ckpt.save(state, meta=position(epoch + 1, 0), force=True)
+        ckpt.save(globalize(state), meta=position(epoch + 1, 0), force=True)
       if guard.should_stop():
-        _preempt(ckpt, state, position(epoch + 1, 0), writers)
+        _preempt(ckpt, globalize(state), position(epoch + 1, 0), writers)
   bar.close()
   ckpt.close()
 
@@ -322,7 +525,7 @@ def train_and_evaluate(
   selected_epoch = config.num_epochs
   if config.select_best and best['epoch'] is not None:
     best_ckpt.wait()
-    restored = best_ckpt.restore_latest(jax.eval_shape(lambda: state))
+    restored = best_ckpt.restore_latest(abstract)
     if restored is None:
       raise FileNotFoundError(
         f'{workdir / "checkpoints_best"}: the best-epoch checkpoint '
@@ -351,6 +554,10 @@ def train_and_evaluate(
     'steps': int(step),
     'resumed_from_step': start_step,
     'num_params': int(num_params),
+    'num_devices': 1 if devices is None else len(devices),
+    'num_processes': jax.process_count(),
+    'parallel_backend': None if devices is None else config.parallel.backend,
+    'nonfinite_steps_skipped': finite.skipped,
     'train_examples_per_s': (
       timed_steps * config.batch_size / train_time
       if step > start_step

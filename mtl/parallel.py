@@ -73,12 +73,14 @@ def batch_rows(batch) -> int:
 
 def shard_batch(batch, num_devices: int, what: str = 'batch_size'):
   """[B, ...] -> [D, B/D, ...] (labels/mask [T, B] -> [D, T, B/D]), numpy."""
-  check_divisible(batch_rows(batch), num_devices, what)
+  rows = batch_rows(batch)
+  check_divisible(rows, num_devices, what)
 
   def split(key, x):
     x = np.asarray(x)
     a = _axis(key)
-    shape = x.shape[:a] + (num_devices, -1) + x.shape[a + 1 :]
+    # Explicit sizes: a [B, 0] array (no sparse features) cannot infer -1.
+    shape = x.shape[:a] + (num_devices, rows // num_devices) + x.shape[a + 1 :]
     return np.moveaxis(x.reshape(shape), a, 0)
 
   return {k: split(k, v) for k, v in batch.items()}
@@ -90,7 +92,8 @@ def unshard_batch(batch):
   def join(key, x):
     x = np.moveaxis(np.asarray(x), 0, _axis(key))
     a = _axis(key)
-    return x.reshape(x.shape[:a] + (-1,) + x.shape[a + 2 :])
+    rows = x.shape[a] * x.shape[a + 1]
+    return x.reshape(x.shape[:a] + (rows,) + x.shape[a + 2 :])
 
   return {k: join(k, v) for k, v in batch.items()}
 

@@ -48,8 +48,14 @@ def make_train_step(
   *,
   steps_per_epoch: int,
   axis_name: str | None = None,
+  skip_nonfinite: bool = False,
 ):
-  """Builds the pure train step; `steps_per_epoch` defines `epoch`."""
+  """Builds the pure train step; `steps_per_epoch` defines `epoch`.
+
+  With `skip_nonfinite` (`tx` wrapped in `optax.apply_if_finite`), a step
+  whose losses or gradients are not finite leaves the weighting state as it
+  was too, and the metrics count it ('nonfinite': 1 for that step).
+  """
   base_weights = jnp.asarray([t.weight for t in tasks], jnp.float32)
   num_tasks = len(tasks)
   needs = frozenset(weighting.needs)
@@ -119,9 +125,19 @@ def make_train_step(
       (grads,) = vjp_fn(weights)
       grads = _psum(grads, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    if skip_nonfinite:
+      # apply_if_finite judged the gradients (and zeroed the update); a
+      # non-finite loss with finite gradients is skipped here too.
+      finite = opt_state.last_finite & jnp.isfinite(losses).all()
+      new_params, weighting_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        (new_params, weighting_state),
+        (state.params, state.weighting_state),
+      )
     new_state = TrainState(
       step=state.step + 1,
-      params=optax.apply_updates(state.params, updates),
+      params=new_params,
       opt_state=opt_state,
       weighting_state=weighting_state,
       rng=state.rng,
@@ -131,6 +147,8 @@ def make_train_step(
       'weight': weights,
       'total_loss': jnp.dot(weights, losses),
     }
+    if skip_nonfinite:
+      metrics['nonfinite'] = (~finite).astype(jnp.int32)
     return new_state, metrics
 
   return step

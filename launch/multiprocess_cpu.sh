@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# N local processes x M emulated CPU devices each, joined by jax.distributed
+# on 127.0.0.1: the multi-host path, runnable on one CPU machine.
+#   launch/multiprocess_cpu.sh N M CONFIG WORKDIR [FLAGS...]
+# e.g. launch/multiprocess_cpu.sh 2 2 configs/smoke.py:mmoe /tmp/mp
+# Process i logs to WORKDIR/process_i.log; the exit code is the first
+# non-zero one (every process is killed if one fails).
+set -euo pipefail
+usage='usage: launch/multiprocess_cpu.sh N M CONFIG WORKDIR [FLAGS...]'
+n=${1:?$usage}; m=${2:?$usage}; config=${3:?$usage}; workdir=${4:?$usage}
+shift 4
+port=${MTL_COORDINATOR_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+mkdir -p "$workdir"
+pids=()
+cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; }
+trap cleanup EXIT
+for ((i = 0; i < n; i++)); do
+  JAX_PLATFORMS=cpu mtl-train --config="$config" --workdir="$workdir" \
+    --coordinator_address="127.0.0.1:$port" --num_processes="$n" \
+    --process_id="$i" --num_cpu_devices="$m" \
+    --config.parallel.num_devices=0 --config.input_mode=host \
+    --config.progress_bar=false "$@" >"$workdir/process_$i.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do
+  # jax.distributed catches SIGTERM: on a failure the others get SIGKILL.
+  wait "$pid" || { rc=$?; [[ $status == 0 ]] && status=$rc; cleanup; }
+done
+trap - EXIT
+exit "$status"

@@ -1,0 +1,128 @@
+"""The multi-host path end to end: launch/multiprocess_cpu.sh starts 2
+processes x 2 emulated CPU devices joined by jax.distributed; the run must
+equal one process with 4 devices, and only process 0 may write."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mtl import checkpoint
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = 'configs/smoke.py:mmoe'
+# Two processes add their shards' partial sums in another order than one
+# process: a few ulps per step over 16 steps of Adam.
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def _env():
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  bin_dir = str(pathlib.Path(sys.executable).parent)
+  env.update(JAX_PLATFORMS='cpu', PATH=f'{bin_dir}:{env.get("PATH", "")}')
+  return env
+
+
+def _run(cmd, timeout=240):
+  # jax.distributed catches SIGTERM: a hang is ended with SIGKILL.
+  proc = subprocess.Popen(
+    cmd,
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,
+  )
+  try:
+    out = proc.communicate(timeout=timeout)[0]
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, 9)
+    raise
+  return proc.returncode, out
+
+
+def _params(workdir):
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', read_only=True)
+  step = ckpt.all_steps()[-1]
+  # Saved over 4 devices; read back onto one, whatever this process has.
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+    ckpt._saved_tree(step),
+  )
+  tree = ckpt._manager.restore(
+    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+  )['state']
+  ckpt.close()
+  return step, tree['params']
+
+
+def _metrics(workdir):
+  return [
+    json.loads(line)
+    for line in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
+
+
+@pytest.mark.parametrize('backend', ['pmap', 'shard_map'])
+def test_two_processes_of_two_devices_equal_one_process_of_four(
+  tmp_path, backend
+):
+  one, two = tmp_path / 'one', tmp_path / 'two'
+  flags = [
+    f'--config.parallel.backend={backend}',
+    '--config.wandb.mode=offline',
+  ]
+  rc, out = _run(
+    [
+      'mtl-train',
+      f'--config={CONFIG}',
+      f'--workdir={one}',
+      '--num_cpu_devices=4',
+      '--config.parallel.num_devices=0',
+      '--config.input_mode=host',
+      *flags,
+    ]
+  )
+  assert rc == 0, out[-3000:]
+  rc, out = _run(
+    ['launch/multiprocess_cpu.sh', '2', '2', CONFIG, str(two), *flags]
+  )
+  logs = [(two / f'process_{i}.log').read_text() for i in range(2)]
+  assert rc == 0, out[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+
+  want, got = (json.loads((d / 'results.json').read_text()) for d in (one, two))
+  assert (got['num_processes'], got['num_devices']) == (2, 4)
+  assert (want['num_processes'], want['num_devices']) == (1, 4)
+  assert got['parallel_backend'] == want['parallel_backend'] == backend
+  for split in ('validation', 'test'):
+    for key, value in want[split].items():
+      np.testing.assert_allclose(got[split][key], value, rtol=RTOL, err_msg=key)
+
+  (step_a, params_a), (step_b, params_b) = _params(one), _params(two)
+  assert step_a == step_b == want['steps']
+  for a, b in zip(
+    jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True
+  ):
+    np.testing.assert_allclose(
+      np.asarray(b), np.asarray(a), rtol=RTOL, atol=ATOL
+    )
+
+  # Only process 0 wrote: one line per logged step (two writers would
+  # double them), the same steps and values as the one-process run.
+  m_one, m_two = _metrics(one), _metrics(two)
+  assert [m['step'] for m in m_two] == [m['step'] for m in m_one]
+  for a, b in zip(m_one, m_two, strict=True):
+    assert a.keys() == b.keys()
+    for key in a:
+      if key.startswith(('train/loss/', 'val/')):
+        np.testing.assert_allclose(b[key], a[key], rtol=RTOL, err_msg=key)
+  runs = list((two / 'wandb').glob('offline-run-*'))
+  assert len(runs) == 1, runs  # Process 0's W&B run only.
