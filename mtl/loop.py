@@ -308,6 +308,14 @@ def train_and_evaluate(
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
   if config.num_epochs < 1:
     raise ValueError(f'num_epochs is {config.num_epochs}, expected >= 1')
+  if (
+    config.init_from
+    and not (pathlib.Path(config.init_from) / 'checkpoints').is_dir()
+  ):
+    raise FileNotFoundError(
+      f'init_from {config.init_from} holds no checkpoints/ directory, '
+      'expected the workdir of an earlier run'
+    )
   model, tx, weighting = build(config, dataset, spe * config.num_epochs)
 
   init_key, data_key = jax.random.split(jax.random.key(config.seed))

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from mtl import train_state, train_step
 from mtl.data import pipeline
@@ -142,3 +143,54 @@ def test_scanned_eval_sums_padded_batches():
   np.testing.assert_allclose(counts['loss_sum'], whole['loss_sum'], rtol=1e-5)
   np.testing.assert_array_equal(counts['count'], split['mask'].sum(1))
   np.testing.assert_array_equal(counts['pos'], whole['pos'])
+
+
+def test_skip_nonfinite_leaves_the_state_and_counts_the_step():
+  model, _, method, batch, _ = _setup()
+  tx = optax.apply_if_finite(optax.sgd(0.1), max_consecutive_errors=3)
+  state = train_state.init_train_state(
+    model,
+    tx,
+    method,
+    train_step.features_of(batch),
+    num_tasks=2,
+    key=jax.random.key(0),
+  )
+  step = jax.jit(
+    train_step.make_train_step(
+      model, tx, method, TASKS, steps_per_epoch=1, skip_nonfinite=True
+    )
+  )
+  bad = dict(batch, dense=batch['dense'].copy())
+  bad['dense'][3, 1] = np.nan
+  after_bad, m_bad = step(state, bad)
+  assert int(m_bad['nonfinite']) == 1
+  assert int(after_bad.step) == 1  # Counted as a step, params untouched.
+  np.testing.assert_array_equal(
+    after_bad.params['w']['kernel'], state.params['w']['kernel']
+  )
+  assert int(after_bad.opt_state.total_notfinite) == 1
+  # The next good batch trains exactly as if the bad one never came.
+  want, _ = step(state, batch)
+  got, m_good = step(after_bad, batch)
+  assert int(m_good['nonfinite']) == 0
+  np.testing.assert_allclose(
+    got.params['w']['kernel'], want.params['w']['kernel'], rtol=1e-6
+  )
+
+
+def test_finite_guard_skips_then_stops_after_max_consecutive():
+  from mtl.loop import FiniteGuard, NonFinite
+
+  guard = FiniteGuard(TASKS, skip=True, max_consecutive=2)
+  nan = float('nan')
+  guard.add(0, {'loss': np.array([[0.1, 0.2], [nan, 0.2], [0.1, 0.2]])})
+  guard.check()
+  assert guard.skipped == 1
+  guard.add(3, {'loss': np.array([[0.1, nan], [0.3, np.inf]])})
+  with pytest.raises(NonFinite, match="for task 'b' at step 5: 2 non-finite"):
+    guard.check()
+  strict = FiniteGuard(TASKS, skip=False, max_consecutive=2)
+  strict.add(10, {'loss': np.array([[0.1, 0.2], [0.3, nan]])})
+  with pytest.raises(NonFinite, match="task 'b' at step 12; the last good"):
+    strict.check()
