@@ -244,7 +244,9 @@ class EpochRunner:
   only its own rows of every global batch.
   """
 
-  def __init__(self, config, step_fn, train_split, data_key, parallel_step):
+  def __init__(
+    self, config, step_fn, train_split, data_key, parallel_step=None
+  ):
     self.mode = config.input_mode
     self.batch_size = config.batch_size
     self.k = config.steps_per_dispatch if self.mode == 'device' else 1
