@@ -50,7 +50,7 @@ def make_diagnostics(model, tasks: tuple[Task, ...]):
       sums, counts = losses_lib.masked_loss_sums(
         logits, batch['labels'], batch['mask'], tasks=tasks
       )
-      return sums / jnp.maximum(counts, 1.0), variables['intermediates']
+      return sums / jnp.maximum(counts, 1.0), variables.get('intermediates', {})
 
     _, vjp_fn, inter = jax.vjp(task_losses, params, has_aux=True)
     (per_task,) = jax.vmap(vjp_fn)(jnp.eye(num_tasks, dtype=jnp.float32))
