@@ -99,6 +99,15 @@ WEIGHTING_DEFAULTS = {
   'equal': dict(),
   'fixed': dict(weights=placeholder(tuple)),
   'scheduled': dict(weights=placeholder(tuple), gammas=placeholder(tuple)),
+  # Binary census tasks: the classification form.
+  'uncertainty': dict(forms='classification', learning_rate=1e-2, init=0.0),
+  'gradnorm': dict(
+    alpha=1.5,
+    learning_rate=0.025,
+    optimizer='adam',
+    initial_losses=placeholder(tuple),
+    min_weight=1e-3,
+  ),
 }
 
 

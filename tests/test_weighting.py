@@ -18,9 +18,15 @@ def test_contract_equal_losses_give_finite_positive_weights(name):
   method = WEIGHTINGS[name]()
   state = method.init(3)
   update = jax.jit(method.update)
+  # Equal inputs of every kind a method may ask for: identical gradients.
+  extra = {
+    'task_grad_norms': jnp.full((3,), 2.0),
+    'task_grad_gram': jnp.full((3, 3), 4.0),
+  }
+  extra = {k: v for k, v in extra.items() if k in method.needs}
   for step in range(3):
     weights, state = update(
-      BASE, state, losses=jnp.full((3,), 0.5), step=step, epoch=step
+      BASE, state, losses=jnp.full((3,), 0.5), step=step, epoch=step, **extra
     )
     w = np.asarray(weights)
     assert w.shape == (3,)

@@ -6,12 +6,16 @@ arguments (`config.weighting`) and returning a `WeightingMethod`.
 
 from mtl.weighting.base import WeightingMethod, chain
 from mtl.weighting.fixed import equal, fixed
+from mtl.weighting.gradnorm import gradnorm
 from mtl.weighting.scheduled import scheduled
+from mtl.weighting.uncertainty import uncertainty
 
 WEIGHTINGS = {
   'equal': equal,
   'fixed': fixed,
   'scheduled': scheduled,
+  'uncertainty': uncertainty,
+  'gradnorm': gradnorm,
 }
 
 __all__ = ['WEIGHTINGS', 'WeightingMethod', 'chain']
