@@ -108,6 +108,9 @@ WEIGHTING_DEFAULTS = {
     initial_losses=placeholder(tuple),
     min_weight=1e-3,
   ),
+  # About one census epoch (194 steps of 1024) per window, as the paper.
+  'dwa': dict(temperature=2.0, window_steps=194),
+  'rlw': dict(distribution='normal', seed=0),
 }
 
 

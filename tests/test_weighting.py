@@ -31,8 +31,10 @@ def test_contract_equal_losses_give_finite_positive_weights(name):
     w = np.asarray(weights)
     assert w.shape == (3,)
     assert np.isfinite(w).all() and (w > 0).all()
-    # Equal losses and no preference given: equal weights.
-    np.testing.assert_allclose(w, w[0])
+    # Equal losses and no preference given: equal weights (RLW's are
+    # random by design; tests/weighting/test_rlw.py checks their mean).
+    if name != 'rlw':
+      np.testing.assert_allclose(w, w[0], rtol=1e-5)
 
 
 def test_fixed_multiplies_base_weights():

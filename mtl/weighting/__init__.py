@@ -5,8 +5,10 @@ arguments (`config.weighting`) and returning a `WeightingMethod`.
 """
 
 from mtl.weighting.base import WeightingMethod, chain
+from mtl.weighting.dwa import dwa
 from mtl.weighting.fixed import equal, fixed
 from mtl.weighting.gradnorm import gradnorm
+from mtl.weighting.rlw import rlw
 from mtl.weighting.scheduled import scheduled
 from mtl.weighting.uncertainty import uncertainty
 
@@ -16,6 +18,8 @@ WEIGHTINGS = {
   'scheduled': scheduled,
   'uncertainty': uncertainty,
   'gradnorm': gradnorm,
+  'dwa': dwa,
+  'rlw': rlw,
 }
 
 __all__ = ['WEIGHTINGS', 'WeightingMethod', 'chain']
