@@ -111,6 +111,11 @@ WEIGHTING_DEFAULTS = {
   # About one census epoch (194 steps of 1024) per window, as the paper.
   'dwa': dict(temperature=2.0, window_steps=194),
   'rlw': dict(distribution='normal', seed=0),
+  'pcgrad': dict(seed=0),
+  'mgda': dict(normalization='none', num_iterations=250),
+  'cagrad': dict(c=0.4, rescale=1, num_iterations=100, learning_rate=0.1),
+  'imtl_g': dict(ridge=1e-6),
+  'nash_mtl': dict(num_iterations=20, update_every=1, ridge=1e-6),
 }
 
 

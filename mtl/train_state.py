@@ -29,6 +29,8 @@ def init_train_state(
     step=jnp.zeros((), jnp.int32),
     params=params,
     opt_state=tx.init(params),
-    weighting_state=weighting.init(num_tasks),
+    # A copy per leaf: the state is donated, and a method's init may reuse
+    # one array for several leaves (donating a buffer twice crashes XLA).
+    weighting_state=jax.tree.map(jnp.array, weighting.init(num_tasks)),
     rng=rng,
   )

@@ -47,9 +47,14 @@ def dwa(temperature: float = 2.0, window_steps: int = 100) -> WeightingMethod:
     )
 
   def init(num_tasks):
-    zeros = jnp.zeros((num_tasks,), jnp.float32)
-    zero = jnp.zeros((), jnp.int32)
-    return DWAState(zeros, zero, zeros, zeros, zero)
+    # Distinct arrays: a donated state must not hold one buffer twice.
+    def zeros():
+      return jnp.zeros((num_tasks,), jnp.float32)
+
+    def zero():
+      return jnp.zeros((), jnp.int32)
+
+    return DWAState(zeros(), zero(), zeros(), zeros(), zero())
 
   def update(weights, state, *, losses, **unused):
     t = weights.shape[0]
