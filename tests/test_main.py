@@ -131,3 +131,29 @@ def test_missing_data_directory_is_one_line(tmp_path):
   assert str(missing) in errors[0]
   assert 'census-income.data.gz (5,988,689 bytes, sha256 3a8265c0' in errors[0]
   assert not (tmp_path / 'run' / 'results.json').exists()
+
+
+@pytest.mark.parametrize('method', ['gradnorm', 'uncertainty', 'pcgrad'])
+def test_balancing_method_data_parallel_equals_one_device(tmp_path, method):
+  """Through the command line: 4 emulated devices give the one-device run."""
+  common = [
+    '--config=configs/smoke.py:mmoe',
+    f'--config.weighting_name={method}',
+    '--config.input_mode=host',
+  ]
+  one = run_main(*common, f'--workdir={tmp_path / "one"}')
+  four = run_main(
+    *common,
+    f'--workdir={tmp_path / "four"}',
+    '--num_cpu_devices=4',
+    '--config.parallel.num_devices=0',
+  )
+  assert one.returncode == 0, one.stderr[-3000:]
+  assert four.returncode == 0, four.stderr[-3000:]
+  r1, r4 = (
+    json.loads((tmp_path / d / 'results.json').read_text())
+    for d in ('one', 'four')
+  )
+  assert (r1['num_devices'], r4['num_devices']) == (1, 4)
+  for key, value in r1['test'].items():
+    assert r4['test'][key] == pytest.approx(value, rel=1e-4), key

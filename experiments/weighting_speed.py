@@ -1,0 +1,137 @@
+"""Step time of each task-balancing method relative to equal weighting.
+
+  python experiments/weighting_speed.py [--config=configs/census_mmoe.py]
+      [--methods=equal,gradnorm,...] [--steps=64] [--repeats=5]
+
+The census MMoE of the config, the dataset resident on the device, `--steps`
+train steps per dispatch (lax.scan), one warm-up dispatch (compilation), then
+`--repeats` timed dispatches; the median milliseconds per step of each method
+and its ratio to `equal` are printed and written to
+experiments/results/weighting_speed.json and .md. Goals (issue 4): loss-space
+methods <= 1.2x, GradNorm <= 1.5x, gradient-space methods <= 3x.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `from configs import common` in configs.
+
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', str(REPO / 'configs/census_mmoe.py'), 'Config file.'
+)
+_METHODS = flags.DEFINE_list('methods', None, 'Default: every method.')
+_STEPS = flags.DEFINE_integer('steps', 64, 'Steps per timed dispatch.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed dispatches.')
+_OUT = flags.DEFINE_string(
+  'out', str(REPO / 'experiments/results/weighting_speed'), 'Output stem.'
+)
+
+GOALS = {'loss': 1.2, 'gradnorm': 1.5, 'gradient': 3.0}
+
+
+def main(argv):
+  del argv
+  import jax
+  import numpy as np
+
+  from mtl import loop, train_state, train_step
+  from mtl.data import pipeline
+  from mtl.weighting import WEIGHTINGS
+
+  config = _CONFIG.value
+  dataset = loop.load_dataset(config)
+  split = dataset.splits['train']
+  spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
+  data = jax.device_put(split)
+  methods = _METHODS.value or ['equal'] + sorted(set(WEIGHTINGS) - {'equal'})
+  example = train_step.features_of(pipeline.take_rows(split, np.arange(2)))
+  perm = pipeline.epoch_permutation(
+    jax.random.key(0), 0, split['mask'].shape[1]
+  )
+  runs = {}
+  for name in methods:  # Build and compile every method first.
+    config.weighting_name = name
+    model, tx, weighting = loop.build(config, dataset, spe * config.num_epochs)
+    state = train_state.init_train_state(
+      model,
+      tx,
+      weighting,
+      example,
+      num_tasks=dataset.num_tasks,
+      key=jax.random.key(0),
+    )
+    step = train_step.make_train_step(
+      model, tx, weighting, dataset.tasks, steps_per_epoch=spe
+    )
+    run = jax.jit(
+      train_step.make_scanned_steps(
+        step, batch_size=config.batch_size, num_steps=_STEPS.value
+      ),
+      donate_argnums=0,
+    )
+    state, m = run(state, data, perm, 0)
+    jax.block_until_ready((state, m))
+    kind = (
+      'gradient'
+      if weighting.combines_gradients
+      else 'gradnorm'
+      if 'task_grad_norms' in weighting.needs
+      else 'loss'
+    )
+    runs[name] = [run, state, kind, []]
+  # Round-robin timing: drift in the machine's speed hits every method alike
+  # (measured: timing methods one after another put `fixed`, the same
+  # program as `equal`, at 1.25x).
+  for r in range(_REPEATS.value):
+    first = ((r + 1) * _STEPS.value) % (spe - _STEPS.value)
+    for entry in runs.values():
+      run, state = entry[0], entry[1]
+      t0 = time.perf_counter()
+      state, m = run(state, data, perm, first)
+      jax.block_until_ready((state, m))
+      entry[3].append((time.perf_counter() - t0) / _STEPS.value * 1e3)
+      entry[1] = state
+  rows = []
+  for name, (_, _, kind, times) in runs.items():
+    rows.append(
+      {'method': name, 'kind': kind, 'ms_per_step': statistics.median(times)}
+    )
+    print(f'{name:12s} {kind:9s} {statistics.median(times):7.2f} ms/step')
+  base = next(r['ms_per_step'] for r in rows if r['method'] == 'equal')
+  for r in rows:
+    r['ratio_to_equal'] = r['ms_per_step'] / base
+    r['goal'] = GOALS[r['kind']]
+  record = {
+    'config': config.model_name,
+    'batch_size': config.batch_size,
+    'steps_per_dispatch': _STEPS.value,
+    'rows': rows,
+    'jax': jax.__version__,
+    'machine': f'{platform.machine()}, {os.cpu_count()} cores',
+  }
+  stem = pathlib.Path(_OUT.value)
+  stem.parent.mkdir(parents=True, exist_ok=True)
+  stem.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
+  lines = [
+    '| method | kind | ms/step | x equal | goal |',
+    '|---|---|---:|---:|---:|',
+  ] + [
+    f'| `{r["method"]}` | {r["kind"]} | {r["ms_per_step"]:.2f} | '
+    f'{r["ratio_to_equal"]:.2f} | <= {r["goal"]} |'
+    for r in rows
+  ]
+  stem.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  app.run(main)
