@@ -53,7 +53,7 @@ def make_diagnostics(model, tasks: tuple[Task, ...]):
       return sums / jnp.maximum(counts, 1.0), variables.get('intermediates', {})
 
     _, vjp_fn, inter = jax.vjp(task_losses, params, has_aux=True)
-    (per_task,) = jax.vmap(vjp_fn)(jnp.eye(num_tasks, dtype=jnp.float32))
+    per_task = task_grads_lib.per_task(vjp_fn, num_tasks)
     shared = per_task.get('backbone', per_task)
     return {'gram': task_grads_lib.gram(shared), 'gates': _gate_means(inter)}
 

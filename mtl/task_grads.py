@@ -64,6 +64,19 @@ def get_path(tree, path: tuple[str, ...]):
   return tree
 
 
+def per_task(vjp_fn, num_tasks: int):
+  """Per-task gradients [T, ...] from the vjp of the task losses [T].
+
+  One vjp per task, unrolled, then stacked: XLA CPU ran `vmap(vjp_fn)(eye(T))`
+  1.45x slower on census MMoE (15.1 vs 10.5 ms for T=2, the batched dots get
+  a worse layout). Leaves a caller never reads are dead code XLA removes, so
+  asking for one leaf costs only the backward pass down to it.
+  """
+  eye = jnp.eye(num_tasks, dtype=jnp.float32)
+  grads = [vjp_fn(eye[t])[0] for t in range(num_tasks)]
+  return jax.tree.map(lambda *g: jnp.stack(g), *grads)
+
+
 def norms_at(task_grads, path: tuple[str, ...]) -> jnp.ndarray:
   """[T] Euclidean norms of the per-task gradients [T, ...] of one leaf."""
   g = get_path(task_grads, path)
