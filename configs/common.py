@@ -47,6 +47,12 @@ a config file or a command-line override fails with the key's name. Keys:
                        still stop it
   diagnostics_every_steps  per-task gradient norms, gradient cosines and
                        mean gate weights every N steps (0: off)
+  population           K members trained in one compiled program
+                       (mtl.population_loop): size (K; alone: seeds
+                       seed..seed+K-1), seeds, learning_rates, task_weights
+                       (one tuple per member), weighting (a dict of the
+                       chosen method's hyper-parameters, one value per
+                       member); each list has K values or one
 """
 
 import ml_collections
@@ -169,5 +175,8 @@ def base_config(
   c.skip_nonfinite = False
   c.max_consecutive_nonfinite = 10
   c.diagnostics_every_steps = 200
+  c.population = dict(
+    size=0, seeds=(), learning_rates=(), task_weights=(), weighting={}
+  )
   c.lock()
   return c

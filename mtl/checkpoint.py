@@ -184,7 +184,8 @@ class Checkpointer:
       Whether a save was started. Returns at once; `wait()` blocks until
       the checkpoint is on disk.
     """
-    step = int(state.step)
+    # A population's stacked state has one step per member, all equal.
+    step = int(jax.device_get(state.step).reshape(-1)[0])
     if not force and step % self.save_every_steps:
       return False
     if step in self._manager.all_steps():

@@ -62,14 +62,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   _start_jax()
-  from mtl import loop  # After flag parsing: JAX starts only for a real run.
+  # After flag parsing: JAX starts only for a real run.
+  from mtl import loop, population_loop
 
   try:
     config = _CONFIG.value  # Loads the config file.
   except (AttributeError, *INPUT_ERRORS, OSError) as e:
     _fail(e)
   try:
-    loop.train_and_evaluate(config, pathlib.Path(_WORKDIR.value))
+    train = (
+      population_loop.train_population
+      if population_loop.is_population(config)
+      else loop.train_and_evaluate
+    )
+    train(config, pathlib.Path(_WORKDIR.value))
   except loop.Preempted as e:
     print(f'mtl-train: {e}', file=sys.stderr)
     sys.exit(PREEMPTED_EXIT_CODE)

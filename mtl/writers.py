@@ -56,7 +56,8 @@ class WandbWriter:
       group=kw.get('group'),
       name=kw.get('name'),
       tags=list(kw.get('tags') or ()),
-      reinit='finish_previous',
+      # Several runs at once: a population writes one run per member.
+      reinit='create_new',
     )
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:

@@ -1,0 +1,151 @@
+"""Examples/s of a population of K members vs K sequential single runs.
+
+  python experiments/population_speed.py [--config=configs/census_mmoe.py]
+      [--sizes=1,4,16] [--steps=32] [--repeats=5]
+
+Times the compiled training program alone, as `mtl-train` runs it: the
+dataset on the device, `--steps` steps per dispatch (lax.scan), one warm-up
+dispatch (compilation), then `--repeats` timed dispatches; the median is
+reported. K sequential single runs train at the single run's examples/s, so
+the speed-up of a population of K is its examples/s (K x batch x steps /
+time) over the single run's. Writes experiments/results/population_speed.json
+and .md.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', str(REPO / 'configs/census_mmoe.py'), 'Config file.'
+)
+_SIZES = flags.DEFINE_list('sizes', ['1', '4', '16'], 'Population sizes.')
+_STEPS = flags.DEFINE_integer('steps', 32, 'Steps per timed dispatch.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed dispatches.')
+_OUT = flags.DEFINE_string(
+  'out', str(REPO / 'experiments/results/population_speed'), 'Output stem.'
+)
+
+
+def main(argv):
+  del argv
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from mtl import loop, population, train_state, train_step
+  from mtl.data import pipeline
+
+  config = _CONFIG.value
+  dataset = loop.load_dataset(config)
+  split = dataset.splits['train']
+  n = split['labels'].shape[1]
+  spe = pipeline.steps_per_epoch(n, config.batch_size)
+  model, tx, weighting = loop.build(config, dataset, spe * config.num_epochs)
+  example = train_step.features_of(pipeline.take_rows(split, np.arange(2)))
+  step = train_step.make_train_step(
+    model, tx, weighting, dataset.tasks, steps_per_epoch=spe
+  )
+  data = jax.device_put(split)
+  bs, k = config.batch_size, _STEPS.value
+  rows = []
+  for size in [int(s) for s in _SIZES.value]:
+    keys = [jax.random.key(i) for i in range(size)]
+    perms = jnp.stack([pipeline.epoch_permutation(key, 0, n) for key in keys])
+    if size == 1:  # The single run's own program, as mtl-train runs it.
+      state = train_state.init_train_state(
+        model,
+        tx,
+        weighting,
+        example,
+        num_tasks=dataset.num_tasks,
+        key=keys[0],
+      )
+      run = jax.jit(
+        train_step.make_scanned_steps(step, batch_size=bs, num_steps=k),
+        donate_argnums=0,
+      )
+
+      def call(state, first, run=run, perm=perms[0]):
+        return run(state, data, perm, first)
+    else:
+      state = population.init_population(
+        model,
+        tx,
+        [weighting] * size,
+        example,
+        num_tasks=dataset.num_tasks,
+        init_keys=keys,
+      )
+      hparams = {
+        'task_weights': jnp.ones((size, dataset.num_tasks)),
+        'lr_scale': jnp.ones((size,)),
+        'member': jnp.arange(size, dtype=jnp.int32),
+      }
+      run = jax.jit(
+        population.make_population_steps(step, batch_size=bs, num_steps=k),
+        donate_argnums=0,
+      )
+
+      def call(state, first, run=run, hparams=hparams, perms=perms):
+        return run(state, hparams, data, perms, first)
+
+    state, m = call(state, 0)
+    jax.block_until_ready((state, m))
+    times = []
+    for r in range(_REPEATS.value):
+      first = ((r + 1) * k) % (spe - k)
+      t0 = time.perf_counter()
+      state, m = call(state, first)
+      jax.block_until_ready((state, m))
+      times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    row = {
+      'size': size,
+      'ms_per_step': t / k * 1e3,
+      'examples_per_s': size * bs * k / t,
+    }
+    rows.append(row)
+    print(
+      f'K={size:3d}  {row["ms_per_step"]:8.2f} ms/step  '
+      f'{row["examples_per_s"]:12,.0f} examples/s',
+      flush=True,
+    )
+  base = next(r['examples_per_s'] for r in rows if r['size'] == 1)
+  for r in rows:
+    r['speedup_vs_sequential'] = r['examples_per_s'] / base
+  record = {
+    'config': config.model_name,
+    'batch_size': bs,
+    'steps_per_dispatch': k,
+    'rows': rows,
+    'jax': jax.__version__,
+    'machine': f'{platform.machine()}, {os.cpu_count()} cores',
+  }
+  stem = pathlib.Path(_OUT.value)
+  stem.parent.mkdir(parents=True, exist_ok=True)
+  stem.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
+  lines = [
+    '| members K | ms per step (all K) | examples/s | x K sequential runs |',
+    '|---:|---:|---:|---:|',
+  ] + [
+    f'| {r["size"]} | {r["ms_per_step"]:.2f} | {r["examples_per_s"]:,.0f} | '
+    f'{r["speedup_vs_sequential"]:.2f} |'
+    for r in rows
+  ]
+  stem.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  app.run(main)
