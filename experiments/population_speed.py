@@ -10,6 +10,12 @@ reported. K sequential single runs train at the single run's examples/s, so
 the speed-up of a population of K is its examples/s (K x batch x steps /
 time) over the single run's. Writes experiments/results/population_speed.json
 and .md.
+
+With --end_to_end=K it instead times whole commands, wall clock, as a user
+would run them: K sequential `mtl-train` runs (seeds 0..K-1) against one
+`mtl-train --config.population.size=K` (everything included: start-up, data
+loading, compilation, per-epoch evaluation, checkpoints), and writes
+population_end_to_end.{json,md}.
 """
 
 import json
@@ -32,13 +38,71 @@ _CONFIG = config_flags.DEFINE_config_file(
 _SIZES = flags.DEFINE_list('sizes', ['1', '4', '16'], 'Population sizes.')
 _STEPS = flags.DEFINE_integer('steps', 32, 'Steps per timed dispatch.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed dispatches.')
+_END_TO_END = flags.DEFINE_integer(
+  'end_to_end', 0, 'K: time K sequential runs vs a population of K.'
+)
+_EPOCHS = flags.DEFINE_integer('epochs', 0, 'End-to-end epochs (0: config).')
 _OUT = flags.DEFINE_string(
   'out', str(REPO / 'experiments/results/population_speed'), 'Output stem.'
 )
 
 
+def end_to_end(config_path, k, epochs):
+  import shutil
+  import subprocess
+  import tempfile
+
+  env = {key: v for key, v in os.environ.items() if key != 'XLA_FLAGS'}
+  env['JAX_PLATFORMS'] = 'cpu'
+  root = pathlib.Path(tempfile.mkdtemp(prefix='mtl_e2e_'))
+  base = [
+    sys.executable,
+    '-m',
+    'mtl.main',
+    f'--config={config_path}',
+    '--config.progress_bar=false',
+  ] + ([f'--config.num_epochs={epochs}'] if epochs else [])
+
+  def timed(cmd):
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+  sequential = sum(
+    timed(base + [f'--workdir={root}/single_{s}', f'--config.seed={s}'])
+    for s in range(k)
+  )
+  pop = timed(base + [f'--workdir={root}/pop', f'--config.population.size={k}'])
+  results = json.loads((root / 'pop/results.json').read_text())
+  shutil.rmtree(root)
+  first = results['members'][0]
+  return {
+    'members': k,
+    'epochs': first['num_epochs'],
+    'steps': first['steps'],
+    'sequential_s': sequential,
+    'population_s': pop,
+    'speedup': sequential / pop,
+  }
+
+
 def main(argv):
   del argv
+  if _END_TO_END.value:
+    config_path = config_flags.get_config_filename(flags.FLAGS['config'])
+    r = end_to_end(config_path, _END_TO_END.value, _EPOCHS.value)
+    stem = pathlib.Path(_OUT.value).with_name('population_end_to_end')
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix('.json').write_text(json.dumps(r, indent=2) + '\n')
+    md = (
+      '| members K | epochs | K sequential runs (s) | population (s) | '
+      'speed-up |\n|---:|---:|---:|---:|---:|\n'
+      f'| {r["members"]} | {r["epochs"]} | {r["sequential_s"]:.0f} | '
+      f'{r["population_s"]:.0f} | {r["speedup"]:.2f} |\n'
+    )
+    stem.with_suffix('.md').write_text(md)
+    print(md)
+    return
   import jax
   import jax.numpy as jnp
   import numpy as np
