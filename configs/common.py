@@ -86,6 +86,37 @@ DATASET_DEFAULTS = {
     data_dir=placeholder(str),  # TFDS prepared-data dir; else TFDS default
     split_seed=0,  # the 1:1 validation/test split of the UCI test file
   ),
+  'ali_ccp': dict(
+    conversion_space='click',  # 'click' (CVR on clicks) or 'impression'
+    variant='sample',  # torch-rechub's sample, or 'full' (ali_ccp_*.csv)
+    manual_dir=placeholder(str),  # raw CSV files; else $MTL_DATA_DIR/...
+    data_dir=placeholder(str),  # TFDS prepared-data dir; else TFDS default
+    chunksize=65_536,  # rows per streamed read and prepared record
+    process_index=0,  # this process's share of the training rows
+    process_count=1,
+  ),
+  'aliexpress': dict(
+    conversion_space='click',  # 'click' (CVR on clicks) or 'impression'
+    variant='sample',  # torch-rechub's US sample, or 'full' (train/test.csv)
+    validation_fraction=0.1,  # of the train file, stratified by labels
+    split_seed=0,
+    manual_dir=placeholder(str),
+    data_dir=placeholder(str),
+    chunksize=65_536,
+    process_index=0,
+    process_count=1,
+  ),
+  'movielens_100k': dict(
+    validation_fraction=0.1,  # random split of the ratings: 80/10/10
+    test_fraction=0.1,
+    split_seed=0,
+    center_rating=True,  # rating label minus the mean training rating
+    manual_dir=placeholder(str),
+    data_dir=placeholder(str),
+    chunksize=65_536,
+    process_index=0,
+    process_count=1,
+  ),
   'synthetic': dict(
     p=0.5,
     c=1.0,

@@ -1,0 +1,188 @@
+"""Ali-CCP as a two-task `Dataset`: click (CTR) and purchase (CVR or CTCVR).
+
+Source: Ma et al., "Entire Space Multi-Task Model: An Effective Approach for
+Estimating Post-Click Conversion Rate", SIGIR 2018; files in torch-rechub's
+preprocessed layout (ali_ccp_builder.py). Splits are the files' own
+train / val / test.
+
+Tasks (both binary), by `conversion_space`:
+  'click' (default): click on every impression (mask 1), and purchase on the
+    clicked impressions only (mask = click). This is the CVR sample space:
+    a conversion is only defined after a click, as in the ESMM paper.
+  'impression': click as above, and the purchase task becomes click AND
+    purchase on every impression (mask 1): the CTCVR task of ESMM.
+
+A multi-host run passes `process_index` / `process_count`: each process gets
+its contiguous share of the training rows and reads only the prepared
+records that hold it; validation and test are whole on every process. The
+label-leakage guard (leakage.py) runs on the training rows returned.
+
+TFDS prepares and caches the encoded data under `data_dir` (default:
+$TFDS_DATA_DIR, else ~/tensorflow_datasets) from the raw files in
+`manual_dir` (default: $MTL_DATA_DIR/ali-ccp-sample for variant 'sample',
+$MTL_DATA_DIR/ali-ccp for 'full'); later loads only read the cache.
+"""
+
+import os
+
+import numpy as np
+
+from mtl.data import ali_ccp_builder as acb
+from mtl.data import csv_builder as cb
+from mtl.data import prepared
+from mtl.data.dataset import Dataset
+from mtl.data.leakage import check_no_label_leakage
+from mtl.tasks import Task
+
+DataError = cb.DataError
+RawFilesMissingError = cb.RawFilesMissingError
+
+CONVERSION_SPACES = ('click', 'impression')
+VARIANTS = ('sample', 'full')
+FOLDERS = {'sample': 'ali-ccp-sample', 'full': 'ali-ccp'}
+TASKS = ('click', 'purchase')
+
+
+def how_to_get(variant: str) -> str:
+  """Where the raw files come from, for error messages."""
+  if variant == 'sample':
+    infos = acb.AliCcp.url_infos
+    files = ', '.join(
+      f'{acb.SOURCE}{name} ({int(infos[acb.SOURCE + name].size):,} bytes, '
+      f'sha256 {infos[acb.SOURCE + name].checksum})'
+      for name in acb.FILES['sample'].values()
+    )
+    return (
+      f'download the torch-rechub samples {files} (the full data is '
+      "variant='full')"
+    )
+  return (
+    'get Tianchi dataset 408 (https://tianchi.aliyun.com/dataset/408, '
+    "Alibaba's research-use terms) preprocessed into torch-rechub's CSV "
+    f'layout as {", ".join(acb.FILES["full"].values())} (see torch-rechub '
+    'examples/ranking/data/ali-ccp; the header is '
+    f'{",".join(acb.COLUMNS[:4])},...,{acb.COLUMNS[-1]})'
+  )
+
+
+def conversion_labels(
+  click: np.ndarray, conversion: np.ndarray, conversion_space: str
+) -> tuple[np.ndarray, np.ndarray]:
+  """labels, mask [2, N] float32 of (click, conversion) in a sample space."""
+  click = click.astype(np.float32)
+  conversion = conversion.astype(np.float32)
+  ones = np.ones_like(click)
+  if conversion_space == 'click':
+    return np.stack([click, conversion]), np.stack([ones, click])
+  return np.stack([click, click * conversion]), np.stack([ones, ones])
+
+
+def check_choice(name: str, key: str, value, choices) -> None:
+  """Raises a one-line DataError if `value` is not one of `choices`."""
+  if value not in choices:
+    raise DataError(
+      f'{name}: unknown {key} {value!r}, expected one of {tuple(choices)}'
+    )
+
+
+def load_ali_ccp(
+  *,
+  conversion_space: str = 'click',
+  variant: str = 'sample',
+  manual_dir: str | os.PathLike | None = None,
+  data_dir: str | os.PathLike | None = None,
+  chunksize: int = cb.DEFAULT_CHUNKSIZE,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Dataset:
+  """Loads Ali-CCP as train / validation / test splits.
+
+  Args:
+    conversion_space: 'click' (purchase masked to clicks: CVR) or
+      'impression' (purchase = click AND purchase everywhere: CTCVR).
+    variant: 'sample' (torch-rechub's 100/50/50-row sample, checksummed) or
+      'full' (ali_ccp_{train,val,test}.csv of the same layout).
+    manual_dir: folder holding the raw CSV files; default
+      $MTL_DATA_DIR/ali-ccp-sample ('sample') or $MTL_DATA_DIR/ali-ccp
+      ('full'). Only read when preparing.
+    data_dir: TFDS data directory for the prepared cache; default TFDS's.
+    chunksize: rows per pandas read and per prepared record when preparing.
+    process_index: this process's index among `process_count`.
+    process_count: processes sharing the training rows.
+
+  Returns:
+    A Dataset whose stats hold row counts and positive rates per split,
+    vocabulary sizes, dense normalisers and this process's share.
+
+  Raises:
+    DataError: a bad keyword, a malformed raw file, or a feature that leaks
+      a label (a RawFilesMissingError, also a FileNotFoundError, if a raw
+      file is missing).
+  """
+  check_choice(
+    'ali_ccp', 'conversion_space', conversion_space, CONVERSION_SPACES
+  )
+  check_choice('ali_ccp', 'variant', variant, VARIANTS)
+  builder = acb.AliCcp(
+    config=variant,
+    data_dir=data_dir,
+    file_format='array_record',
+    chunksize=chunksize,
+  )
+  prepared.prepare(
+    builder,
+    name='ali_ccp',
+    given_dir=manual_dir,
+    folder=FOLDERS[variant],
+    files=tuple(acb.FILES[variant].values()),
+    how_to_get=how_to_get(variant),
+  )
+  raw, share = prepared.read_splits(builder, process_index, process_count)
+  splits = {}
+  for split, a in raw.items():
+    labels, mask = conversion_labels(
+      a['click'], a['purchase'], conversion_space
+    )
+    splits[split] = {
+      'dense': a['dense'],
+      'sparse': a['sparse'],
+      'labels': labels,
+      'mask': mask,
+    }
+  train = splits['train']
+  check_no_label_leakage(
+    **train,
+    feature_names=acb.DENSE + acb.SPARSE,
+    task_names=TASKS,
+    where='ali_ccp train',
+  )
+  encoding = builder.info.metadata
+  vocab_sizes = tuple(len(encoding['vocabularies'][n]) + 1 for n in acb.SPARSE)
+  stats = {
+    'variant': variant,
+    'conversion_space': conversion_space,
+    'prepared_dir': str(builder.data_path),
+    'share': share,
+    'rows': {s: int(a['labels'].shape[1]) for s, a in splits.items()},
+    'positive_rate': {s: positive_rates(a, TASKS) for s, a in splits.items()},
+    'vocab_sizes': dict(zip(acb.SPARSE, vocab_sizes, strict=True)),
+    'dense_normalisers': {n: dict(encoding['dense'][n]) for n in acb.DENSE},
+  }
+  return Dataset(
+    name='ali_ccp',
+    tasks=tuple(Task(t, 'binary') for t in TASKS),
+    dense_names=acb.DENSE,
+    sparse_names=acb.SPARSE,
+    vocab_sizes=vocab_sizes,
+    splits=splits,
+    stats=stats,
+  )
+
+
+def positive_rates(arrays: dict, tasks) -> dict[str, float]:
+  """Each task's mean label over the rows its mask counts."""
+  rates = {}
+  for t, task in enumerate(tasks):
+    counted = arrays['mask'][t] > 0
+    rates[task] = float(arrays['labels'][t][counted].mean())
+  return rates

@@ -1,0 +1,258 @@
+"""Streaming CSV -> encoded blocks: what the CSV-based TFDS builders share.
+
+The Ali-CCP, AliExpress and MovieLens builders (ali_ccp_builder.py,
+aliexpress_builder.py, movielens_builder.py) never hold a raw file in memory:
+
+- `read_chunks` reads a file with pandas in chunks of `chunksize` rows;
+  `column` checks one column of a chunk and names the file, the 1-based data
+  row (a header line is not counted) and the column of a bad value.
+- `Vocabulary` and `Moments` take the training split's statistics in one
+  streaming pass: the sorted set of values of each categorical column, and
+  each numeric column's mean and population std (chunks merged with Chan et
+  al.'s pairwise update, in float64).
+- `lookup` maps values to ids (0: a value never seen in training, 1..: the
+  training vocabulary); `standardise` applies the training moments.
+- `CsvBuilder._generate_examples` streams a builder's encoded chunks and
+  regroups them into records of exactly `chunksize` rows (the last record of
+  a split may be shorter), so that record k of every split holds rows
+  [k * chunksize, (k + 1) * chunksize) and a process can read only the
+  records of its share (prepared.read_rows). The record size is kept in the
+  prepared metadata ('block_rows'), so a cache prepared with one chunk size
+  reads back under any other. One row per record would be slow to read back:
+  TFDS decodes each record in Python (census_income_builder.py).
+"""
+
+import pathlib
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import tensorflow_datasets as tfds
+
+from mtl.data import census_income_builder as cib
+
+DataError = cib.DataError
+RawFilesMissingError = cib.RawFilesMissingError
+DEFAULT_CHUNKSIZE = 65_536
+
+
+def read_header(path: pathlib.Path, expected: tuple[str, ...]) -> None:
+  """Raises a one-line DataError unless the header is `expected`, in order."""
+  try:
+    found = tuple(pd.read_csv(path, nrows=0).columns)
+  except pd.errors.EmptyDataError:
+    found = ()
+  if found == expected:
+    return
+  missing = [c for c in expected if c not in found]
+  extra = [c for c in found if c not in expected]
+  detail = (
+    f'missing {missing}, unexpected {extra}'
+    if missing or extra
+    else 'the columns are in another order'
+  )
+  raise DataError(
+    f'{path}: header has {len(found)} columns ({detail}), expected the '
+    f'{len(expected)} columns {",".join(expected)}'
+  )
+
+
+def read_chunks(
+  path: pathlib.Path, *, chunksize: int, **read_csv_kwargs
+) -> Iterator[tuple[int, pd.DataFrame]]:
+  """Yields (index of its first data row, chunk) over a CSV file.
+
+  Every value is read as a string, empty fields as NaN; `column` converts.
+  """
+  if not isinstance(chunksize, int) or chunksize <= 0:
+    raise DataError(f'chunksize is {chunksize!r}, expected a positive int')
+  reader = pd.read_csv(
+    path,
+    chunksize=chunksize,
+    dtype=str,
+    keep_default_na=False,
+    na_values=[''],
+    **read_csv_kwargs,
+  )
+  start = 0
+  try:
+    for chunk in reader:
+      yield start, chunk
+      start += len(chunk)
+  except pd.errors.ParserError as err:  # a row with too many fields
+    raise DataError(
+      f'{path}: cannot be parsed as CSV: {" ".join(str(err).split())}'
+    ) from err
+
+
+def column(
+  chunk: pd.DataFrame, name: str, start: int, path, kind: str
+) -> np.ndarray:
+  """One column of a chunk as int64 ('id', 'label') or float64 ('number').
+
+  Raises:
+    DataError: an empty field, a non-number, an id that is not an integer or
+      a label that is not 0 or 1, named by file, data row and column.
+  """
+  raw = chunk[name]
+  numeric = pd.to_numeric(raw, errors='coerce')
+  if kind == 'id' and pd.api.types.is_integer_dtype(numeric):
+    return numeric.to_numpy(np.int64)  # exact, also beyond 2**53
+  values = numeric.to_numpy(np.float64)
+  expected = {
+    'id': 'an integer id',
+    'label': '0 or 1',
+    'number': 'a finite number',
+  }[kind]
+  if kind == 'number':
+    bad = ~np.isfinite(values)
+  elif kind == 'id':
+    bad = ~np.isfinite(values) | (values != np.round(values))
+  else:
+    bad = ~np.isin(values, (0.0, 1.0))
+  if bad.any():
+    i = int(np.argmax(bad))
+    found = 'empty' if pd.isna(raw.iloc[i]) else repr(raw.iloc[i])
+    raise DataError(
+      f'{path}: row {start + i + 1} column {name!r} is {found}, '
+      f'expected {expected}'
+    )
+  return values if kind == 'number' else values.astype(np.int64)
+
+
+class Vocabulary:
+  """The values of categorical columns seen in training, gathered by chunk."""
+
+  def __init__(self, names: tuple[str, ...]):
+    self.values = {name: set() for name in names}
+
+  def update(self, columns: dict[str, np.ndarray]) -> None:
+    for name, seen in self.values.items():
+      seen.update(np.unique(columns[name]).tolist())
+
+  def finish(self) -> dict[str, list]:
+    """{column: sorted training values}; value i has id i + 1."""
+    return {name: sorted(seen) for name, seen in self.values.items()}
+
+
+class Moments:
+  """Streaming mean and population std of numeric columns (float64).
+
+  Values are shifted by the first training row before summing, so that a
+  constant column has exactly its value as mean and std 0 (then 1), instead
+  of rounding noise that standardisation would blow up.
+  """
+
+  def __init__(self, names: tuple[str, ...]):
+    self.names = names
+    self.shift = None
+    self.count = 0
+    self.mean = np.zeros(len(names))  # of the shifted values
+    self.m2 = np.zeros(len(names))  # sum of squared deviations
+
+  def update(self, x: np.ndarray) -> None:
+    """Merges a chunk [n, len(names)] (Chan, Golub and LeVeque, 1979)."""
+    n = x.shape[0]
+    if not n:
+      return
+    if self.shift is None:
+      self.shift = x[0].copy()
+    x = x - self.shift
+    mean = x.mean(axis=0)
+    m2 = ((x - mean) ** 2).sum(axis=0)
+    total = self.count + n
+    delta = mean - self.mean
+    self.mean = self.mean + delta * (n / total)
+    self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+    self.count = total
+
+  def finish(self) -> dict[str, dict[str, float]]:
+    """{column: {'mean', 'std'}}; a constant column gets std 1."""
+    shift = np.zeros(len(self.names)) if self.shift is None else self.shift
+    std = np.sqrt(self.m2 / max(self.count, 1))
+    return {
+      name: {'mean': float(s + m), 'std': float(d) if d > 0 else 1.0}
+      for name, s, m, d in zip(self.names, shift, self.mean, std, strict=True)
+    }
+
+
+def lookup(values: np.ndarray, vocabulary: list) -> np.ndarray:
+  """int32 ids: 1 + the value's position in the vocabulary, 0 if unseen."""
+  # get_indexer gives -1 for a value not in the vocabulary: OOV id 0.
+  return (pd.Index(vocabulary).get_indexer(values) + 1).astype(np.int32)
+
+
+def standardise(x: np.ndarray, moments: dict, names) -> np.ndarray:
+  """float32 [n, F]: (x - training mean) / training std, column by column."""
+  mean = np.array([moments[n]['mean'] for n in names])
+  std = np.array([moments[n]['std'] for n in names])
+  return ((x - mean) / std).astype(np.float32)
+
+
+def fixed_blocks(
+  chunks: Iterator[dict[str, np.ndarray]], rows: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """Regroups chunks of any sizes into blocks of exactly `rows` rows."""
+  pending, held = [], 0
+  for chunk in chunks:
+    pending.append(chunk)
+    held += len(chunk['row'])
+    while held >= rows:
+      merged = {k: np.concatenate([c[k] for c in pending]) for k in chunk}
+      yield {k: a[:rows] for k, a in merged.items()}
+      pending = [{k: a[rows:] for k, a in merged.items()}]
+      held -= rows
+  if held:
+    yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
+
+
+class CsvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder whose splits are streamed, encoded CSV chunks.
+
+  A subclass sets CHECKSUMS, DENSE, SPARSE and LABELS ({name: dtype}) and
+  implements `_split_generators` (a streaming statistics pass over the
+  training rows, then `self._generate_examples(...)` per split) and
+  `_encoded_chunks(**kwargs)`, which yields one encoded dict per CSV chunk:
+  'dense' [n, F] float32, 'sparse' [n, S] int32, the labels and 'row' (the
+  row's 0-based position in its raw file).
+  """
+
+  CHECKSUMS: pathlib.Path
+  DENSE: tuple[str, ...]
+  SPARSE: tuple[str, ...]
+  LABELS: dict[str, type]
+
+  def __init__(self, *, chunksize: int = DEFAULT_CHUNKSIZE, **kwargs):
+    self.chunksize = chunksize
+    super().__init__(**kwargs)
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def _checksums_path(cls) -> pathlib.Path:
+    # One checksum file per builder: mtl/data holds several builders (and
+    # TFDS's default lookup needs the missing importlib_resources backport).
+    return cls.CHECKSUMS
+
+  def _features(self) -> tfds.features.FeaturesDict:
+    def column(dtype, width=None):
+      shape = (None,) if width is None else (None, width)
+      return tfds.features.Tensor(shape=shape, dtype=dtype)
+
+    return tfds.features.FeaturesDict(
+      {
+        'dense': column(np.float32, len(self.DENSE)),
+        'sparse': column(np.int32, len(self.SPARSE)),
+        'row': column(np.int64),
+        **{name: column(dtype) for name, dtype in self.LABELS.items()},
+      }
+    )
+
+  def _encoded_chunks(self, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+    raise NotImplementedError
+
+  def _generate_examples(self, **kwargs):
+    self.info.metadata['block_rows'] = self.chunksize
+    chunks = self._encoded_chunks(**kwargs)
+    # Keys 0, 1, ...: with shuffling disabled TFDS stores records in key
+    # order, so record k holds rows [k * chunksize, (k + 1) * chunksize).
+    yield from enumerate(fixed_blocks(chunks, self.chunksize))
