@@ -19,6 +19,7 @@ import numpy as np
 
 from mtl import losses as losses_lib
 from mtl import task_grads as task_grads_lib
+from mtl import tasks as tasks_lib
 from mtl.tasks import Task
 
 
@@ -38,7 +39,10 @@ def _gate_means(intermediates) -> dict[str, jnp.ndarray]:
 
 def make_diagnostics(model, tasks: tuple[Task, ...]):
   """`diag(params, batch) -> {'gram': [T, T], 'gates': {module: [T, E]}}`."""
-  num_tasks = len(tasks)
+  rows = np.asarray(tasks_lib.train_rows(tasks))
+  out_rows = np.asarray(tasks_lib.head_rows(tasks))[rows]
+  trained = tasks_lib.trained(tasks)
+  num_tasks = len(trained)
 
   def diag(params, batch):
     features = {'dense': batch['dense'], 'sparse': batch['sparse']}
@@ -48,13 +52,16 @@ def make_diagnostics(model, tasks: tuple[Task, ...]):
         {'params': p}, features, train=False, mutable=['intermediates']
       )
       sums, counts = losses_lib.masked_loss_sums(
-        logits, batch['labels'], batch['mask'], tasks=tasks
+        logits[out_rows],
+        batch['labels'][rows],
+        batch['mask'][rows],
+        tasks=trained,
       )
       return sums / jnp.maximum(counts, 1.0), variables.get('intermediates', {})
 
     _, vjp_fn, inter = jax.vjp(task_losses, params, has_aux=True)
     per_task = task_grads_lib.per_task(vjp_fn, num_tasks)
-    shared = per_task.get('backbone', per_task)
+    shared = per_task.get(task_grads_lib.shared_group(model), per_task)
     return {'gram': task_grads_lib.gram(shared), 'gates': _gate_means(inter)}
 
   return diag
@@ -62,7 +69,8 @@ def make_diagnostics(model, tasks: tuple[Task, ...]):
 
 def summarize(diag_out, tasks: tuple[Task, ...]) -> dict[str, float]:
   """Flat, named scalars of one `diag` result (host side)."""
-  names = [t.name for t in tasks]
+  names = [t.name for t in tasks_lib.trained(tasks)]
+  heads = [t.name for t in tasks if t.head is None]  # Model outputs.
   g = np.asarray(jax.device_get(diag_out['gram']), np.float64)
   norms = np.sqrt(np.maximum(np.diag(g), 0.0))
   out = {
@@ -74,7 +82,7 @@ def summarize(diag_out, tasks: tuple[Task, ...]) -> dict[str, float]:
       out[f'diag/grad_cos/{names[i]}~{names[j]}'] = float(g[i, j] / denom)
   for module, means in diag_out['gates'].items():
     means = np.asarray(jax.device_get(means))
-    for t, n in enumerate(names):
+    for t, n in enumerate(heads):
       for e, v in enumerate(means[t]):
         out[f'diag/gate/{module}/{n}/{e}'] = float(v)
   return out

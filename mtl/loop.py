@@ -25,6 +25,7 @@ from mtl import (
   train_step,
 )
 from mtl import metrics as metrics_lib
+from mtl import tasks as tasks_lib
 from mtl.architectures import ARCHITECTURES
 from mtl.data import DATASETS, pipeline
 from mtl.model import make_model
@@ -57,8 +58,12 @@ def check_names(config: ml_collections.ConfigDict) -> None:
 
 
 def load_dataset(config: ml_collections.ConfigDict):
+  """The config's dataset, in the task layout its model trains on."""
   _choose('dataset', config.dataset_name, DATASETS)
-  return DATASETS[config.dataset_name](**config.dataset.to_dict())
+  dataset = DATASETS[config.dataset_name](**config.dataset.to_dict())
+  # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
+  adapt = getattr(ARCHITECTURES.get(config.model_name), 'adapt_dataset', None)
+  return dataset if adapt is None else adapt(dataset)
 
 
 def make_weighting(config: ml_collections.ConfigDict):
@@ -74,7 +79,7 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   model = make_model(
     config.model_name,
     config.model.to_dict(),
-    num_tasks=dataset.num_tasks,
+    num_tasks=tasks_lib.num_heads(dataset.tasks),
     vocab_sizes=tuple(dataset.vocab_sizes),
     embed_dim=config.embedding.dim,
     tower_hidden=tuple(config.towers.hidden),
@@ -91,7 +96,8 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
       )
     tx = optax.apply_if_finite(tx, config.max_consecutive_nonfinite)
   weighting = make_weighting(config)
-  weighting.init(dataset.num_tasks)  # Validates per-task lengths up front.
+  # Validates per-task lengths up front; methods see the trained tasks.
+  weighting.init(len(tasks_lib.trained(dataset.tasks)))
   return model, tx, weighting
 
 
@@ -306,6 +312,7 @@ def train_and_evaluate(
   check_names(config)
   dataset = load_dataset(config)
   tasks = dataset.tasks
+  train_tasks = tasks_lib.trained(tasks)  # What the step trains and logs.
   train_split = dataset.splits['train']
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
   if config.num_epochs < 1:
@@ -327,7 +334,7 @@ def train_and_evaluate(
     tx,
     weighting,
     train_step.features_of(example),
-    num_tasks=len(tasks),
+    num_tasks=len(train_tasks),
     key=init_key,
   )
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -434,7 +441,7 @@ def train_and_evaluate(
   step, inflight, train_time, timed_steps = start_step, 0, 0.0, 0
   last_log = last_diag = step
   finite = FiniteGuard(
-    tasks,
+    train_tasks,
     skip=config.skip_nonfinite,
     max_consecutive=config.max_consecutive_nonfinite,
   )
@@ -461,7 +468,7 @@ def train_and_evaluate(
         if step // config.log_every_steps > last_log // config.log_every_steps:
           last_log = step
           finite.check()
-          scalars = metrics_lib.summarize_train(m, tasks)
+          scalars = metrics_lib.summarize_train(m, train_tasks)
           if config.skip_nonfinite:
             scalars['train/nonfinite_steps'] = finite.skipped
           bar.set_postfix(

@@ -30,13 +30,17 @@ def masked_loss_sums(
   mask: jnp.ndarray,
   *,
   tasks: tuple[Task, ...],
+  extra: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Returns (sum of masked losses [T], number of unmasked rows [T]).
 
   Masked rows contribute exactly zero, whatever their logits or labels hold
   (`jnp.where`, not a multiplication, so a NaN in a padded row cannot leak).
+  `extra` [T, B] adds a model's own per-example terms (AITM's calibrator).
   """
   per_example = elementwise_losses(logits, labels, tasks=tasks)
+  if extra is not None:
+    per_example = per_example + extra
   keep = mask > 0
   sums = jnp.sum(jnp.where(keep, per_example, 0.0), axis=1)
   counts = jnp.sum(keep.astype(jnp.float32), axis=1)

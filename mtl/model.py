@@ -64,10 +64,15 @@ class MultiTaskModel(nn.Module):
       embed = FeatureEmbedding(self.vocab_sizes, self.embed_dim, name='embed')
     x = embed(features['dense'], features['sparse'])  # [B, D] or [T, B, D]
     z = self.backbone(x, train=train)  # [T, B, H]
+    # Entire-space backbones (ESMM) have fewer towers than outputs and
+    # derive the outputs from the towers' logits.
+    num_towers = getattr(self.backbone, 'num_towers', self.num_tasks)
     towers = Towers(
-      self.num_tasks, self.tower_hidden, self.tower_dropout, name='towers'
+      num_towers, self.tower_hidden, self.tower_dropout, name='towers'
     )
-    return towers(z, train=train)
+    logits = towers(z, train=train)
+    head_logits = getattr(type(self.backbone), 'head_logits', None)
+    return logits if head_logits is None else head_logits(logits)
 
 
 def _accepted_keys(cls: type[nn.Module]) -> list[str]:

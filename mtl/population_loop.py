@@ -22,6 +22,7 @@ import tqdm
 from mtl import checkpoint, population, preemption, train_step
 from mtl import loop as loop_lib
 from mtl import metrics as metrics_lib
+from mtl import tasks as tasks_lib
 from mtl.data import pipeline
 from mtl.weighting import WEIGHTINGS
 from mtl.writers import Writers, truncate_metrics, write_json
@@ -152,7 +153,9 @@ def train_population(
   loop_lib.check_names(config)
   _check_supported(config)
   dataset = loop_lib.load_dataset(config)
-  tasks, num_tasks = dataset.tasks, dataset.num_tasks
+  tasks = dataset.tasks
+  train_tasks = tasks_lib.trained(tasks)  # What the step trains and logs.
+  num_tasks = len(train_tasks)
   members = members_of(config, num_tasks)
   size = len(members)
   split = dataset.splits['train']
@@ -257,7 +260,7 @@ def train_population(
   )
   guards = [
     loop_lib.FiniteGuard(
-      tasks,
+      train_tasks,
       skip=config.skip_nonfinite,
       max_consecutive=config.max_consecutive_nonfinite,
     )
@@ -313,7 +316,7 @@ def train_population(
           m = jax.device_get(m)
           for j, w in enumerate(writers):
             scalars = metrics_lib.summarize_train(
-              jax.tree.map(lambda x, j=j: x[:, j], m), tasks
+              jax.tree.map(lambda x, j=j: x[:, j], m), train_tasks
             )
             scalars['train/epoch'] = epoch
             w.write(step, scalars)

@@ -1,15 +1,18 @@
 """Per-task gradients: what balancing methods and diagnostics look at.
 
 The model's top-level params are `embed`, `backbone` and `towers` (DESIGN §3).
-Gradient-space methods combine the per-task gradients of the `backbone`;
+Gradient-space methods combine the per-task gradients of the shared params
+(`shared_group`: the `backbone`, or `embed` for a model whose backbone is
+task-specific, as ESMM's and AITM's are);
 GradNorm takes norms on "the last shared layer", found here by name: the
 kernel of the last Dense layer of the shared network, i.e.
 
   shared_bottom  backbone/mlp/Dense_<last>/kernel
   mmoe, omoe     backbone/experts/mlp/Dense_<last>/kernel   [E, H_in, H]
   cgc, ple       backbone/level_<last>/shared_experts/mlp/Dense_<last>/kernel
+  esmm, aitm     embed/table  (they share only the embeddings)
 
-A model whose backbone shares nothing (single_task) has no such layer.
+A model that shares nothing (single_task: per-task tables) has no such layer.
 """
 
 import re
@@ -50,12 +53,23 @@ def last_shared_kernel_path(params) -> tuple[str, ...]:
     ):
       candidates.append(names)
   if not candidates:
+    # Models that share only the embedding (ESMM, AITM): the table is the
+    # last (and only) shared layer. A per-task table [T, V, d] is not shared.
+    table = params.get('embed', {}).get('table')
+    if table is not None and table.ndim == 2:
+      return ('embed', 'table')
     raise ValueError(
       'the model has no shared layer (no backbone/.../mlp/.../kernel outside '
       'task-specific parts); GradNorm needs one: use a model that shares '
       'parameters (shared_bottom, omoe, mmoe, cgc, ple)'
     )
   return max(candidates, key=_sort_key)
+
+
+def shared_group(model) -> str:
+  """The top-level params the tasks share: 'backbone' unless the
+  backbone says otherwise (`shared_params`, e.g. 'embed')."""
+  return getattr(getattr(model, 'backbone', None), 'shared_params', 'backbone')
 
 
 def get_path(tree, path: tuple[str, ...]):

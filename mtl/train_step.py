@@ -22,12 +22,14 @@ rows across devices. With `axis_name=None` no collective is used.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
 from mtl import losses as losses_lib
 from mtl import metrics as metrics_lib
 from mtl import task_grads as task_grads_lib
+from mtl import tasks as tasks_lib
 from mtl.tasks import Task
 from mtl.train_state import TrainState
 from mtl.weighting.base import KNOWN_NEEDS
@@ -57,6 +59,14 @@ def make_train_step(
   whose losses or gradients are not finite leaves the weighting state as it
   was too, and the metrics count it ('nonfinite': 1 for that step).
   """
+  # The step trains the trained tasks only, each on its model output row;
+  # metric-only tasks (train=False) are left to the eval step.
+  rows = np.asarray(tasks_lib.train_rows(tasks))
+  out_rows = np.asarray(tasks_lib.head_rows(tasks))[rows]
+  identity = list(rows) == list(out_rows) == list(range(len(tasks)))
+  tasks = tasks_lib.trained(tasks)
+  extra_losses = getattr(getattr(model, 'backbone', None), 'extra_losses', None)
+  shared = task_grads_lib.shared_group(model)
   base_weights = jnp.asarray([t.weight for t in tasks], jnp.float32)
   num_tasks = len(tasks)
   needs = frozenset(weighting.needs)
@@ -76,8 +86,16 @@ def make_train_step(
       train=True,
       rngs={'dropout': rng},
     )
+    extra = None
+    if extra_losses is not None:  # Per-example terms of the model (AITM).
+      extra = extra_losses(logits)[out_rows]
+    if not identity:
+      logits = logits[out_rows]
+      labels, mask = batch['labels'][rows], batch['mask'][rows]
+    else:
+      labels, mask = batch['labels'], batch['mask']
     sums, counts = losses_lib.masked_loss_sums(
-      logits, batch['labels'], batch['mask'], tasks=tasks
+      logits, labels, mask, tasks=tasks, extra=extra
     )
     counts = _psum(counts, axis_name)
     return sums / jnp.maximum(counts, 1.0)
@@ -110,7 +128,7 @@ def make_train_step(
       if combines:
         per_task = _psum(per_task, axis_name)
       if 'task_grad_gram' in needs:
-        backbone = per_task['backbone']
+        backbone = per_task[shared]
         if not combines:
           backbone = _psum(backbone, axis_name)
         extra['task_grad_gram'] = task_grads_lib.gram(backbone)
@@ -126,9 +144,7 @@ def make_train_step(
     weights = lax.stop_gradient(weights)
     if combines:
       grads = {
-        name: task_grads_lib.combine(
-          sub, weights if name == 'backbone' else base
-        )
+        name: task_grads_lib.combine(sub, weights if name == shared else base)
         for name, sub in per_task.items()
       }
     elif want_task_grads:
@@ -180,8 +196,13 @@ def make_eval_step(
 ):
   """Builds `eval_step(params, batch) -> counts`, summable over batches."""
 
+  out_rows = np.asarray(tasks_lib.head_rows(tasks))
+  identity = list(out_rows) == list(range(len(tasks)))
+
   def eval_step(params, batch):
     logits = model.apply({'params': params}, features_of(batch), train=False)
+    if not identity:
+      logits = logits[out_rows]  # Each task scored on its model output.
     loss_sum, count = losses_lib.masked_loss_sums(
       logits, batch['labels'], batch['mask'], tasks=tasks
     )

@@ -15,8 +15,10 @@ for methods that use them (`KNOWN_NEEDS`):
   task_grad_norms  [T] ||d L_t / d W||, W the kernel of the last shared layer
                    (GradNorm's choice), unweighted, of the global batch.
   task_grad_gram   [T, T] Gram matrix G_ij = <g_i, g_j> of the unweighted
-                   per-task gradients g_t of the shared backbone (all
-                   `backbone` params flattened), of the global batch.
+                   per-task gradients g_t of the shared params (all
+                   `backbone` params flattened; `embed` for ESMM and AITM,
+                   whose backbones are task-specific: see
+                   task_grads.shared_group), of the global batch.
 
 All inputs are global (reduced over data-parallel devices) before a method
 sees them. Every update accepts and ignores extra keywords it does not use, so
