@@ -76,6 +76,10 @@ MODEL_DEFAULTS = {
     expert_hidden=(64,),
     dropout=0.0,
   ),
+  # ESMM paper: MLP 360-200-80 per network (Sec. 4.2); AITM paper: towers
+  # 128-64-32, calibrator alpha 0.6 (Sec. 4.1.3).
+  'esmm': dict(hidden=(360, 200, 80), dropout=0.0),
+  'aitm': dict(hidden=(128, 64, 32), dropout=0.0, calibration=0.6),
 }
 
 DATASET_DEFAULTS = {
@@ -128,6 +132,23 @@ DATASET_DEFAULTS = {
     n_validation=10_000,
     n_test=10_000,
     noise_std=0.1,
+    seed=0,
+  ),
+  # mtl.data.entire_space: clicks and conversions with known propensities.
+  'entire_space': dict(
+    n_train=200_000,
+    n_validation=50_000,
+    n_test=50_000,
+    num_items=2000,
+    zipf=1.1,
+    item_dim=8,
+    d=16,
+    click_rate=0.1,
+    conversion_rate=0.2,
+    rho_items=0.8,
+    rho_features=-0.3,
+    item_scale=1.0,
+    feature_scale=1.0,
     seed=0,
   ),
 }

@@ -187,7 +187,7 @@ def test_unknown_model_name_suggests_the_closest():
   with pytest.raises(ValueError) as info:
     make('mmeo', {})
   assert str(info.value) == (
-    "unknown model 'mmeo': expected one of cgc, mmoe, omoe, ple, "
+    "unknown model 'mmeo': expected one of aitm, cgc, esmm, mmoe, omoe, ple, "
     "shared_bottom, single_task (did you mean 'mmoe'?)"
   )
 

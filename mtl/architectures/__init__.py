@@ -6,6 +6,8 @@ Every entry is a Linen module built as `ARCHITECTURES[name](num_tasks=T,
 or x [B, D]. Contract tests run over every entry of this dict.
 """
 
+from mtl.architectures.aitm import AITM
+from mtl.architectures.esmm import ESMM
 from mtl.architectures.mmoe import MMoE, OMoE
 from mtl.architectures.ple import CGC, PLE
 from mtl.architectures.shared_bottom import SharedBottom
@@ -18,10 +20,15 @@ ARCHITECTURES = {
   'mmoe': MMoE,
   'cgc': CGC,
   'ple': PLE,
+  # Entire-space models of a click -> conversion funnel.
+  'esmm': ESMM,
+  'aitm': AITM,
 }
 
 __all__ = [
+  'AITM',
   'ARCHITECTURES',
+  'ESMM',
   'CGC',
   'MMoE',
   'OMoE',

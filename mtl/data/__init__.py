@@ -8,6 +8,7 @@ vocabularies).
 from mtl.data.ali_ccp import load_ali_ccp
 from mtl.data.aliexpress import load_aliexpress
 from mtl.data.census_income import load_census_income
+from mtl.data.entire_space import load_entire_space
 from mtl.data.movielens import load_movielens_100k
 from mtl.data.synthetic import load_synthetic
 
@@ -15,6 +16,7 @@ DATASETS = {
   'ali_ccp': load_ali_ccp,
   'aliexpress': load_aliexpress,
   'census_income': load_census_income,
+  'entire_space': load_entire_space,
   'movielens_100k': load_movielens_100k,
   'synthetic': load_synthetic,
 }

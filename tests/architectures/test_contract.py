@@ -56,7 +56,13 @@ def tiny_kwargs(name: str, **overrides) -> dict:
   return kwargs
 
 
+def outputs_of(name: str, num_tasks: int) -> int:
+  """ESMM always has 3 outputs (click, ctcvr, cvr); others one per task."""
+  return getattr(ARCHITECTURES[name], 'fixed_num_tasks', None) or num_tasks
+
+
 def model_of(name: str, num_tasks: int, num_sparse: int, dropout: float = 0.0):
+  num_tasks = outputs_of(name, num_tasks)
   return make_model(
     name,
     tiny_kwargs(name, dropout=dropout),
@@ -115,7 +121,9 @@ def test_declares_per_task_inputs(name):
 @pytest.mark.parametrize('num_tasks', [2, 3])
 def test_backbone_returns_task_leading_representations(name, num_tasks):
   cls = ARCHITECTURES[name]
+  num_tasks = outputs_of(name, num_tasks)
   backbone = cls(num_tasks=num_tasks, **tiny_kwargs(name))
+  towers = getattr(cls, 'num_towers', num_tasks)
   d = 7
   x = jnp.zeros((num_tasks, B, d) if cls.per_task_inputs else (B, d))
   z, _ = jax.eval_shape(
@@ -123,13 +131,14 @@ def test_backbone_returns_task_leading_representations(name, num_tasks):
     jax.random.key(0),
     x,
   )
-  assert z.shape[:2] == (num_tasks, B) and z.ndim == 3
+  assert z.shape[:2] == (towers, B) and z.ndim == 3
   assert z.dtype == jnp.float32
 
 
 @pytest.mark.parametrize('name', NAMES)
 @pytest.mark.parametrize(('num_tasks', 'num_sparse'), CASES)
 def test_logits_and_gradients_without_retracing(name, num_tasks, num_sparse):
+  num_tasks = outputs_of(name, num_tasks)
   model = model_of(name, num_tasks, num_sparse)
   params = init_params(name, num_tasks, num_sparse)
   expected_top = {'backbone', 'towers'} | ({'embed'} if num_sparse else set())
@@ -162,6 +171,7 @@ def test_logits_and_gradients_without_retracing(name, num_tasks, num_sparse):
 @pytest.mark.parametrize('name', NAMES)
 def test_dropout_only_when_training_and_gates_are_sown(name):
   num_tasks, num_sparse = CASES[0]
+  num_tasks = outputs_of(name, num_tasks)
   # Dropout adds no params: the dropout-free model's params fit.
   params = init_params(name, num_tasks, num_sparse)
   model = model_of(name, num_tasks, num_sparse, dropout=0.5)
