@@ -1,8 +1,8 @@
 """Click and conversion on AliExpress (MTReclib layout: 16 categorical, 63
 numerical features).
 
-  mtl-train --config=configs/aliexpress.py:esmm --workdir=workdirs/aliexpress_esmm
-  mtl-train --config=configs/aliexpress.py:aitm --workdir=workdirs/aliexpress_aitm
+  mtl-train --config=configs/aliexpress.py:esmm --workdir=workdirs/aliex_esmm
+  mtl-train --config=configs/aliexpress.py:aitm --workdir=workdirs/aliex_aitm
 
 The argument picks the model (esmm, aitm, mmoe, ple, shared_bottom; default
 esmm). The data is $MTL_DATA_DIR/aliexpress-sample (100 train rows,

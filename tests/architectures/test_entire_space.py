@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mtl import tasks as tasks_lib
-from mtl import train_step, train_state, weighting
+from mtl import train_state, train_step, weighting
 from mtl.architectures import aitm, esmm
 from mtl.data.dataset import Dataset
 from mtl.data.entire_space import auc, load_entire_space
