@@ -42,6 +42,7 @@ from tensorflow_datasets.core.download.download_manager import (
 
 from mtl.data import census_income_builder as cib
 from mtl.data.dataset import Dataset
+from mtl.data.leakage import check_no_label_leakage
 from mtl.tasks import Task
 
 DataError = cib.DataError
@@ -203,6 +204,13 @@ def load_census_income(
   }
   vocab_sizes = tuple(
     len(encoding['vocabularies'][c]) + 1 for c in sparse_names
+  )
+  # A protocol that kept a label's column as an input would leak it.
+  check_no_label_leakage(
+    **splits['train'],
+    feature_names=tuple(cib.DENSE) + tuple(sparse_names),
+    task_names=tasks,
+    where='census_income train',
   )
   stats = {
     'protocol': protocol,
