@@ -9,7 +9,9 @@ objective is the mean of the two tasks' VALIDATION AUCs (income and never
 married); the test split is only reported.
 
 - Grid: w = 2 (a, 1 - a) for --grid values of a evenly in (0, 1), one
-  population run.
+  population run; or, with --grid_workdir, a finished population of fixed
+  weight vectors of the same config (experiments/pareto.py's 11 vectors,
+  a in 0.02, 0.1, ..., 0.9, 0.98, model seed 0).
 - Evolution: mtl.evolution's (mu/mu_w, lambda)-ES over theta, w = 2
   softmax(theta), from equal weights, --popsize candidates per generation
   (each generation one population run), --generations generations.
@@ -63,6 +65,7 @@ def evaluate(weights, workdir, epochs):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--grid', type=int, default=19)
+  parser.add_argument('--grid_workdir', default=None)
   parser.add_argument('--popsize', type=int, default=4)
   parser.add_argument('--generations', type=int, default=3)
   parser.add_argument('--sigma', type=float, default=0.5)
@@ -81,7 +84,8 @@ def main():
 
   root = pathlib.Path(args.workdirs)
   a = np.arange(1, args.grid + 1) / (args.grid + 1)
-  grid = evaluate([(2 * x, 2 * (1 - x)) for x in a], root / 'grid', args.epochs)
+  grid_dir = pathlib.Path(args.grid_workdir or root / 'grid')
+  grid = evaluate([(2 * x, 2 * (1 - x)) for x in a], grid_dir, args.epochs)
 
   es = evolution.EvolutionStrategy(2, args.popsize, args.sigma, seed=0)
   state = es.init()
