@@ -8,9 +8,9 @@ drive both probabilities, and a negative correlation between the feature
 directions of click and conversion, so the clicked impressions are a biased
 sample of the feature space. Models (one population each, --seeds model
 seeds): `esmm`; `single_task`, the ESMM paper's BASE (its CVR network sees
-the clicked impressions only); `mmoe` and `aitm` for reference (MMoE: CVR
-trained on clicks, sharing experts with CTR; AITM: the conversion step over
-all impressions).
+the clicked impressions only); `mmoe` for reference (CVR trained on clicks,
+sharing embeddings and experts with CTR). AITM is left out: it predicts the
+conversion step P(click & conversion), not a CVR.
 
 Two data regimes (--regimes): `dense`, the configs' defaults (2,000 items,
 Zipf 1.1, 10% clicks, 20% conversion among clicks: most impressions are of
@@ -55,7 +55,7 @@ METRICS = {
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--models', default='esmm,single_task,mmoe,aitm')
+  parser.add_argument('--models', default='esmm,single_task,mmoe')
   parser.add_argument('--seeds', type=int, default=10)
   parser.add_argument('--regimes', default='dense,sparse')
   parser.add_argument('--epochs', type=int, default=0, help='0: config')
