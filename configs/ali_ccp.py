@@ -29,12 +29,17 @@ DATASET = 'ali_ccp'
 
 
 def get_config(model_name: str = 'esmm'):
+  return funnel_config(DATASET, model_name)
+
+
+def funnel_config(dataset: str, model_name: str):
+  """A smoke-scale click/conversion config (also configs/aliexpress.py)."""
   if model_name not in MODELS:
     raise ValueError(
-      f'configs/{DATASET}.py: model {model_name!r} is not one of '
+      f'configs/{dataset}.py: model {model_name!r} is not one of '
       f'{sorted(MODELS)}'
     )
-  config = common.base_config(model_name, DATASET)
+  config = common.base_config(model_name, dataset)
   config.model.update(MODELS[model_name])
   config.towers.hidden = (16,)
   config.batch_size = 32

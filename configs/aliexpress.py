@@ -13,37 +13,10 @@ the batch and epochs. Sizes follow the ESMM paper at a small scale
 (embeddings 8; the paper: 18, networks 360-200-80).
 """
 
-from configs import common
+from configs.ali_ccp import MODELS, funnel_config
 
-MODELS = {
-  'esmm': dict(hidden=(64, 32)),
-  'aitm': dict(hidden=(64, 32)),
-  'mmoe': dict(num_experts=4, expert_hidden=(32,)),
-  'ple': dict(
-    num_levels=2,
-    num_specific_experts=2,
-    num_shared_experts=2,
-    expert_hidden=(32,),
-  ),
-  'shared_bottom': dict(hidden=(64, 32)),
-}
-DATASET = 'aliexpress'
+__all__ = ['MODELS', 'get_config']
 
 
 def get_config(model_name: str = 'esmm'):
-  if model_name not in MODELS:
-    raise ValueError(
-      f'configs/{DATASET}.py: model {model_name!r} is not one of '
-      f'{sorted(MODELS)}'
-    )
-  config = common.base_config(model_name, DATASET)
-  config.model.update(MODELS[model_name])
-  config.towers.hidden = (16,)
-  config.batch_size = 32
-  config.num_epochs = 3
-  config.steps_per_dispatch = 4
-  config.eval_batch_size = 64
-  config.log_every_steps = 4
-  config.num_auc_bins = 1024
-  config.diagnostics_every_steps = 0
-  return config
+  return funnel_config('aliexpress', model_name)

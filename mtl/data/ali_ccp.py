@@ -138,41 +138,58 @@ def load_ali_ccp(
     how_to_get=how_to_get(variant),
   )
   raw, share = prepared.read_splits(builder, process_index, process_count)
+  return funnel_dataset(
+    'ali_ccp',
+    builder,
+    raw,
+    tasks=TASKS,
+    dense=acb.DENSE,
+    sparse=acb.SPARSE,
+    conversion_space=conversion_space,
+    stats={'variant': variant, 'share': share},
+  )
+
+
+def funnel_dataset(
+  name, builder, raw, *, tasks, dense, sparse, conversion_space, stats
+) -> Dataset:
+  """A click/conversion Dataset from a prepared builder's raw splits.
+
+  Shared by ali_ccp and aliexpress: labels and masks in the chosen sample
+  space, the label-leakage guard on the training split, vocabulary sizes
+  (+1: the out-of-vocabulary id) and the stats every loader reports.
+  """
   splits = {}
   for split, a in raw.items():
-    labels, mask = conversion_labels(
-      a['click'], a['purchase'], conversion_space
-    )
+    labels, mask = conversion_labels(a[tasks[0]], a[tasks[1]], conversion_space)
     splits[split] = {
       'dense': a['dense'],
       'sparse': a['sparse'],
       'labels': labels,
       'mask': mask,
     }
-  train = splits['train']
   check_no_label_leakage(
-    **train,
-    feature_names=acb.DENSE + acb.SPARSE,
-    task_names=TASKS,
-    where='ali_ccp train',
+    **splits['train'],
+    feature_names=dense + sparse,
+    task_names=tasks,
+    where=f'{name} train',
   )
   encoding = builder.info.metadata
-  vocab_sizes = tuple(len(encoding['vocabularies'][n]) + 1 for n in acb.SPARSE)
+  vocab_sizes = tuple(len(encoding['vocabularies'][n]) + 1 for n in sparse)
   stats = {
-    'variant': variant,
+    **stats,
     'conversion_space': conversion_space,
     'prepared_dir': str(builder.data_path),
-    'share': share,
     'rows': {s: int(a['labels'].shape[1]) for s, a in splits.items()},
-    'positive_rate': {s: positive_rates(a, TASKS) for s, a in splits.items()},
-    'vocab_sizes': dict(zip(acb.SPARSE, vocab_sizes, strict=True)),
-    'dense_normalisers': {n: dict(encoding['dense'][n]) for n in acb.DENSE},
+    'positive_rate': {s: positive_rates(a, tasks) for s, a in splits.items()},
+    'vocab_sizes': dict(zip(sparse, vocab_sizes, strict=True)),
+    'dense_normalisers': {n: dict(encoding['dense'][n]) for n in dense},
   }
   return Dataset(
-    name='ali_ccp',
-    tasks=tuple(Task(t, 'binary') for t in TASKS),
-    dense_names=acb.DENSE,
-    sparse_names=acb.SPARSE,
+    name=name,
+    tasks=tuple(Task(t, 'binary') for t in tasks),
+    dense_names=dense,
+    sparse_names=sparse,
     vocab_sizes=vocab_sizes,
     splits=splits,
     stats=stats,

@@ -29,10 +29,8 @@ import os
 from mtl.data import aliexpress_builder as aeb
 from mtl.data import csv_builder as cb
 from mtl.data import prepared
-from mtl.data.ali_ccp import check_choice, conversion_labels, positive_rates
+from mtl.data.ali_ccp import check_choice, funnel_dataset
 from mtl.data.dataset import Dataset
-from mtl.data.leakage import check_no_label_leakage
-from mtl.tasks import Task
 
 DataError = cb.DataError
 RawFilesMissingError = cb.RawFilesMissingError
@@ -131,43 +129,18 @@ def load_aliexpress(
     how_to_get=how_to_get(variant),
   )
   raw, share = prepared.read_splits(builder, process_index, process_count)
-  splits = {}
-  for split, a in raw.items():
-    labels, mask = conversion_labels(
-      a['click'], a['conversion'], conversion_space
-    )
-    splits[split] = {
-      'dense': a['dense'],
-      'sparse': a['sparse'],
-      'labels': labels,
-      'mask': mask,
-    }
-  check_no_label_leakage(
-    **splits['train'],
-    feature_names=aeb.DENSE + aeb.SPARSE,
-    task_names=TASKS,
-    where=f'{name} train',
-  )
-  encoding = builder.info.metadata
-  vocab_sizes = tuple(len(encoding['vocabularies'][n]) + 1 for n in aeb.SPARSE)
-  stats = {
-    'variant': variant,
-    'conversion_space': conversion_space,
-    'validation_fraction': validation_fraction,
-    'split_seed': split_seed,
-    'prepared_dir': str(builder.data_path),
-    'share': share,
-    'rows': {s: int(a['labels'].shape[1]) for s, a in splits.items()},
-    'positive_rate': {s: positive_rates(a, TASKS) for s, a in splits.items()},
-    'vocab_sizes': dict(zip(aeb.SPARSE, vocab_sizes, strict=True)),
-    'dense_normalisers': {n: dict(encoding['dense'][n]) for n in aeb.DENSE},
-  }
-  return Dataset(
-    name=name,
-    tasks=tuple(Task(t, 'binary') for t in TASKS),
-    dense_names=aeb.DENSE,
-    sparse_names=aeb.SPARSE,
-    vocab_sizes=vocab_sizes,
-    splits=splits,
-    stats=stats,
+  return funnel_dataset(
+    name,
+    builder,
+    raw,
+    tasks=TASKS,
+    dense=aeb.DENSE,
+    sparse=aeb.SPARSE,
+    conversion_space=conversion_space,
+    stats={
+      'variant': variant,
+      'validation_fraction': validation_fraction,
+      'split_seed': split_seed,
+      'share': share,
+    },
   )
