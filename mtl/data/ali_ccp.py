@@ -46,15 +46,8 @@ TASKS = ('click', 'purchase')
 def how_to_get(variant: str) -> str:
   """Where the raw files come from, for error messages."""
   if variant == 'sample':
-    infos = acb.AliCcp.url_infos
-    files = ', '.join(
-      f'{acb.SOURCE}{name} ({int(infos[acb.SOURCE + name].size):,} bytes, '
-      f'sha256 {infos[acb.SOURCE + name].checksum})'
-      for name in acb.FILES['sample'].values()
-    )
-    return (
-      f'download the torch-rechub samples {files} (the full data is '
-      "variant='full')"
+    return prepared.sample_sources(
+      acb.AliCcp.url_infos, acb.SOURCE, acb.FILES['sample'].values()
     )
   return (
     'get Tianchi dataset 408 (https://tianchi.aliyun.com/dataset/408, '

@@ -44,15 +44,8 @@ TASKS = ('click', 'conversion')
 def how_to_get(variant: str) -> str:
   """Where the raw files come from, for error messages."""
   if variant == 'sample':
-    infos = aeb.AliExpress.url_infos
-    files = ', '.join(
-      f'{aeb.SOURCE}{name} ({int(infos[aeb.SOURCE + name].size):,} bytes, '
-      f'sha256 {infos[aeb.SOURCE + name].checksum})'
-      for name in aeb.FILES['sample'].values()
-    )
-    return (
-      f'download the torch-rechub samples {files} (the full data is '
-      "variant='full')"
+    return prepared.sample_sources(
+      aeb.AliExpress.url_infos, aeb.SOURCE, aeb.FILES['sample'].values()
     )
   return (
     'get Tianchi dataset 74690 (https://tianchi.aliyun.com/dataset/74690, '

@@ -187,3 +187,16 @@ def read_splits(
     'train_rows_all_processes': total,
   }
   return arrays, share
+
+
+def sample_sources(url_infos, source: str, names) -> str:
+  """How to get the torch-rechub sample files, sizes and sums included."""
+  files = ', '.join(
+    f'{source}{n} ({int(url_infos[source + n].size):,} bytes, '
+    f'sha256 {url_infos[source + n].checksum})'
+    for n in names
+  )
+  return (
+    f'download the torch-rechub samples {files} (the full data is '
+    "variant='full')"
+  )
