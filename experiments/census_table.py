@@ -175,9 +175,19 @@ def table(rows, args) -> str:
       f'{f(r["income"][0])} +- {f(r["income"][1])} | {f(r["income_best"])} | '
       f'{f(r["marital"][0])} +- {f(r["marital"][1])} | '
       f'{f(r["marital_best"])} | '
-      + (f'{p[1]} / {p[0]} | {p[3]} | ' if p else '- | - | ')
-      + (f'{q[0]} / {q[1]} |' if q else '- |')
+      + (f'{p[1]:.4f} / {p[0]:.4f} | {p[3]:.4f} | ' if p else '- | - | ')
+      + (f'{q[0]:.4f} / {q[1]:.4f} |' if q else '- |')
     )
+  lines.append('')
+  for protocol in sorted({r['protocol'] for r in rows}):
+    by = {r['model']: r for r in rows if r['protocol'] == protocol}
+    if 'mmoe' in by and 'shared_bottom' in by:
+      (a, sa), (b, sb) = by['mmoe']['income'], by['shared_bottom']['income']
+      se = sa**2 / by['mmoe']['seeds'] + sb**2 / by['shared_bottom']['seeds']
+      lines.append(
+        f'{protocol}: MMoE - Shared-Bottom mean test income AUC = '
+        f'{a - b:+.5f} ({(a - b) / se**0.5:+.1f} standard errors).'
+      )
   return '\n'.join(lines) + '\n'
 
 
