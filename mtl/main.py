@@ -63,7 +63,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   _start_jax()
   # After flag parsing: JAX starts only for a real run.
-  from mtl import loop, population_loop
+  from mtl import loop, population_loop, population_members
 
   try:
     config = _CONFIG.value  # Loads the config file.
@@ -72,7 +72,7 @@ def main(argv):
   try:
     train = (
       population_loop.train_population
-      if population_loop.is_population(config)
+      if population_members.is_population(config)
       else loop.train_and_evaluate
     )
     train(config, pathlib.Path(_WORKDIR.value))

@@ -19,7 +19,13 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from mtl import checkpoint, population, preemption, train_step
+from mtl import (
+  checkpoint,
+  population,
+  population_members,
+  preemption,
+  train_step,
+)
 from mtl import loop as loop_lib
 from mtl import metrics as metrics_lib
 from mtl import tasks as tasks_lib
@@ -27,114 +33,11 @@ from mtl.data import pipeline
 from mtl.weighting import WEIGHTINGS
 from mtl.writers import Writers, truncate_metrics, write_json
 
-LISTS = ('seeds', 'learning_rates', 'task_weights')
-
-
-def is_population(config) -> bool:
-  pop = config.population
-  return bool(pop.size or any(len(pop[k]) for k in LISTS) or pop.weighting)
-
-
-def members_of(config, num_tasks: int) -> list[dict]:
-  """One dict per member: name, seed, learning_rate, task_weights, weighting.
-
-  Each list in `config.population` has one value per member (or one value for
-  all); `size` alone gives seeds config.seed + k.
-  """
-  pop = config.population
-  given = {k: tuple(pop[k]) for k in LISTS if len(pop[k])}
-  given.update({f'weighting.{k}': tuple(v) for k, v in pop.weighting.items()})
-  size = pop.size or max((len(v) for v in given.values()), default=0)
-  if size < 1:
-    raise ValueError(f'population.size is {pop.size}, expected >= 1')
-  lengths = {k: len(v) for k, v in given.items() if len(v) > 1}
-  if not pop.size and len(set(lengths.values())) > 1:
-    found = ', '.join(f'{k} {n}' for k, n in lengths.items())
-    raise ValueError(
-      f'population lists disagree on the number of members ({found}), '
-      'expected one length, or 1 value for all'
-    )
-  for key, values in given.items():
-    if len(values) not in (1, size):
-      raise ValueError(
-        f'population.{key} has {len(values)} values, expected {size} (one '
-        'per member) or 1'
-      )
-  base_kw = config.weighting.get(config.weighting_name)
-  base_kw = {} if base_kw is None else base_kw.to_dict()
-  for key in pop.weighting:
-    if key not in base_kw:
-      raise ValueError(
-        f'population.weighting.{key}: {config.weighting_name!r} has no such '
-        f'hyper-parameter, expected one of {sorted(base_kw)}'
-      )
-
-  def pick(key, k, default):
-    values = given.get(key)
-    return default if values is None else values[k % len(values)]
-
-  members = []
-  for k in range(size):
-    m = {
-      'seed': int(pick('seeds', k, config.seed + k)),
-      'learning_rate': float(
-        pick('learning_rates', k, config.optimizer.learning_rate)
-      ),
-      'task_weights': tuple(
-        float(w) for w in pick('task_weights', k, (1.0,) * num_tasks)
-      ),
-      'weighting': {
-        **base_kw,
-        **{n: pick(f'weighting.{n}', k, None) for n in pop.weighting},
-      },
-    }
-    if len(m['task_weights']) != num_tasks:
-      raise ValueError(
-        f'population.task_weights[{k}] has {len(m["task_weights"])} '
-        f'weights, expected {num_tasks} (one per task)'
-      )
-    if not m['learning_rate'] > 0:
-      raise ValueError(
-        f'population.learning_rates[{k}] is {m["learning_rate"]}, expected > 0'
-      )
-    parts = [f'seed={m["seed"]}']
-    if 'learning_rates' in given:
-      parts.append(f'lr={m["learning_rate"]:g}')
-    if 'task_weights' in given:
-      parts.append('w=' + ':'.join(f'{w:g}' for w in m['task_weights']))
-    parts += [f'{n}={m["weighting"][n]}' for n in pop.weighting]
-    m['name'] = f'{k:03d}_' + ','.join(parts)
-    members.append(m)
-  return members
-
-
-def _check_supported(config) -> None:
-  if config.input_mode != 'device':
-    raise ValueError(
-      f'input_mode is {config.input_mode!r} with a population, expected '
-      "'device': members gather their rows from one device-resident copy"
-    )
-  if config.parallel.num_devices != 1 or jax.process_count() > 1:
-    raise ValueError(
-      f'parallel.num_devices is {config.parallel.num_devices} with a '
-      'population, expected 1: a population runs on one device (data '
-      'parallelism is for single runs)'
-    )
-
-
-def _member_config(config, m) -> dict:
-  c = config.to_dict()
-  c['seed'] = m['seed']
-  c['optimizer']['learning_rate'] = m['learning_rate']
-  c['weighting'][config.weighting_name] = m['weighting']
-  c['member'] = {'name': m['name'], 'task_weights': list(m['task_weights'])}
-  return c
-
 
 def _member_writers(config, workdir, m, start_step):
   d = workdir / 'members' / m['name']
   d.mkdir(parents=True, exist_ok=True)
-  cfg = _member_config(config, m)
+  cfg = population_members.member_config(config, m)
   write_json(d / 'config.json', cfg)
   truncate_metrics(d / 'metrics.jsonl', after_step=start_step)
   wandb_cfg = config.wandb.to_dict()
@@ -151,12 +54,12 @@ def train_population(
   workdir = pathlib.Path(workdir)
   t_start = time.time()
   loop_lib.check_names(config)
-  _check_supported(config)
+  population_members.check_supported(config)
   dataset = loop_lib.load_dataset(config)
   tasks = dataset.tasks
   train_tasks = tasks_lib.trained(tasks)  # What the step trains and logs.
   num_tasks = len(train_tasks)
-  members = members_of(config, num_tasks)
+  members = population_members.members_of(config, num_tasks)
   size = len(members)
   split = dataset.splits['train']
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
@@ -267,7 +170,14 @@ def train_population(
     for _ in members
   ]
 
+  pending = []
+
   def check_finite():
+    for first, loss in pending:
+      loss = np.asarray(jax.device_get(loss))  # [k, K, T]
+      for j, g in enumerate(guards):
+        g.add(first, {'loss': loss[:, j]})
+    pending.clear()
     for m, g in zip(members, guards, strict=True):
       try:
         g.check()
@@ -306,8 +216,7 @@ def train_population(
       plan = _plan(config.steps_per_dispatch, spe, step - epoch * spe)
       for first, k in plan:
         state, m = run(k)(state, hparams, data, perms, first)
-        for j, g in enumerate(guards):
-          g.add(step, jax.tree.map(lambda x, j=j: x[:, j], m))
+        pending.append((step, m['loss']))  # Read only at check points.
         step += k
         bar.update(k)
         if step // config.log_every_steps > last_log // config.log_every_steps:
