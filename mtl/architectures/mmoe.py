@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl.layers.experts import ExpertBank, Gate, Gates
+from mtl.layers.experts import ExpertBank, Gate, Gates, mix
 
 
 class MMoE(nn.Module):
@@ -44,7 +44,7 @@ class MMoE(nn.Module):
     )(x, train=train)
     g = self.gate(x)
     self.sow('intermediates', 'gates', g)
-    return jnp.einsum('tbe,ebh->tbh', g, experts)
+    return mix(g, experts)
 
   def gate(self, x: jax.Array) -> jax.Array:
     """x [B, D] -> gate weights [T, B, E]."""

@@ -25,7 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl.layers.experts import ExpertBank, Gate, Gates, GroupedExpertBank
+from mtl.layers.experts import (
+  ExpertBank,
+  Gate,
+  Gates,
+  GroupedExpertBank,
+  mix,
+)
 
 
 class ExtractionNetwork(nn.Module):
@@ -68,7 +74,7 @@ class ExtractionNetwork(nn.Module):
     )  # [T, m_k + m_s, B, H]
     g = Gates(t, m_k + m_s, per_gate_inputs=True, name='task_gates')(task_x)
     self.sow('intermediates', 'gates', g)
-    task_out = jnp.einsum('tbe,tebh->tbh', g, own)
+    task_out = mix(g, own)
     if self.final:
       return task_out, None
 
