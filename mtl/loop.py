@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
+from jax.experimental import multihost_utils
 
 from mtl import (
   checkpoint,
@@ -58,9 +59,19 @@ def check_names(config: ml_collections.ConfigDict) -> None:
 
 
 def load_dataset(config: ml_collections.ConfigDict):
-  """The config's dataset, in the task layout its model trains on."""
+  """The config's dataset, in the task layout its model trains on.
+
+  With several processes, process 0 loads first (preparing the TFDS cache if
+  it is missing) and the others wait for it, then read that cache: processes
+  sharing one data directory never prepare it side by side.
+  """
   _choose('dataset', config.dataset_name, DATASETS)
+  multi, chief = jax.process_count() > 1, jax.process_index() == 0
+  if multi and not chief:
+    multihost_utils.sync_global_devices('mtl: dataset prepared')
   dataset = DATASETS[config.dataset_name](**config.dataset.to_dict())
+  if multi and chief:
+    multihost_utils.sync_global_devices('mtl: dataset prepared')
   # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
   adapt = getattr(ARCHITECTURES.get(config.model_name), 'adapt_dataset', None)
   return dataset if adapt is None else adapt(dataset)

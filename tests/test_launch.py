@@ -126,3 +126,37 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(
         np.testing.assert_allclose(b[key], a[key], rtol=RTOL, err_msg=key)
   runs = list((two / 'wandb').glob('offline-run-*'))
   assert len(runs) == 1, runs  # Process 0's W&B run only.
+
+
+def test_processes_sharing_an_empty_data_dir_prepare_it_once(tmp_path):
+  # Two processes start on a TFDS data_dir that holds nothing yet: process 0
+  # prepares census-income while process 1 waits at a barrier, then both
+  # read the one cache (side by side, the second rename of TFDS's temporary
+  # directory onto the finished one would fail).
+  data_dir, workdir = tmp_path / 'tfds', tmp_path / 'run'
+  rc, out = _run(
+    [
+      'launch/multiprocess_cpu.sh',
+      '2',
+      '1',
+      'configs/smoke.py:mmoe,census',
+      str(workdir),
+      f'--config.dataset.data_dir={data_dir}',
+      '--config.num_epochs=1',
+      '--config.batch_size=1024',
+      '--config.eval_batch_size=4096',
+    ],
+    timeout=600,
+  )
+  logs = [(workdir / f'process_{i}.log').read_text() for i in range(2)]
+  assert rc == 0, out[-2000:] + logs[0][-3000:] + logs[1][-3000:]
+  # TFDS logs the preparation: process 0 did it, process 1 only read.
+  assert 'Downloading and preparing dataset' in logs[0]
+  assert 'Downloading and preparing dataset' not in logs[1]
+  versions = list((data_dir / 'census_income').iterdir())
+  assert [v.name for v in versions] == ['1.0.0'], versions
+  results = json.loads((workdir / 'results.json').read_text())
+  assert results['num_processes'] == 2
+  # One epoch of a tiny MMoE: a chance model scores 0.5, census income
+  # models about 0.93-0.95.
+  assert 0.85 < results['test']['test/auc/income'] <= 1.0

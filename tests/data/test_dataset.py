@@ -49,6 +49,34 @@ def test_labels_all_one_class():
   )
 
 
+def test_one_class_in_a_process_share_of_train_is_allowed():
+  # A multi-host loader's share of the training rows may miss a rare class
+  # the whole split has; the other splits are read whole and still judged.
+  split = _split()
+  split['labels'][0] = 1.0
+  share = {'share': {'process_index': 1, 'process_count': 2}}
+  ds = Dataset(
+    name='toy',
+    tasks=(Task('click'), Task('dwell', 'regression')),
+    dense_names=('d0', 'd1'),
+    sparse_names=('s0',),
+    vocab_sizes=(3,),
+    splits={'train': split},
+    stats=share,
+  )
+  assert ds.num_rows('train') == 4
+  with pytest.raises(ValueError, match="split 'test'.*expected both classes"):
+    Dataset(
+      name='toy',
+      tasks=(Task('click'), Task('dwell', 'regression')),
+      dense_names=('d0', 'd1'),
+      sparse_names=('s0',),
+      vocab_sizes=(3,),
+      splits={'test': split},
+      stats=share,
+    )
+
+
 def test_one_class_among_the_masked_rows_only():
   split = _split()
   split['mask'][0] = [1, 0, 1, 0]  # the rows left in are both label 0
