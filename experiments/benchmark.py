@@ -51,7 +51,7 @@ def main(argv):
   import jax
   import numpy as np
 
-  from mtl import loop, train_state, train_step
+  from mtl import build, epochs, train_state, train_step
   from mtl.data import pipeline
 
   config = _CONFIG.value
@@ -60,10 +60,10 @@ def main(argv):
     config.model.num_experts = PEER_SIZES['num_experts']
     config.model.expert_hidden = PEER_SIZES['expert_hidden']
     config.towers.hidden = PEER_SIZES['tower_hidden']
-  dataset = loop.load_dataset(config)
+  dataset = build.load_dataset(config)
   split = dataset.splits['train']
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
-  model, tx, weighting = loop.build(config, dataset, spe * config.num_epochs)
+  model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
   scan_steps = _SCAN_STEPS.value or spe
   step_fn = train_step.make_train_step(
     model, tx, weighting, dataset.tasks, steps_per_epoch=spe
@@ -87,7 +87,7 @@ def main(argv):
   results = {}
   for name, (mode, k) in modes.items():
     config.input_mode, config.steps_per_dispatch = mode, k
-    runner = loop.EpochRunner(config, step_fn, split, data_key)
+    runner = epochs.EpochRunner(config, step_fn, split, data_key)
     state = fresh()
     rates = []
     for epoch in range(_REPEATS.value + 1):

@@ -107,15 +107,15 @@ def main(argv):
   import jax.numpy as jnp
   import numpy as np
 
-  from mtl import loop, population, train_state, train_step
+  from mtl import build, population, train_state, train_step
   from mtl.data import pipeline
 
   config = _CONFIG.value
-  dataset = loop.load_dataset(config)
+  dataset = build.load_dataset(config)
   split = dataset.splits['train']
   n = split['labels'].shape[1]
   spe = pipeline.steps_per_epoch(n, config.batch_size)
-  model, tx, weighting = loop.build(config, dataset, spe * config.num_epochs)
+  model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
   example = train_step.features_of(pipeline.take_rows(split, np.arange(2)))
   step = train_step.make_train_step(
     model, tx, weighting, dataset.tasks, steps_per_epoch=spe

@@ -43,12 +43,12 @@ def main(argv):
   import jax
   import numpy as np
 
-  from mtl import loop, train_state, train_step
+  from mtl import build, train_state, train_step
   from mtl.data import pipeline
   from mtl.weighting import WEIGHTINGS
 
   config = _CONFIG.value
-  dataset = loop.load_dataset(config)
+  dataset = build.load_dataset(config)
   split = dataset.splits['train']
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
   data = jax.device_put(split)
@@ -60,7 +60,7 @@ def main(argv):
   runs = {}
   for name in methods:  # Build and compile every method first.
     config.weighting_name = name
-    model, tx, weighting = loop.build(config, dataset, spe * config.num_epochs)
+    model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
     state = train_state.init_train_state(
       model,
       tx,

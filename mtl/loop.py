@@ -1,10 +1,11 @@
 """The training loop: config -> data, model, step -> workdir (shell code).
 
-Only this module reads a ConfigDict; it unpacks it into keyword arguments of
-the pure builders, so a wrong key fails at construction with the key's name.
+`mtl.build` turns the config into the dataset, model, optimizer and weighting
+method, `mtl.epochs` runs an epoch's steps; this module owns the workdir:
+checkpoints and resumption, evaluation and best-epoch selection, metrics and
+results.
 """
 
-import difflib
 import logging
 import pathlib
 import time
@@ -12,14 +13,11 @@ import time
 import jax
 import ml_collections
 import numpy as np
-import optax
 import tqdm
-from jax.experimental import multihost_utils
 
 from mtl import (
   checkpoint,
   diagnostics,
-  optim,
   parallel,
   preemption,
   train_state,
@@ -27,89 +25,15 @@ from mtl import (
 )
 from mtl import metrics as metrics_lib
 from mtl import tasks as tasks_lib
-from mtl.architectures import ARCHITECTURES
-from mtl.data import DATASETS, pipeline
-from mtl.model import make_model
-from mtl.weighting import WEIGHTINGS
+from mtl.build import build, check_names, load_dataset, parallel_devices
+from mtl.data import pipeline
+from mtl.epochs import EpochRunner, process_rows, to_local
 from mtl.writers import Writers, truncate_metrics, write_json
 
-INPUT_MODES = ('device', 'host')
 # Dispatches queued without waiting on a result. Emulated multi-device CPU
 # backends deadlock with ~32-64 queued steps (DESIGN §4); waiting on a tiny
 # result every few dispatches costs nothing and keeps the queue bounded.
 MAX_INFLIGHT_DISPATCHES = 8
-
-
-def _choose(kind: str, name: str, options) -> None:
-  if name not in options:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ''
-    raise ValueError(
-      f'unknown {kind} {name!r}: expected one of '
-      f'{", ".join(sorted(options))}{hint}'
-    )
-
-
-def check_names(config: ml_collections.ConfigDict) -> None:
-  """Fails fast, before any data is read, on an unknown name in the config."""
-  _choose('dataset', config.dataset_name, DATASETS)
-  _choose('model', config.model_name, ARCHITECTURES)
-  _choose('weighting', config.weighting_name, WEIGHTINGS)
-  _choose('input_mode', config.input_mode, INPUT_MODES)
-
-
-def load_dataset(config: ml_collections.ConfigDict):
-  """The config's dataset, in the task layout its model trains on.
-
-  With several processes, process 0 loads first (preparing the TFDS cache if
-  it is missing) and the others wait for it, then read that cache: processes
-  sharing one data directory never prepare it side by side.
-  """
-  _choose('dataset', config.dataset_name, DATASETS)
-  multi, chief = jax.process_count() > 1, jax.process_index() == 0
-  if multi and not chief:
-    multihost_utils.sync_global_devices('mtl: dataset prepared')
-  dataset = DATASETS[config.dataset_name](**config.dataset.to_dict())
-  if multi and chief:
-    multihost_utils.sync_global_devices('mtl: dataset prepared')
-  # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
-  adapt = getattr(ARCHITECTURES.get(config.model_name), 'adapt_dataset', None)
-  return dataset if adapt is None else adapt(dataset)
-
-
-def make_weighting(config: ml_collections.ConfigDict):
-  _choose('weighting', config.weighting_name, WEIGHTINGS)
-  kwargs = config.weighting.get(config.weighting_name)
-  kwargs = {} if kwargs is None else kwargs.to_dict()
-  return WEIGHTINGS[config.weighting_name](**kwargs)
-
-
-def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
-  """Model, optimizer and weighting method of a config, for a dataset."""
-  _choose('input_mode', config.input_mode, INPUT_MODES)
-  model = make_model(
-    config.model_name,
-    config.model.to_dict(),
-    num_tasks=tasks_lib.num_heads(dataset.tasks),
-    vocab_sizes=tuple(dataset.vocab_sizes),
-    embed_dim=config.embedding.dim,
-    tower_hidden=tuple(config.towers.hidden),
-    tower_dropout=config.towers.dropout,
-  )
-  tx = optim.make_optimizer(
-    **config.optimizer.to_dict(), total_steps=total_steps
-  )
-  if config.skip_nonfinite:
-    if config.max_consecutive_nonfinite < 1:
-      raise ValueError(
-        'max_consecutive_nonfinite is '
-        f'{config.max_consecutive_nonfinite}, expected >= 1'
-      )
-    tx = optax.apply_if_finite(tx, config.max_consecutive_nonfinite)
-  weighting = make_weighting(config)
-  # Validates per-task lengths up front; methods see the trained tasks.
-  weighting.init(len(tasks_lib.trained(dataset.tasks)))
-  return model, tx, weighting
 
 
 class NonFinite(FloatingPointError):
@@ -197,120 +121,6 @@ def _preempt(ckpt, state, meta, writers):
   if writers:
     writers.close()
   raise Preempted(int(state.step))
-
-
-def parallel_devices(config) -> list | None:
-  """The devices of a data-parallel run, or None for the plain jit step.
-
-  `parallel.num_devices`: 1 (default) runs the ordinary single-device step;
-  0 takes every device of every process; N > 1 the first N (one process).
-  """
-  parallel.check_backend(config.parallel.backend)
-  n, total = config.parallel.num_devices, jax.device_count()
-  if not 0 <= n <= total:
-    raise ValueError(
-      f'parallel.num_devices is {n}, expected 0 (all) or 1..{total} (the '
-      'devices this run sees)'
-    )
-  if jax.process_count() > 1 and n not in (0, total):
-    raise ValueError(
-      f'parallel.num_devices is {n} with {jax.process_count()} processes, '
-      f'expected 0 or {total}: a multi-process run uses every device'
-    )
-  n = total if n == 0 else n
-  if n == 1 and jax.process_count() == 1:
-    return None
-  if config.input_mode != 'host':
-    raise ValueError(
-      f'input_mode is {config.input_mode!r} with {n} devices, expected '
-      "'host': data-parallel runs take host batches (set "
-      '--config.input_mode=host)'
-    )
-  parallel.check_divisible(config.batch_size, n)
-  parallel.check_divisible(config.eval_batch_size, n, 'eval_batch_size')
-  return jax.devices()[:n]
-
-
-def process_rows(rows: np.ndarray) -> np.ndarray:
-  """This process's contiguous share of the rows of a global batch.
-
-  The data order is one global permutation whatever the process count, so a
-  run on P processes equals a one-process run on the same devices.
-  """
-  p, count = jax.process_index(), jax.process_count()
-  share = len(rows) // count
-  return rows[p * share : (p + 1) * share]
-
-
-def to_local(tree):
-  """This process's copy of replicated (global) arrays, as local arrays."""
-
-  def leaf(x):
-    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
-      return x.addressable_data(0)
-    return x
-
-  return jax.tree.map(leaf, tree)
-
-
-class EpochRunner:
-  """Runs the train steps of an epoch in either input mode.
-
-  `parallel_step` (from `parallel.make_parallel_train_step`) replaces the
-  jit-compiled host step in a data-parallel run; each process then gathers
-  only its own rows of every global batch.
-  """
-
-  def __init__(
-    self, config, step_fn, train_split, data_key, parallel_step=None
-  ):
-    self.mode = config.input_mode
-    self.batch_size = config.batch_size
-    self.k = config.steps_per_dispatch if self.mode == 'device' else 1
-    if self.k < 1:
-      raise ValueError(
-        f'steps_per_dispatch is {self.k}, expected a positive int'
-      )
-    self.host_split = train_split
-    self.num_rows = train_split['labels'].shape[1]
-    self.data_key = data_key
-    self._compiled = {}
-    self._step_fn = step_fn
-    self._parallel = parallel_step
-    if parallel_step is not None:
-      self._host_step = parallel_step
-    elif self.mode == 'device':
-      self.device_split = jax.device_put(train_split)
-    else:
-      self._host_step = jax.jit(step_fn, donate_argnums=0)
-
-  def _scanned(self, k):
-    if k not in self._compiled:
-      run = train_step.make_scanned_steps(
-        self._step_fn, batch_size=self.batch_size, num_steps=k
-      )
-      self._compiled[k] = jax.jit(run, donate_argnums=0)
-    return self._compiled[k]
-
-  def permutation(self, epoch: int):
-    perm = pipeline.epoch_permutation(self.data_key, epoch, self.num_rows)
-    return np.asarray(perm) if self.mode == 'host' else perm
-
-  def plan(self, steps: int, start: int = 0):
-    """(first batch, number of batches) of each dispatch of an epoch."""
-    return [(b, min(self.k, steps - b)) for b in range(start, steps, self.k)]
-
-  def run(self, state, perm, first_batch: int, k: int):
-    """Runs batches first_batch..first_batch+k-1; metrics are [k, ...]."""
-    if self.mode == 'host':
-      rows = perm[first_batch * self.batch_size :][: self.batch_size]
-      if self._parallel is not None:
-        rows = process_rows(rows)
-      state, m = self._host_step(
-        state, pipeline.take_rows(self.host_split, rows)
-      )
-      return state, jax.tree.map(lambda x: x[None], to_local(m))
-    return self._scanned(k)(state, self.device_split, perm, first_batch)
 
 
 def train_and_evaluate(

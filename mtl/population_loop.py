@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from mtl import build as build_lib
 from mtl import (
   checkpoint,
   population,
@@ -53,9 +54,9 @@ def train_population(
   """Trains every member; writes the workdir described in the docstring."""
   workdir = pathlib.Path(workdir)
   t_start = time.time()
-  loop_lib.check_names(config)
+  build_lib.check_names(config)
   population_members.check_supported(config)
-  dataset = loop_lib.load_dataset(config)
+  dataset = build_lib.load_dataset(config)
   tasks = dataset.tasks
   train_tasks = tasks_lib.trained(tasks)  # What the step trains and logs.
   num_tasks = len(train_tasks)
@@ -65,7 +66,7 @@ def train_population(
   spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
   if config.num_epochs < 1:
     raise ValueError(f'num_epochs is {config.num_epochs}, expected >= 1')
-  model, tx, _ = loop_lib.build(config, dataset, spe * config.num_epochs)
+  model, tx, _ = build_lib.build(config, dataset, spe * config.num_epochs)
   name = config.weighting_name
   methods = []
   for m in members:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from configs import ali_ccp, aliexpress
-from mtl import loop
+from mtl import build
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize('model', ['esmm', 'aitm'])
 def test_ali_ccp_entire_space_labels_match_the_raw_csv(data_dir, model):
   config = ali_ccp.get_config(model)
-  ds = loop.load_dataset(config)
+  ds = build.load_dataset(config)
   raw = pd.read_csv(data_dir / 'ali-ccp-sample' / 'ali_ccp_test_sample.csv')
   test = ds.splits['test']
   names = [t.name for t in ds.tasks]
