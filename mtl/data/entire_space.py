@@ -20,8 +20,18 @@ Tasks: 'click' (all impressions), 'conversion' (mask = click: the CVR sample
 space; label the observed conversion), and the metric-only 'cvr_all' (the
 conversion output scored over ALL impressions against the latent
 conversion, the debiasing measure). `stats['oracle_auc']` per split is the
-AUC of the true p_conv on those latent labels, the best any model can do.
+AUC of the true p_conv on those latent labels, the best any model can do;
+`stats['oracle_ctr_auc']` the AUC of the true p_click on the clicks.
 Deterministic in `seed`.
+
+What a model can learn of p_conv: the feature part w_v . x from the
+conversions (d weights, any model); the item part <e_v, q_v> only item by
+item, from the item's conversions (few where clicks are rare) or, for its
+rho_items share along q_c, from the item's clicks, which a model sharing the
+item embeddings between CTR and CVR (ESMM) learns on all impressions. So the
+oracle is within reach only with many impressions per item and rho_items
+near 1; with few impressions per item (many items, flat popularity) no model
+gets near it.
 """
 
 import numpy as np
@@ -130,7 +140,7 @@ def load_entire_space(
   a_v = _bisect(
     lambda a: (pc * _sigmoid(a + zv)).sum() / pc.sum() - conversion_rate
   )
-  splits, oracle = {}, {}
+  splits, oracle, oracle_ctr = {}, {}, {}
   for split in SPLITS:
     v, x, zc, zv = raw[split]
     p_click = _sigmoid(a_c + zc)
@@ -145,6 +155,7 @@ def load_entire_space(
       'mask': np.stack([ones, click, ones]),
     }
     oracle[split] = auc(p_conv, latent)
+    oracle_ctr[split] = auc(p_click, click)
   tasks = (
     Task('click'),
     Task('conversion'),
@@ -159,6 +170,7 @@ def load_entire_space(
     splits=splits,
     stats={
       'oracle_auc': oracle,
+      'oracle_ctr_auc': oracle_ctr,
       'intercepts': (float(a_c), float(a_v)),
       'click_rate': {
         s: float(a['labels'][0].mean()) for s, a in splits.items()

@@ -159,6 +159,7 @@ def test_entire_space_generator_hits_its_rates_and_is_deterministic():
   # The clicked rows are a biased sample: conversion differs off them.
   assert abs(latent[click == 0].mean() - latent[click > 0].mean()) > 0.02
   assert 0.6 < ds.stats['oracle_auc']['train'] < 1.0
+  assert 0.6 < ds.stats['oracle_ctr_auc']['train'] < 1.0
   again = load_entire_space(
     n_train=100_000, n_validation=1000, n_test=1000, seed=4
   )
