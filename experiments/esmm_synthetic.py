@@ -120,7 +120,7 @@ def main():
 
 def run_regime(args, regime):
   from configs import entire_space
-  from mtl import loop, population_loop
+  from mtl import build, population_loop
 
   rows, oracle = [], None
   for model in args.models.split(','):
@@ -138,7 +138,7 @@ def run_regime(args, regime):
     if args.epochs:
       config.num_epochs = args.epochs
     if oracle is None:
-      stats = loop.load_dataset(config).stats
+      stats = build.load_dataset(config).stats
       oracle = {
         'cvr': stats['oracle_auc']['test'],
         'ctr': stats['oracle_ctr_auc']['test'],
