@@ -16,14 +16,15 @@ def _split(n=4):
   }
 
 
-def _dataset(split):
+def _dataset(split, name='train', stats=None):
   return Dataset(
     name='toy',
     tasks=(Task('click'), Task('dwell', 'regression')),
     dense_names=('d0', 'd1'),
     sparse_names=('s0',),
     vocab_sizes=(3,),
-    splits={'train': split},
+    splits={name: split},
+    stats=stats or {},
   )
 
 
@@ -55,26 +56,9 @@ def test_one_class_in_a_process_share_of_train_is_allowed():
   split = _split()
   split['labels'][0] = 1.0
   share = {'share': {'process_index': 1, 'process_count': 2}}
-  ds = Dataset(
-    name='toy',
-    tasks=(Task('click'), Task('dwell', 'regression')),
-    dense_names=('d0', 'd1'),
-    sparse_names=('s0',),
-    vocab_sizes=(3,),
-    splits={'train': split},
-    stats=share,
-  )
-  assert ds.num_rows('train') == 4
+  assert _dataset(split, stats=share).num_rows('train') == 4
   with pytest.raises(ValueError, match="split 'test'.*expected both classes"):
-    Dataset(
-      name='toy',
-      tasks=(Task('click'), Task('dwell', 'regression')),
-      dense_names=('d0', 'd1'),
-      sparse_names=('s0',),
-      vocab_sizes=(3,),
-      splits={'test': split},
-      stats=share,
-    )
+    _dataset(split, name='test', stats=share)
 
 
 def test_one_class_among_the_masked_rows_only():
