@@ -445,9 +445,9 @@ def write_markdown(res: dict, path: pathlib.Path) -> None:
     + ' | '.join(f'{c:.2f}' for c in fig2['paper'])
     + ' |',
     '',
-    'Plots: `mmoe_synthetic_loss.png` (training loss vs step, Fig. 4), '
-    '`mmoe_synthetic_spread.png` (final test loss of every seed, Fig. 5), '
-    '`mmoe_synthetic_corr.png` (Fig. 2).',
+    f'Plots: `{path.stem}_loss.png` (training loss vs step, Fig. 4), '
+    f'`{path.stem}_spread.png` (final test loss of every seed, Fig. 5), '
+    f'`{path.stem}_corr.png` (Fig. 2).',
   ]
   path.write_text('\n'.join(lines) + '\n')
 
