@@ -60,8 +60,11 @@ def make_diagnostics(model, tasks: tuple[Task, ...]):
       return sums / jnp.maximum(counts, 1.0), variables.get('intermediates', {})
 
     _, vjp_fn, inter = jax.vjp(task_losses, params, has_aux=True)
-    per_task = task_grads_lib.per_task(vjp_fn, num_tasks)
-    shared = per_task.get(task_grads_lib.shared_group(model), per_task)
+    group = task_grads_lib.shared_group(model)
+    per_task = task_grads_lib.per_task(
+      vjp_fn, num_tasks, [group] if group in params else None
+    )
+    shared = per_task.get(group, per_task)
     return {'gram': task_grads_lib.gram(shared), 'gates': _gate_means(inter)}
 
   return diag

@@ -119,26 +119,17 @@ def make_train_step(
     losses = _psum(local_losses, axis_name)
     extra = {}
     if want_task_grads:
-      path = None
-      groups = set()
-      if combines or 'task_grad_gram' in needs:
-        groups.add(shared)
+      groups = {shared} if combines or 'task_grad_gram' in needs else set()
       if 'task_grad_norms' in needs:
         path = task_grads_lib.last_shared_kernel_path(state.params)
         groups.add(path[0])
-      per_task = task_grads_lib.per_task(vjp_fn, num_tasks, sorted(groups))
-      if path is not None:
-        kernel = _psum(task_grads_lib.get_path(per_task, path), axis_name)
-        extra['task_grad_norms'] = task_grads_lib.norms_at(
-          {'k': kernel}, ('k',)
-        )
-      if combines:
-        per_task = _psum(per_task, axis_name)
+      per_task = _psum(
+        task_grads_lib.per_task(vjp_fn, num_tasks, sorted(groups)), axis_name
+      )
+      if 'task_grad_norms' in needs:
+        extra['task_grad_norms'] = task_grads_lib.norms_at(per_task, path)
       if 'task_grad_gram' in needs:
-        backbone = per_task[shared]
-        if not combines:
-          backbone = _psum(backbone, axis_name)
-        extra['task_grad_gram'] = task_grads_lib.gram(backbone)
+        extra['task_grad_gram'] = task_grads_lib.gram(per_task[shared])
     weights, weighting_state = weighting.update(
       base,
       state.weighting_state,
@@ -161,9 +152,7 @@ def make_train_step(
       grads = dict(_psum(grads, axis_name))
       for name, sub in per_task.items():
         coefficients = weights if name == shared or not combines else base
-        combined = task_grads_lib.combine(sub, coefficients)
-        # A gradient-space method's per-task gradients are summed already.
-        grads[name] = combined if combines else _psum(combined, axis_name)
+        grads[name] = task_grads_lib.combine(sub, coefficients)
     else:
       (grads,) = vjp_fn(weights)
       grads = _psum(grads, axis_name)
