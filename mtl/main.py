@@ -63,7 +63,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   _start_jax()
   # After flag parsing: JAX starts only for a real run.
-  from mtl import loop, population_loop, population_members
+  from mtl import finite, loop, population_loop, population_members, preemption
 
   try:
     config = _CONFIG.value  # Loads the config file.
@@ -76,10 +76,10 @@ def main(argv):
       else loop.train_and_evaluate
     )
     train(config, pathlib.Path(_WORKDIR.value))
-  except loop.Preempted as e:
+  except preemption.Preempted as e:
     print(f'mtl-train: {e}', file=sys.stderr)
     sys.exit(PREEMPTED_EXIT_CODE)
-  except loop.NonFinite as e:
+  except finite.NonFinite as e:
     if _TRACEBACK.value:
       raise
     print(f'mtl-train: error: {e}', file=sys.stderr)

@@ -27,7 +27,7 @@ from mtl import (
   preemption,
   train_step,
 )
-from mtl import loop as loop_lib
+from mtl import finite as finite_lib
 from mtl import metrics as metrics_lib
 from mtl import tasks as tasks_lib
 from mtl.data import pipeline
@@ -163,7 +163,7 @@ def train_population(
     strict=True,
   )
   guards = [
-    loop_lib.FiniteGuard(
+    finite_lib.FiniteGuard(
       train_tasks,
       skip=config.skip_nonfinite,
       max_consecutive=config.max_consecutive_nonfinite,
@@ -182,8 +182,8 @@ def train_population(
     for m, g in zip(members, guards, strict=True):
       try:
         g.check()
-      except loop_lib.NonFinite as e:
-        raise loop_lib.NonFinite(f'member {m["name"]}: {e}') from None
+      except finite_lib.NonFinite as e:
+        raise finite_lib.NonFinite(f'member {m["name"]}: {e}') from None
 
   def position(epoch, batch):
     return {'epoch': epoch, 'batch': batch, 'best': best}
@@ -237,7 +237,7 @@ def train_population(
           check_finite()
           ckpt.save(state, meta=position(epoch, first + k), force=True)
           close_all()
-          raise loop_lib.Preempted(step)
+          raise preemption.Preempted(step)
       jax.block_until_ready(state.step)
       check_finite()
       if timed:
@@ -269,7 +269,7 @@ def train_population(
       ckpt.save(state, meta=position(epoch + 1, 0), force=True)
       if guard.should_stop():
         close_all()
-        raise loop_lib.Preempted(step)
+        raise preemption.Preempted(step)
   bar.close()
   ckpt.close()
   best_ckpt.close()

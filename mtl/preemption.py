@@ -11,6 +11,17 @@ from jax.experimental import multihost_utils
 PREEMPTED_EXIT_CODE = 143
 
 
+class Preempted(Exception):
+  """SIGTERM arrived; the state was saved at `step` (exit code 143)."""
+
+  def __init__(self, step: int):
+    super().__init__(
+      f'preempted at step {step}: checkpoint saved; rerun the same command '
+      'to resume'
+    )
+    self.step = step
+
+
 class PreemptionGuard:
   """Turns SIGTERM into a flag the loop polls between dispatches.
 

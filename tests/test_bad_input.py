@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from mtl import loop
+from mtl import finite, loop
 from mtl.data.dataset import Dataset, check_split
 from mtl.tasks import Task
 
@@ -239,7 +239,7 @@ def test_non_finite_loss_names_task_and_step_and_keeps_the_checkpoint(
   config = _config(**{'checkpoint.every_steps': 1, 'input_mode': 'host'})
   config.optimizer.learning_rate = 1e30
   config.optimizer.schedule = 'constant'
-  with pytest.raises(loop.NonFinite) as err:
+  with pytest.raises(finite.NonFinite) as err:
     loop.train_and_evaluate(config, tmp_path)
   text = str(err.value)
   assert '\n' not in text
