@@ -180,7 +180,7 @@ def test_skip_nonfinite_leaves_the_state_and_counts_the_step():
 
 
 def test_finite_guard_skips_then_stops_after_max_consecutive():
-  from mtl.loop import FiniteGuard, NonFinite
+  from mtl.finite import FiniteGuard, NonFinite
 
   guard = FiniteGuard(TASKS, skip=True, max_consecutive=2)
   nan = float('nan')
