@@ -6,14 +6,14 @@ a config file or a command-line override fails with the key's name. Keys:
   seed                 model init, dropout and data order derive from it
   dataset_name         a key of mtl.data.DATASETS
   dataset              keyword arguments of that dataset's loader
-  model_name           a key of mtl.architectures.ARCHITECTURES
+  model_name           a key of mtl.core.architectures.ARCHITECTURES
   model                keyword arguments of that architecture
   embedding.dim        embedding size of every categorical feature
   towers.hidden        hidden sizes of each task's tower (a final Dense(1)
                        is added); towers.dropout its dropout rate
   optimizer            name, learning_rate, weight_decay, grad_clip_norm,
                        schedule ('constant' | 'cosine'), warmup_steps
-  weighting_name       a key of mtl.weighting.WEIGHTINGS
+  weighting_name       a key of mtl.core.weighting.WEIGHTINGS
   weighting.<method>   keyword arguments of each method; only the chosen
                        method's are used, so `--config.weighting_name=X`
                        switches the method from the command line
@@ -48,7 +48,7 @@ a config file or a command-line override fails with the key's name. Keys:
   diagnostics_every_steps  per-task gradient norms, gradient cosines and
                        mean gate weights every N steps (0: off)
   population           K members trained in one compiled program
-                       (mtl.population_loop): size (K; alone: seeds
+                       (mtl.shell.population_loop): size (K; alone: seeds
                        seed..seed+K-1), seeds, learning_rates, task_weights
                        (one tuple per member), weighting (a dict of the
                        chosen method's hyper-parameters, one value per

@@ -51,8 +51,9 @@ def main(argv):
   import jax
   import numpy as np
 
-  from mtl import build, epochs, train_state, train_step
+  from mtl.core import train_state, train_step
   from mtl.data import pipeline
+  from mtl.shell import build, epochs
 
   config = _CONFIG.value
   if _PEER_SIZED.value:

@@ -55,7 +55,7 @@ def population(model, protocol, workdir, *, seeds, lrs, epochs):
   done = workdir / 'results.json'
   if done.is_file():
     return json.loads(done.read_text())
-  from mtl import population_loop
+  from mtl.shell import population_loop
 
   module = __import__(f'configs.census_{model}', fromlist=['get_config'])
   config = module.get_config()

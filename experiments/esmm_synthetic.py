@@ -120,7 +120,7 @@ def main():
 
 def run_regime(args, regime):
   from configs import entire_space
-  from mtl import build, population_loop
+  from mtl.shell import build, population_loop
 
   rows, oracle = [], None
   for model in args.models.split(','):

@@ -36,7 +36,7 @@ import optax
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtl.weighting import WEIGHTINGS  # noqa: E402
+from mtl.core.weighting import WEIGHTINGS  # noqa: E402
 
 D_IN, D_OUT, HIDDEN, LAYERS = 250, 100, 100, 4
 N_TEST, BATCH = 4096, 256

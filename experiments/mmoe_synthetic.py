@@ -8,8 +8,8 @@
 Protocol. For each model (Shared-Bottom, OMoE, MMoE; sizes of
 configs/synthetic.py: experts 8 x 16 units, Shared-Bottom one layer of 113,
 towers 8) and each task correlation p, ONE population run
-(`mtl.population_loop`) trains seeds x learning rates members (60 by default)
-in one compiled program: plain Adam (schedule 'constant', no decay, no
+(`mtl.shell.population_loop`) trains seeds x learning rates members (60 by
+default) in one compiled program: plain Adam (schedule 'constant', no decay, no
 clipping), batch 256, equal task weights, the last epoch's parameters
 reported (`select_best` off: the paper reports the final loss).
 
@@ -159,7 +159,7 @@ def make_config(
 
 def run_population(config, workdir: pathlib.Path) -> dict:
   """Trains the population, or reuses the results of a finished one."""
-  from mtl import population_loop
+  from mtl.shell import population_loop
 
   want = json.loads(json.dumps(config.to_dict()))
   saved = workdir / 'config.json'

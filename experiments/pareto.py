@@ -9,7 +9,7 @@ balancing method lands.
    --seeds seeds (validation AUCs averaged over seeds).
 2. Balancing methods: every method of --methods at its default
    hyper-parameters, the same seeds (one population per method, through
-   mtl.sweep).
+   mtl.search.sweep).
 3. The non-dominated set of the weight vectors on validation (income,
    marital) AUC, its hypervolume above the worst point, and a plot of the
    front with the point each method reached.
@@ -48,8 +48,9 @@ def main():
   import numpy as np
 
   from configs import census_mmoe
-  from mtl import pareto, population_loop
-  from mtl import sweep as sweep_lib
+  from mtl.search import pareto
+  from mtl.search import sweep as sweep_lib
+  from mtl.shell import population_loop
 
   root = pathlib.Path(args.workdirs)
   fractions = [float(a) for a in args.fractions.split(',')]

@@ -58,7 +58,7 @@ def end_to_end(config_path, k, epochs):
   base = [
     sys.executable,
     '-m',
-    'mtl.main',
+    'mtl.shell.main',
     f'--config={config_path}',
     '--config.progress_bar=false',
   ] + ([f'--config.num_epochs={epochs}'] if epochs else [])
@@ -107,8 +107,9 @@ def main(argv):
   import jax.numpy as jnp
   import numpy as np
 
-  from mtl import build, population, train_state, train_step
+  from mtl.core import population, train_state, train_step
   from mtl.data import pipeline
+  from mtl.shell import build
 
   config = _CONFIG.value
   dataset = build.load_dataset(config)

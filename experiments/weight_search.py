@@ -12,11 +12,12 @@ married); the test split is only reported.
   population run; or, with --grid_workdir, a finished population of fixed
   weight vectors of the same config (experiments/pareto.py's 11 vectors,
   a in 0.02, 0.1, ..., 0.9, 0.98, model seed 0).
-- Evolution: mtl.evolution's (mu/mu_w, lambda)-ES over theta, w = 2
+- Evolution: mtl.search.evolution's (mu/mu_w, lambda)-ES over theta, w = 2
   softmax(theta), from equal weights, --popsize candidates per generation
   (each generation one population run), --generations generations.
 - The Pareto set of every evaluated vector on (income, marital) validation
-  AUC, its hypervolume (mtl.pareto) for the grid and for grid + ES, and a plot.
+  AUC, its hypervolume (mtl.search.pareto) for the grid and for grid + ES,
+  and a plot.
 
 Populations live in --workdirs/{grid,es_<g>} and are reused when finished.
 Writes experiments/results/weight_search.{json,md,png}.
@@ -39,7 +40,7 @@ def evaluate(weights, workdir, epochs):
   done = workdir / 'results.json'
   if not done.is_file():
     from configs import census_mmoe
-    from mtl import population_loop
+    from mtl.shell import population_loop
 
     config = census_mmoe.get_config()
     config.progress_bar = False
@@ -80,7 +81,7 @@ def main():
 
   import numpy as np
 
-  from mtl import evolution, pareto
+  from mtl.search import evolution, pareto
 
   root = pathlib.Path(args.workdirs)
   a = np.arange(1, args.grid + 1) / (args.grid + 1)

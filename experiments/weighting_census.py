@@ -36,7 +36,7 @@ def run(config, method, seed, workdir):
   cmd = [
     sys.executable,
     '-m',
-    'mtl.main',
+    'mtl.shell.main',
     f'--config={config}',
     f'--workdir={workdir}',
     f'--config.weighting_name={method}',
@@ -50,7 +50,7 @@ def run(config, method, seed, workdir):
 
 
 def main():
-  from mtl.weighting import WEIGHTINGS
+  from mtl.core.weighting import WEIGHTINGS
 
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--config', default='configs/census_mmoe.py')

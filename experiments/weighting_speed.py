@@ -43,9 +43,10 @@ def main(argv):
   import jax
   import numpy as np
 
-  from mtl import build, train_state, train_step
+  from mtl.core import train_state, train_step
+  from mtl.core.weighting import WEIGHTINGS
   from mtl.data import pipeline
-  from mtl.weighting import WEIGHTINGS
+  from mtl.shell import build
 
   config = _CONFIG.value
   dataset = build.load_dataset(config)

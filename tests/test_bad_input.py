@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from mtl import finite, loop
+from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset, check_split
-from mtl.tasks import Task
+from mtl.shell import finite, loop
 
 
 def _config(**overrides):

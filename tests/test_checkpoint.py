@@ -10,10 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from mtl import checkpoint, preemption, train_state, train_step
-from mtl.model import make_model
-from mtl.tasks import Task
-from mtl.weighting import WEIGHTINGS
+from mtl.core import train_state, train_step
+from mtl.core.model import make_model
+from mtl.core.tasks import Task
+from mtl.core.weighting import WEIGHTINGS
+from mtl.shell import checkpoint, preemption
 
 TASKS = (Task('a'), Task('b'))
 

@@ -5,9 +5,9 @@ import pathlib
 
 import pytest
 
-from mtl.architectures import ARCHITECTURES
+from mtl.core.architectures import ARCHITECTURES
+from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
-from mtl.weighting import WEIGHTINGS
 
 CONFIGS = sorted(
   p

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtl import evolution
+from mtl.search import evolution
 
 
 def test_weights_of_is_a_positive_vector_summing_to_t():

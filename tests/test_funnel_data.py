@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from configs import ali_ccp, aliexpress
-from mtl import build
+from mtl.shell import build
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_trains_from_its_config(tmp_path, data_dir, config_arg, module):
     [
       sys.executable,
       '-m',
-      'mtl.main',
+      'mtl.shell.main',
       f'--config=configs/{config_arg}',
       f'--workdir={tmp_path}',
       '--config.progress_bar=false',

@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mtl import checkpoint
+from mtl.shell import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = 'configs/smoke.py:mmoe'

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mtl import losses
-from mtl.tasks import Task
+from mtl.core import losses
+from mtl.core.tasks import Task
 
 TASKS = (Task('click', 'binary'), Task('rating', 'regression'))
 

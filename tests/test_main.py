@@ -1,7 +1,8 @@
 """End to end through the command line, as a user runs it.
 
-Each test starts `python -m mtl.main` in a subprocess (its own JAX, one CPU
-device), so the flag parsing, the workdir and the exit codes are the real ones.
+Each test starts `python -m mtl.shell.main` in a subprocess (its own JAX, one
+CPU device), so the flag parsing, the workdir and the exit codes are the real
+ones.
 """
 
 import json
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from mtl.writers import read_offline_run
+from mtl.shell.writers import read_offline_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ def run_main(*args, timeout=300):
   env.pop('XLA_FLAGS', None)  # One device, as a plain user run.
   env['WANDB_MODE'] = env.get('WANDB_MODE', 'offline')
   return subprocess.run(
-    [sys.executable, '-m', 'mtl.main', *args],
+    [sys.executable, '-m', 'mtl.shell.main', *args],
     cwd=REPO,
     env=env,
     capture_output=True,

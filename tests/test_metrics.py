@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from mtl import metrics
+from mtl.core import metrics
 
 
 def _scores(rng, n, signal, base_rate):

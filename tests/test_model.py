@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from mtl.architectures import SharedBottom
-from mtl.model import MultiTaskModel, make_model
-from mtl.towers import Towers
+from mtl.core.architectures import SharedBottom
+from mtl.core.model import MultiTaskModel, make_model
+from mtl.core.towers import Towers
 
 B, F, T = 8, 3, 2
 VOCAB_SIZES = (4, 5)

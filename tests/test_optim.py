@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from mtl import optim
+from mtl.core import optim
 
 
 def test_cosine_schedule_matches_the_formula():

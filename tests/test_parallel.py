@@ -18,11 +18,11 @@ import numpy as np
 import optax
 import pytest
 
-from mtl import parallel, train_state, train_step
+from mtl.core import parallel, train_state, train_step
+from mtl.core.model import make_model
+from mtl.core.tasks import Task
+from mtl.core.weighting import WEIGHTINGS
 from mtl.data import pipeline
-from mtl.model import make_model
-from mtl.tasks import Task
-from mtl.weighting import WEIGHTINGS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mtl import pareto
+from mtl.search import pareto
 
 
 def test_non_dominated_by_hand():

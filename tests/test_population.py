@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from mtl import loop, population_loop
-from mtl.writers import read_offline_run
+from mtl.shell import loop, population_loop
+from mtl.shell.writers import read_offline_run
 
 
 def config(**population):

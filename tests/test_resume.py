@@ -36,7 +36,7 @@ def command(workdir, *extra):
   return [
     sys.executable,
     '-m',
-    'mtl.main',
+    'mtl.shell.main',
     *ARGS,
     f'--workdir={workdir}',
     *extra,

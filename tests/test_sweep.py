@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from mtl import sweep as sweep_lib
-from mtl.writers import read_offline_run
+from mtl.search import sweep as sweep_lib
+from mtl.shell.writers import read_offline_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def get_sweep():
 def run_cli(*args):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   return subprocess.run(
-    [sys.executable, '-c', 'from mtl.sweep import run; run()', *args],
+    [sys.executable, '-c', 'from mtl.search.sweep import run; run()', *args],
     cwd=REPO,
     env=env,
     capture_output=True,

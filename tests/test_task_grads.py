@@ -9,11 +9,11 @@ import numpy as np
 import optax
 import pytest
 
-from mtl import diagnostics, losses, train_state, train_step
-from mtl import task_grads as tg
-from mtl.model import make_model
-from mtl.tasks import Task
-from mtl.weighting.base import WeightingMethod
+from mtl.core import diagnostics, losses, train_state, train_step
+from mtl.core import task_grads as tg
+from mtl.core.model import make_model
+from mtl.core.tasks import Task
+from mtl.core.weighting.base import WeightingMethod
 
 TASKS = (Task('a'), Task('b'))
 KWARGS = {

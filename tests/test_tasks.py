@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mtl import metrics, train_step
-from mtl import tasks as tasks_lib
-from mtl.tasks import Task
+from mtl.core import metrics, train_step
+from mtl.core import tasks as tasks_lib
+from mtl.core.tasks import Task
 
 TASKS = (
   Task('click'),

@@ -8,10 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from mtl import train_state, train_step
+from mtl.core import train_state, train_step
+from mtl.core.tasks import Task
+from mtl.core.weighting.fixed import fixed
 from mtl.data import pipeline
-from mtl.tasks import Task
-from mtl.weighting.fixed import fixed
 
 TASKS = (Task('a'), Task('b'))
 
@@ -180,7 +180,7 @@ def test_skip_nonfinite_leaves_the_state_and_counts_the_step():
 
 
 def test_finite_guard_skips_then_stops_after_max_consecutive():
-  from mtl.finite import FiniteGuard, NonFinite
+  from mtl.shell.finite import FiniteGuard, NonFinite
 
   guard = FiniteGuard(TASKS, skip=True, max_consecutive=2)
   nan = float('nan')

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtl.weighting import WEIGHTINGS, chain
-from mtl.weighting.fixed import fixed
-from mtl.weighting.scheduled import scheduled
+from mtl.core.weighting import WEIGHTINGS, chain
+from mtl.core.weighting.fixed import fixed
+from mtl.core.weighting.scheduled import scheduled
 
 BASE = jnp.ones((3,), jnp.float32)
 LOSSES = jnp.array([0.7, 0.2, 1.3])

@@ -40,10 +40,10 @@ from tensorflow_datasets.core.download.download_manager import (
   NonMatchingChecksumError,
 )
 
+from mtl.core.tasks import Task
 from mtl.data import census_income_builder as cib
 from mtl.data.dataset import Dataset
 from mtl.data.leakage import check_no_label_leakage
-from mtl.tasks import Task
 
 DataError = cib.DataError
 RawFilesMissingError = cib.RawFilesMissingError

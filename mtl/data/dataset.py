@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from mtl.tasks import Task
+from mtl.core.tasks import Task
 
 SPLITS = ('train', 'validation', 'test')
 

@@ -36,8 +36,8 @@ gets near it.
 
 import numpy as np
 
+from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
-from mtl.tasks import Task
 
 SPLITS = ('train', 'validation', 'test')
 

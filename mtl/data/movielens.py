@@ -33,12 +33,12 @@ import os
 
 import numpy as np
 
+from mtl.core.tasks import Task
 from mtl.data import csv_builder as cb
 from mtl.data import movielens_builder as mlb
 from mtl.data import prepared
 from mtl.data.dataset import Dataset
 from mtl.data.leakage import check_no_label_leakage
-from mtl.tasks import Task
 
 DataError = cb.DataError
 RawFilesMissingError = cb.RawFilesMissingError

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
-from mtl.tasks import Task
 
 SPLIT_STREAMS = {'train': 1, 'validation': 2, 'test': 3}  # 0: directions
 

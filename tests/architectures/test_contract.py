@@ -20,8 +20,8 @@ import numpy as np
 import optax
 import pytest
 
-from mtl.architectures import ARCHITECTURES
-from mtl.model import make_model
+from mtl.core.architectures import ARCHITECTURES
+from mtl.core.model import make_model
 
 B, F, EMBED_DIM = 8, 3, 2
 VOCAB_SIZES = (4, 5)

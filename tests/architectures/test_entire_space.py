@@ -7,13 +7,13 @@ import optax
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mtl import tasks as tasks_lib
-from mtl import train_state, train_step, weighting
-from mtl.architectures import aitm, esmm
+from mtl.core import tasks as tasks_lib
+from mtl.core import train_state, train_step, weighting
+from mtl.core.architectures import aitm, esmm
+from mtl.core.model import make_model
+from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
 from mtl.data.entire_space import auc, load_entire_space
-from mtl.model import make_model
-from mtl.tasks import Task
 
 
 def test_ctcvr_logit_is_the_product_of_probabilities_even_at_extremes():

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtl.architectures import CGC, PLE, MMoE, OMoE, SharedBottom
+from mtl.core.architectures import CGC, PLE, MMoE, OMoE, SharedBottom
 
 B, D = 8, 5
 FAST_COMPILE = {'xla_backend_optimization_level': 0}

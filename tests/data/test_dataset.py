@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
-from mtl.tasks import Task
 
 
 def _split(n=4):

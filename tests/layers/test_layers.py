@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from mtl.layers import (
+from mtl.core.layers import (
   MLP,
   ExpertBank,
   FeatureEmbedding,

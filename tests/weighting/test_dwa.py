@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtl.weighting.dwa import dwa
+from mtl.core.weighting.dwa import dwa
 
 
 def _feed(method, losses_per_step):

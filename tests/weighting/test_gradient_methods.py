@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from mtl.weighting.cagrad import cagrad
-from mtl.weighting.imtl import imtl_g
-from mtl.weighting.mgda import mgda
-from mtl.weighting.nash_mtl import nash_mtl
-from mtl.weighting.pcgrad import pcgrad
+from mtl.core.weighting.cagrad import cagrad
+from mtl.core.weighting.imtl import imtl_g
+from mtl.core.weighting.mgda import mgda
+from mtl.core.weighting.nash_mtl import nash_mtl
+from mtl.core.weighting.pcgrad import pcgrad
 
 METHODS = {
   'pcgrad': pcgrad,

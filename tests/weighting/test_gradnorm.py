@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtl.weighting.gradnorm import gradnorm
+from mtl.core.weighting.gradnorm import gradnorm
 
 
 def test_two_updates_equal_the_hand_computed_ones():

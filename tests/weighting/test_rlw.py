@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtl.weighting.rlw import DISTRIBUTIONS, rlw
+from mtl.core.weighting.rlw import DISTRIBUTIONS, rlw
 
 
 @pytest.mark.parametrize('distribution', DISTRIBUTIONS)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtl.weighting.uncertainty import uncertainty
+from mtl.core.weighting.uncertainty import uncertainty
 
 LOSSES = jnp.array([0.3, 2.0])
 

@@ -1,0 +1,38 @@
+"""Backbones by name: x [B, D] (or [T, B, D]) -> per-task z [T, B, H].
+
+Every entry is a Linen module built as `ARCHITECTURES[name](num_tasks=T,
+**kwargs)` and called as `backbone(x, train=...)`. Its class attribute
+`per_task_inputs` says whether it takes x [T, B, D] (one embedding per task)
+or x [B, D]. Contract tests run over every entry of this dict.
+"""
+
+from mtl.core.architectures.aitm import AITM
+from mtl.core.architectures.esmm import ESMM
+from mtl.core.architectures.mmoe import MMoE, OMoE
+from mtl.core.architectures.ple import CGC, PLE
+from mtl.core.architectures.shared_bottom import SharedBottom
+from mtl.core.architectures.single_task import SingleTask
+
+ARCHITECTURES = {
+  'single_task': SingleTask,
+  'shared_bottom': SharedBottom,
+  'omoe': OMoE,
+  'mmoe': MMoE,
+  'cgc': CGC,
+  'ple': PLE,
+  # Entire-space models of a click -> conversion funnel.
+  'esmm': ESMM,
+  'aitm': AITM,
+}
+
+__all__ = [
+  'AITM',
+  'ARCHITECTURES',
+  'ESMM',
+  'CGC',
+  'MMoE',
+  'OMoE',
+  'PLE',
+  'SharedBottom',
+  'SingleTask',
+]

@@ -1,0 +1,59 @@
+"""Masked per-task losses.
+
+Every loss is returned as a masked *sum* and a *count* per task, so that the
+mean over a global batch split across devices (or padded for evaluation) is
+exact: `sum_over_devices(sum) / sum_over_devices(count)`.
+"""
+
+import jax.numpy as jnp
+import optax
+
+from mtl.core.tasks import Task
+
+
+def elementwise_losses(
+  logits: jnp.ndarray, labels: jnp.ndarray, *, tasks: tuple[Task, ...]
+) -> jnp.ndarray:
+  """Per-example losses [T, B]: BCE-with-logits (binary) or squared error."""
+  rows = []
+  for t, task in enumerate(tasks):  # T is static and small: one row each.
+    if task.kind == 'binary':
+      rows.append(optax.sigmoid_binary_cross_entropy(logits[t], labels[t]))
+    else:
+      rows.append(jnp.square(logits[t] - labels[t]))
+  return jnp.stack(rows)
+
+
+def masked_loss_sums(
+  logits: jnp.ndarray,
+  labels: jnp.ndarray,
+  mask: jnp.ndarray,
+  *,
+  tasks: tuple[Task, ...],
+  extra: jnp.ndarray | None = None,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Returns (sum of masked losses [T], number of unmasked rows [T]).
+
+  Masked rows contribute exactly zero, whatever their logits or labels hold
+  (`jnp.where`, not a multiplication, so a NaN in a padded row cannot leak).
+  `extra` [T, B] adds a model's own per-example terms (AITM's calibrator).
+  """
+  per_example = elementwise_losses(logits, labels, tasks=tasks)
+  if extra is not None:
+    per_example = per_example + extra
+  keep = mask > 0
+  sums = jnp.sum(jnp.where(keep, per_example, 0.0), axis=1)
+  counts = jnp.sum(keep.astype(jnp.float32), axis=1)
+  return sums, counts
+
+
+def masked_mean_losses(
+  logits: jnp.ndarray,
+  labels: jnp.ndarray,
+  mask: jnp.ndarray,
+  *,
+  tasks: tuple[Task, ...],
+) -> jnp.ndarray:
+  """Mean loss of each task over its unmasked rows [T] (0 when none)."""
+  sums, counts = masked_loss_sums(logits, labels, mask, tasks=tasks)
+  return sums / jnp.maximum(counts, 1.0)

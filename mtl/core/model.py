@@ -1,0 +1,154 @@
+"""The multi-task model: embed -> backbone -> towers, and `make_model`.
+
+Top-level params (DESIGN §3; optimizer partitions, sharding rules and
+GradNorm's "last shared layer" find parts by these names):
+  embed     FeatureEmbedding: one table [sum(vocab_sizes), embed_dim], or
+            [T, ...] for a backbone with `per_task_inputs`; absent when the
+            data has no sparse features (nothing to learn there).
+  backbone  ARCHITECTURES[model_name], x -> z [T, B, H].
+  towers    Towers, params stacked [T, ...].
+"""
+
+import dataclasses
+import difflib
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from mtl.core.architectures import ARCHITECTURES
+from mtl.core.layers.embedding import FeatureEmbedding
+from mtl.core.towers import Towers
+
+
+class MultiTaskModel(nn.Module):
+  """features {'dense': [B, F], 'sparse': [B, S]} -> logits [T, B].
+
+  Attributes:
+    num_tasks: T.
+    vocab_sizes: vocabulary size of each sparse column.
+    embed_dim: width of each categorical embedding.
+    backbone: a module of ARCHITECTURES built with the same num_tasks.
+    tower_hidden: each tower's hidden widths before its Dense(1).
+    tower_dropout: drop rate inside the towers.
+  """
+
+  num_tasks: int
+  vocab_sizes: tuple[int, ...]
+  embed_dim: int
+  backbone: nn.Module
+  tower_hidden: tuple[int, ...]
+  tower_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(
+    self, features: dict[str, jax.Array], *, train: bool
+  ) -> jax.Array:
+    """Logits [T, B]; dropout draws the 'dropout' rng only when training."""
+    if getattr(self.backbone, 'num_tasks', self.num_tasks) != self.num_tasks:
+      raise ValueError(
+        f'backbone has num_tasks={self.backbone.num_tasks}, model has '
+        f'{self.num_tasks}'
+      )
+    if self.backbone.per_task_inputs:
+      # T separate tables, so single-task models share no parameter at all.
+      embed = nn.vmap(
+        FeatureEmbedding,
+        variable_axes={'params': 0},
+        split_rngs={'params': True},
+        in_axes=None,
+        out_axes=0,
+        axis_size=self.num_tasks,
+      )(self.vocab_sizes, self.embed_dim, name='embed')
+    else:
+      embed = FeatureEmbedding(self.vocab_sizes, self.embed_dim, name='embed')
+    x = embed(features['dense'], features['sparse'])  # [B, D] or [T, B, D]
+    z = self.backbone(x, train=train)  # [T, B, H]
+    # Entire-space backbones (ESMM) have fewer towers than outputs and
+    # derive the outputs from the towers' logits.
+    num_towers = getattr(self.backbone, 'num_towers', self.num_tasks)
+    towers = Towers(
+      num_towers, self.tower_hidden, self.tower_dropout, name='towers'
+    )
+    logits = towers(z, train=train)
+    head_logits = getattr(type(self.backbone), 'head_logits', None)
+    return logits if head_logits is None else head_logits(logits)
+
+
+def _accepted_keys(cls: type[nn.Module]) -> list[str]:
+  """Keyword arguments an architecture takes besides num_tasks."""
+  return [
+    f.name
+    for f in dataclasses.fields(cls)
+    if f.init and f.name not in ('num_tasks', 'parent', 'name')
+  ]
+
+
+def _required_keys(cls: type[nn.Module]) -> list[str]:
+  return [
+    f.name
+    for f in dataclasses.fields(cls)
+    if f.init
+    and f.name not in ('num_tasks', 'parent', 'name')
+    and f.default is dataclasses.MISSING
+    and f.default_factory is dataclasses.MISSING
+  ]
+
+
+def _suggest(word: str, options) -> str:
+  close = difflib.get_close_matches(word, options, n=1)
+  return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def make_backbone(
+  model_name: str, model_kwargs: dict[str, Any], *, num_tasks: int
+) -> nn.Module:
+  """ARCHITECTURES[model_name](num_tasks, **model_kwargs), with one-line
+  errors naming the bad name or key and what is accepted."""
+  if model_name not in ARCHITECTURES:
+    names = sorted(ARCHITECTURES)
+    raise ValueError(
+      f'unknown model {model_name!r}: expected one of {", ".join(names)}'
+      + _suggest(model_name, names)
+    )
+  cls = ARCHITECTURES[model_name]
+  accepted = _accepted_keys(cls)
+  for key in sorted(model_kwargs):
+    if key not in accepted:
+      raise TypeError(
+        f'model {model_name!r} got unexpected keyword {key!r}'
+        + _suggest(key, accepted)
+        + f'; accepted: {", ".join(accepted)}'
+      )
+  missing = [k for k in _required_keys(cls) if k not in model_kwargs]
+  if missing:
+    raise TypeError(
+      f'model {model_name!r} is missing keyword(s) {", ".join(missing)}; '
+      f'accepted: {", ".join(accepted)}'
+    )
+  # Config dicts may hold lists; module fields are hashable tuples.
+  kwargs = {
+    k: tuple(v) if isinstance(v, list) else v for k, v in model_kwargs.items()
+  }
+  return cls(num_tasks=num_tasks, **kwargs)
+
+
+def make_model(
+  model_name: str,
+  model_kwargs: dict[str, Any],
+  *,
+  num_tasks: int,
+  vocab_sizes: tuple[int, ...],
+  embed_dim: int,
+  tower_hidden: tuple[int, ...],
+  tower_dropout: float = 0.0,
+) -> MultiTaskModel:
+  """The MultiTaskModel of a named backbone; see make_backbone for errors."""
+  return MultiTaskModel(
+    num_tasks=num_tasks,
+    vocab_sizes=tuple(vocab_sizes),
+    embed_dim=embed_dim,
+    backbone=make_backbone(model_name, model_kwargs, num_tasks=num_tasks),
+    tower_hidden=tuple(tower_hidden),
+    tower_dropout=tower_dropout,
+  )

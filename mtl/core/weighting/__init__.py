@@ -1,0 +1,36 @@
+"""Task-balancing methods by name: `WEIGHTINGS[config.weighting_name]`.
+
+Each entry is a factory taking the method's hyper-parameters as keyword
+arguments (`config.weighting`) and returning a `WeightingMethod`.
+"""
+
+from mtl.core.weighting.base import WeightingMethod, chain
+from mtl.core.weighting.cagrad import cagrad
+from mtl.core.weighting.dwa import dwa
+from mtl.core.weighting.fixed import equal, fixed
+from mtl.core.weighting.gradnorm import gradnorm
+from mtl.core.weighting.imtl import imtl_g
+from mtl.core.weighting.mgda import mgda
+from mtl.core.weighting.nash_mtl import nash_mtl
+from mtl.core.weighting.pcgrad import pcgrad
+from mtl.core.weighting.rlw import rlw
+from mtl.core.weighting.scheduled import scheduled
+from mtl.core.weighting.uncertainty import uncertainty
+
+WEIGHTINGS = {
+  'equal': equal,
+  'fixed': fixed,
+  'scheduled': scheduled,
+  'uncertainty': uncertainty,
+  'gradnorm': gradnorm,
+  'dwa': dwa,
+  'rlw': rlw,
+  # Gradient space: combine the per-task backbone gradients.
+  'pcgrad': pcgrad,
+  'mgda': mgda,
+  'cagrad': cagrad,
+  'imtl_g': imtl_g,
+  'nash_mtl': nash_mtl,
+}
+
+__all__ = ['WEIGHTINGS', 'WeightingMethod', 'chain']

@@ -1,0 +1,66 @@
+"""MGDA: the min-norm point of the convex hull of the task gradients.
+
+Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization",
+NeurIPS 2018. The common descent direction is sum_t a_t g_t with a = argmin
+over the simplex of ||sum_t a_t g_t||^2, found by their Frank-Wolfe solver
+(`gram.min_norm_coefficients`). The gradients are first normalised as in their
+code: 'none', 'l2' (g_t / ||g_t||), 'loss' (g_t / L_t) or 'loss+'
+(g_t / (L_t ||g_t||)); as in their code, the solution a then weighs the
+unnormalised losses.
+
+The Gram matrix is that of the backbone parameter gradients, the MGDA
+objective itself; MGDA-UB's shortcut (gradients with respect to the shared
+representation, an upper bound of the same objective) saves backward passes
+on big encoders and is not needed at recommendation-model sizes. Scale: a
+sums to 1; mtl returns T * a, so the step is on the scale of equal weighting's
+sum of T task gradients.
+"""
+
+import jax.numpy as jnp
+
+from mtl.core.weighting import gram as gram_lib
+from mtl.core.weighting.base import EmptyState, WeightingMethod
+
+NORMALIZATIONS = ('none', 'l2', 'loss', 'loss+')
+
+
+def mgda(
+  normalization: str = 'none', num_iterations: int = 250
+) -> WeightingMethod:
+  """MGDA (Sener & Koltun 2018) on the backbone gradients.
+
+  Args:
+    normalization: one of NORMALIZATIONS.
+    num_iterations: Frank-Wolfe iterations (>= 1).
+  """
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(
+      f'weighting mgda: normalization is {normalization!r}, expected one of '
+      f'{", ".join(NORMALIZATIONS)}'
+    )
+  if not (isinstance(num_iterations, int) and num_iterations >= 1):
+    raise ValueError(
+      f'weighting mgda: num_iterations is {num_iterations!r}, expected an '
+      'int >= 1'
+    )
+
+  def init(num_tasks):
+    del num_tasks
+    return EmptyState()
+
+  def update(weights, state, *, task_grad_gram, losses, **unused):
+    g = gram_lib.weighted(task_grad_gram.astype(jnp.float32), weights)
+    t = g.shape[0]
+    scale = jnp.ones((t,), jnp.float32)
+    if normalization in ('l2', 'loss+'):
+      scale = scale / jnp.maximum(gram_lib.norms(g), gram_lib.EPS)
+    if normalization in ('loss', 'loss+'):
+      scale = scale / jnp.maximum(losses.astype(jnp.float32), gram_lib.EPS)
+    a = gram_lib.min_norm_coefficients(
+      gram_lib.weighted(g, scale), num_iterations
+    )
+    return t * a * weights, state
+
+  return WeightingMethod(
+    init, update, frozenset({'task_grad_gram'}), combines_gradients=True
+  )

@@ -1,0 +1,127 @@
+"""What a config builds: the dataset, the model, the optimizer, the weighting
+method and the devices (shell code).
+
+Only these builders and `mtl.shell.loop` read a ConfigDict; they unpack it into
+keyword arguments of the pure builders, so a wrong key fails at construction
+with the key's name.
+"""
+
+import difflib
+
+import jax
+import ml_collections
+import optax
+from jax.experimental import multihost_utils
+
+from mtl.core import optim, parallel
+from mtl.core import tasks as tasks_lib
+from mtl.core.architectures import ARCHITECTURES
+from mtl.core.model import make_model
+from mtl.core.weighting import WEIGHTINGS
+from mtl.data import DATASETS
+
+INPUT_MODES = ('device', 'host')
+
+
+def _choose(kind: str, name: str, options) -> None:
+  if name not in options:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ''
+    raise ValueError(
+      f'unknown {kind} {name!r}: expected one of '
+      f'{", ".join(sorted(options))}{hint}'
+    )
+
+
+def check_names(config: ml_collections.ConfigDict) -> None:
+  """Fails fast, before any data is read, on an unknown name in the config."""
+  _choose('dataset', config.dataset_name, DATASETS)
+  _choose('model', config.model_name, ARCHITECTURES)
+  _choose('weighting', config.weighting_name, WEIGHTINGS)
+  _choose('input_mode', config.input_mode, INPUT_MODES)
+
+
+def load_dataset(config: ml_collections.ConfigDict):
+  """The config's dataset, in the task layout its model trains on.
+
+  With several processes, process 0 loads first (preparing the TFDS cache if
+  it is missing) and the others wait for it, then read that cache: processes
+  sharing one data directory never prepare it side by side.
+  """
+  _choose('dataset', config.dataset_name, DATASETS)
+  multi, chief = jax.process_count() > 1, jax.process_index() == 0
+  if multi and not chief:
+    multihost_utils.sync_global_devices('mtl: dataset prepared')
+  dataset = DATASETS[config.dataset_name](**config.dataset.to_dict())
+  if multi and chief:
+    multihost_utils.sync_global_devices('mtl: dataset prepared')
+  # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
+  adapt = getattr(ARCHITECTURES.get(config.model_name), 'adapt_dataset', None)
+  return dataset if adapt is None else adapt(dataset)
+
+
+def make_weighting(config: ml_collections.ConfigDict):
+  _choose('weighting', config.weighting_name, WEIGHTINGS)
+  kwargs = config.weighting.get(config.weighting_name)
+  kwargs = {} if kwargs is None else kwargs.to_dict()
+  return WEIGHTINGS[config.weighting_name](**kwargs)
+
+
+def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
+  """Model, optimizer and weighting method of a config, for a dataset."""
+  _choose('input_mode', config.input_mode, INPUT_MODES)
+  model = make_model(
+    config.model_name,
+    config.model.to_dict(),
+    num_tasks=tasks_lib.num_heads(dataset.tasks),
+    vocab_sizes=tuple(dataset.vocab_sizes),
+    embed_dim=config.embedding.dim,
+    tower_hidden=tuple(config.towers.hidden),
+    tower_dropout=config.towers.dropout,
+  )
+  tx = optim.make_optimizer(
+    **config.optimizer.to_dict(), total_steps=total_steps
+  )
+  if config.skip_nonfinite:
+    if config.max_consecutive_nonfinite < 1:
+      raise ValueError(
+        'max_consecutive_nonfinite is '
+        f'{config.max_consecutive_nonfinite}, expected >= 1'
+      )
+    tx = optax.apply_if_finite(tx, config.max_consecutive_nonfinite)
+  weighting = make_weighting(config)
+  # Validates per-task lengths up front; methods see the trained tasks.
+  weighting.init(len(tasks_lib.trained(dataset.tasks)))
+  return model, tx, weighting
+
+
+def parallel_devices(config) -> list | None:
+  """The devices of a data-parallel run, or None for the plain jit step.
+
+  `parallel.num_devices`: 1 (default) runs the ordinary single-device step;
+  0 takes every device of every process; N > 1 the first N (one process).
+  """
+  parallel.check_backend(config.parallel.backend)
+  n, total = config.parallel.num_devices, jax.device_count()
+  if not 0 <= n <= total:
+    raise ValueError(
+      f'parallel.num_devices is {n}, expected 0 (all) or 1..{total} (the '
+      'devices this run sees)'
+    )
+  if jax.process_count() > 1 and n not in (0, total):
+    raise ValueError(
+      f'parallel.num_devices is {n} with {jax.process_count()} processes, '
+      f'expected 0 or {total}: a multi-process run uses every device'
+    )
+  n = total if n == 0 else n
+  if n == 1 and jax.process_count() == 1:
+    return None
+  if config.input_mode != 'host':
+    raise ValueError(
+      f'input_mode is {config.input_mode!r} with {n} devices, expected '
+      "'host': data-parallel runs take host batches (set "
+      '--config.input_mode=host)'
+    )
+  parallel.check_divisible(config.batch_size, n)
+  parallel.check_divisible(config.eval_batch_size, n, 'eval_batch_size')
+  return jax.devices()[:n]
