@@ -1,0 +1,42 @@
+"""What a user sees on the terminal (shell code).
+
+By default: one progress bar (steps/s and the latest losses), one line per
+evaluation, warnings, and a final summary. Metric records go to
+metrics.jsonl, never to the console. Every line is written through the bar
+(`tqdm.write`), so a line never shares the terminal row of a redraw.
+"""
+
+import sys
+
+import tqdm
+
+
+def progress_bar(*, total: int, initial: int, enabled: bool, desc=None):
+  """The run's tqdm bar on stderr (steps/s; losses set as its postfix)."""
+  return tqdm.tqdm(
+    total=total,
+    initial=min(initial, total),
+    disable=not enabled,
+    unit='step',
+    desc=desc,
+    dynamic_ncols=True,
+    file=sys.stderr,
+    leave=False,
+  )
+
+
+def say(line: str) -> None:
+  """One line on stderr, on its own row even while a bar is drawn."""
+  tqdm.tqdm.write(line, file=sys.stderr)
+
+
+def format_metrics(scalars: dict, prefix: str) -> str:
+  """'auc/income 0.9467  auc/marital 0.9947' of the keys under `prefix/`."""
+  parts = []
+  for key in sorted(scalars):
+    if key.startswith(prefix + '/') and not key.endswith('/epoch'):
+      value = scalars[key]
+      if value is None:
+        continue
+      parts.append(f'{key[len(prefix) + 1 :]} {float(value):.4f}')
+  return '  '.join(parts)
