@@ -1,18 +1,12 @@
-"""MMoE: the main job on census-income.
+"""MMoE on census-income: the README's main job (= configs/census.py:mmoe).
 
 Paper: Ma et al., KDD 2018, Sec. 6.3, Table 1.
 
-  mtl-train --config=configs/census_mmoe.py \
-    --workdir=workdirs/census_mmoe
-
-Protocol and task group are config keys:
-  --config.dataset.protocol=library   (education kept as an input)
-  --config.dataset.task_group=2       (education + never married)
+  mtl-train --config=configs/census_mmoe.py --workdir=workdirs/census_mmoe
 """
 
-from configs import common
+from configs import census
 
 
 def get_config():
-  config = common.base_config('mmoe', 'census_income')
-  return config
+  return census.get_config('mmoe')

@@ -36,6 +36,10 @@ def get_config(model_name: str = 'mmoe'):
     )
   config = common.base_config(model_name, 'synthetic')
   config.model.update(MODELS[model_name])
+  config.dataset.update(
+    dict(n_train=100_000, n_validation=10_000, n_test=10_000)
+  )
+  config.weighting.uncertainty.forms = 'regression'
   config.towers.hidden = (8,)
   config.batch_size = 256
   config.num_epochs = 20

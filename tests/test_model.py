@@ -11,6 +11,7 @@ import pytest
 from mtl.core.architectures import SharedBottom
 from mtl.core.model import MultiTaskModel, make_model
 from mtl.core.towers import Towers
+from mtl.errors import ConfigError
 
 B, F, T = 8, 3, 2
 VOCAB_SIZES = (4, 5)
@@ -193,7 +194,7 @@ def test_unknown_model_name_suggests_the_closest():
 
 
 def test_wrong_keyword_names_model_key_and_accepted_keys():
-  with pytest.raises(TypeError) as info:
+  with pytest.raises(ConfigError) as info:
     make('ple', {'num_level': 2, 'num_specific_experts': 1})
   message = str(info.value)
   assert '\n' not in message
@@ -209,13 +210,13 @@ def test_wrong_keyword_names_model_key_and_accepted_keys():
     assert key in message.split('accepted:')[1]
 
 
-def test_missing_keyword_is_named():
-  with pytest.raises(TypeError, match=r"'mmoe' is missing .*num_experts"):
-    make('mmoe', {'expert_hidden': (4,)})
+def test_unset_keyword_takes_the_signature_default():
+  model = make('mmoe', {'expert_hidden': (4,)})
+  assert model.backbone.num_experts == 8  # MMoE's own default.
 
 
 def test_num_tasks_is_not_a_model_keyword():
-  with pytest.raises(TypeError, match="'num_tasks'"):
+  with pytest.raises(ConfigError, match="'num_tasks'"):
     make('mmoe', {'num_tasks': 2, 'num_experts': 2, 'expert_hidden': (4,)})
 
 

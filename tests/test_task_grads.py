@@ -14,6 +14,7 @@ from mtl.core import task_grads as tg
 from mtl.core.model import make_model
 from mtl.core.tasks import Task
 from mtl.core.weighting.base import WeightingMethod
+from mtl.errors import ConfigError
 
 TASKS = (Task('a'), Task('b'))
 KWARGS = {
@@ -83,16 +84,27 @@ def _separate_grads(model, params, batch):
 
 
 @pytest.mark.parametrize('name', sorted(WANT_PATH))
-def test_last_shared_kernel_is_found_by_name(name):
+def test_gradnorm_layer_is_declared_and_exists(name):
   model = _model(name)
   params = _params(model, _batch())
-  assert tg.last_shared_kernel_path(params) == WANT_PATH[name]
+  assert tg.gradnorm_path(model, params) == WANT_PATH[name]
+  # It is the last Dense kernel of a shared network, by construction.
+  leaf = tg.get_path(params, WANT_PATH[name])
+  assert leaf.ndim in (2, 3)
 
 
 def test_single_task_has_no_shared_layer():
   model = _model('single_task')
-  with pytest.raises(ValueError, match='no shared layer'):
-    tg.last_shared_kernel_path(_params(model, _batch()))
+  with pytest.raises(ConfigError, match='shares no layer'):
+    tg.gradnorm_path(model, _params(model, _batch()))
+
+
+def test_a_misdeclared_layer_fails_loudly():
+  model = _model('mmoe')
+  params = _params(model, _batch())
+  bad = model.clone(backbone=model.backbone.clone(expert_hidden=(4, 4, 4)))
+  with pytest.raises(ValueError, match='params have no'):
+    tg.gradnorm_path(bad, params)
 
 
 class Seen(NamedTuple):

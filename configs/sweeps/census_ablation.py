@@ -10,9 +10,9 @@ def get_sweep():
   return dict(
     name='census_ablation',
     configs=[
-      'configs/census_shared_bottom.py',
-      'configs/census_mmoe.py',
-      'configs/census_ple.py',
+      'configs/census.py:shared_bottom',
+      'configs/census.py:mmoe',
+      'configs/census.py:ple',
     ],
     grid={'weighting_name': ['equal', 'uncertainty', 'gradnorm', 'pcgrad']},
     seeds=[0, 1, 2, 3, 4],

@@ -28,7 +28,7 @@ def _gate_means(intermediates) -> dict[str, jnp.ndarray]:
   out = {}
   flat = jax.tree_util.tree_flatten_with_path(intermediates)[0]
   for path, value in flat:
-    names = [task_grads_lib._key_name(k) for k in path]
+    names = [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
     if 'gates' not in names:
       continue
     module = '/'.join(n for n in names[: names.index('gates')] if n)

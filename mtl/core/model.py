@@ -19,6 +19,7 @@ import jax
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.layers.embedding import FeatureEmbedding
 from mtl.core.towers import Towers
+from mtl.errors import ConfigError
 
 
 class MultiTaskModel(nn.Module):
@@ -45,7 +46,7 @@ class MultiTaskModel(nn.Module):
     self, features: dict[str, jax.Array], *, train: bool
   ) -> jax.Array:
     """Logits [T, B]; dropout draws the 'dropout' rng only when training."""
-    if getattr(self.backbone, 'num_tasks', self.num_tasks) != self.num_tasks:
+    if self.backbone.num_tasks != self.num_tasks:
       raise ValueError(
         f'backbone has num_tasks={self.backbone.num_tasks}, model has '
         f'{self.num_tasks}'
@@ -66,13 +67,11 @@ class MultiTaskModel(nn.Module):
     z = self.backbone(x, train=train)  # [T, B, H]
     # Entire-space backbones (ESMM) have fewer towers than outputs and
     # derive the outputs from the towers' logits.
-    num_towers = getattr(self.backbone, 'num_towers', self.num_tasks)
+    num_towers = self.backbone.num_towers or self.num_tasks
     towers = Towers(
       num_towers, self.tower_hidden, self.tower_dropout, name='towers'
     )
-    logits = towers(z, train=train)
-    head_logits = getattr(type(self.backbone), 'head_logits', None)
-    return logits if head_logits is None else head_logits(logits)
+    return type(self.backbone).head_logits(towers(z, train=train))
 
 
 def _accepted_keys(cls: type[nn.Module]) -> list[str]:
@@ -107,7 +106,7 @@ def make_backbone(
   errors naming the bad name or key and what is accepted."""
   if model_name not in ARCHITECTURES:
     names = sorted(ARCHITECTURES)
-    raise ValueError(
+    raise ConfigError(
       f'unknown model {model_name!r}: expected one of {", ".join(names)}'
       + _suggest(model_name, names)
     )
@@ -115,14 +114,14 @@ def make_backbone(
   accepted = _accepted_keys(cls)
   for key in sorted(model_kwargs):
     if key not in accepted:
-      raise TypeError(
+      raise ConfigError(
         f'model {model_name!r} got unexpected keyword {key!r}'
         + _suggest(key, accepted)
         + f'; accepted: {", ".join(accepted)}'
       )
   missing = [k for k in _required_keys(cls) if k not in model_kwargs]
   if missing:
-    raise TypeError(
+    raise ConfigError(
       f'model {model_name!r} is missing keyword(s) {", ".join(missing)}; '
       f'accepted: {", ".join(accepted)}'
     )

@@ -1,75 +1,57 @@
 """Per-task gradients: what balancing methods and diagnostics look at.
 
-The model's top-level params are `embed`, `backbone` and `towers` (DESIGN §3).
+The model's top-level params are `embed`, `backbone` and `towers`.
 Gradient-space methods combine the per-task gradients of the shared params
-(`shared_group`: the `backbone`, or `embed` for a model whose backbone is
-task-specific, as ESMM's and AITM's are);
-GradNorm takes norms on "the last shared layer", found here by name: the
-kernel of the last Dense layer of the shared network, i.e.
+(`shared_group`: the architecture's `shared_params`, the `backbone`, or
+`embed` for a model whose backbone is task-specific, as ESMM's and AITM's
+are). GradNorm takes norms on "the last shared layer", which the
+architecture declares (`Architecture.gradnorm_layer`): e.g.
 
   shared_bottom  backbone/mlp/Dense_<last>/kernel
   mmoe, omoe     backbone/experts/mlp/Dense_<last>/kernel   [E, H_in, H]
   cgc, ple       backbone/level_<last>/shared_experts/mlp/Dense_<last>/kernel
   esmm, aitm     embed/table  (they share only the embeddings)
 
-A model that shares nothing (single_task: per-task tables) has no such layer.
+A model that shares nothing (single_task: per-task tables) declares none.
 """
-
-import re
 
 import jax
 import jax.numpy as jnp
 
-# Path parts of backbone params that belong to one task only.
-_TASK_SPECIFIC = ('specific_experts', 'task_gates', 'networks')
+from mtl.errors import ConfigError
 
 
-def _key_name(k) -> str:
-  return str(getattr(k, 'key', getattr(k, 'name', k)))
-
-
-def _sort_key(path: tuple[str, ...]):
-  # level_10 after level_9, Dense_10 after Dense_9.
-  return [
-    (int(m[1]), p) if (m := re.fullmatch(r'\D+_(\d+)', p)) else (-1, p)
-    for p in path
-  ]
-
-
-def last_shared_kernel_path(params) -> tuple[str, ...]:
-  """The path of the last shared layer's kernel in `params`.
+def gradnorm_path(model, params=None) -> tuple[str, ...]:
+  """The params path of the model's last shared layer's kernel.
 
   Raises:
-    ValueError: the model has no shared layer (e.g. single_task).
+    ConfigError: the architecture shares no layer (e.g. single_task).
+    ValueError: it declares a path that `params` do not have (a bug in the
+      architecture's `gradnorm_layer`).
   """
-  candidates = []
-  for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-    names = tuple(_key_name(k) for k in path)
-    if (
-      names[0] == 'backbone'
-      and names[-1] == 'kernel'
-      and 'mlp' in names
-      and not any(part in names for part in _TASK_SPECIFIC)
-    ):
-      candidates.append(names)
-  if not candidates:
-    # Models that share only the embedding (ESMM, AITM): the table is the
-    # last (and only) shared layer. A per-task table [T, V, d] is not shared.
-    table = params.get('embed', {}).get('table')
-    if table is not None and table.ndim == 2:
-      return ('embed', 'table')
-    raise ValueError(
-      'the model has no shared layer (no backbone/.../mlp/.../kernel outside '
-      'task-specific parts); GradNorm needs one: use a model that shares '
-      'parameters (shared_bottom, omoe, mmoe, cgc, ple)'
+  backbone = model.backbone
+  path = backbone.gradnorm_layer()
+  if path is None:
+    raise ConfigError(
+      f'model {type(backbone).__name__} shares no layer between tasks; '
+      'GradNorm needs one: use a model that shares parameters '
+      '(shared_bottom, omoe, mmoe, cgc, ple, esmm, aitm)'
     )
-  return max(candidates, key=_sort_key)
+  if params is not None:
+    node = params
+    for i, name in enumerate(path):
+      if not isinstance(node, dict) or name not in node:
+        raise ValueError(
+          f'{type(backbone).__name__}.gradnorm_layer() is {"/".join(path)}, '
+          f'but the params have no {"/".join(path[: i + 1])}'
+        )
+      node = node[name]
+  return tuple(path)
 
 
 def shared_group(model) -> str:
-  """The top-level params the tasks share: 'backbone' unless the
-  backbone says otherwise (`shared_params`, e.g. 'embed')."""
-  return getattr(getattr(model, 'backbone', None), 'shared_params', 'backbone')
+  """The top-level params the tasks share (`Architecture.shared_params`)."""
+  return model.backbone.shared_params
 
 
 def get_path(tree, path: tuple[str, ...]):

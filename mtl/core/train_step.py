@@ -66,7 +66,6 @@ def make_train_step(
   out_rows = np.asarray(tasks_lib.head_rows(tasks))[rows]
   identity = list(rows) == list(out_rows) == list(range(len(tasks)))
   tasks = tasks_lib.trained(tasks)
-  extra_losses = getattr(getattr(model, 'backbone', None), 'extra_losses', None)
   shared = task_grads_lib.shared_group(model)
   base_weights = jnp.asarray([t.weight for t in tasks], jnp.float32)
   num_tasks = len(tasks)
@@ -88,8 +87,9 @@ def make_train_step(
       rngs={'dropout': rng},
     )
     extra = None
-    if extra_losses is not None:  # Per-example terms of the model (AITM).
-      extra = extra_losses(logits)[out_rows]
+    extra = model.backbone.extra_losses(logits)  # Per-example terms (AITM).
+    if extra is not None:
+      extra = extra[out_rows]
     if not identity:
       logits = logits[out_rows]
       labels, mask = batch['labels'][rows], batch['mask'][rows]
@@ -121,7 +121,7 @@ def make_train_step(
     if want_task_grads:
       groups = {shared} if combines or 'task_grad_gram' in needs else set()
       if 'task_grad_norms' in needs:
-        path = task_grads_lib.last_shared_kernel_path(state.params)
+        path = task_grads_lib.gradnorm_path(model, state.params)
         groups.add(path[0])
       per_task = _psum(
         task_grads_lib.per_task(vjp_fn, num_tasks, sorted(groups)), axis_name

@@ -19,6 +19,8 @@ from mtl.core.architectures import ARCHITECTURES
 from mtl.core.model import make_model
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
+from mtl.errors import ConfigError
+from mtl.shell import keywords
 
 INPUT_MODES = ('device', 'host')
 
@@ -27,7 +29,7 @@ def _choose(kind: str, name: str, options) -> None:
   if name not in options:
     close = difflib.get_close_matches(name, list(options), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ''
-    raise ValueError(
+    raise ConfigError(
       f'unknown {kind} {name!r}: expected one of '
       f'{", ".join(sorted(options))}{hint}'
     )
@@ -56,8 +58,7 @@ def load_dataset(config: ml_collections.ConfigDict):
   if multi and chief:
     multihost_utils.sync_global_devices('mtl: dataset prepared')
   # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
-  adapt = getattr(ARCHITECTURES.get(config.model_name), 'adapt_dataset', None)
-  return dataset if adapt is None else adapt(dataset)
+  return ARCHITECTURES[config.model_name].adapt_dataset(dataset)
 
 
 def make_weighting(config: ml_collections.ConfigDict):
@@ -72,7 +73,7 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   _choose('input_mode', config.input_mode, INPUT_MODES)
   model = make_model(
     config.model_name,
-    config.model.to_dict(),
+    keywords.resolve_model(config, ARCHITECTURES),
     num_tasks=tasks_lib.num_heads(dataset.tasks),
     vocab_sizes=tuple(dataset.vocab_sizes),
     embed_dim=config.embedding.dim,
@@ -84,7 +85,7 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   )
   if config.skip_nonfinite:
     if config.max_consecutive_nonfinite < 1:
-      raise ValueError(
+      raise ConfigError(
         'max_consecutive_nonfinite is '
         f'{config.max_consecutive_nonfinite}, expected >= 1'
       )
@@ -104,12 +105,12 @@ def parallel_devices(config) -> list | None:
   parallel.check_backend(config.parallel.backend)
   n, total = config.parallel.num_devices, jax.device_count()
   if not 0 <= n <= total:
-    raise ValueError(
+    raise ConfigError(
       f'parallel.num_devices is {n}, expected 0 (all) or 1..{total} (the '
       'devices this run sees)'
     )
   if jax.process_count() > 1 and n not in (0, total):
-    raise ValueError(
+    raise ConfigError(
       f'parallel.num_devices is {n} with {jax.process_count()} processes, '
       f'expected 0 or {total}: a multi-process run uses every device'
     )
@@ -117,7 +118,7 @@ def parallel_devices(config) -> list | None:
   if n == 1 and jax.process_count() == 1:
     return None
   if config.input_mode != 'host':
-    raise ValueError(
+    raise ConfigError(
       f'input_mode is {config.input_mode!r} with {n} devices, expected '
       "'host': data-parallel runs take host batches (set "
       '--config.input_mode=host)'

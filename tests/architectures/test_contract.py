@@ -21,6 +21,7 @@ import optax
 import pytest
 
 from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures.base import Architecture
 from mtl.core.model import make_model
 
 B, F, EMBED_DIM = 8, 3, 2
@@ -58,7 +59,7 @@ def tiny_kwargs(name: str, **overrides) -> dict:
 
 def outputs_of(name: str, num_tasks: int) -> int:
   """ESMM always has 3 outputs (click, ctcvr, cvr); others one per task."""
-  return getattr(ARCHITECTURES[name], 'fixed_num_tasks', None) or num_tasks
+  return ARCHITECTURES[name].fixed_num_tasks or num_tasks
 
 
 def model_of(name: str, num_tasks: int, num_sparse: int, dropout: float = 0.0):
@@ -118,12 +119,48 @@ def test_declares_per_task_inputs(name):
 
 
 @pytest.mark.parametrize('name', NAMES)
+def test_implements_the_architecture_protocol(name):
+  cls = ARCHITECTURES[name]
+  backbone = cls(num_tasks=outputs_of(name, 2), **tiny_kwargs(name))
+  assert isinstance(backbone, Architecture)
+  assert cls.shared_params in ('backbone', 'embed')
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_gradnorm_layer_is_a_shared_kernel_of_the_params(name):
+  """The declared layer exists, is a kernel, and is not task-specific: its
+  gradient moves with every task's loss."""
+  num_tasks = outputs_of(name, 2)
+  model = model_of(name, 2, 2)
+  path = model.backbone.gradnorm_layer()
+  if name == 'single_task':
+    assert path is None  # Shares nothing.
+    return
+  params = init_params(name, 2, 2)
+  leaf = params
+  for key in path:
+    leaf = leaf[key]
+  assert path[-1] in ('kernel', 'table') and leaf.ndim >= 2
+  batch = batch_of(1, num_tasks, 2)
+
+  def task_loss(p, t):
+    logits = model.apply({'params': p}, features(batch), train=False)
+    return jnp.sum(logits[t] ** 2)
+
+  for t in range(num_tasks):
+    g = jax.grad(task_loss)(params, t)
+    for key in path:
+      g = g[key]
+    assert float(jnp.abs(g).sum()) > 0, (name, t)
+
+
+@pytest.mark.parametrize('name', NAMES)
 @pytest.mark.parametrize('num_tasks', [2, 3])
 def test_backbone_returns_task_leading_representations(name, num_tasks):
   cls = ARCHITECTURES[name]
   num_tasks = outputs_of(name, num_tasks)
   backbone = cls(num_tasks=num_tasks, **tiny_kwargs(name))
-  towers = getattr(cls, 'num_towers', num_tasks)
+  towers = cls.num_towers or num_tasks
   d = 7
   x = jnp.zeros((num_tasks, B, d) if cls.per_task_inputs else (B, d))
   z, _ = jax.eval_shape(

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl.core.architectures import esmm
+from mtl.core.architectures.base import Backbone
 from mtl.core.layers.experts import ExpertBank
 from mtl.core.layers.mlp import MLP
 from mtl.core.tasks import Task
@@ -73,7 +74,7 @@ class AIT(nn.Module):
     return jnp.einsum('ub,ubh->bh', w, h3)
 
 
-class AITM(nn.Module):
+class AITM(Backbone):
   """Per-task towers with information transfer: x [B, D] -> z [T, B, H].
 
   Params 'networks' (the T towers f_t, stacked [T, ...]), 'transfer_<t>'
@@ -86,16 +87,20 @@ class AITM(nn.Module):
     calibration: alpha of the behavioural expectation calibrator.
   """
 
-  per_task_inputs: ClassVar[bool] = False
   # The towers share only the embeddings: gradient-space balancing methods
   # combine the tasks' gradients there.
   shared_params: ClassVar[str] = 'embed'
   adapt_dataset: ClassVar = staticmethod(adapt_dataset)
 
   num_tasks: int
-  hidden: tuple[int, ...]
+  # AITM paper, Sec. 4.1.3: towers 128-64-32, calibrator alpha 0.6.
+  hidden: tuple[int, ...] = (128, 64, 32)
   dropout: float = 0.0
   calibration: float = 0.6
+
+  def gradnorm_layer(self) -> tuple[str, ...]:
+    """The shared embedding table: the towers share nothing else."""
+    return ('embed', 'table')
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

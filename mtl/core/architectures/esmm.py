@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl.core.architectures.base import Backbone
 from mtl.core.layers.experts import ExpertBank
 from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
@@ -95,7 +96,7 @@ def ctcvr_logit(a: jax.Array, b: jax.Array) -> jax.Array:
   return a + b - jax.nn.logsumexp(jnp.stack([zero, a, b]), axis=0)
 
 
-class ESMM(nn.Module):
+class ESMM(Backbone):
   """CTR and CVR networks on shared embeddings: x [B, D] -> z [2, B, H].
 
   The model's towers turn z into (a, b); `head_logits` gives the outputs
@@ -108,7 +109,6 @@ class ESMM(nn.Module):
     dropout: drop rate after each hidden layer.
   """
 
-  per_task_inputs: ClassVar[bool] = False
   # The towers share only the embeddings: gradient-space balancing methods
   # combine the tasks' gradients there.
   shared_params: ClassVar[str] = 'embed'
@@ -117,8 +117,13 @@ class ESMM(nn.Module):
   adapt_dataset: ClassVar = staticmethod(adapt_dataset)
 
   num_tasks: int
-  hidden: tuple[int, ...]
+  # ESMM paper, Sec. 4.2: MLP 360-200-80 per network.
+  hidden: tuple[int, ...] = (360, 200, 80)
   dropout: float = 0.0
+
+  def gradnorm_layer(self) -> tuple[str, ...]:
+    """The shared embedding table: the networks share nothing else."""
+    return ('embed', 'table')
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

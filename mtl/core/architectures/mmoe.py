@@ -6,16 +6,15 @@ task k reads f^k(x) = sum_e g^k(x)_e f_e(x), g^k(x) = softmax(W_gk x). OMoE
 (Sec. 4.2, the one-gate baseline): every task reads the same mixture.
 """
 
-from typing import ClassVar
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl.core.architectures.base import Backbone, dense_kernel
 from mtl.core.layers.experts import ExpertBank, Gate, Gates, mix
 
 
-class MMoE(nn.Module):
+class MMoE(Backbone):
   """Expert bank [E, B, H] mixed per task by T gates [T, B, E] -> [T, B, H].
 
   Params 'experts' (ExpertBank, [E, ...]) and 'task_gates' ({'gate':
@@ -29,12 +28,14 @@ class MMoE(nn.Module):
     dropout: drop rate inside the experts.
   """
 
-  per_task_inputs: ClassVar[bool] = False
-
   num_tasks: int
-  num_experts: int
-  expert_hidden: tuple[int, ...]
+  num_experts: int = 8
+  expert_hidden: tuple[int, ...] = (64,)
   dropout: float = 0.0
+
+  def gradnorm_layer(self) -> tuple[str, ...]:
+    """The experts' last layer, [E, H_in, H]: all tasks read every expert."""
+    return dense_kernel('experts', 'mlp', num_layers=len(self.expert_hidden))
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

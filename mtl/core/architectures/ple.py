@@ -19,12 +19,11 @@ shared...]. Each level sows intermediates 'gates' [T, B, m_k + m_s] and, on
 all but the last, 'shared_gate_weights' [B, T*m_k + m_s].
 """
 
-from typing import ClassVar
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl.core.architectures.base import Backbone, dense_kernel
 from mtl.core.layers.experts import (
   ExpertBank,
   Gate,
@@ -114,7 +113,7 @@ def _extract(
   return task_x
 
 
-class PLE(nn.Module):
+class PLE(Backbone):
   """num_levels CGC levels: x [B, D] -> z [T, B, H]; params 'level_{j}'.
 
   Attributes:
@@ -126,14 +125,21 @@ class PLE(nn.Module):
     dropout: drop rate inside the experts.
   """
 
-  per_task_inputs: ClassVar[bool] = False
-
   num_tasks: int
-  num_levels: int
-  num_specific_experts: int
-  num_shared_experts: int
-  expert_hidden: tuple[int, ...]
+  num_levels: int = 2
+  num_specific_experts: int = 3
+  num_shared_experts: int = 2
+  expert_hidden: tuple[int, ...] = (64,)
   dropout: float = 0.0
+
+  def gradnorm_layer(self) -> tuple[str, ...]:
+    """The last level's shared experts' last layer."""
+    return dense_kernel(
+      f'level_{self.num_levels - 1}',
+      'shared_experts',
+      'mlp',
+      num_layers=len(self.expert_hidden),
+    )
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -150,7 +156,7 @@ class PLE(nn.Module):
     )
 
 
-class CGC(nn.Module):
+class CGC(Backbone):
   """Customized Gate Control, PLE's single level: params exactly PLE's with
   num_levels=1 ('level_0'), so the two share checkpoints.
 
@@ -162,13 +168,17 @@ class CGC(nn.Module):
     dropout: drop rate inside the experts.
   """
 
-  per_task_inputs: ClassVar[bool] = False
-
   num_tasks: int
-  num_specific_experts: int
-  num_shared_experts: int
-  expert_hidden: tuple[int, ...]
+  num_specific_experts: int = 3
+  num_shared_experts: int = 2
+  expert_hidden: tuple[int, ...] = (64,)
   dropout: float = 0.0
+
+  def gradnorm_layer(self) -> tuple[str, ...]:
+    """The shared experts' last layer."""
+    return dense_kernel(
+      'level_0', 'shared_experts', 'mlp', num_layers=len(self.expert_hidden)
+    )
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

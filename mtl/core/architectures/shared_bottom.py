@@ -4,16 +4,15 @@ Caruana, "Multitask Learning", Machine Learning 28, 1997 (hard parameter
 sharing); the Shared-Bottom baseline of Ma et al., KDD 2018, Sec. 4.1.
 """
 
-from typing import ClassVar
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl.core.architectures.base import Backbone, dense_kernel
 from mtl.core.layers.mlp import MLP
 
 
-class SharedBottom(nn.Module):
+class SharedBottom(Backbone):
   """One MLP whose output every task reads: x [B, D] -> z [T, B, H].
 
   Params 'mlp'.
@@ -24,11 +23,12 @@ class SharedBottom(nn.Module):
     dropout: drop rate after each hidden layer.
   """
 
-  per_task_inputs: ClassVar[bool] = False
-
   num_tasks: int
-  hidden: tuple[int, ...]
+  hidden: tuple[int, ...] = (128, 64)
   dropout: float = 0.0
+
+  def gradnorm_layer(self) -> tuple[str, ...]:
+    return dense_kernel('mlp', num_layers=len(self.hidden))
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

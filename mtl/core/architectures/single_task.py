@@ -12,10 +12,11 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
+from mtl.core.architectures.base import Backbone
 from mtl.core.layers.experts import ExpertBank
 
 
-class SingleTask(nn.Module):
+class SingleTask(Backbone):
   """T separate MLPs as one vmapped bank: x [T, B, D] -> z [T, B, H].
 
   Params 'networks' {'mlp': ...} stacked [T, ...]: slice t is task t's own
@@ -31,7 +32,7 @@ class SingleTask(nn.Module):
   per_task_inputs: ClassVar[bool] = True
 
   num_tasks: int
-  hidden: tuple[int, ...]
+  hidden: tuple[int, ...] = (128, 64)
   dropout: float = 0.0
 
   @nn.compact

@@ -36,14 +36,15 @@ class UncertaintyState(NamedTuple):
 
 
 def uncertainty(
-  forms: str | Sequence[str] = 'regression',
+  forms: str | Sequence[str] = 'classification',
   learning_rate: float = 1e-2,
   init: float = 0.0,
 ) -> WeightingMethod:
   """Learned per-task weights c_k * exp(-s_k) (Kendall et al. 2018).
 
   Args:
-    forms: 'regression' or 'classification' for every task, or one per task.
+    forms: 'regression' or 'classification' for every task, or one per task
+      (default: classification, as recommendation tasks mostly are binary).
     learning_rate: Adam learning rate of the s_k (> 0).
     init: initial s_k (0: sigma = 1).
   """

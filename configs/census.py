@@ -1,0 +1,45 @@
+"""Census-income (UCI KDD), the MMoE and PLE papers' public benchmark.
+
+Ma et al., KDD 2018, Sec. 6.3, Table 1 (MMoE, OMoE, Shared-Bottom,
+Single-Task); Tang et al., RecSys 2020, Table 5 (CGC, PLE).
+
+  mtl-train --config=configs/census.py:mmoe --workdir=workdirs/census_mmoe
+  mtl-train --config=configs/census.py:ple --workdir=workdirs/census_ple
+
+The argument after ':' is any registered architecture without a funnel
+(single_task, shared_bottom, omoe, mmoe, cgc, ple; default mmoe); its sizes
+are the defaults of its own signature (mtl/core/architectures/). Protocol and
+task group are config keys:
+  --config.dataset.protocol=library   (education kept as an input)
+  --config.dataset.task_group=2       (education + never married)
+"""
+
+from configs import common
+from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures.base import Backbone
+from mtl.errors import ConfigError
+
+# One census epoch (199,523 rows / 1,024 = 194 steps) per DWA window, as in
+# the DWA paper (Liu et al., CVPR 2019: weights from the last two epochs).
+STEPS_PER_EPOCH = 194
+
+
+def get_config(model_name: str = 'mmoe'):
+  if model_name not in census_models():
+    raise ConfigError(
+      f'configs/census.py: model {model_name!r}, expected one of '
+      f'{", ".join(census_models())}'
+    )
+  config = common.base_config(model_name, 'census_income')
+  config.weighting.dwa.window_steps = STEPS_PER_EPOCH
+  return config
+
+
+def census_models() -> list[str]:
+  """Every registered architecture that needs no click -> conversion funnel
+  (ESMM and AITM re-target a funnel dataset: `adapt_dataset`)."""
+  return sorted(
+    n
+    for n, a in ARCHITECTURES.items()
+    if a.adapt_dataset is Backbone.adapt_dataset
+  )

@@ -1,0 +1,92 @@
+"""What an architecture is: the `Architecture` protocol and its defaults.
+
+An architecture (a "backbone") maps the embedded features to one
+representation per task, x [B, D] (or [T, B, D]) -> z [T, B, H]; the model
+puts the embedding in front of it and the towers behind it (`mtl.core.model`).
+It is one Linen module in one file, registered by one line in
+`ARCHITECTURES`. Its keyword arguments and their defaults are its dataclass
+fields: the config's `model.<key>` reaches it only through them, so a default
+lives in exactly one place.
+
+Every hook below has a default in `Backbone`, the base class of every
+registered architecture; an architecture overrides only what differs. The
+contract tests (tests/architectures/test_contract.py) run over every entry of
+`ARCHITECTURES` and check each hook.
+"""
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+import flax.linen as nn
+import jax
+
+
+@runtime_checkable
+class Architecture(Protocol):
+  """The interface the model, the train step and the trainer rely on.
+
+  Attributes:
+    num_tasks: T, the number of outputs (heads).
+    per_task_inputs: True when it takes x [T, B, D], one embedding table per
+      task (Single-Task shares nothing); else x [B, D].
+    shared_params: the top-level params group the tasks share, where
+      gradient-space balancing methods combine per-task gradients:
+      'backbone', or 'embed' for towers that share only the embedding (ESMM,
+      AITM).
+    num_towers: how many towers follow the backbone; None: one per task.
+      ESMM has 2 towers (CTR, CVR) and 3 outputs.
+    fixed_num_tasks: the number of outputs it always has, if fixed (ESMM: 3).
+  """
+
+  num_tasks: int
+  per_task_inputs: ClassVar[bool]
+  shared_params: ClassVar[str]
+  num_towers: ClassVar[int | None]
+  fixed_num_tasks: ClassVar[int | None]
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """x [B, D] (or [T, B, D]) -> z [T_towers, B, H]."""
+
+  def gradnorm_layer(self) -> tuple[str, ...] | None:
+    """The params path of the last shared layer's kernel (GradNorm's W,
+    Chen et al. ICML 2018 Sec. 3), or None when nothing is shared."""
+
+  @staticmethod
+  def head_logits(logits: jax.Array) -> jax.Array:
+    """Tower logits [T_towers, B] -> output logits [T, B]."""
+
+  def extra_losses(self, logits: jax.Array) -> jax.Array | None:
+    """Per-example loss terms [T, B] added to the tasks' losses, or None."""
+
+  @staticmethod
+  def adapt_dataset(dataset):
+    """The dataset in the task layout this architecture trains on."""
+
+
+class Backbone(nn.Module):
+  """The defaults of every `Architecture` hook."""
+
+  per_task_inputs: ClassVar[bool] = False
+  shared_params: ClassVar[str] = 'backbone'
+  num_towers: ClassVar[int | None] = None
+  fixed_num_tasks: ClassVar[int | None] = None
+
+  def gradnorm_layer(self) -> tuple[str, ...] | None:
+    return None
+
+  @staticmethod
+  def head_logits(logits: jax.Array) -> jax.Array:
+    return logits
+
+  def extra_losses(self, logits: jax.Array) -> jax.Array | None:
+    del logits
+    return None
+
+  @staticmethod
+  def adapt_dataset(dataset):
+    return dataset
+
+
+def dense_kernel(*path: str, num_layers: int) -> tuple[str, ...]:
+  """('backbone', *path, 'Dense_<num_layers - 1>', 'kernel'): the kernel of
+  the last Dense layer of an `MLP` (or a vmapped bank of them) at `path`."""
+  return ('backbone', *path, f'Dense_{num_layers - 1}', 'kernel')
