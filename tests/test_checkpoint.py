@@ -1,9 +1,13 @@
 """Checkpoints: bitwise round trip, retention, corrupt and foreign ones,
-warm start, SIGTERM."""
+checksums, stale temporary directories, warm start, SIGTERM and SIGINT."""
 
+import collections
 import logging
 import os
+import pathlib
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -14,7 +18,10 @@ from mtl.core import train_state, train_step
 from mtl.core.model import make_model
 from mtl.core.tasks import Task
 from mtl.core.weighting import WEIGHTINGS
+from mtl.errors import ConfigError
 from mtl.shell import checkpoint, preemption
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 TASKS = (Task('a'), Task('b'))
 
@@ -228,11 +235,185 @@ def test_restore_params_warm_starts(tmp_path, trained):
     checkpoint.restore_params(tmp_path / 'none', _abstract(fresh.params))
 
 
-def test_preemption_guard_turns_sigterm_into_a_flag():
-  before = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_preemption_guard_turns_sigterm_and_sigint_into_a_flag(signum):
+  before = {s: signal.getsignal(s) for s in preemption.SIGNALS}
   with preemption.PreemptionGuard() as guard:
     assert not guard.should_stop()
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
     assert guard.requested and guard.should_stop()
-  assert signal.getsignal(signal.SIGTERM) is before
-  assert preemption.PREEMPTED_EXIT_CODE == 128 + signal.SIGTERM
+    assert guard.signum == signum
+    other = ({*preemption.SIGNALS} - {signum}).pop()
+    os.kill(os.getpid(), other)  # Ignored: already stopping.
+    assert guard.signum == signum
+  assert {s: signal.getsignal(s) for s in preemption.SIGNALS} == before
+  assert preemption.PREEMPTED_EXIT_CODE == 128 + signal.SIGTERM == 143
+  assert preemption.INTERRUPTED_EXIT_CODE == 128 + signal.SIGINT == 130
+  e = preemption.Preempted(7, signum)
+  assert e.exit_code == 128 + signum and e.step == 7
+  assert str(e).startswith(
+    'interrupted at step 7: checkpoint saved'
+    if signum == signal.SIGINT
+    else 'preempted at step 7: checkpoint saved'
+  )
+
+
+def test_max_to_keep_below_one_is_rejected(tmp_path):
+  for bad in (0, -1):
+    with pytest.raises(ConfigError) as err:
+      checkpoint.Checkpointer(tmp_path / 'ckpt', max_to_keep=bad)
+    msg = str(err.value)
+    assert '\n' not in msg
+    assert msg.startswith(f'checkpoint.max_to_keep is {bad}, expected >= 1')
+  assert not (tmp_path / 'ckpt').exists()
+  checkpoint.Checkpointer(tmp_path / 'ckpt', max_to_keep=None).close()
+
+
+Small = collections.namedtuple('Small', 'step params')
+
+
+def _random_state(step, seed=0):
+  """Incompressible values: orbax stores them raw, so a flipped byte decodes
+  to another number instead of failing to decompress."""
+  rng = np.random.default_rng(seed)
+  return Small(
+    np.int32(step),
+    {
+      'w': jax.numpy.asarray(rng.normal(size=(64, 64)).astype(np.float32)),
+      'b': jax.numpy.asarray(rng.normal(size=(8,)).astype(np.float32)),
+    },
+  )
+
+
+def _flip_a_byte(step_dir):
+  """Inverts the middle byte of the largest array data file."""
+  files = [p for p in (step_dir / 'state').rglob('*') if p.is_file()]
+  target = max(files, key=lambda p: p.stat().st_size)
+  data = bytearray(target.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  target.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_newest_are_skipped_by_checksum(tmp_path, caplog):
+  with checkpoint.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
+    ckpt.save(_random_state(4, seed=4), meta={'s': 4})
+    ckpt.save(_random_state(5, seed=5), meta={'s': 5})
+  _flip_a_byte(tmp_path / '5')
+  abstract = jax.eval_shape(lambda: _random_state(0))
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  with caplog.at_level(logging.WARNING):
+    got, meta = ckpt.restore_latest(abstract)
+  ckpt.close()
+  assert int(got.step) == 4 and meta == {'s': 4}  # No checksums in meta.
+  _assert_bitwise(got, _random_state(4, seed=4))
+  bad = [
+    r.getMessage()
+    for r in caplog.records
+    if r.getMessage().startswith('skipping corrupt')
+  ]
+  assert len(bad) == 1 and 'step 5' in bad[0] and 'sha256 mismatch' in bad[0]
+  assert (tmp_path / '4').is_dir() and (tmp_path / '5').is_dir()
+  assert '5' in (tmp_path / checkpoint.CORRUPT_STEPS_FILE).read_text()
+
+
+def test_checkpoint_without_checksums_restores(tmp_path):
+  """A checkpoint of an earlier mtl (meta without checksums) restores."""
+  state = _random_state(3)
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    ckpt._manager.save(
+      3,
+      args=checkpoint.ocp.args.Composite(
+        state=checkpoint.ocp.args.StandardSave(state),
+        meta=checkpoint.ocp.args.JsonSave({'s': 3}),
+      ),
+    )
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    got, meta = ckpt.restore_latest(jax.eval_shape(lambda: state))
+  assert meta == {'s': 3}
+  _assert_bitwise(got, state)
+
+
+def test_checksums_are_taken_before_the_state_is_donated(tmp_path):
+  state = _random_state(2)
+  copy = jax.tree.map(lambda x: x.copy(), state)
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    ckpt.save(copy, meta={}, force=True)
+    jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)(copy)
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    got, _ = ckpt.restore_latest(jax.eval_shape(lambda: state))
+  _assert_bitwise(got, state)
+
+
+def test_stale_tmp_directories_are_removed_only_when_asked(tmp_path, caplog):
+  with checkpoint.Checkpointer(tmp_path, save_every_steps=1) as ckpt:
+    ckpt.save(_random_state(4), meta={})
+  stale = tmp_path / '6.orbax-checkpoint-tmp-1234567'
+  (stale / 'state').mkdir(parents=True)
+  (stale / 'state' / 'half').write_bytes(b'x' * 10)
+  checkpoint.Checkpointer(tmp_path).close()
+  assert stale.is_dir()  # Not the caller's to remove: kept.
+  with caplog.at_level(logging.WARNING):
+    ckpt = checkpoint.Checkpointer(tmp_path, remove_stale_tmp=True)
+  assert not stale.exists()
+  assert any(str(stale) in r.getMessage() for r in caplog.records)
+  assert ckpt.all_steps() == [4]
+  ckpt.save(_random_state(6), meta={}, force=True)
+  ckpt.close()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['4', '6']
+
+
+STOP = """
+import sys, time
+import numpy as np
+from mtl.shell import checkpoint, preemption
+sys.path.insert(0, sys.argv[2])
+from test_checkpoint import _random_state
+
+def main():
+  ckpt = checkpoint.Checkpointer(sys.argv[1], save_every_steps=10**6)
+  with preemption.PreemptionGuard() as guard:
+    step = 0
+    while True:
+      step += 1
+      time.sleep(0.01)
+      if step == 3:
+        print('ready', flush=True)
+      if guard.should_stop():
+        print('saving', flush=True)
+        time.sleep(1.0)  # A second Ctrl-C arrives now.
+        ckpt.save(_random_state(step), meta={'s': step}, force=True)
+        ckpt.close()
+        raise preemption.Preempted(step, guard.signum)
+
+try:
+  main()
+except preemption.Preempted as e:
+  print(f'mtl-train: {e}', file=sys.stderr)
+  sys.exit(e.exit_code)
+"""
+
+
+def test_ctrl_c_saves_and_a_second_one_is_ignored(tmp_path):
+  proc = subprocess.Popen(
+    [sys.executable, '-c', STOP, str(tmp_path), str(REPO / 'tests')],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    cwd=REPO,
+    env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+  )
+  assert proc.stdout.readline().strip() == 'ready'
+  proc.send_signal(signal.SIGINT)
+  assert proc.stdout.readline().strip() == 'saving'
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == preemption.INTERRUPTED_EXIT_CODE, stderr
+  assert 'SIGINT ignored: already stopping' in stderr
+  line = [x for x in stderr.splitlines() if x.startswith('mtl-train: ')]
+  assert line and line[0].startswith('mtl-train: interrupted at step ')
+  step = int(line[0].split('at step ')[1].split(':')[0])
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.all_steps() == [step]
+    got, meta = ckpt.restore_latest(jax.eval_shape(lambda: _random_state(0)))
+  assert meta == {'s': step}
+  _assert_bitwise(got, _random_state(step))

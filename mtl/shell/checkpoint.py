@@ -7,12 +7,23 @@ asynchronous: the device-to-host copy is synchronous (orbax's default), so the
 loop may donate the state right after `save` returns; the write to disk runs
 in the background until `wait()`.
 
+Integrity: every checkpoint carries the sha256 of each saved array, taken
+from the host copy of the state when `save` is called (before an async
+write starts) and stored in the `meta` item under CHECKSUM_KEY; a restore
+recomputes them from what it read, so flipped bytes that orbax decodes
+without complaint are caught. A checkpoint written before checksums existed
+restores unverified.
+
 Disk policy (DESIGN §8: nothing already saved is deleted by a failed run):
 - orbax deletes only through the retention policy, and only after a save; it
-  never deletes on a failed or corrupt restore, nor half-written temporary
-  directories (`cleanup_tmp_directories` stays False).
-- Retention keeps the newest `max_to_keep` checkpoints that are not known to
-  be corrupt, plus every checkpoint that `restore_latest` skipped as corrupt:
+  never deletes on a failed or corrupt restore. Half-written temporary
+  directories (`<step>.orbax-checkpoint-tmp-*`, never committed, never
+  restorable) are removed with a warning only when the caller holds the
+  workdir lock and says so (`remove_stale_tmp=True`): then no live writer can
+  own them.
+- Retention keeps the newest `max_to_keep` (>= 1) checkpoints that are not
+  known to be corrupt, plus every checkpoint that `restore_latest` skipped as
+  corrupt (unreadable or failing its checksums):
   those are kept for a human to inspect, listed in
   `<directory>/corrupt_steps.json` so that later runs keep them too.
 - A save at a step that already exists is skipped, never overwritten.
@@ -22,18 +33,30 @@ with the implementation of the abstract state's key, so they round-trip
 bitwise whatever orbax does with key dtypes.
 """
 
+import hashlib
 import json
 import logging
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
-from mtl.shell.writers import write_json
+from mtl.errors import CheckpointError, ConfigError
+from mtl.shell.workdir import write_json
 
 CORRUPT_STEPS_FILE = 'corrupt_steps.json'
+# The meta item's key for {leaf path: "<dtype>:<sha256 hex>"}; never returned
+# to the caller.
+CHECKSUM_KEY = '_sha256'
+TMP_SUFFIX = '.orbax-checkpoint-tmp'
+
+
+class NoCheckpoint(CheckpointError, FileNotFoundError):
+  """No checkpoint of a directory restores (`init_from`)."""
 
 
 def _is_key(x) -> bool:
@@ -86,8 +109,55 @@ def _shapes(tree) -> dict[str, tuple]:
   return {_path_str(p): tuple(x.shape) for p, x in leaves}
 
 
+def _host_bytes(x) -> np.ndarray | None:
+  """The leaf's values on this host, None if no process holds all of them."""
+  if isinstance(x, jax.Array):
+    if x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return None  # Sharded over processes: not verified.
+  return np.asarray(x)
+
+
+def _leaf_checksum(x) -> str | None:
+  host = _host_bytes(x)
+  if host is None:
+    return None
+  flat = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
+  return f'{host.dtype}:{hashlib.sha256(flat.data).hexdigest()}'
+
+
+def checksums(tree) -> dict[str, str | None]:
+  """{leaf path: "<dtype>:<sha256 of its bytes>"} of an on-disk tree."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {_path_str(p): _leaf_checksum(x) for p, x in leaves}
+
+
+def verify_checksums(tree, saved: dict) -> str | None:
+  """The first problem of a restored on-disk tree against `saved`, or None.
+
+  A leaf whose dtype differs from the saved one (orbax cast it on restore)
+  or whose checksum was not taken (sharded over processes) is not checked.
+  """
+  for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    want = saved.get(_path_str(path))
+    if want is None:
+      continue
+    host = _host_bytes(x)
+    if host is None or str(host.dtype) != want.split(':')[0]:
+      continue
+    got = _leaf_checksum(host)
+    if got != want:
+      return (
+        f'sha256 mismatch in {_path_str(path)} (saved '
+        f'{want.split(":")[1][:12]}..., read {got.split(":")[1][:12]}...)'
+      )
+  return None
+
+
 def check_compatible(saved_tree, abstract_tree, *, directory, step) -> None:
-  """Raises a one-line ValueError at the first leaf that does not match.
+  """Raises a one-line CheckpointError at the first leaf that does not match.
 
   Args:
     saved_tree: the checkpoint's tree metadata (leaves have `.shape`).
@@ -109,7 +179,7 @@ def check_compatible(saved_tree, abstract_tree, *, directory, step) -> None:
     if extra:
       problem = f'{extra[0]} (shape {found[extra[0]]}) is not in the model'
   if problem:
-    raise ValueError(
+    raise CheckpointError(
       f'checkpoint {directory} step {step} does not match the model: {problem}'
     )
 
@@ -142,13 +212,37 @@ class Checkpointer:
     save_every_steps: int = 1000,
     async_save: bool = True,
     read_only: bool = False,
+    remove_stale_tmp: bool = False,
   ):
+    """Opens (creating unless read_only) the checkpoint directory.
+
+    Args:
+      directory: `<workdir>/checkpoints` (or `checkpoints_best`).
+      max_to_keep: good checkpoints kept (>= 1), None: all.
+      save_every_steps: `save` without `force` saves at multiples of this.
+      async_save: write in the background after the host copy.
+      read_only: never write (another run's directory, `init_from`).
+      remove_stale_tmp: remove the half-written `*.orbax-checkpoint-tmp*`
+        directories a dead writer left, with a warning naming each. Only for
+        a caller that holds the workdir lock (no live writer then), on the
+        process that writes the workdir.
+
+    Raises:
+      ConfigError: max_to_keep < 1 (one line).
+    """
+    if max_to_keep is not None and max_to_keep < 1:
+      raise ConfigError(
+        f'checkpoint.max_to_keep is {max_to_keep}, expected >= 1: a run '
+        'must keep a checkpoint to resume from'
+      )
     if save_every_steps < 1:
       raise ValueError(f'save_every_steps is {save_every_steps}, expected >= 1')
     self.directory = pathlib.Path(directory).absolute()
     self.save_every_steps = save_every_steps
     self._read_only = read_only
     self._corrupt = set(self._read_corrupt())
+    if remove_stale_tmp and not read_only:
+      self._remove_stale_tmp()
     self._manager = ocp.CheckpointManager(
       self.directory,
       # Named handlers, so a fresh manager can read metadata before any save.
@@ -165,6 +259,20 @@ class Checkpointer:
       ),
     )
 
+  def _remove_stale_tmp(self) -> None:
+    if not self.directory.is_dir():
+      return
+    for path in sorted(self.directory.glob(f'*{TMP_SUFFIX}*')):
+      logging.warning(
+        'removing %s: a checkpoint its writer never finished (the process '
+        'died while saving)',
+        path,
+      )
+      if path.is_dir():
+        shutil.rmtree(path)
+      else:
+        path.unlink()
+
   def _read_corrupt(self) -> list[int]:
     path = self.directory / CORRUPT_STEPS_FILE
     return json.loads(path.read_text())['steps'] if path.exists() else []
@@ -177,7 +285,8 @@ class Checkpointer:
 
     Args:
       state: a TrainState (any pytree with an int `step` leaf works).
-      meta: JSON-ready dict stored alongside, e.g. the data position.
+      meta: JSON-ready dict stored alongside, e.g. the data position (not
+        the key CHECKSUM_KEY).
       force: save even if `step % save_every_steps != 0` (SIGTERM, end).
 
     Returns:
@@ -197,10 +306,15 @@ class Checkpointer:
           self.directory / str(step),
         )
       return False
+    if CHECKSUM_KEY in meta:
+      raise ValueError(f'meta key {CHECKSUM_KEY!r} is reserved')
+    on_disk = _to_disk(state)
+    # From the host copy now: the caller may donate `state` after we return.
+    meta = {**meta, CHECKSUM_KEY: checksums(on_disk)}
     return self._manager.save(
       step,
       args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_to_disk(state)),
+        state=ocp.args.StandardSave(on_disk),
         meta=ocp.args.JsonSave(meta),
       ),
       force=True,
@@ -209,9 +323,10 @@ class Checkpointer:
   def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores cleanly, or None if there is none.
 
-    A checkpoint that fails to read (truncated, missing file) is skipped with
-    a warning naming its step and path, and kept on disk; the one before it
-    is tried next.
+    A checkpoint that fails to read (truncated, missing file) or whose
+    arrays do not match their saved checksums is skipped with a warning
+    naming its step and path, and kept on disk (listed in
+    corrupt_steps.json); the one before it is tried next.
 
     Args:
       abstract_state: the expected tree, leaves `jax.ShapeDtypeStruct` (from
@@ -221,8 +336,9 @@ class Checkpointer:
       `(state, meta)`, or None when no checkpoint restores.
 
     Raises:
-      ValueError: the newest readable checkpoint has another tree structure
-        or other shapes (a workdir of another model); nothing is touched.
+      CheckpointError: (a ValueError) the newest readable checkpoint has
+        another tree structure or other shapes (a workdir of another model);
+        nothing is touched.
     """
     for step in reversed(self.all_steps()):
       try:
@@ -260,7 +376,17 @@ class Checkpointer:
       )
     except Exception as e:
       raise _Corrupt(f'{type(e).__name__}: {e}'.splitlines()[0]) from e
-    return _from_disk(out['state'], abstract_state), dict(out['meta'] or {})
+    meta = dict(out['meta'] or {})
+    saved_sums = meta.pop(CHECKSUM_KEY, None)
+    if saved_sums is None:
+      logging.info(
+        '%s step %d has no checksums (older mtl)', self.directory, step
+      )
+    else:
+      problem = verify_checksums(out['state'], saved_sums)
+      if problem:
+        raise _Corrupt(problem)
+    return _from_disk(out['state'], abstract_state), meta
 
   def _mark_corrupt(self, step: int) -> None:
     self._corrupt.add(step)
@@ -302,8 +428,9 @@ def restore_params(directory, abstract_params):
     `(params, step)`.
 
   Raises:
-    FileNotFoundError: no checkpoint there restores.
-    ValueError: the params do not match `abstract_params` (one line).
+    NoCheckpoint: (a CheckpointError and FileNotFoundError) no checkpoint
+      there restores.
+    CheckpointError: the params do not match `abstract_params` (one line).
   """
   ckpt = Checkpointer(directory, read_only=True, async_save=False)
   try:
@@ -327,4 +454,4 @@ def restore_params(directory, abstract_params):
         )
   finally:
     ckpt.close()
-  raise FileNotFoundError(f'init_from: no readable checkpoint in {directory}')
+  raise NoCheckpoint(f'init_from: no readable checkpoint in {directory}')

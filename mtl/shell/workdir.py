@@ -1,0 +1,761 @@
+"""The workdir is a contract: one run, one config, one writer (shell code).
+
+`open_workdir(path, config_dict, allow_changes=...)` is called once, before
+any data is read, and held (a context manager) until the run ends. It
+
+1. checks that the workdir can be written (`check_writable`): a workdir that
+   is a file, lies under a file, cannot be created or written is a one-line
+   `WorkdirError` before any work;
+2. locks it (`WorkdirLock`, the file `<workdir>/.lock`): a second live run on
+   the same workdir is a one-line `WorkdirError` naming the pid and host that
+   hold it;
+3. checks the config against the one the workdir was trained with
+   (`check_config`): the `fingerprint` of the keys that change the trained
+   numbers must match, else a one-line `WorkdirError` names the keys that
+   differ (old -> new), unless `allow_changes` (the config key
+   `workdir_allow_changes`);
+4. records the config (`record_config`): `config.json` (the resolved config
+   of the latest run, as before) and `fingerprint.json` (see
+   `FINGERPRINT_FILE`), only after the check passed.
+
+In a multi-process JAX run only process 0 does all of this (only it writes
+the workdir); every process then learns whether it succeeded, so that all of
+them stop together with a one-line error instead of waiting for process 0.
+
+`write_json` (atomic JSON files) and `truncate_metrics` (metrics.jsonl on
+resume) live here too.
+"""
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import socket
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from mtl.errors import WorkdirError
+
+CONFIG_FILE = 'config.json'
+# {"digest": sha256 of `keys`, "keys": {dotted key: value} (the keys that
+# count, see EXCLUDED_KEYS), "num_epochs": ..., "changes": [{"time": ...,
+# "keys": {key: [old, new]}}, ...] (deliberate changes, workdir_allow_changes)}.
+# A separate file, so that config.json stays the plain resolved config that
+# other tools read. A workdir written before fingerprints existed has only
+# config.json: its fingerprint is computed from that.
+FINGERPRINT_FILE = 'fingerprint.json'
+LOCK_FILE = '.lock'
+
+# Config keys that do not change the trained numbers, so a rerun may change
+# them freely (fnmatch patterns on dotted keys; the value says why). Every
+# other key counts, new keys included: a key is excluded only when it is
+# known not to matter. Besides these, `weighting.<method>.*` counts only for
+# the chosen `weighting_name` (the other methods' parameters are unused).
+EXCLUDED_KEYS = {
+  # Deliberately extendable: rerunning with more epochs resumes and goes on.
+  # Note that a cosine schedule's length is num_epochs: the extended run
+  # then differs from a fresh run of the new length (a warning says so).
+  'num_epochs': 'more epochs resume and continue the run',
+  'progress_bar': 'console output only',
+  'log_every_steps': 'what is logged, not what is trained',
+  'diagnostics_every_steps': 'what is logged, not what is trained',
+  'wandb.*': 'where metrics are sent',
+  'checkpoint.*': 'when and how many checkpoints are kept; resume is exact',
+  'eval_batch_size': 'evaluation pads and masks: the same metrics',
+  'parallel.*': 'data parallelism runs the same steps on the same batches',
+  # Both modes take the same batches of the same permutation through the
+  # same step (tests/test_train_step.py: scanned device steps == host steps);
+  # steps_per_dispatch only groups those steps into compiled calls.
+  'input_mode': 'the same batches in the same order through the same step',
+  'steps_per_dispatch': 'how many steps one compiled call runs',
+  'max_consecutive_nonfinite': 'when a diverging run stops, not its numbers',
+  'dataset.data_dir': 'a path: the same prepared data may move',
+  'dataset.manual_dir': 'a path: the same raw files may move',
+  'dataset.chunksize': 'rows per read while preparing: the same data',
+  'workdir_allow_changes': 'the override of this check itself',
+}
+
+# At most this many differing keys are named in the error, then '...'.
+MAX_KEYS_NAMED = 3
+MAX_VALUE_CHARS = 40
+
+
+# --- JSON files ------------------------------------------------------------
+
+
+def write_json(path: pathlib.Path, value: dict) -> None:
+  """Writes JSON atomically: a crash never leaves a half-written file."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + '.tmp')
+  with tmp.open('w') as f:
+    f.write(json.dumps(value, indent=2, sort_keys=True) + '\n')
+    f.flush()
+    os.fsync(f.fileno())
+  tmp.replace(path)
+
+
+def _row_step(line: str):
+  """The step of a metrics.jsonl line, or None if it is not a whole row."""
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return None
+  step = row.get('step') if isinstance(row, dict) else None
+  return step if isinstance(step, int) else None
+
+
+def truncate_metrics(path: pathlib.Path, *, after_step: int) -> None:
+  """Drops rows logged after `after_step`: a resumed run logs them again.
+
+  A half-written last line (the process died in the middle of a write) is
+  dropped with a warning; a line that is not a row anywhere else is a
+  one-line `WorkdirError` (the file was edited or damaged), and the file is
+  left as it is.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return
+  lines = path.read_bytes().decode('utf-8', 'replace').splitlines(True)
+  last = max((i for i, x in enumerate(lines) if x.strip()), default=-1)
+  kept = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    step = _row_step(line)
+    if step is None and i == last:
+      logging.warning(
+        'dropping the half-written last line of %s: %r',
+        path,
+        line[:MAX_VALUE_CHARS],
+      )
+      continue
+    if step is None:
+      raise WorkdirError(
+        f'{path} line {i + 1} is not a metrics row '
+        f'({line.strip()[:MAX_VALUE_CHARS]!r}), expected a JSON object with '
+        'an integer "step"'
+      )
+    if step <= after_step:
+      kept.append(line if line.endswith('\n') else line + '\n')
+  if kept != lines:
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(''.join(kept))
+    tmp.replace(path)
+
+
+# --- Writability -----------------------------------------------------------
+
+
+def check_writable(workdir) -> pathlib.Path:
+  """Creates `workdir` if needed and proves a file can be written in it.
+
+  Returns:
+    The workdir as an absolute path.
+
+  Raises:
+    WorkdirError: (one line) the workdir is a file, lies under a file, cannot
+      be created, or a file cannot be written in it. As root, permission
+      bits do not stop writes, so only a read-only filesystem (or one that
+      refuses root) is caught there.
+  """
+  path = pathlib.Path(workdir).absolute()
+  if path.exists() and not path.is_dir():
+    raise WorkdirError(
+      f'--workdir {path} is a file, expected a directory (or a path to '
+      'create one at)'
+    )
+  for parent in path.parents:
+    if parent.exists():
+      if not parent.is_dir():
+        raise WorkdirError(
+          f'--workdir {path} lies under {parent}, which is a file, expected '
+          'a directory'
+        )
+      break
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(
+      f'--workdir {path} cannot be created: {e.strerror or e}'
+    ) from e
+  try:
+    with tempfile.NamedTemporaryFile(dir=path, prefix='.write-test-') as f:
+      f.write(b'mtl')
+      f.flush()
+  except OSError as e:
+    raise WorkdirError(
+      f'--workdir {path} is not writable: {e.strerror or e}'
+    ) from e
+  return path
+
+
+# --- Lock ------------------------------------------------------------------
+
+# Fallback mode only (a filesystem without flock): the holder touches the
+# lock file this often, and a lock of another host counts as dead once it
+# was not touched for STALE_LOCK_SECONDS (well above NFS attribute caching,
+# 60 s by default, plus a missed heartbeat or two).
+HEARTBEAT_SECONDS = 30
+STALE_LOCK_SECONDS = 300
+
+# Errors of flock on a filesystem that has no locks (some FUSE and NFS
+# mounts): the lock falls back to O_EXCL files.
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+# Locks held by this process, by resolved path: a second lock of the same
+# workdir in the same process is refused before it opens the file, because
+# closing another descriptor of the file would drop the first lock where
+# flock is emulated by POSIX locks (NFS).
+_HELD: dict[str, 'WorkdirLock'] = {}
+
+
+def _start_ticks(pid: int) -> int | None:
+  """When `pid` started (clock ticks since boot), to tell a reused pid."""
+  try:
+    stat = pathlib.Path(f'/proc/{pid}/stat').read_text()
+    return int(stat.rsplit(')', 1)[1].split()[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _alive(holder: dict) -> bool:
+  """Whether the holder's process (on this host) is still running."""
+  pid = holder.get('pid')
+  if not isinstance(pid, int) or pid <= 0:
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass  # Alive, another user's.
+  ticks = holder.get('start_ticks')
+  return ticks is None or _start_ticks(pid) in (None, ticks)
+
+
+def _describe(holder: dict) -> str:
+  return (
+    f'pid {holder.get("pid", "?")} on host {holder.get("host", "?")} '
+    f'(since {holder.get("started", "?")})'
+  )
+
+
+class WorkdirLock:
+  """`<workdir>/.lock`, held by the one live process that writes a workdir.
+
+  Usage: `with WorkdirLock(workdir): ...` or `acquire()` ... `release()`.
+
+  The lock is `fcntl.flock` on the file: the kernel (or the NFS server)
+  releases it when the holder dies, however it dies, so a crashed run never
+  blocks the next one; on NFS a dead client's lock is freed when its lease
+  expires (about 90 s for NFSv4). The file holds the holder's pid, host,
+  start time and command line, for the message a second run gets; it is
+  emptied on release, so a non-empty file found when taking a free lock
+  means the last holder died without releasing it (a warning names it).
+
+  Where the filesystem has no flock (ENOLCK, EOPNOTSUPP), the lock falls
+  back to creating the file with O_EXCL. A lock found there is taken over,
+  with a warning, when its holder is dead: on this host, its pid is not
+  running (or was reused); on another host, whose processes cannot be seen,
+  when the file was not touched for STALE_LOCK_SECONDS (the holder touches
+  it every HEARTBEAT_SECONDS from a thread). Two runs taking over the same
+  stale lock at the same moment is not excluded in that mode.
+
+  In a multi-process JAX run only process 0 writes the workdir, so only it
+  takes the lock (`open_workdir` does that).
+  """
+
+  def __init__(self, workdir):
+    self.workdir = pathlib.Path(workdir).absolute()
+    self.path = self.workdir / LOCK_FILE
+    self.identity = None
+    self._fd = None
+    self._fallback = False
+    self._stop = threading.Event()
+    self._heartbeat = None
+
+  def _me(self) -> dict:
+    return {
+      'pid': os.getpid(),
+      'host': socket.gethostname(),
+      'started': datetime.datetime.now().astimezone().isoformat('T', 'seconds'),
+      'start_ticks': _start_ticks(os.getpid()),
+      'argv': sys.argv,
+    }
+
+  def _read(self, fd=None) -> dict:
+    """The holder recorded in the file; {} if empty or unreadable."""
+    try:
+      if fd is not None:
+        raw = os.pread(fd, 1 << 16, 0)
+      else:
+        raw = self.path.read_bytes()
+      holder = json.loads(raw.decode('utf-8', 'replace')) if raw else {}
+    except (OSError, ValueError):
+      return {}
+    return holder if isinstance(holder, dict) else {}
+
+  def _busy(self, holder: dict, how: str) -> WorkdirError:
+    return WorkdirError(
+      f'workdir {self.workdir} is in use by {_describe(holder)}: {how}; '
+      'wait for that run to end, or use another --workdir'
+    )
+
+  def acquire(self) -> 'WorkdirLock':
+    """Takes the lock, or raises a one-line WorkdirError naming the holder."""
+    key = str(self.path.resolve())
+    if key in _HELD:
+      raise self._busy(_HELD[key].identity or {}, 'this same process')
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = self._read(fd)
+      os.close(fd)
+      raise self._busy(holder, 'its lock is held') from None
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in _NO_FLOCK:
+        raise
+      logging.warning(
+        'no flock on %s (%s): locking the workdir with an O_EXCL file',
+        self.path,
+        e.strerror,
+      )
+      self._acquire_fallback()
+    else:
+      previous = self._read(fd)
+      if previous:
+        logging.warning(
+          'taking over the lock %s of %s, which did not release it (the '
+          'process died or was killed)',
+          self.path,
+          _describe(previous),
+        )
+      self._fd = fd
+      self.identity = self._me()
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(self.identity).encode() + b'\n', 0)
+      os.fsync(fd)
+    _HELD[key] = self
+    return self
+
+  def _acquire_fallback(self) -> None:
+    self._fallback = True
+    self.identity = self._me()
+    data = json.dumps(self.identity).encode() + b'\n'
+    try:
+      fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+      holder = self._read()
+      if holder:
+        if holder.get('host') == socket.gethostname():
+          if _alive(holder):
+            raise self._busy(holder, 'that process is running') from None
+          why = 'that process is not running'
+        else:
+          age = time.time() - self.path.stat().st_mtime
+          if age < STALE_LOCK_SECONDS:
+            raise self._busy(
+              holder,
+              f"its lock was renewed {age:.0f} s ago; another host's "
+              f'process cannot be checked, a lock counts as dead after '
+              f'{STALE_LOCK_SECONDS} s without renewal (or delete '
+              f'{self.path} if that process is gone)',
+            ) from None
+          why = f'its lock was not renewed for {age:.0f} s'
+        logging.warning(
+          'taking over the stale lock %s of %s: %s',
+          self.path,
+          _describe(holder),
+          why,
+        )
+      fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC)
+    try:
+      os.write(fd, data)
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+    if self._read() != json.loads(data):  # Another run took it meanwhile.
+      raise self._busy(self._read(), 'it took the lock at the same time')
+    self._heartbeat = threading.Thread(
+      target=self._beat, name='workdir-lock-heartbeat', daemon=True
+    )
+    self._heartbeat.start()
+
+  def _beat(self) -> None:
+    while not self._stop.wait(HEARTBEAT_SECONDS):
+      with contextlib.suppress(OSError):
+        os.utime(self.path)
+
+  def release(self) -> None:
+    """Releases the lock (idempotent); the file stays, emptied."""
+    key = str(self.path.resolve())
+    if _HELD.get(key) is self:
+      del _HELD[key]
+    if self._fallback:
+      self._stop.set()
+      if self._heartbeat is not None:
+        self._heartbeat.join()
+        self._heartbeat = None
+      if self._read() == self.identity:
+        with contextlib.suppress(OSError):
+          self.path.unlink()
+      self._fallback = False
+    elif self._fd is not None:
+      with contextlib.suppress(OSError):
+        os.ftruncate(self._fd, 0)
+      os.close(self._fd)  # Releases the flock.
+      self._fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+# --- Config fingerprint ----------------------------------------------------
+
+
+def _plain(value):
+  """JSON-ready and canonical: tuples become lists, as in config.json."""
+  return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _flatten(value, prefix='') -> dict[str, Any]:
+  if isinstance(value, dict) and value:
+    out = {}
+    for k, v in value.items():
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    return out
+  return {prefix[:-1]: value}
+
+
+def _excluded(key: str, chosen_weighting) -> bool:
+  if any(fnmatch.fnmatchcase(key, p) for p in EXCLUDED_KEYS):
+    return True
+  parts = key.split('.')
+  return (
+    len(parts) > 2 and parts[0] == 'weighting' and parts[1] != chosen_weighting
+  )
+
+
+def _canonical(value) -> str:
+  return json.dumps(value, sort_keys=True, separators=(',', ':'))
+
+
+def fingerprint(config_dict: dict) -> tuple[str, dict[str, Any]]:
+  """The config keys that change the trained numbers, and their digest.
+
+  Args:
+    config_dict: the resolved config, `config.to_dict()` (or config.json).
+
+  Returns:
+    `(digest, keys)`: `keys` maps each dotted key that counts (every key
+    but EXCLUDED_KEYS and the unchosen weighting methods' parameters) to its
+    JSON value; `digest` is the sha256 of their canonical JSON.
+  """
+  flat = _flatten(_plain(config_dict))
+  chosen = flat.get('weighting_name')
+  keys = {k: v for k, v in sorted(flat.items()) if not _excluded(k, chosen)}
+  return hashlib.sha256(_canonical(keys).encode()).hexdigest(), keys
+
+
+def _show(value) -> str:
+  text = _canonical(value)
+  if len(text) > MAX_VALUE_CHARS:
+    text = text[: MAX_VALUE_CHARS - 3] + '...'
+  return text
+
+
+def _differences(old: dict, new: dict) -> dict[str, tuple]:
+  """Keys in both with other values, in key order: {key: (old, new)}."""
+  return {
+    k: (old[k], new[k])
+    for k in sorted(old.keys() & new.keys())
+    if _canonical(old[k]) != _canonical(new[k])
+  }
+
+
+def _summary(diffs: dict[str, tuple]) -> str:
+  named = [
+    f'{k} {_show(a)} -> {_show(b)}'
+    for k, (a, b) in list(diffs.items())[:MAX_KEYS_NAMED]
+  ]
+  more = len(diffs) - MAX_KEYS_NAMED
+  return ', '.join(named) + (f', ... ({more} more)' if more > 0 else '')
+
+
+def _read_json(path: pathlib.Path):
+  """The file's JSON object, None if missing; WorkdirError if unreadable."""
+  if not path.exists():
+    return None
+  try:
+    value = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise WorkdirError(
+      f'{path} cannot be read ({type(e).__name__}: {e}), expected the JSON '
+      'this workdir was recorded with'
+    ) from e
+  if not isinstance(value, dict):
+    raise WorkdirError(f'{path} holds {type(value).__name__}, expected {{}}')
+  return value
+
+
+def has_trained_state(workdir) -> bool:
+  """Whether the workdir holds a checkpoint or results of a run."""
+  workdir = pathlib.Path(workdir)
+  if (workdir / 'results.json').exists():
+    return True
+  for name in ('checkpoints', 'checkpoints_best'):
+    d = workdir / name
+    if d.is_dir() and any(p.name.isdigit() for p in d.iterdir()):
+      return True
+  return False
+
+
+def recorded(workdir) -> dict | None:
+  """The fingerprint record of the workdir (see FINGERPRINT_FILE), or None.
+
+  A workdir of an earlier mtl has config.json only: the record is computed
+  from it.
+  """
+  workdir = pathlib.Path(workdir)
+  record = _read_json(workdir / FINGERPRINT_FILE)
+  if record is not None and isinstance(record.get('keys'), dict):
+    return record
+  config = _read_json(workdir / CONFIG_FILE)
+  if config is None:
+    return None
+  digest, keys = fingerprint(config)
+  return {
+    'digest': digest,
+    'keys': keys,
+    'num_epochs': config.get('num_epochs'),
+    'changes': [],
+  }
+
+
+def check_config(
+  workdir, config_dict: dict, *, allow_changes: bool = False
+) -> dict[str, tuple]:
+  """Compares the config with the one the workdir's run was trained with.
+
+  Only a workdir that holds trained state (a checkpoint or results.json) is
+  checked; one whose earlier run saved nothing is simply reused. Keys only
+  one side has (a newer or older mtl) are named in a warning, not an error:
+  users cannot add keys to the locked config, only mtl versions do.
+
+  Args:
+    workdir: the run directory.
+    config_dict: the resolved config of this run (`config.to_dict()`).
+    allow_changes: continue the run with the new values (the config key
+      `workdir_allow_changes`); they are named in a warning and in the
+      record's `changes`.
+
+  Returns:
+    The differing keys, `{key: (old, new)}` (empty unless allow_changes).
+
+  Raises:
+    WorkdirError: (one line) the fingerprint differs and not allow_changes;
+      or the workdir holds trained state but no readable config record.
+  """
+  workdir = pathlib.Path(workdir).absolute()
+  if not has_trained_state(workdir):
+    return {}
+  try:
+    record = recorded(workdir)
+  except WorkdirError:
+    if not allow_changes:
+      raise
+    record = None
+  if record is None:
+    if allow_changes:
+      logging.warning(
+        '%s holds checkpoints but no readable %s: continuing with this '
+        'config (workdir_allow_changes)',
+        workdir,
+        CONFIG_FILE,
+      )
+      return {}
+    raise WorkdirError(
+      f'workdir {workdir} holds checkpoints but no {CONFIG_FILE}: whose run '
+      'they are is unknown; use another --workdir, or set '
+      '--config.workdir_allow_changes=True to continue it with this config'
+    )
+  digest, keys = fingerprint(config_dict)
+  old = record['keys']
+  one_sided = sorted(old.keys() ^ keys.keys())
+  if one_sided:
+    logging.warning(
+      'config keys only in the recorded run or only in this one (another '
+      'mtl version), not compared: %s',
+      ', '.join(one_sided),
+    )
+  diffs = _differences(old, keys) if digest != record.get('digest') else {}
+  if diffs and not allow_changes:
+    raise WorkdirError(
+      f'workdir {workdir} holds a run of another config: {_summary(diffs)}; '
+      'use another --workdir, or set --config.workdir_allow_changes=True to '
+      'continue that run with the new values'
+    )
+  if diffs:
+    logging.warning(
+      'continuing the run in %s with changed config keys '
+      '(workdir_allow_changes): %s',
+      workdir,
+      _summary(diffs),
+    )
+  old_epochs = record.get('num_epochs')
+  new_epochs = config_dict.get('num_epochs')
+  schedule = (config_dict.get('optimizer') or {}).get('schedule', 'constant')
+  if old_epochs not in (None, new_epochs) and schedule != 'constant':
+    logging.warning(
+      'num_epochs %s -> %s with the %r schedule: its length follows '
+      'num_epochs, so the continued run differs from a fresh %s-epoch run',
+      old_epochs,
+      new_epochs,
+      schedule,
+      new_epochs,
+    )
+  return diffs
+
+
+def record_config(
+  workdir, config_dict: dict, *, changes: dict[str, tuple] | None = None
+) -> None:
+  """Writes fingerprint.json, then config.json (atomically, each).
+
+  Args:
+    workdir: the run directory (exists).
+    config_dict: the resolved config of this run.
+    changes: the differences `check_config` allowed, appended to the
+      record's history.
+  """
+  workdir = pathlib.Path(workdir)
+  digest, keys = fingerprint(config_dict)
+  try:
+    previous = _read_json(workdir / FINGERPRINT_FILE) or {}
+  except WorkdirError:
+    previous = {}
+  history = list(previous.get('changes') or [])
+  if changes:
+    history.append(
+      {
+        'time': datetime.datetime.now().astimezone().isoformat('T', 'seconds'),
+        'keys': {k: [a, b] for k, (a, b) in changes.items()},
+      }
+    )
+  write_json(
+    workdir / FINGERPRINT_FILE,
+    {
+      'digest': digest,
+      'keys': keys,
+      'num_epochs': config_dict.get('num_epochs'),
+      'changes': history,
+    },
+  )
+  write_json(workdir / CONFIG_FILE, _plain(config_dict))
+
+
+# --- The whole contract ----------------------------------------------------
+
+
+class Workdir:
+  """An open workdir: writable, locked by this run, its config recorded.
+
+  Attributes:
+    path: the absolute workdir path.
+    chief: whether this process writes the workdir (JAX process 0).
+    lock: the held WorkdirLock (None on the other processes).
+    changes: the config changes allowed by workdir_allow_changes.
+  """
+
+  def __init__(self, path, chief, lock, changes):
+    self.path, self.chief, self.lock, self.changes = path, chief, lock, changes
+
+  def close(self) -> None:
+    """Releases the lock (idempotent)."""
+    if self.lock is not None:
+      self.lock.release()
+      self.lock = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def _process() -> tuple[int, int]:
+  import jax  # Here: the checks above do not need JAX.
+
+  return jax.process_index(), jax.process_count()
+
+
+def _agree(ok: bool) -> bool:
+  """Process 0's `ok` on every process (a multi-process run)."""
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+
+
+def open_workdir(
+  path, config_dict: dict, *, allow_changes: bool = False
+) -> Workdir:
+  """Checks, locks and records the workdir; hold it until the run ends.
+
+  Call before reading any data. Process 0 checks writability, takes the
+  lock, checks the config against the recorded one and records it; in a
+  multi-process run every process then learns whether that succeeded.
+
+  Args:
+    path: the --workdir.
+    config_dict: the resolved config (`config.to_dict()`).
+    allow_changes: the config key `workdir_allow_changes`.
+
+  Returns:
+    A `Workdir` (a context manager that releases the lock).
+
+  Raises:
+    WorkdirError: one line, on every process: not writable, locked by
+      another live run, or a run of another config.
+  """
+  index, count = _process()
+  chief = index == 0
+  lock, changes, error = None, {}, None
+  if chief:
+    try:
+      path = check_writable(path)
+      lock = WorkdirLock(path).acquire()
+      try:
+        changes = check_config(path, config_dict, allow_changes=allow_changes)
+        record_config(path, config_dict, changes=changes)
+      except BaseException:
+        lock.release()
+        raise
+    except BaseException as e:
+      if count == 1:
+        raise
+      error = e
+  path = pathlib.Path(path).absolute()
+  if count > 1:
+    ok = _agree(error is None)
+    if error is not None:
+      raise error
+    if not ok:
+      raise WorkdirError(
+        f'workdir {path}: process 0 could not open it (its error says why)'
+      )
+  return Workdir(path, chief, lock, changes)
