@@ -1,7 +1,7 @@
 """The bad-input corpus: each case is a one-line error naming the key, file or
 row, what was found and what was expected; none touches a checkpoint.
 
-Every config case runs `train_and_evaluate` against the same workdir, which
+Every config case runs `trainer.train` against the same workdir, which
 holds a finished run's checkpoints; after each case the checkpoint files must
 be byte-for-byte what they were. Command-line cases (flag typos, wrong types)
 are in tests/test_main.py; these run in-process, on the 8 emulated devices of
@@ -18,7 +18,7 @@ import pytest
 from configs import smoke
 from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset, check_split
-from mtl.shell import finite, loop
+from mtl.shell import finite, trainer
 
 
 def _config(**overrides):
@@ -46,7 +46,7 @@ def _fingerprint(workdir: pathlib.Path) -> dict[str, str]:
 def finished(tmp_path_factory):
   """A workdir with a finished smoke run and its checkpoints."""
   workdir = tmp_path_factory.mktemp('finished')
-  loop.train_and_evaluate(_config(), workdir)
+  trainer.train(_config(), workdir)
   assert (workdir / 'checkpoints').is_dir()
   return workdir
 
@@ -141,7 +141,7 @@ def test_config_case_is_one_line_and_touches_no_checkpoint(name, finished):
   overrides, message = CASES[name]
   before = _fingerprint(finished)
   with pytest.raises((ValueError, TypeError, FileNotFoundError)) as err:
-    loop.train_and_evaluate(_config(**overrides), finished)
+    trainer.train(_config(**overrides), finished)
   text = str(err.value)
   assert '\n' not in text, text
   assert message in text, text
@@ -208,7 +208,7 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous(
   it, resumes from the one before, and deletes nothing."""
   config = _config(**{'checkpoint.every_steps': 4})
   config.checkpoint.max_to_keep = 3
-  loop.train_and_evaluate(config, tmp_path)
+  trainer.train(config, tmp_path)
   ckpts = tmp_path / 'checkpoints'
   steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
   assert steps == [8, 12, 16]
@@ -222,7 +222,7 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous(
   config.num_epochs = 3  # 8 more steps from step 12: 24.
   config.checkpoint.max_to_keep = 10  # So retention removes nothing.
   with caplog.at_level(logging.WARNING):
-    results = loop.train_and_evaluate(config, tmp_path)
+    results = trainer.train(config, tmp_path)
   assert results['resumed_from_step'] == 12
   assert results['steps'] == 24
   warned = [r.getMessage() for r in caplog.records if 'corrupt' in r.message]
@@ -240,7 +240,7 @@ def test_non_finite_loss_names_task_and_step_and_keeps_the_checkpoint(
   config.optimizer.learning_rate = 1e30
   config.optimizer.schedule = 'constant'
   with pytest.raises(finite.NonFinite) as err:
-    loop.train_and_evaluate(config, tmp_path)
+    trainer.train(config, tmp_path)
   text = str(err.value)
   assert '\n' not in text
   assert text.startswith('non-finite training loss ')

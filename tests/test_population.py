@@ -1,6 +1,6 @@
 """Population training: each member equals the single run it stands for.
 
-Oracle: ordinary single runs (`loop.train_and_evaluate`) of the member's
+Oracle: ordinary single runs (`trainer.train`) of the member's
 config. A member differing only by seed must match its single run exactly;
 one with another learning rate or task weights to float rounding (its update
 is the base update times lr / lr_base, which rounds differently).
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from mtl.shell import loop, population_loop
+from mtl.shell import trainer
 from mtl.shell.writers import read_offline_run
 
 
@@ -41,7 +41,7 @@ def test_members_match_single_runs(tmp_path):
     learning_rates=(2e-3, 2e-3, 1e-2),
     task_weights=((1.0, 1.0), (1.0, 1.0), (0.5, 2.0)),
   )
-  pop = population_loop.train_population(c, tmp_path / 'pop')
+  pop = trainer.train(c, tmp_path / 'pop')
   assert [m['seed'] for m in pop['members']] == [0, 3, 3]
 
   singles = []
@@ -56,7 +56,7 @@ def test_members_match_single_runs(tmp_path):
     if weights:
       s.weighting_name = 'fixed'
       s.weighting.fixed.weights = weights
-    singles.append(loop.train_and_evaluate(s, tmp_path / f'single_{seed}_{lr}'))
+    singles.append(trainer.train(s, tmp_path / f'single_{seed}_{lr}'))
 
   for j, (member, single) in enumerate(
     zip(pop['members'], singles, strict=True)
@@ -86,14 +86,14 @@ def test_balancing_hyperparameters_per_member(tmp_path):
   c = config(weighting={'learning_rate': (1e-2, 0.2)})
   c.weighting_name = 'uncertainty'
   c.population.seeds = (1,)
-  pop = population_loop.train_population(c, tmp_path / 'pop')
+  pop = trainer.train(c, tmp_path / 'pop')
   for member, lr in zip(pop['members'], (1e-2, 0.2), strict=True):
     assert member['weighting']['learning_rate'] == lr
     s = smoke.get_config()
     s.checkpoint.async_save = False
     s.seed, s.weighting_name = 1, 'uncertainty'
     s.weighting.uncertainty.learning_rate = lr
-    single = loop.train_and_evaluate(s, tmp_path / f'single_{lr}')
+    single = trainer.train(s, tmp_path / f'single_{lr}')
     for key, value in single['test'].items():
       assert member['test'][key] == pytest.approx(value, rel=1e-5)
     # The learned log-variances moved at each member's own rate.
@@ -115,15 +115,15 @@ def test_resume_is_exact(tmp_path):
   c = config(size=2)
   c.checkpoint.every_steps = 4
   c.checkpoint.max_to_keep = 10
-  straight = population_loop.train_population(c, tmp_path / 'straight')
+  straight = trainer.train(c, tmp_path / 'straight')
   # A run that died after step 8: its later checkpoints never got written.
   work = tmp_path / 'resumed'
-  population_loop.train_population(c, work)
+  trainer.train(c, work)
   for d in (work / 'checkpoints').iterdir():
     if d.name.isdigit() and int(d.name) > 8:
       shutil.rmtree(d)
   (work / 'results.json').unlink()
-  resumed = population_loop.train_population(c, work)
+  resumed = trainer.train(c, work)
   for a, b in zip(straight['members'], resumed['members'], strict=True):
     assert b['resumed_from_step'] == 8
     assert a['test'] == b['test'] and a['validation'] == b['validation']
@@ -135,7 +135,7 @@ def test_one_wandb_run_per_member_read_back(tmp_path):
   c = config(size=2)
   c.wandb.mode = 'offline'
   c.wandb.group = 'pop-group'
-  pop = population_loop.train_population(c, tmp_path / 'pop')
+  pop = trainer.train(c, tmp_path / 'pop')
   for member in pop['members']:
     mdir = tmp_path / 'pop' / 'members' / member['member']
     (run_dir,) = sorted((mdir / 'wandb').glob('offline-run-*'))
@@ -170,8 +170,8 @@ def test_one_wandb_run_per_member_read_back(tmp_path):
       "population.weighting.alpha: 'equal' has no such hyper-parameter",
     ),
     (
-      lambda c: c.update(input_mode='host') or c.population.update(size=2),
-      "input_mode is 'host' with a population, expected 'device'",
+      lambda c: c.parallel.update(num_devices=2) or c.population.update(size=2),
+      'parallel.num_devices is 2 with a population, expected 1',
     ),
     (
       lambda c: c.population.update(learning_rates=(1e-3, -1.0)),
@@ -184,7 +184,7 @@ def test_bad_population_configs(tmp_path, change, message):
   with c.unlocked():
     change(c)
   with pytest.raises(ValueError, match=None) as e:
-    population_loop.train_population(c, tmp_path / 'w')
+    trainer.train(c, tmp_path / 'w')
   assert message in str(e.value)
   assert '\n' not in str(e.value)
   assert not (tmp_path / 'w' / 'checkpoints').exists()
@@ -192,7 +192,7 @@ def test_bad_population_configs(tmp_path, change, message):
 
 def test_population_metrics_are_per_member(tmp_path):
   c = config(seeds=(0, 1))
-  pop = population_loop.train_population(c, tmp_path / 'pop')
+  pop = trainer.train(c, tmp_path / 'pop')
   assert pop['population_size'] == 2
   assert pop['train_examples_per_s'] > 0
   first = [

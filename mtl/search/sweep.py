@@ -10,7 +10,7 @@ A sweep file is plain Python defining `get_sweep()`, returning a dict:
   overrides  {dotted config key: value} applied to every run
   metric     optional: the W&B sweep's metric, e.g. 'val/auc/income'
 
-Each cell of configs x grid is one population run (`mtl.shell.population_loop`)
+Each cell of configs x grid is one population run (`mtl.shell.trainer`)
 with one member per seed, in `<root>/<name>/<cell>/`: every member's W&B run
 has group `<name>/<cell>` and tags (name, architecture, values of the grid).
 The summary (`summary.md`, `summary.csv` in `<root>/<name>/`) aggregates the
@@ -116,7 +116,7 @@ def cell_config(sweep, cell, repo: pathlib.Path):
 
 def run_sweep(sweep, root, *, repo: pathlib.Path) -> list[dict]:
   """Runs every cell not yet finished; returns the summary rows."""
-  from mtl.shell import population_loop
+  from mtl.shell import trainer
 
   base = pathlib.Path(root) / sweep['name']
   for cell in cells(sweep):
@@ -124,7 +124,7 @@ def run_sweep(sweep, root, *, repo: pathlib.Path) -> list[dict]:
     if (workdir / 'results.json').is_file():
       continue  # Finished by an earlier invocation.
     config = cell_config(sweep, cell, repo)
-    population_loop.train_population(config, workdir)
+    trainer.train(config, workdir)
   return summarize(sweep, base)
 
 

@@ -5,14 +5,18 @@ into one dict per member; `member_config` is the config a member's own
 workdir and W&B run record.
 """
 
-import jax
+from mtl.errors import ConfigError
 
 LISTS = ('seeds', 'learning_rates', 'task_weights')
 
 
 def is_population(config) -> bool:
   pop = config.population
-  return bool(pop.size or any(len(pop[k]) for k in LISTS) or pop.weighting)
+  return bool(
+    pop.size
+    or any(len(pop[k]) for k in LISTS)
+    or any(len(v) for v in pop.weighting.values())
+  )
 
 
 def members_of(config, num_tasks: int) -> list[dict]:
@@ -23,28 +27,29 @@ def members_of(config, num_tasks: int) -> list[dict]:
   """
   pop = config.population
   given = {k: tuple(pop[k]) for k in LISTS if len(pop[k])}
-  given.update({f'weighting.{k}': tuple(v) for k, v in pop.weighting.items()})
+  varied = {k: tuple(v) for k, v in pop.weighting.items() if len(v)}
+  given.update({f'weighting.{k}': v for k, v in varied.items()})
   size = pop.size or max((len(v) for v in given.values()), default=0)
   if size < 1:
-    raise ValueError(f'population.size is {pop.size}, expected >= 1')
+    raise ConfigError(f'population.size is {pop.size}, expected >= 1')
   lengths = {k: len(v) for k, v in given.items() if len(v) > 1}
   if not pop.size and len(set(lengths.values())) > 1:
     found = ', '.join(f'{k} {n}' for k, n in lengths.items())
-    raise ValueError(
+    raise ConfigError(
       f'population lists disagree on the number of members ({found}), '
       'expected one length, or 1 value for all'
     )
   for key, values in given.items():
     if len(values) not in (1, size):
-      raise ValueError(
+      raise ConfigError(
         f'population.{key} has {len(values)} values, expected {size} (one '
         'per member) or 1'
       )
   base_kw = config.weighting.get(config.weighting_name)
   base_kw = {} if base_kw is None else base_kw.to_dict()
-  for key in pop.weighting:
+  for key in varied:
     if key not in base_kw:
-      raise ValueError(
+      raise ConfigError(
         f'population.weighting.{key}: {config.weighting_name!r} has no such '
         f'hyper-parameter, expected one of {sorted(base_kw)}'
       )
@@ -65,16 +70,16 @@ def members_of(config, num_tasks: int) -> list[dict]:
       ),
       'weighting': {
         **base_kw,
-        **{n: pick(f'weighting.{n}', k, None) for n in pop.weighting},
+        **{n: pick(f'weighting.{n}', k, None) for n in varied},
       },
     }
     if len(m['task_weights']) != num_tasks:
-      raise ValueError(
+      raise ConfigError(
         f'population.task_weights[{k}] has {len(m["task_weights"])} '
         f'weights, expected {num_tasks} (one per task)'
       )
     if not m['learning_rate'] > 0:
-      raise ValueError(
+      raise ConfigError(
         f'population.learning_rates[{k}] is {m["learning_rate"]}, expected > 0'
       )
     parts = [f'seed={m["seed"]}']
@@ -82,24 +87,22 @@ def members_of(config, num_tasks: int) -> list[dict]:
       parts.append(f'lr={m["learning_rate"]:g}')
     if 'task_weights' in given:
       parts.append('w=' + ':'.join(f'{w:g}' for w in m['task_weights']))
-    parts += [f'{n}={m["weighting"][n]}' for n in pop.weighting]
+    parts += [f'{n}={m["weighting"][n]}' for n in varied]
     m['name'] = f'{k:03d}_' + ','.join(parts)
     members.append(m)
   return members
 
 
-def check_supported(config) -> None:
-  if config.input_mode != 'device':
-    raise ValueError(
-      f'input_mode is {config.input_mode!r} with a population, expected '
-      "'device': members gather their rows from one device-resident copy"
-    )
-  if config.parallel.num_devices != 1 or jax.process_count() > 1:
-    raise ValueError(
-      f'parallel.num_devices is {config.parallel.num_devices} with a '
-      'population, expected 1: a population runs on one device (data '
-      'parallelism is for single runs)'
-    )
+def single_member(config, num_tasks: int) -> dict:
+  """A single run as a member: the config's own seed, lr and weights."""
+  kw = config.weighting.get(config.weighting_name)
+  return {
+    'name': None,
+    'seed': config.seed,
+    'learning_rate': config.optimizer.learning_rate,
+    'task_weights': (1.0,) * num_tasks,
+    'weighting': {} if kw is None else kw.to_dict(),
+  }
 
 
 def member_config(config, m) -> dict:

@@ -1,18 +1,457 @@
 """The trainer: config -> dataset, model, step -> workdir (shell code).
 
-`train(config, workdir)` is the one entry point for a single run and for a
-population of K members (a single run is a population of one).
+`train(config, workdir)` runs every run, a single one or a population of K
+members trained in one compiled program (`config.population`); a single run
+is a population of one, so every setting means the same for both. The
+engine (`mtl.shell.engines`) steps the members; this module owns the rest:
+setup, the epoch loop, evaluation and best-epoch selection, checkpoints and
+resumption, the console, metrics and results.
+
+Workdir of a single run: config.json, metrics.jsonl, results.json,
+checkpoints/ (resumed by rerunning), checkpoints_best/ (the best epoch).
+A population has the same checkpoints (of the stacked state), one directory
+per member under members/<name>/ with its own config.json, metrics.jsonl,
+results.json and W&B run, and a results.json listing them all.
 """
 
 import pathlib
+import time
 
+import jax
 import ml_collections
+import numpy as np
 
-from mtl.shell import loop, members, population_loop
+from mtl.core import diagnostics
+from mtl.core import metrics as metrics_lib
+from mtl.core import tasks as tasks_lib
+from mtl.data import pipeline
+from mtl.errors import ConfigError
+from mtl.shell import build, checkpoint, console, engines, preemption
+from mtl.shell import members as members_lib
+from mtl.shell.finite import FiniteGuard, NonFinite
+from mtl.shell.writers import Writers, truncate_metrics, write_json
+
+# Dispatches queued without waiting on a result. Emulated multi-device CPU
+# backends deadlock with ~32-64 queued steps (docs/ARCHITECTURE.md);
+# waiting on a tiny result every few dispatches costs nothing.
+MAX_INFLIGHT_DISPATCHES = 8
+
+
+def _check(config, spe: int) -> None:
+  """Settings checked before any training work."""
+  for key, low in (
+    ('num_epochs', 1),
+    ('log_every_steps', 1),
+    ('eval_every_epochs', 1),
+    ('eval_batch_size', 1),
+    ('batch_size', 1),
+    ('steps_per_dispatch', 1),
+    ('diagnostics_every_steps', 0),
+    ('checkpoint.every_steps', 0),
+    ('max_consecutive_nonfinite', 1),
+  ):
+    value = config
+    for part in key.split('.'):
+      value = value[part]
+    if value < low:
+      raise ConfigError(f'{key} is {value}, expected >= {low}')
+  if config.init_from and not (
+    (pathlib.Path(config.init_from) / 'checkpoints').is_dir()
+  ):
+    raise ConfigError(
+      f'init_from {config.init_from} holds no checkpoints/ directory, '
+      'expected the workdir of an earlier run'
+    )
+  del spe
+
+
+def _init_from(config, state, engine):
+  """`state` with the params of `config.init_from`'s latest checkpoint.
+
+  A population takes a single run's params for every member, or a
+  population's of the same size member by member.
+  """
+  directory = pathlib.Path(config.init_from) / 'checkpoints'
+  abstract = jax.eval_shape(lambda: state.params)
+  if isinstance(engine, engines.Population):
+    one = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), abstract
+    )
+    try:
+      params, step = checkpoint.restore_params(directory, one)
+      params = jax.tree.map(
+        lambda x: np.broadcast_to(x, (engine.size, *x.shape)), params
+      )
+    except ValueError:
+      params, step = checkpoint.restore_params(directory, abstract)
+  else:
+    params, step = checkpoint.restore_params(directory, abstract)
+  console.say(f'params from {config.init_from} (step {step})')
+  return state._replace(params=jax.tree.map(jax.numpy.asarray, params))
+
+
+class _Outputs:
+  """Each member's metrics.jsonl, W&B run and results.json (process 0)."""
+
+  def __init__(self, config, workdir, members, *, population, start_step):
+    self.dirs, self.writers = [], []
+    if jax.process_index() != 0:
+      return
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / 'config.json', config.to_dict())
+    for m in members:
+      d = workdir / 'members' / m['name'] if population else workdir
+      d.mkdir(parents=True, exist_ok=True)
+      cfg = members_lib.member_config(config, m) if population else None
+      wandb_cfg = config.wandb.to_dict()
+      if population:
+        write_json(d / 'config.json', cfg)
+        wandb_cfg['group'] = wandb_cfg.get('group') or workdir.name
+        wandb_cfg['name'] = '/'.join(
+          filter(None, [wandb_cfg.get('name'), m['name']])
+        )
+        wandb_cfg['tags'] = tuple(wandb_cfg.get('tags') or ()) + ('population',)
+      truncate_metrics(d / 'metrics.jsonl', after_step=start_step)
+      self.dirs.append(d)
+      self.writers.append(
+        Writers(d, config=cfg or config.to_dict(), wandb_cfg=wandb_cfg)
+      )
+
+  def write(self, step, per_member: list[dict]) -> None:
+    for w, scalars in zip(self.writers, per_member, strict=False):
+      w.write(step, scalars)
+
+  def close(self) -> None:
+    for w in self.writers:
+      w.close()
+    self.writers = []
+
+
+def _member_scalars(m, j, tasks):
+  return metrics_lib.summarize_train(jax.tree.map(lambda x: x[:, j], m), tasks)
+
+
+def _eval_lines(engine, params, split, tasks, prefix):
+  counts = engine.evaluate(params, split)
+  return [
+    metrics_lib.summarize_eval(
+      jax.tree.map(lambda x, j=j: x[j], counts), tasks, prefix
+    )
+    for j in range(engine.size)
+  ]
+
+
+def _eval_line(epoch, num_epochs, per_member, prefix) -> str:
+  """'epoch 3/12  val auc/income 0.9412 ...' (a population: the mean)."""
+  if len(per_member) == 1:
+    shown = per_member[0]
+  else:
+    shown = {
+      k: float(np.mean([s[k] for s in per_member if s[k] is not None] or [0]))
+      for k in per_member[0]
+    }
+  members = f' (mean of {len(per_member)})' if len(per_member) > 1 else ''
+  return (
+    f'epoch {epoch}/{num_epochs}  {prefix}{members}  '
+    f'{console.format_metrics(shown, prefix)}'
+  )
 
 
 def train(config: ml_collections.ConfigDict, workdir) -> dict:
   """Trains every member of the config; returns what results.json holds."""
-  if members.is_population(config):
-    return population_loop.train_population(config, pathlib.Path(workdir))
-  return loop.train_and_evaluate(config, pathlib.Path(workdir))
+  workdir = pathlib.Path(workdir)
+  t_start = time.time()
+  chief = jax.process_index() == 0
+  build.check_names(config)
+  is_population = members_lib.is_population(config)
+  dataset = build.load_dataset(config)
+  tasks = dataset.tasks
+  train_tasks = tasks_lib.trained(tasks)
+  spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
+  _check(config, spe)
+  model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
+  if is_population:
+    members = members_lib.members_of(config, len(train_tasks))
+    engine = engines.Population(config, dataset, model, tx, members, spe=spe)
+  else:
+    members = [members_lib.single_member(config, len(train_tasks))]
+    engine = engines.Single(config, dataset, model, tx, weighting, spe=spe)
+  size = engine.size
+  state = engine.state
+  num_params = sum(x.size for x in jax.tree.leaves(state.params)) // (
+    size if is_population else 1
+  )
+
+  ckpt = checkpoint.Checkpointer(
+    workdir / 'checkpoints',
+    max_to_keep=config.checkpoint.max_to_keep,
+    save_every_steps=1,  # This loop decides when.
+    async_save=config.checkpoint.async_save,
+  )
+  best_ckpt = checkpoint.Checkpointer(
+    workdir / 'checkpoints_best',
+    max_to_keep=1,
+    save_every_steps=1,
+    # orbax names its cross-process barriers by step: two managers saving
+    # the same step asynchronously collide ("Barrier
+    # _async_write_complete.16 is already ongoing"). The best-epoch save is
+    # rare; with several processes it is synchronous.
+    async_save=jax.process_count() == 1,
+  )
+  abstract = jax.eval_shape(lambda: state)  # Unplaced.
+  restored = ckpt.restore_latest(abstract)
+  meta = {}
+  if restored is not None:
+    state, meta = restored
+    console.say(f'resuming from step {int(np.max(state.step))}')
+  elif config.init_from:
+    state = _init_from(config, state, engine)
+  start_step = int(np.max(state.step))
+  best = meta.get('best') or {'score': [None] * size, 'epoch': [None] * size}
+  if not isinstance(best['score'], list):  # Written by a single run.
+    best = {'score': [best['score']], 'epoch': [best['epoch']]}
+  best_params = state.params
+  if any(e is not None for e in best['epoch']):
+    saved = best_ckpt.restore_latest(abstract)
+    if saved is None:
+      raise checkpoint.CheckpointError(
+        f'{workdir / "checkpoints_best"}: the best-epoch checkpoint '
+        f'(epoch {best["epoch"]}) is missing'
+      )
+    best_params = saved[0].params
+  best_params = jax.tree.map(jax.numpy.copy, best_params)  # Not donated.
+  every = config.checkpoint.every_steps or spe
+
+  outputs = _Outputs(
+    config,
+    workdir,
+    members,
+    population=is_population,
+    start_step=start_step,
+  )
+  guards = [
+    FiniteGuard(
+      train_tasks,
+      skip=config.skip_nonfinite,
+      max_consecutive=config.max_consecutive_nonfinite,
+    )
+    for _ in range(size)
+  ]
+  pending = []
+
+  def check_finite():
+    for first, loss in pending:
+      loss = np.asarray(jax.device_get(loss))  # [k, K, T]
+      for j, g in enumerate(guards):
+        g.add(first, {'loss': loss[:, j]})
+    pending.clear()
+    for m, g in zip(members, guards, strict=True):
+      try:
+        g.check()
+      except NonFinite as e:
+        who = f'member {m["name"]}: ' if is_population else ''
+        raise NonFinite(f'{who}{e}') from None
+
+  def position(epoch, batch):
+    return {'epoch': epoch, 'batch': batch, 'best': best}
+
+  def save(epoch, batch, *, to=ckpt, params=None):
+    s = state if params is None else state._replace(params=params)
+    to.save(engine.globalize(s), meta=position(epoch, batch), force=True)
+
+  def stop(epoch, batch):
+    save(epoch, batch)
+    ckpt.close()
+    best_ckpt.close()
+    outputs.close()
+    raise preemption.Preempted(step)
+
+  diag_every = config.diagnostics_every_steps
+  diag_fn = jax.jit(diagnostics.make_diagnostics(model, tasks))
+  train_split = dataset.splits['train']
+  total = spe * config.num_epochs
+  bar = console.progress_bar(
+    total=total,
+    initial=start_step,
+    enabled=chief and config.progress_bar,
+    desc=f'{size} members' if is_population else None,
+  )
+  step, inflight, train_time, timed_steps = start_step, 0, 0.0, 0
+  last_log = last_diag = step
+  # Two processes of emulated CPU devices hang unless every step is waited
+  # on; on one process a bounded queue is enough.
+  max_inflight = 1 if jax.process_count() > 1 else MAX_INFLIGHT_DISPATCHES
+  k_max = config.steps_per_dispatch if config.input_mode == 'device' else 1
+  guard = preemption.PreemptionGuard()
+  with guard:
+    for epoch in range(start_step // spe, config.num_epochs):
+      t_epoch = time.time()
+      timed = epoch > start_step // spe  # The first epoch here compiles.
+      perms = engine.permutation(epoch)
+      first_of_epoch = step - epoch * spe
+      for first in range(first_of_epoch, spe, k_max):
+        k = min(k_max, spe - first)
+        state, m = engine.run(state, perms, first, k)
+        pending.append((step, m['loss']))  # Read only at check points.
+        step += k
+        inflight += 1
+        bar.update(k)
+        if step // config.log_every_steps > last_log // config.log_every_steps:
+          last_log = step
+          check_finite()
+          m = jax.device_get(m)
+          rows = []
+          for j, g in enumerate(guards):
+            scalars = _member_scalars(m, j, train_tasks)
+            if config.skip_nonfinite:
+              scalars['train/nonfinite_steps'] = g.skipped
+            scalars['train/epoch'] = epoch
+            rows.append(scalars)
+          bar.set_postfix(
+            {
+              n.split('/')[-1]: f'{v:.4f}'
+              for n, v in rows[0].items()
+              if n.startswith('train/loss/')
+            }
+          )
+          if diag_every and step // diag_every > last_diag // diag_every:
+            last_diag = step
+            if chief:
+              for j, scalars in enumerate(rows):
+                scalars.update(
+                  diagnostics.summarize(
+                    diag_fn(
+                      engine.member_params(state.params, j),
+                      pipeline.take_rows(
+                        train_split,
+                        engine.first_rows(perms, j, config.batch_size),
+                      ),
+                    ),
+                    tasks,
+                  )
+                )
+          outputs.write(step, rows)
+          inflight = 0
+        elif inflight >= max_inflight:
+          jax.block_until_ready(m)
+          inflight = 0
+        if first + k == spe:
+          break  # Epoch end: evaluate before saving, below.
+        if step // every > (step - k) // every:
+          check_finite()  # Never save a state that went non-finite.
+          save(epoch, first + k)
+        if guard.should_stop():
+          check_finite()
+          stop(epoch, first + k)
+      jax.block_until_ready(state.step)
+      check_finite()
+      if timed:
+        train_time += time.time() - t_epoch
+        timed_steps += spe
+      last = epoch + 1 == config.num_epochs
+      if (epoch + 1) % config.eval_every_epochs == 0 or last:
+        val = _eval_lines(engine, state.params, 'validation', tasks, 'val')
+        improved = np.zeros(size, bool)
+        for j, scalars in enumerate(val):
+          scalars['val/epoch'] = epoch + 1
+          score = metrics_lib.selection_score(scalars, tasks, 'val')
+          if config.select_best and (
+            best['score'][j] is None or score > best['score'][j]
+          ):
+            best['score'][j], best['epoch'][j] = score, epoch + 1
+            improved[j] = True
+        outputs.write(step, val)
+        if chief:
+          console.say(_eval_line(epoch + 1, config.num_epochs, val, 'val'))
+        if improved.any():
+          best_params = engine.select(improved, state.params, best_params)
+          save(epoch + 1, 0, to=best_ckpt, params=best_params)
+      if step // every > (step - k) // every or last:
+        save(epoch + 1, 0)
+      if guard.should_stop():
+        stop(epoch + 1, 0)
+  bar.close()
+  ckpt.close()
+  best_ckpt.close()
+
+  final_params = best_params if config.select_best else state.params
+  final = [{} for _ in range(size)]
+  for split, prefix in (('validation', 'val'), ('test', 'test')):
+    for j, s in enumerate(
+      _eval_lines(engine, final_params, split, tasks, prefix)
+    ):
+      final[j].update(s)
+  if timed_steps == 0:  # One epoch here: the number includes compilation.
+    train_time, timed_steps = time.time() - t_start, max(step - start_step, 1)
+  per_s = (
+    size * timed_steps * config.batch_size / train_time
+    if step > start_step
+    else None
+  )
+  results = []
+  for j, m in enumerate(members):
+    r = {
+      'model_name': config.model_name,
+      'model': {k: v for k, v in config.model.items() if v is not None},
+      'dataset_name': config.dataset_name,
+      'dataset': config.dataset.to_dict(),
+      'weighting_name': config.weighting_name,
+      'weighting': m['weighting'],
+      'member': m['name'],
+      'seed': m['seed'],
+      'learning_rate': m['learning_rate'],
+      'task_weights': list(m['task_weights']),
+      'tasks': [t.name for t in tasks],
+      'selected_epoch': best['epoch'][j] or config.num_epochs,
+      'num_epochs': config.num_epochs,
+      'steps': int(step),
+      'resumed_from_step': start_step,
+      'num_params': int(num_params),
+      'population_size': size if is_population else None,
+      'num_devices': engine.num_devices,
+      'num_processes': jax.process_count(),
+      'parallel_backend': (
+        None if engine.devices is None else config.parallel.backend
+      ),
+      'nonfinite_steps_skipped': guards[j].skipped,
+      'train_examples_per_s': per_s,
+      'wall_time_s': time.time() - t_start,
+      'validation': {k: v for k, v in final[j].items() if k.startswith('val/')},
+      'test': {k: v for k, v in final[j].items() if k.startswith('test/')},
+    }
+    results.append(r)
+  for j, w in enumerate(outputs.writers):
+    w.write(step, final[j])
+    w.summary(final[j])
+    w.close()
+    write_json(outputs.dirs[j] / 'results.json', results[j])
+  summary = results[0]
+  if is_population:
+    summary = {
+      'population_size': size,
+      'train_examples_per_s': per_s,
+      'wall_time_s': time.time() - t_start,
+      'members': results,
+    }
+    if chief:
+      write_json(workdir / 'results.json', summary)
+  if chief:
+    _print_summary(results, workdir, is_population)
+  return summary
+
+
+def _print_summary(results, workdir, is_population) -> None:
+  if is_population:
+    tests = [r['test'] for r in results]
+    line = _eval_line(
+      results[0]['num_epochs'], results[0]['num_epochs'], tests, 'test'
+    )
+    console.say(line.split('  ', 1)[1])
+  else:
+    r = results[0]
+    console.say(
+      f'val   {console.format_metrics(r["validation"], "val")}  '
+      f'(epoch {r["selected_epoch"]} of {r["num_epochs"]})'
+    )
+    console.say(f'test  {console.format_metrics(r["test"], "test")}')
+  console.say(f'workdir {workdir}')

@@ -1,0 +1,252 @@
+"""How a run's members step, evaluate and hand back params (shell code).
+
+The trainer (`mtl.shell.trainer`) drives one loop for every run; an engine
+hides whether the state holds one member or K stacked ones:
+
+  `Single`      one member: a plain TrainState, the jitted step on device
+                or host batches (`EpochRunner`), or the data-parallel step
+                over several devices and processes (`mtl.core.parallel`).
+  `Population`  K members stacked [K, ...] and vmapped in one compiled
+                program (`mtl.core.population`), on device-resident data or
+                on host batches, one device.
+
+Both give metrics as [steps, K, ...] and evaluation counts as [K, ...], so
+the trainer treats a single run as a population of one.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtl.core import parallel, population, train_state, train_step
+from mtl.core.weighting import WEIGHTINGS
+from mtl.data import pipeline
+from mtl.errors import ConfigError
+from mtl.shell.build import parallel_devices
+from mtl.shell.epochs import EpochRunner, process_rows, to_local
+
+
+def _example(split):
+  return train_step.features_of(pipeline.take_rows(split, np.arange(2)))
+
+
+def _pad(dataset, batch):
+  return {
+    s: pipeline.pad_split(dataset.splits[s], batch)
+    for s in ('validation', 'test')
+  }
+
+
+class Single:
+  """One member; every input mode and data-parallel backend."""
+
+  size = 1
+
+  def __init__(self, config, dataset, model, tx, weighting, *, spe: int):
+    tasks = dataset.tasks
+    split = dataset.splits['train']
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    self.state = train_state.init_train_state(
+      model,
+      tx,
+      weighting,
+      _example(split),
+      num_tasks=len([t for t in tasks if t.train]),
+      key=init_key,
+    )
+    self.devices = parallel_devices(config)
+    axis = None if self.devices is None else parallel.AXIS_NAME
+    step_fn = train_step.make_train_step(
+      model,
+      tx,
+      weighting,
+      tasks,
+      steps_per_epoch=spe,
+      axis_name=axis,
+      skip_nonfinite=config.skip_nonfinite,
+    )
+    eval_step = train_step.make_eval_step(
+      model, tasks, num_bins=config.num_auc_bins, axis_name=axis
+    )
+    padded = _pad(dataset, config.eval_batch_size)
+    self._parallel = None
+    if self.devices is None:
+      self._eval = jax.jit(
+        train_step.make_scanned_eval(
+          eval_step, batch_size=config.eval_batch_size
+        )
+      )
+      self._eval_data = {k: jax.device_put(v) for k, v in padded.items()}
+    else:
+      self._parallel = parallel.make_parallel_train_step(
+        step_fn, backend=config.parallel.backend, devices=self.devices
+      )
+      ev = parallel.make_parallel_eval_step(
+        train_step.make_scanned_eval(
+          eval_step, batch_size=config.eval_batch_size // len(self.devices)
+        ),
+        backend=config.parallel.backend,
+        devices=self.devices,
+      )
+      # Each process places its contiguous share of the padded split.
+      self._eval_data = {
+        k: ev.put_batch(
+          pipeline.take_rows(v, process_rows(np.arange(v['labels'].shape[1])))
+        )
+        for k, v in padded.items()
+      }
+      self._eval = lambda params, placed: to_local(ev.on_placed(params, placed))
+    self._runner = EpochRunner(config, step_fn, split, data_key, self._parallel)
+    self.num_devices = 1 if self.devices is None else len(self.devices)
+
+  def permutation(self, epoch: int):
+    return self._runner.permutation(epoch)
+
+  def run(self, state, perm, first_batch: int, k: int):
+    state, m = self._runner.run(state, perm, first_batch, k)
+    return state, jax.tree.map(lambda x: x[:, None], m)
+
+  def evaluate(self, params, split: str):
+    counts = jax.device_get(self._eval(params, self._eval_data[split]))
+    return jax.tree.map(lambda x: np.asarray(x)[None], counts)
+
+  def globalize(self, state):
+    # pmap returns each process's copy on its own devices; orbax saves
+    # global arrays, one replicated array over every process's devices.
+    return state if self._parallel is None else self._parallel.put_state(state)
+
+  def select(self, improved, new, old):
+    # A copy: the state's own arrays are donated to the next step.
+    return jax.tree.map(jnp.copy, new) if improved[0] else old
+
+  def member_params(self, params, j: int):
+    del j
+    return to_local(params)
+
+  def first_rows(self, perm, j: int, batch_size: int):
+    del j
+    return np.asarray(perm[:batch_size])
+
+
+class Population:
+  """K members stacked and vmapped in one program on one device."""
+
+  def __init__(self, config, dataset, model, tx, members, *, spe: int):
+    if self_devices := parallel_devices(config):
+      raise ConfigError(
+        f'parallel.num_devices is {len(self_devices)} with a population, '
+        'expected 1: a population runs on one device (data parallelism is '
+        'for single runs)'
+      )
+    self.devices, self.num_devices = None, 1
+    tasks = dataset.tasks
+    num_tasks = len([t for t in tasks if t.train])
+    split = dataset.splits['train']
+    self.size = len(members)
+    methods = []
+    for m in members:
+      try:
+        methods.append(WEIGHTINGS[config.weighting_name](**m['weighting']))
+        methods[-1].init(num_tasks)
+      except (TypeError, ValueError) as e:
+        raise ConfigError(f'population member {m["name"]}: {e}') from None
+    keys = [jax.random.split(jax.random.key(m['seed'])) for m in members]
+    self._data_keys = [k[1] for k in keys]
+    self.state = population.init_population(
+      model,
+      tx,
+      methods,
+      _example(split),
+      num_tasks=num_tasks,
+      init_keys=[k[0] for k in keys],
+    )
+    self._hparams = {
+      'task_weights': jnp.asarray([m['task_weights'] for m in members]),
+      'lr_scale': jnp.asarray(
+        [m['learning_rate'] / config.optimizer.learning_rate for m in members]
+      ),
+      'member': jnp.arange(self.size, dtype=jnp.int32),
+    }
+    self._step = train_step.make_train_step(
+      model,
+      tx,
+      population.switch_methods(methods),
+      tasks,
+      steps_per_epoch=spe,
+      skip_nonfinite=config.skip_nonfinite,
+    )
+    eval_step = train_step.make_eval_step(
+      model, tasks, num_bins=config.num_auc_bins
+    )
+    self._eval = jax.jit(
+      population.make_population_eval(
+        train_step.make_scanned_eval(
+          eval_step, batch_size=config.eval_batch_size
+        )
+      )
+    )
+    padded = _pad(dataset, config.eval_batch_size)
+    self._eval_data = {k: jax.device_put(v) for k, v in padded.items()}
+    self._mode, self._batch = config.input_mode, config.batch_size
+    self._k = config.steps_per_dispatch if self._mode == 'device' else 1
+    self._num_rows = split['labels'].shape[1]
+    self._host_split = split
+    self._compiled = {}
+    if self._mode == 'device':
+      self._data = jax.device_put(split)
+    else:
+      self._host_step = jax.jit(
+        jax.vmap(self._step, in_axes=(0, 0, 0)), donate_argnums=0
+      )
+
+  def permutation(self, epoch: int):
+    perms = [
+      pipeline.epoch_permutation(k, epoch, self._num_rows)
+      for k in self._data_keys
+    ]
+    return jnp.stack(perms) if self._mode == 'device' else np.stack(perms)
+
+  def _scanned(self, k: int):
+    if k not in self._compiled:
+      self._compiled[k] = jax.jit(
+        population.make_population_steps(
+          self._step, batch_size=self._batch, num_steps=k
+        ),
+        donate_argnums=0,
+      )
+    return self._compiled[k]
+
+  def run(self, states, perms, first_batch: int, k: int):
+    if self._mode == 'device':
+      return self._scanned(k)(
+        states, self._hparams, self._data, perms, first_batch
+      )
+    start = first_batch * self._batch
+    batches = [
+      pipeline.take_rows(self._host_split, p[start : start + self._batch])
+      for p in perms
+    ]
+    batch = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+    states, m = self._host_step(states, batch, self._hparams)
+    return states, jax.tree.map(lambda x: x[None], m)
+
+  def evaluate(self, params, split: str):
+    return jax.device_get(self._eval(params, self._eval_data[split]))
+
+  def globalize(self, state):
+    return state
+
+  def select(self, improved, new, old):
+    """Member k of `new` where improved[k], else of `old`."""
+    mask = jnp.asarray(improved)
+    return jax.tree.map(
+      lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+      new,
+      old,
+    )
+
+  def member_params(self, params, j: int):
+    return population.member(params, j)
+
+  def first_rows(self, perms, j: int, batch_size: int):
+    return np.asarray(perms[j][:batch_size])
