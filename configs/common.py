@@ -38,6 +38,9 @@ a config file or a command-line override fails with the key's name. Keys:
                        async_save; <workdir>/checkpoints, resumed by rerunning
                        the same command
   init_from            a workdir whose latest params warm-start this run
+  workdir_allow_changes  rerun a workdir with a config that differs in keys
+                       that change the trained numbers (the run refuses
+                       otherwise, naming them; num_epochs may always grow)
   parallel             backend ('pmap' | 'shard_map') and num_devices (1: the
                        plain single-device step; 0: every device of every
                        process; N: the first N); data-parallel runs need
@@ -49,11 +52,12 @@ a config file or a command-line override fails with the key's name. Keys:
   diagnostics_every_steps  per-task gradient norms, gradient cosines and
                        mean gate weights every N steps (0: off)
   population           K members trained in one compiled program
-                       (mtl.shell.population_loop): size (K; alone: seeds
+                       (mtl.shell.trainer): size (K; alone: seeds
                        seed..seed+K-1), seeds, learning_rates, task_weights
-                       (one tuple per member), weighting (a dict of the
-                       chosen method's hyper-parameters, one value per
-                       member); each list has K values or one
+                       (one tuple per member), weighting.<key> (values of
+                       the chosen method's hyper-parameter <key>, one per
+                       member: --config.population.weighting.alpha=(1,2));
+                       each list has K values or one
 """
 
 import ml_collections
@@ -119,6 +123,7 @@ def base_config(
   )
   c.checkpoint = dict(every_steps=0, max_to_keep=3, async_save=True)
   c.init_from = placeholder(str)
+  c.workdir_allow_changes = False
   c.parallel = dict(backend='pmap', num_devices=1)
   c.skip_nonfinite = False
   c.max_consecutive_nonfinite = 10

@@ -24,12 +24,22 @@ import numpy as np
 from mtl.core import diagnostics
 from mtl.core import metrics as metrics_lib
 from mtl.core import tasks as tasks_lib
+from mtl.core.architectures import ARCHITECTURES
 from mtl.data import pipeline
-from mtl.errors import ConfigError
-from mtl.shell import build, checkpoint, console, engines, preemption
+from mtl.errors import ConfigError, WorkdirError
+from mtl.shell import (
+  build,
+  checkpoint,
+  console,
+  engines,
+  keywords,
+  preemption,
+)
 from mtl.shell import members as members_lib
+from mtl.shell import workdir as workdir_lib
 from mtl.shell.finite import FiniteGuard, NonFinite
-from mtl.shell.writers import Writers, truncate_metrics, write_json
+from mtl.shell.workdir import truncate_metrics, write_json
+from mtl.shell.writers import Writers
 
 # Dispatches queued without waiting on a result. Emulated multi-device CPU
 # backends deadlock with ~32-64 queued steps (docs/ARCHITECTURE.md);
@@ -97,8 +107,6 @@ class _Outputs:
     self.dirs, self.writers = [], []
     if jax.process_index() != 0:
       return
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / 'config.json', config.to_dict())
     for m in members:
       d = workdir / 'members' / m['name'] if population else workdir
       d.mkdir(parents=True, exist_ok=True)
@@ -158,11 +166,24 @@ def _eval_line(epoch, num_epochs, per_member, prefix) -> str:
 
 
 def train(config: ml_collections.ConfigDict, workdir) -> dict:
-  """Trains every member of the config; returns what results.json holds."""
-  workdir = pathlib.Path(workdir)
+  """Trains every member of the config; returns what results.json holds.
+
+  Before any data is read: the names in the config are checked, the model's
+  keywords resolved, and the workdir checked, locked and compared with the
+  run it already holds (`mtl.shell.workdir`); the lock is held until the
+  results are written.
+  """
   t_start = time.time()
-  chief = jax.process_index() == 0
   build.check_names(config)
+  keywords.resolve_model(config, ARCHITECTURES)
+  with workdir_lib.open_workdir(
+    workdir, config.to_dict(), allow_changes=config.workdir_allow_changes
+  ) as wd:
+    return _train(config, pathlib.Path(wd.path), t_start)
+
+
+def _train(config, workdir: pathlib.Path, t_start: float) -> dict:
+  chief = jax.process_index() == 0
   is_population = members_lib.is_population(config)
   dataset = build.load_dataset(config)
   tasks = dataset.tasks
@@ -187,6 +208,7 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
     max_to_keep=config.checkpoint.max_to_keep,
     save_every_steps=1,  # This loop decides when.
     async_save=config.checkpoint.async_save,
+    remove_stale_tmp=chief,  # Under the workdir's lock.
   )
   best_ckpt = checkpoint.Checkpointer(
     workdir / 'checkpoints_best',
@@ -197,6 +219,7 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
     # _async_write_complete.16 is already ongoing"). The best-epoch save is
     # rare; with several processes it is synchronous.
     async_save=jax.process_count() == 1,
+    remove_stale_tmp=chief,
   )
   abstract = jax.eval_shape(lambda: state)  # Unplaced.
   restored = ckpt.restore_latest(abstract)
@@ -207,6 +230,12 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
   elif config.init_from:
     state = _init_from(config, state, engine)
   start_step = int(np.max(state.step))
+  if start_step > spe * config.num_epochs:
+    raise WorkdirError(
+      f'{workdir} holds a run trained to step {start_step}, past num_epochs='
+      f'{config.num_epochs} ({spe * config.num_epochs} steps): use another '
+      '--workdir, or as many epochs or more'
+    )
   best = meta.get('best') or {'score': [None] * size, 'epoch': [None] * size}
   if not isinstance(best['score'], list):  # Written by a single run.
     best = {'score': [best['score']], 'epoch': [best['epoch']]}
@@ -264,7 +293,7 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
     ckpt.close()
     best_ckpt.close()
     outputs.close()
-    raise preemption.Preempted(step)
+    raise preemption.Preempted(step, guard.signum)
 
   diag_every = config.diagnostics_every_steps
   diag_fn = jax.jit(diagnostics.make_diagnostics(model, tasks))
