@@ -54,7 +54,16 @@ def load_dataset(config: ml_collections.ConfigDict):
   multi, chief = jax.process_count() > 1, jax.process_index() == 0
   if multi and not chief:
     multihost_utils.sync_global_devices('mtl: dataset prepared')
-  dataset = DATASETS[config.dataset_name](**config.dataset.to_dict())
+  loader = DATASETS[config.dataset_name]
+  kwargs = config.dataset.to_dict()
+  foreign = sorted(set(kwargs) - set(keywords.keywords(loader)))
+  if foreign:
+    raise ConfigError(
+      f'dataset.{foreign[0]} is not a keyword of {config.dataset_name!r}: '
+      'the config was built for another dataset; start from a config of '
+      f'this one (common.base_config(model, {config.dataset_name!r}))'
+    )
+  dataset = loader(**kwargs)
   if multi and chief:
     multihost_utils.sync_global_devices('mtl: dataset prepared')
   # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
