@@ -2,8 +2,14 @@
 
 See dataset.py for the in-memory layout and DESIGN.md §7 for how real
 datasets are prepared (TFDS builders, array_record, training-split
-vocabularies).
+vocabularies). A keyword a loader does not take is a ConfigError naming the
+dataset and the keyword (the config's `dataset` entry is the loader's
+keywords).
 """
+
+import difflib
+import functools
+import inspect
 
 from mtl.data.ali_ccp import load_ali_ccp
 from mtl.data.aliexpress import load_aliexpress
@@ -11,12 +17,45 @@ from mtl.data.census_income import load_census_income
 from mtl.data.entire_space import load_entire_space
 from mtl.data.movielens import load_movielens_100k
 from mtl.data.synthetic import load_synthetic
+from mtl.errors import ConfigError
+
+
+def _checked(name: str, load):
+  """`load`, with an unknown keyword as a ConfigError instead of TypeError."""
+  params = inspect.signature(load).parameters
+  known = [
+    p.name
+    for p in params.values()
+    if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+  ]
+
+  @functools.wraps(load)
+  def checked(**kwargs):
+    unknown = [k for k in kwargs if k not in known]
+    if unknown:
+      close = difflib.get_close_matches(unknown[0], known, n=1)
+      hint = (
+        f" (did you mean '{close[0]}'?)" if close and len(unknown) == 1 else ''
+      )
+      raise ConfigError(
+        f'dataset {name!r} got unexpected keyword'
+        f'{"s" if len(unknown) > 1 else ""} '
+        f'{", ".join(repr(k) for k in unknown)}{hint}: it takes '
+        f'{", ".join(known)}'
+      )
+    return load(**kwargs)
+
+  return checked
+
 
 DATASETS = {
-  'ali_ccp': load_ali_ccp,
-  'aliexpress': load_aliexpress,
-  'census_income': load_census_income,
-  'entire_space': load_entire_space,
-  'movielens_100k': load_movielens_100k,
-  'synthetic': load_synthetic,
+  name: _checked(name, load)
+  for name, load in {
+    'ali_ccp': load_ali_ccp,
+    'aliexpress': load_aliexpress,
+    'census_income': load_census_income,
+    'entire_space': load_entire_space,
+    'movielens_100k': load_movielens_100k,
+    'synthetic': load_synthetic,
+  }.items()
 }

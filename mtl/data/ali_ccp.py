@@ -33,6 +33,7 @@ from mtl.data import csv_builder as cb
 from mtl.data import prepared
 from mtl.data.dataset import Dataset
 from mtl.data.leakage import check_no_label_leakage
+from mtl.errors import ConfigError
 
 DataError = cb.DataError
 RawFilesMissingError = cb.RawFilesMissingError
@@ -71,9 +72,9 @@ def conversion_labels(
 
 
 def check_choice(name: str, key: str, value, choices) -> None:
-  """Raises a one-line DataError if `value` is not one of `choices`."""
+  """Raises a one-line ConfigError if `value` is not one of `choices`."""
   if value not in choices:
-    raise DataError(
+    raise ConfigError(
       f'{name}: unknown {key} {value!r}, expected one of {tuple(choices)}'
     )
 
@@ -108,7 +109,8 @@ def load_ali_ccp(
     vocabulary sizes, dense normalisers and this process's share.
 
   Raises:
-    DataError: a bad keyword, a malformed raw file, or a feature that leaks
+    ConfigError: a bad keyword.
+    DataError: a malformed raw file, or a feature that leaks
       a label (a RawFilesMissingError, also a FileNotFoundError, if a raw
       file is missing).
   """

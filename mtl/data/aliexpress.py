@@ -31,6 +31,7 @@ from mtl.data import csv_builder as cb
 from mtl.data import prepared
 from mtl.data.ali_ccp import check_choice, funnel_dataset
 from mtl.data.dataset import Dataset
+from mtl.errors import ConfigError
 
 DataError = cb.DataError
 RawFilesMissingError = cb.RawFilesMissingError
@@ -90,7 +91,8 @@ def load_aliexpress(
     vocabulary sizes, dense normalisers and this process's share.
 
   Raises:
-    DataError: a bad keyword, a malformed raw file, or a feature that leaks
+    ConfigError: a bad keyword.
+    DataError: a malformed raw file, or a feature that leaks
       a label (a RawFilesMissingError, also a FileNotFoundError, if a raw
       file is missing).
   """
@@ -98,7 +100,7 @@ def load_aliexpress(
   check_choice(name, 'conversion_space', conversion_space, CONVERSION_SPACES)
   check_choice(name, 'variant', variant, VARIANTS)
   if not 0 < validation_fraction < 1:
-    raise DataError(
+    raise ConfigError(
       f'{name}: validation_fraction is {validation_fraction!r}, expected a '
       'number in (0, 1)'
     )

@@ -42,8 +42,10 @@ from tensorflow_datasets.core.download.download_manager import (
 
 from mtl.core.tasks import Task
 from mtl.data import census_income_builder as cib
+from mtl.data import prepared
 from mtl.data.dataset import Dataset
 from mtl.data.leakage import check_no_label_leakage
+from mtl.errors import ConfigError
 
 DataError = cib.DataError
 RawFilesMissingError = cib.RawFilesMissingError
@@ -96,7 +98,7 @@ def prepare(
 ) -> cib.CensusIncome:
   """Returns the builder, preparing the data first if it is not cached."""
   builder = cib.CensusIncome(data_dir=data_dir, file_format='array_record')
-  if builder.is_prepared():
+  if prepared.is_prepared(builder):
     return builder
   manual = _manual_dir(manual_dir)
   names = [
@@ -170,16 +172,17 @@ def load_census_income(
     vocabulary sizes and the dense normalisers.
 
   Raises:
-    DataError: an unknown protocol or task group, or a bad raw file (a
-      RawFilesMissingError, also a FileNotFoundError, if it is missing).
+    ConfigError: an unknown protocol or task group.
+    DataError: a bad raw file (a RawFilesMissingError, also a
+      FileNotFoundError, if it is missing).
   """
   if protocol not in PROTOCOLS:
-    raise DataError(
+    raise ConfigError(
       f'census_income: unknown protocol {protocol!r}, expected one of '
       f'{PROTOCOLS}'
     )
   if task_group not in TASK_GROUPS:
-    raise DataError(
+    raise ConfigError(
       f'census_income: unknown task_group {task_group!r}, expected one of '
       f'{tuple(TASK_GROUPS)}'
     )

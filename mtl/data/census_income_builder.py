@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
+from mtl import errors
+
 COLUMNS = (
   'age',  # 0
   'class_of_worker',
@@ -115,12 +117,10 @@ CHECKSUMS = pathlib.Path(__file__).with_name('census_income_checksums.tsv')
 BLOCK_ROWS = 8192
 
 
-class DataError(ValueError):
-  """A raw data file is missing or malformed; the message is one line."""
-
-
-class RawFilesMissingError(DataError, FileNotFoundError):
-  """The raw files are not where they were expected."""
+# A raw data file is malformed, or (RawFilesMissingError, also a
+# FileNotFoundError) missing; the message is one line.
+DataError = errors.DataError
+RawFilesMissingError = errors.DataFileNotFound
 
 
 def _first_bad_row(path: pathlib.Path) -> tuple[int, int] | None:

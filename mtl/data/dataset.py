@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from mtl.core.tasks import Task
+from mtl.errors import DataError
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -42,7 +43,7 @@ class Dataset:
 
 
 def check_split(ds: Dataset, split: str, a: dict[str, np.ndarray]) -> None:
-  """Raises a one-line ValueError if a split breaks the batch layout."""
+  """Raises a one-line DataError if a split breaks the batch layout."""
   where = f'dataset {ds.name!r} split {split!r}'
   n = a['labels'].shape[1] if a['labels'].ndim == 2 else -1
   want = {
@@ -53,14 +54,14 @@ def check_split(ds: Dataset, split: str, a: dict[str, np.ndarray]) -> None:
   }
   for key, (shape, dtype) in want.items():
     if key not in a:
-      raise ValueError(f'{where}: missing array {key!r}')
+      raise DataError(f'{where}: missing array {key!r}')
     if a[key].shape != shape or a[key].dtype != dtype:
-      raise ValueError(
+      raise DataError(
         f'{where}: {key} is {a[key].dtype}{list(a[key].shape)}, '
         f'expected {np.dtype(dtype)}{list(shape)}'
       )
   if len(ds.vocab_sizes) != len(ds.sparse_names):
-    raise ValueError(
+    raise DataError(
       f'{where}: {len(ds.vocab_sizes)} vocab sizes for '
       f'{len(ds.sparse_names)} sparse features'
     )
@@ -68,13 +69,13 @@ def check_split(ds: Dataset, split: str, a: dict[str, np.ndarray]) -> None:
     bad = (a['sparse'] < 0) | (a['sparse'] >= np.asarray(ds.vocab_sizes))
     if bad.any():
       row, col = np.argwhere(bad)[0]
-      raise ValueError(
+      raise DataError(
         f'{where}: sparse feature {ds.sparse_names[col]!r} row {row} has id '
         f'{a["sparse"][row, col]}, expected [0, {ds.vocab_sizes[col]})'
       )
   if not np.isfinite(a['dense']).all():
     row, col = np.argwhere(~np.isfinite(a['dense']))[0]
-    raise ValueError(
+    raise DataError(
       f'{where}: dense feature {ds.dense_names[col]!r} row {row} is '
       f'{a["dense"][row, col]}, expected a finite number'
     )
@@ -84,7 +85,7 @@ def check_split(ds: Dataset, split: str, a: dict[str, np.ndarray]) -> None:
       continue
     if not np.isin(y, (0.0, 1.0)).all():
       bad_value = y[~np.isin(y, (0.0, 1.0))][0]
-      raise ValueError(
+      raise DataError(
         f'{where}: task {task.name!r} is binary but has label {bad_value}, '
         'expected 0 or 1'
       )
@@ -94,7 +95,7 @@ def check_split(ds: Dataset, split: str, a: dict[str, np.ndarray]) -> None:
       split == 'train' and ds.stats.get('share', {}).get('process_count', 1) > 1
     )
     if y.size and (y.min() == y.max()) and not partial:
-      raise ValueError(
+      raise DataError(
         f'{where}: task {task.name!r} labels are all {y[0]:g} '
         f'({y.size} rows), expected both classes'
       )

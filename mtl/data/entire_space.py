@@ -38,6 +38,7 @@ import numpy as np
 
 from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
+from mtl.errors import ConfigError
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -112,9 +113,9 @@ def load_entire_space(
     ('conversion_rate', conversion_rate),
   ):
     if not 0 < v < 1:
-      raise ValueError(f'entire_space: {name} is {v}, expected in (0, 1)')
+      raise ConfigError(f'entire_space: {name} is {v}, expected in (0, 1)')
   if not -1 <= rho_items <= 1 or not -1 <= rho_features <= 1:
-    raise ValueError(
+    raise ConfigError(
       f'entire_space: rho_items {rho_items} and rho_features {rho_features} '
       'must be in [-1, 1]'
     )

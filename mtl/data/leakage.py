@@ -56,6 +56,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mtl.errors import DataError
+
 
 def _chance_bound(class_sizes: np.ndarray, value_of_class: np.ndarray) -> float:
   """log of the bound V^K * prod_v m_v! / N! (see the module docstring)."""
@@ -108,7 +110,7 @@ def check_no_label_leakage(
     where: what is checked, for the message (e.g. 'ali_ccp train').
 
   Raises:
-    ValueError: one line naming the feature, the task, the value each label
+    DataError: one line naming the feature, the task, the value each label
       class maps to and the chance bound.
   """
   columns = [dense[:, j] for j in range(dense.shape[1])]
@@ -137,7 +139,7 @@ def check_no_label_leakage(
         continue  # constant on this sample space
       log_p = _chance_bound(sizes, value_of_class)
       if log_p < math.log(alpha):
-        raise ValueError(
+        raise DataError(
           f'{where}: feature {name!r} is a deterministic function of the '
           f'label of task {task!r} on its {len(rows)} rows (label -> '
           f'feature: {_describe(classes, low)}; chance probability under '

@@ -39,6 +39,7 @@ from mtl.data import movielens_builder as mlb
 from mtl.data import prepared
 from mtl.data.dataset import Dataset
 from mtl.data.leakage import check_no_label_leakage
+from mtl.errors import ConfigError
 
 DataError = cb.DataError
 RawFilesMissingError = cb.RawFilesMissingError
@@ -95,13 +96,14 @@ def load_movielens_100k(
     and this process's share.
 
   Raises:
-    DataError: a bad keyword, a malformed raw file, or a feature that leaks
+    ConfigError: a bad keyword.
+    DataError: a malformed raw file, or a feature that leaks
       a label (a RawFilesMissingError, also a FileNotFoundError, if a raw
       file is missing).
   """
   fractions = (validation_fraction, test_fraction)
   if not (min(fractions) > 0 and sum(fractions) < 1):
-    raise DataError(
+    raise ConfigError(
       f'{NAME}: validation_fraction {validation_fraction!r} and '
       f'test_fraction {test_fraction!r}, expected positive numbers with a '
       'sum below 1'

@@ -14,14 +14,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl.errors import ConfigError
+
 Split = dict[str, np.ndarray]
 
 
 def steps_per_epoch(num_rows: int, batch_size: int) -> int:
   if batch_size <= 0:
-    raise ValueError(f'batch_size is {batch_size}, expected a positive int')
+    raise ConfigError(f'batch_size is {batch_size}, expected a positive int')
   if batch_size > num_rows:
-    raise ValueError(
+    raise ConfigError(
       f'batch_size {batch_size} exceeds the {num_rows} training rows'
     )
   return num_rows // batch_size

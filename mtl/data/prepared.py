@@ -7,11 +7,13 @@ the cache (checksums checked against the builder's registered .tsv), and read
 a split back, optionally only the rows [start, stop) of one process's share.
 """
 
+import logging
 import os
 import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
 # TFDS raises this type on a checksum mismatch but does not export it.
 from tensorflow_datasets.core.download.download_manager import (
@@ -35,6 +37,31 @@ def manual_dir(
       f'manual_dir (or put it at $MTL_DATA_DIR/{folder})'
     )
   return pathlib.Path(root) / folder
+
+
+class _NotYetPrepared(logging.Filter):
+  """Drops TFDS's warning that a cache folder has no dataset_info.json."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (
+      message.startswith('Variant folder ')
+      and message.endswith(' has no dataset_info.json')
+    )
+
+
+def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  """`builder.is_prepared()`, without TFDS's warning when it is not.
+
+  The builder makes its (empty) cache folder when constructed, and TFDS
+  warns that it holds no dataset_info.json: on a first run, that is no news.
+  """
+  quiet = _NotYetPrepared()
+  absl_logging.get_absl_logger().addFilter(quiet)
+  try:
+    return builder.is_prepared()
+  finally:
+    absl_logging.get_absl_logger().removeFilter(quiet)
 
 
 def prepare(
@@ -61,7 +88,7 @@ def prepare(
     RawFilesMissingError: a file is missing (named with its expected path).
     DataError: a file is not the registered one (checksum), or malformed.
   """
-  if builder.is_prepared():
+  if is_prepared(builder):
     return builder
   manual = manual_dir(name, given_dir, folder, how_to_get)
   missing = [str(manual / f) for f in files if not (manual / f).is_file()]

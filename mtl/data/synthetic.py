@@ -25,6 +25,7 @@ import numpy as np
 
 from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
+from mtl.errors import ConfigError
 
 SPLIT_STREAMS = {'train': 1, 'validation': 2, 'test': 3}  # 0: directions
 
@@ -39,13 +40,13 @@ def _shape(
 ) -> tuple[np.ndarray, np.ndarray]:
   """alpha, beta as float arrays of length m (defaults i and i^2)."""
   if m < 0:
-    raise ValueError(f'synthetic: m is {m}, expected m >= 0')
+    raise ConfigError(f'synthetic: m is {m}, expected m >= 0')
   i = np.arange(1, m + 1, dtype=np.float64)
   alpha = i if alpha is None else np.asarray(alpha, np.float64)
   beta = i**2 if beta is None else np.asarray(beta, np.float64)
   for name, v in (('alpha', alpha), ('beta', beta)):
     if v.shape != (m,):
-      raise ValueError(
+      raise ConfigError(
         f'synthetic: {name} has shape {list(v.shape)}, expected [{m}] (m={m})'
       )
   return alpha, beta
@@ -56,9 +57,9 @@ def task_weights(
 ) -> np.ndarray:
   """The task vectors [2, d]: w1 = c u1, w2 = c (p u1 + sqrt(1-p^2) u2)."""
   if not -1.0 <= p <= 1.0:
-    raise ValueError(f'synthetic: p is {p}, expected -1 <= p <= 1')
+    raise ConfigError(f'synthetic: p is {p}, expected -1 <= p <= 1')
   if d < 2:
-    raise ValueError(f'synthetic: d is {d}, expected d >= 2')
+    raise ConfigError(f'synthetic: d is {d}, expected d >= 2')
   g1, g2 = _streams(seed)[0].standard_normal((2, d))
   # Gram-Schmidt: u2 is g2 without its u1 component.
   u1 = g1 / np.linalg.norm(g1)

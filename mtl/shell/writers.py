@@ -1,15 +1,17 @@
-"""Where metrics go: metrics.jsonl, Weights & Biases, the console.
+"""Where metrics go: metrics.jsonl and Weights & Biases (not the console:
+the trainer's own lines are mtl.shell.console's).
 
-Shell code: only process 0 constructs writers (the loop decides that).
+Shell code: only process 0 constructs writers (the trainer decides that).
 """
 
 import json
-import logging
 import os
 import pathlib
 from typing import Any
 
 import numpy as np
+
+from mtl.errors import ConfigError
 
 
 def _plain(value: Any):
@@ -80,7 +82,9 @@ class Writers:
   def __init__(self, workdir: pathlib.Path, *, config: dict, wandb_cfg: dict):
     mode = wandb_cfg.get('mode', 'disabled')
     if mode not in WANDB_MODES:
-      raise ValueError(f'wandb.mode is {mode!r}, expected one of {WANDB_MODES}')
+      raise ConfigError(
+        f'wandb.mode is {mode!r}, expected one of {WANDB_MODES}'
+      )
     self._writers = [JsonlWriter(workdir / 'metrics.jsonl')]
     self._wandb = None
     if mode != 'disabled':
@@ -91,11 +95,6 @@ class Writers:
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     for w in self._writers:
       w.write(step, scalars)
-    logging.info(
-      'step %d: %s',
-      step,
-      ', '.join(f'{k}={_plain(v)}' for k, v in sorted(scalars.items())),
-    )
 
   def summary(self, values: dict[str, Any]) -> None:
     if self._wandb is not None:

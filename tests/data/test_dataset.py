@@ -5,6 +5,7 @@ import pytest
 
 from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
+from mtl.errors import DataError
 
 
 def _split(n=4):
@@ -29,7 +30,7 @@ def _dataset(split, name='train', stats=None):
 
 
 def _message(split) -> str:
-  with pytest.raises(ValueError) as err:
+  with pytest.raises(DataError) as err:
     _dataset(split)
   message = str(err.value)
   assert '\n' not in message

@@ -12,6 +12,7 @@ import pytest
 
 from mtl.data import ali_ccp, aliexpress, movielens
 from mtl.data.leakage import check_no_label_leakage
+from mtl.errors import DataError
 
 
 @pytest.fixture(scope='module')
@@ -57,7 +58,7 @@ def _check(ds, dense_extra=None, sparse_extra=None, at=0):
 
 
 def _leak_message(ds, **extra) -> str:
-  with pytest.raises(ValueError) as err:
+  with pytest.raises(DataError) as err:
     _check(ds, **extra)
   message = str(err.value)
   assert '\n' not in message

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mtl.data import DATASETS, synthetic
+from mtl.errors import ConfigError
 
 
 @pytest.mark.parametrize('p', [-0.3, 0.0, 0.5, 0.9, 1.0])
@@ -117,6 +118,15 @@ def test_split_rows_do_not_depend_on_other_split_sizes():
   ],
 )
 def test_bad_arguments(kwargs, message):
-  with pytest.raises(ValueError) as err:
+  with pytest.raises(ConfigError) as err:
     synthetic.load_synthetic(**kwargs)
   assert str(err.value) == message
+
+
+def test_unknown_keyword_is_a_config_error_naming_it():
+  with pytest.raises(ConfigError) as err:
+    DATASETS['synthetic'](n_trian=50)
+  assert str(err.value).startswith(
+    "dataset 'synthetic' got unexpected keyword 'n_trian' (did you mean "
+    "'n_train'?): it takes p, c, m, "
+  )
