@@ -2,6 +2,8 @@
 
 import optax
 
+from mtl.errors import ConfigError
+
 OPTIMIZERS = {
   'adam': optax.adam,
   'adamw': optax.adamw,
@@ -18,11 +20,11 @@ def make_schedule(
 ) -> optax.Schedule:
   """Constant or cosine-decayed learning rate after a linear warm-up."""
   if schedule not in SCHEDULES:
-    raise ValueError(
+    raise ConfigError(
       f'optimizer.schedule is {schedule!r}, expected one of {SCHEDULES}'
     )
   if not 0 <= warmup_steps < max(total_steps, 1):
-    raise ValueError(
+    raise ConfigError(
       f'optimizer.warmup_steps is {warmup_steps}, expected 0 <= warmup_steps'
       f" < {total_steps} (the run's total steps)"
     )
@@ -68,20 +70,20 @@ def make_optimizer(
     total_steps: the run's number of optimizer steps.
   """
   if name not in OPTIMIZERS:
-    raise ValueError(
+    raise ConfigError(
       f'optimizer.name {name!r} is not one of {sorted(OPTIMIZERS)}'
     )
   if not learning_rate > 0:
-    raise ValueError(
+    raise ConfigError(
       f'optimizer.learning_rate is {learning_rate}, expected a number > 0'
     )
   if weight_decay < 0 or (weight_decay and name != 'adamw'):
-    raise ValueError(
+    raise ConfigError(
       f'optimizer.weight_decay is {weight_decay} with optimizer {name!r}, '
       "expected 0, or >= 0 with 'adamw'"
     )
   if grad_clip_norm < 0:
-    raise ValueError(
+    raise ConfigError(
       f'optimizer.grad_clip_norm is {grad_clip_norm}, expected >= 0'
     )
   lr = make_schedule(learning_rate, schedule, warmup_steps, total_steps)

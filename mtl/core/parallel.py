@@ -31,6 +31,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mtl.errors import ConfigError
+
 BACKENDS = ('pmap', 'shard_map')
 AXIS_NAME = 'data'
 # The batch axis of each key of a batch; any other key has it first.
@@ -42,7 +44,7 @@ def check_backend(backend: str) -> None:
   if backend not in BACKENDS:
     close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ''
-    raise ValueError(
+    raise ConfigError(
       f'unknown parallel backend {backend!r}: expected one of '
       f'{", ".join(BACKENDS)}{hint}'
     )
@@ -53,7 +55,7 @@ def check_divisible(
 ) -> None:
   """One-line ValueError unless `global_batch` splits evenly over devices."""
   if num_devices < 1 or global_batch % num_devices:
-    raise ValueError(
+    raise ConfigError(
       f'{what} {global_batch} is not divisible by the {num_devices} devices; '
       f'use a multiple of {num_devices}'
     )

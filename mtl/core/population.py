@@ -28,6 +28,7 @@ from jax import lax
 from mtl.core import train_state as train_state_lib
 from mtl.core import train_step as train_step_lib
 from mtl.core.weighting.base import WeightingMethod
+from mtl.errors import ConfigError
 
 
 def stack(trees: Sequence[Any]):
@@ -52,7 +53,7 @@ def switch_methods(methods: Sequence[WeightingMethod]) -> WeightingMethod:
       first.needs,
       first.combines_gradients,
     ):
-      raise ValueError(
+      raise ConfigError(
         'population: members differ in what their balancing method needs; '
         'a population runs one balancing method with per-member '
         'hyper-parameters'

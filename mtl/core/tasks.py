@@ -17,6 +17,8 @@ order (`head_rows`); the train step sees the trained tasks (`train_rows`).
 
 import dataclasses
 
+from mtl.errors import ConfigError
+
 KINDS = ('binary', 'regression')
 
 
@@ -41,7 +43,7 @@ class Task:
 
   def __post_init__(self):
     if self.kind not in KINDS:
-      raise ValueError(
+      raise ConfigError(
         f'task {self.name!r}: kind {self.kind!r} is not one of {KINDS}'
       )
 
@@ -50,16 +52,16 @@ def check_tasks(tasks) -> None:
   """One-line ValueError on duplicate names or a head that is no own head."""
   names = [t.name for t in tasks]
   if len(set(names)) != len(names):
-    raise ValueError(f'task names {names} repeat, expected unique names')
+    raise ConfigError(f'task names {names} repeat, expected unique names')
   own = {t.name for t in tasks if t.head is None}
   for t in tasks:
     if t.head is not None and t.head not in own:
-      raise ValueError(
+      raise ConfigError(
         f'task {t.name!r}: head {t.head!r} is not a task with its own '
         f'output, expected one of {sorted(own)}'
       )
   if not any(t.train for t in tasks):
-    raise ValueError(f'tasks {names}: none is trained, expected at least one')
+    raise ConfigError(f'tasks {names}: none is trained, expected at least one')
 
 
 def num_heads(tasks) -> int:

@@ -29,6 +29,8 @@ import pathlib
 import statistics
 import sys
 
+from mtl.errors import ConfigError
+
 REQUIRED = ('name', 'configs', 'seeds')
 KNOWN = REQUIRED + ('grid', 'overrides', 'metric')
 
@@ -47,22 +49,22 @@ def load_sweep(path) -> dict:
   path = pathlib.Path(path)
   module = _module(path)
   if not hasattr(module, 'get_sweep'):
-    raise ValueError(f'{path}: defines no get_sweep()')
+    raise ConfigError(f'{path}: defines no get_sweep()')
   sweep = dict(module.get_sweep())
   missing = [k for k in REQUIRED if k not in sweep]
   unknown = sorted(set(sweep) - set(KNOWN))
   if missing or unknown:
-    raise ValueError(
+    raise ConfigError(
       f'{path}: get_sweep() keys missing {missing}, unknown {unknown}; '
       f'expected {list(KNOWN)}'
     )
   sweep.setdefault('grid', {})
   sweep.setdefault('overrides', {})
   if not sweep['seeds'] or not sweep['configs']:
-    raise ValueError(f'{path}: seeds and configs must be non-empty')
+    raise ConfigError(f'{path}: seeds and configs must be non-empty')
   for key, values in sweep['grid'].items():
     if isinstance(values, str) or not len(values):
-      raise ValueError(
+      raise ConfigError(
         f'{path}: grid[{key!r}] is {values!r}, expected a non-empty list'
       )
   return sweep

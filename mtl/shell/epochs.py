@@ -10,6 +10,7 @@ import numpy as np
 
 from mtl.core import train_step
 from mtl.data import pipeline
+from mtl.errors import ConfigError
 
 
 def process_rows(rows: np.ndarray) -> np.ndarray:
@@ -49,7 +50,7 @@ class EpochRunner:
     self.batch_size = config.batch_size
     self.k = config.steps_per_dispatch if self.mode == 'device' else 1
     if self.k < 1:
-      raise ValueError(
+      raise ConfigError(
         f'steps_per_dispatch is {self.k}, expected a positive int'
       )
     self.host_split = train_split

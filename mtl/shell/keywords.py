@@ -10,6 +10,7 @@ from them, so a new component needs no table of defaults anywhere else, and
 
 import collections.abc
 import dataclasses
+import difflib
 import inspect
 import types
 import typing
@@ -110,6 +111,13 @@ def resolve_model(config, architectures) -> dict:
             'default for it'
           )
       kwargs[key] = tuple(value) if isinstance(value, list) else value
+    elif not any(key in keywords(a) for a in architectures.values()):
+      close = difflib.get_close_matches(key, list(own), n=1)
+      hint = f" (did you mean 'model.{close[0]}'?)" if close else ''
+      raise ConfigError(
+        f'model.{key} is not a keyword of any architecture{hint}; {name!r} '
+        f'takes {", ".join(own)}'
+      )
     elif value is not None:
       logging.warning(
         'model.%s=%s is not a keyword of %r; ignored', key, value, name

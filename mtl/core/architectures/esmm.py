@@ -33,25 +33,26 @@ from mtl.core.architectures.base import Backbone
 from mtl.core.layers.experts import ExpertBank
 from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
+from mtl.errors import ConfigError
 
 
 def click_and_conversion(ds: Dataset) -> tuple[Task, Task]:
   """The dataset's click and conversion tasks, checked; one-line errors."""
   if len(ds.tasks) < 2 or not all(t.kind == 'binary' for t in ds.tasks[:2]):
-    raise ValueError(
+    raise ConfigError(
       f'dataset {ds.name!r} has tasks {[t.name for t in ds.tasks]}, expected '
       'a binary click task then a binary conversion task (ali_ccp, '
       'aliexpress, entire_space)'
     )
   train = ds.splits['train']
   if not (train['mask'][0] > 0).all():
-    raise ValueError(
+    raise ConfigError(
       f'dataset {ds.name!r}: task {ds.tasks[0].name!r} must cover every '
       'impression (mask all 1), as a click task does'
     )
   clicked = train['labels'][0] > 0
   if not np.array_equal(train['mask'][1] > 0, clicked):
-    raise ValueError(
+    raise ConfigError(
       f'dataset {ds.name!r}: task {ds.tasks[1].name!r} must live in the click '
       'sample space (mask = click); load it with conversion_space="click"'
     )
@@ -129,7 +130,7 @@ class ESMM(Backbone):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """x [B, D] -> z [2, B, H] (CTR network, CVR network)."""
     if self.num_tasks != 3:
-      raise ValueError(
+      raise ConfigError(
         f'esmm has 3 outputs (click, ctcvr, conversion), got num_tasks='
         f'{self.num_tasks}: train it on a click/conversion dataset'
       )

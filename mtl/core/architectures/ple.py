@@ -31,6 +31,7 @@ from mtl.core.layers.experts import (
   GroupedExpertBank,
   mix,
 )
+from mtl.errors import ConfigError
 
 
 class ExtractionNetwork(nn.Module):
@@ -60,7 +61,7 @@ class ExtractionNetwork(nn.Module):
     t, m_k = self.num_tasks, self.num_specific_experts
     m_s = self.num_shared_experts
     if m_k + m_s == 0:
-      raise ValueError('CGC/PLE: a gate needs at least one expert, got 0 + 0')
+      raise ConfigError('CGC/PLE: a gate needs at least one expert, got 0 + 0')
     specific = GroupedExpertBank(
       t, m_k, self.expert_hidden, self.dropout, name='specific_experts'
     )(task_x, train=train)  # [T, m_k, B, H]
@@ -98,7 +99,7 @@ def _extract(
 ) -> jax.Array:
   """Runs the levels in the calling module's scope: x [B, D] -> [T, B, H]."""
   if num_levels < 1:
-    raise ValueError(f'PLE: num_levels must be >= 1, got {num_levels}')
+    raise ConfigError(f'PLE: num_levels must be >= 1, got {num_levels}')
   task_x, shared_x = jnp.broadcast_to(x, (num_tasks, *x.shape)), x
   for j in range(num_levels):
     task_x, shared_x = ExtractionNetwork(

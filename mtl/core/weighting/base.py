@@ -42,6 +42,8 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
+from mtl.errors import ConfigError
+
 # Inputs a method may ask the train step for, beyond losses, step and epoch.
 KNOWN_NEEDS = frozenset({'task_grad_norms', 'task_grad_gram'})
 
@@ -60,7 +62,7 @@ class EmptyState(NamedTuple):
 def check_num_tasks(name: str, values, num_tasks: int, what: str):
   """One-line error when a per-task vector does not match the task count."""
   if values is not None and len(values) != num_tasks:
-    raise ValueError(
+    raise ConfigError(
       f'weighting {name!r}: {len(values)} {what} for {num_tasks} tasks, '
       f'expected {num_tasks}'
     )
@@ -81,7 +83,7 @@ def chain(*methods: WeightingMethod) -> WeightingMethod:
 
   for m in methods[:-1]:
     if m.combines_gradients:
-      raise ValueError(
+      raise ConfigError(
         'chain: a gradient-space method must come last in a chain'
       )
   needs = frozenset().union(*(m.needs for m in methods))

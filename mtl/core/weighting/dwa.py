@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from mtl.core.weighting.base import WeightingMethod
+from mtl.errors import ConfigError
 
 
 class DWAState(NamedTuple):
@@ -36,13 +37,13 @@ def dwa(temperature: float = 2.0, window_steps: int = 100) -> WeightingMethod:
     window_steps: int >= 1, steps averaged per window (the paper: an epoch).
   """
   if not temperature > 0:
-    raise ValueError(
+    raise ConfigError(
       f'weighting dwa: temperature is {temperature}, expected > 0'
     )
   if isinstance(window_steps, bool) or not (
     isinstance(window_steps, int) and window_steps >= 1
   ):
-    raise ValueError(
+    raise ConfigError(
       f'weighting dwa: window_steps is {window_steps!r}, expected an int >= 1'
     )
 

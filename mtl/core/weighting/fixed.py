@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from mtl.core.weighting.base import EmptyState, WeightingMethod, check_num_tasks
+from mtl.errors import ConfigError
 
 
 def fixed(weights: Sequence[float] | None = None) -> WeightingMethod:
@@ -21,7 +22,7 @@ def fixed(weights: Sequence[float] | None = None) -> WeightingMethod:
   if weights is not None:
     weights = tuple(float(w) for w in weights)
     if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
-      raise ValueError(
+      raise ConfigError(
         f'weighting fixed: weights {list(weights)} must be non-negative '
         'with at least one positive'
       )

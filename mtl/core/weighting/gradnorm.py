@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl.core.weighting.base import WeightingMethod, check_num_tasks
+from mtl.errors import ConfigError
 
 OPTIMIZERS = {'sgd': optax.sgd, 'adam': optax.adam}
 
@@ -64,24 +65,24 @@ def gradnorm(
       they stay positive.
   """
   if not alpha >= 0:
-    raise ValueError(f'weighting gradnorm: alpha is {alpha}, expected >= 0')
+    raise ConfigError(f'weighting gradnorm: alpha is {alpha}, expected >= 0')
   if not learning_rate > 0:
-    raise ValueError(
+    raise ConfigError(
       f'weighting gradnorm: learning_rate is {learning_rate}, expected > 0'
     )
   if optimizer not in OPTIMIZERS:
-    raise ValueError(
+    raise ConfigError(
       f'weighting gradnorm: optimizer is {optimizer!r}, expected one of '
       f'{", ".join(OPTIMIZERS)}'
     )
   if not min_weight > 0:
-    raise ValueError(
+    raise ConfigError(
       f'weighting gradnorm: min_weight is {min_weight}, expected > 0'
     )
   if initial_losses is not None and any(
     not float(x) > 0 for x in initial_losses
   ):
-    raise ValueError(
+    raise ConfigError(
       f'weighting gradnorm: initial_losses {list(initial_losses)} must all '
       'be > 0'
     )

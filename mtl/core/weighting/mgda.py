@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from mtl.core.weighting import gram as gram_lib
 from mtl.core.weighting.base import EmptyState, WeightingMethod
+from mtl.errors import ConfigError
 
 NORMALIZATIONS = ('none', 'l2', 'loss', 'loss+')
 
@@ -34,12 +35,12 @@ def mgda(
     num_iterations: Frank-Wolfe iterations (>= 1).
   """
   if normalization not in NORMALIZATIONS:
-    raise ValueError(
+    raise ConfigError(
       f'weighting mgda: normalization is {normalization!r}, expected one of '
       f'{", ".join(NORMALIZATIONS)}'
     )
   if not (isinstance(num_iterations, int) and num_iterations >= 1):
-    raise ValueError(
+    raise ConfigError(
       f'weighting mgda: num_iterations is {num_iterations!r}, expected an '
       'int >= 1'
     )

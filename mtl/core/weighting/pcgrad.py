@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mtl.core.weighting import gram as gram_lib
 from mtl.core.weighting.base import EmptyState, WeightingMethod
+from mtl.errors import ConfigError
 
 
 def pcgrad(seed: int = 0) -> WeightingMethod:
@@ -27,7 +28,7 @@ def pcgrad(seed: int = 0) -> WeightingMethod:
     seed: the projection order of step k comes from fold_in(key(seed), k).
   """
   if isinstance(seed, bool) or not isinstance(seed, int):
-    raise ValueError(f'weighting pcgrad: seed is {seed!r}, expected an int')
+    raise ConfigError(f'weighting pcgrad: seed is {seed!r}, expected an int')
 
   def init(num_tasks):
     del num_tasks

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl.core.weighting.base import EmptyState, WeightingMethod
+from mtl.errors import ConfigError
 
 DISTRIBUTIONS = ('normal', 'dirichlet', 'uniform')
 
@@ -30,7 +31,7 @@ def rlw(distribution: str = 'normal', seed: int = 0) -> WeightingMethod:
     seed: the weights of step k come from fold_in(key(seed), k).
   """
   if distribution not in DISTRIBUTIONS:
-    raise ValueError(
+    raise ConfigError(
       f'weighting rlw: distribution is {distribution!r}, expected one of '
       f'{", ".join(DISTRIBUTIONS)}'
     )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from mtl.core.weighting.base import EmptyState, WeightingMethod, check_num_tasks
+from mtl.errors import ConfigError
 
 
 def scheduled(
@@ -25,11 +26,11 @@ def scheduled(
   """
   for what, values in (('weights', weights), ('gammas', gammas)):
     if values is not None and any(float(v) < 0 for v in values):
-      raise ValueError(
+      raise ConfigError(
         f'weighting scheduled: {what} {list(values)} must be non-negative'
       )
   if gammas is not None and any(float(g) == 0 for g in gammas):
-    raise ValueError(f'weighting scheduled: gammas {list(gammas)} must be > 0')
+    raise ConfigError(f'weighting scheduled: gammas {list(gammas)} must be > 0')
 
   def init(num_tasks):
     check_num_tasks('scheduled', weights, num_tasks, 'weights')

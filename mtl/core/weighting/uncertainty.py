@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl.core.weighting.base import WeightingMethod, check_num_tasks
+from mtl.errors import ConfigError
 
 FORMS = {'regression': 0.5, 'classification': 1.0}
 
@@ -51,12 +52,12 @@ def uncertainty(
   per_task = (forms,) if isinstance(forms, str) else tuple(forms)
   for f in per_task:
     if f not in FORMS:
-      raise ValueError(
+      raise ConfigError(
         f'weighting uncertainty: forms has {f!r}, expected '
         f'{" or ".join(repr(k) for k in FORMS)}'
       )
   if not learning_rate > 0:
-    raise ValueError(
+    raise ConfigError(
       f'weighting uncertainty: learning_rate is {learning_rate}, expected > 0'
     )
   tx = optax.adam(learning_rate)
