@@ -9,36 +9,35 @@ Modes, all on the same data, model, batch (1024) and permutation:
 
 Each mode runs one warm-up epoch (compilation), then `--repeats` timed epochs;
 the median examples/s is printed and written to
-experiments/results/benchmark.json. By default the model is sized like
-torch-rechub's census MMoE example (see experiments/peer_torch_rechub.py) so
-the two numbers compare like with like; `--peer_sized=false` keeps the
-config's model.
+experiments/results/benchmark.{json,md} (or --out). By default the model is
+sized like torch-rechub's census MMoE example (see
+experiments/peer_torch_rechub.py) so the two numbers compare like with like;
+`--peer_sized=false` keeps the config's model.
 """
 
-import json
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `from configs import common` in configs.
+sys.path.insert(0, str(REPO))  # configs/ and experiments/
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+from experiments import harness  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', str(REPO / harness.census_config_path('mmoe')), 'Config file.'
+)
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed epochs per mode.')
 _SCAN_STEPS = flags.DEFINE_integer('scan_steps', 0, '0: a whole epoch.')
 _PEER_SIZED = flags.DEFINE_bool(
   'peer_sized', True, "Use torch-rechub's census MMoE sizes."
 )
-_OUT = flags.DEFINE_string(
-  'out', str(REPO / 'experiments/results/benchmark.json'), 'Results JSON.'
-)
-flags.mark_flags_as_required(['config'])
+harness.define_flags(out='benchmark')
+FLAGS = flags.FLAGS
 
 # torch-rechub examples/ranking/run_census.py (see peer_torch_rechub.py).
 PEER_SIZES = dict(
@@ -111,6 +110,7 @@ def main(argv):
       f'({spe / (spe * config.batch_size / statistics.median(rates)):.1f} '
       'steps/s)'
     )
+  facts = harness.machine_facts()
   record = {
     'model': config.model_name,
     'model_kwargs': config.model.to_dict(),
@@ -123,14 +123,29 @@ def main(argv):
     'jax': jax.__version__,
     'backend': jax.default_backend(),
     'devices': jax.local_device_count(),
-    'cpu_count': os.cpu_count(),
-    'machine': platform.machine(),
+    'cpu_count': facts['cpus'],
+    'machine': facts['machine'],
   }
-  out = pathlib.Path(_OUT.value)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(record, indent=2) + '\n')
-  print(f'wrote {out}')
+  harness.write_results('benchmark', record, markdown(record), out=FLAGS.out)
+
+
+def markdown(record) -> list[str]:
+  return [
+    f'Training throughput of `{record["model"]}` '
+    f'({record["num_params"]:,} parameters, batch {record["batch_size"]}, '
+    f'{record["steps_per_epoch"]} steps per epoch), median of the timed '
+    'epochs after a compile epoch.',
+    '',
+    *harness.markdown_table(
+      ['mode', 'steps/dispatch', 'examples/s'],
+      [
+        [name, m['steps_per_dispatch'], f'{m["median_examples_per_s"]:,}']
+        for name, m in record['modes'].items()
+      ],
+      'lrr',
+    ),
+  ]
 
 
 if __name__ == '__main__':
-  app.run(main)
+  harness.run_main(main)

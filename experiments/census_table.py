@@ -22,19 +22,38 @@ task group 1 (income main, never married auxiliary). For each model:
    sit in adjacent columns.
 
 Runs live in --workdirs/<protocol>/<model>/{search,seeds}; a finished
-population (results.json) is reused, so an interrupted call continues.
-Writes experiments/results/census_table.{json,md}.
+population of the same config is reused and an interrupted one resumes
+(experiments/harness: one of another config is moved aside and re-run;
+--force re-runs all). Models come from configs/census.py:<model>. Writes
+experiments/results/census_table.{json,md} (or --out).
 """
 
-import argparse
-import json
 import pathlib
-import statistics
 import sys
-import time
+
+from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from experiments import harness  # noqa: E402
+from experiments.harness import stats  # noqa: E402
+
+_PROTOCOLS = flags.DEFINE_list('protocols', ['paper', 'library'], 'Protocols.')
+_MODELS = flags.DEFINE_list(
+  'models',
+  ['single_task', 'shared_bottom', 'omoe', 'mmoe', 'cgc', 'ple'],
+  'Models (configs/census.py:<model>).',
+)
+_SEARCH_LRS = flags.DEFINE_list(
+  'search_lrs', ['1e-3', '2e-3', '5e-3'], 'Learning rates searched.'
+)
+_SEARCH_SEEDS = flags.DEFINE_integer(
+  'search_seeds', 2, 'Seeds per searched learning rate (1000+).'
+)
+_EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
+harness.define_flags(out='census_table', workdirs='census_table', seeds=20)
+FLAGS = flags.FLAGS
 
 PAPER = {  # Table 1: income best, income mean, marital (w/ best), mean.
   'single_task': (0.9398, 0.9337, 0.9933, 0.9922),
@@ -51,65 +70,35 @@ TASKS = ('income', 'marital')
 
 
 def population(model, protocol, workdir, *, seeds, lrs, epochs):
-  """Runs (or reuses) one population; returns its member results."""
-  done = workdir / 'results.json'
-  if done.is_file():
-    return json.loads(done.read_text())
-  from mtl.shell import population_loop
-
-  module = __import__(f'configs.census_{model}', fromlist=['get_config'])
-  config = module.get_config()
+  """Runs (or reuses) one population; returns its results."""
+  config = harness.census_config(model)
   config.dataset.protocol = protocol
   config.progress_bar = False
   config.population.seeds = tuple(seeds)
   config.population.learning_rates = tuple(lrs)
   if epochs:
     config.num_epochs = epochs
-  t0 = time.time()
-  out = population_loop.train_population(config, workdir)
-  print(
-    f'  {model} {protocol} {workdir.name}: {len(seeds)} members in '
-    f'{time.time() - t0:.0f} s',
-    flush=True,
-  )
-  return out
+  return harness.run(config, workdir, force=FLAGS.force)
 
 
-def mean_std(xs):
-  return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--protocols', default='paper,library')
-  parser.add_argument(
-    '--models', default='single_task,shared_bottom,omoe,mmoe,cgc,ple'
-  )
-  parser.add_argument('--seeds', type=int, default=20)
-  parser.add_argument('--search_lrs', default='1e-3,2e-3,5e-3')
-  parser.add_argument('--search_seeds', type=int, default=2)
-  parser.add_argument('--epochs', type=int, default=0, help='0: config')
-  parser.add_argument('--workdirs', default=str(REPO / 'workdirs/census_table'))
-  parser.add_argument(
-    '--out', default=str(REPO / 'experiments/results/census_table')
-  )
-  args = parser.parse_args()
-  lrs = [float(x) for x in args.search_lrs.split(',')]
+def main(argv):
+  del argv
+  lrs = harness.floats(_SEARCH_LRS.value)
   rows = []
-  for protocol in args.protocols.split(','):
-    for model in args.models.split(','):
-      root = pathlib.Path(args.workdirs) / protocol / model
-      k = args.search_seeds
+  for protocol in _PROTOCOLS.value:
+    for model in _MODELS.value:
+      root = pathlib.Path(FLAGS.workdirs) / protocol / model
+      k = _SEARCH_SEEDS.value
       search = population(
         model,
         protocol,
         root / 'search',
         seeds=[1000 + s for lr in lrs for s in range(k)],
         lrs=[lr for lr in lrs for _ in range(k)],
-        epochs=args.epochs,
+        epochs=_EPOCHS.value,
       )
       score = {
-        lr: statistics.mean(
+        lr: stats.mean(
           m['validation']['val/auc/income']
           for m in search['members']
           if m['learning_rate'] == lr
@@ -121,9 +110,9 @@ def main():
         model,
         protocol,
         root / 'seeds',
-        seeds=list(range(args.seeds)),
+        seeds=list(range(FLAGS.seeds)),
         lrs=[lr],
-        epochs=args.epochs,
+        epochs=_EPOCHS.value,
       )['members']
       best = max(runs, key=lambda m: m['validation']['val/auc/income'])
       row = {
@@ -135,7 +124,7 @@ def main():
         'selected_epochs': [m['selected_epoch'] for m in runs],
       }
       for t in TASKS:
-        row[t] = mean_std([m['test'][f'test/auc/{t}'] for m in runs])
+        row[t] = stats.mean_std([m['test'][f'test/auc/{t}'] for m in runs])
         row[f'{t}_best'] = best['test'][f'test/auc/{t}']
       rows.append(row)
       print(
@@ -144,21 +133,19 @@ def main():
         f'{row["marital"][0]:.4f} +- {row["marital"][1]:.4f}',
         flush=True,
       )
-  out = pathlib.Path(args.out)
-  out.with_suffix('.json').write_text(json.dumps(rows, indent=2) + '\n')
-  out.with_suffix('.md').write_text(table(rows, args))
-  print(table(rows, args))
+  harness.write_results('census_table', rows, table(rows), out=FLAGS.out)
 
 
-def table(rows, args) -> str:
+def table(rows) -> str:
   def f(x):
     return f'{x:.4f}'
 
   lines = [
-    f'Census-income, task group 1, test AUC over {args.seeds} seeds per '
+    f'Census-income, task group 1, test AUC over {FLAGS.seeds} seeds per '
     'model (mean +- std) and of the run with the best validation income '
     'AUC ("best"); learning rate searched on validation income AUC over '
-    f'{args.search_lrs}. `python experiments/census_table.py`. Paper: MMoE '
+    f'{",".join(_SEARCH_LRS.value)}. `python experiments/census_table.py`. '
+    'Paper: MMoE '
     'KDD 2018 Table 1 (400 runs; its own preprocessing), PLE RecSys 2020 '
     'Table 5.',
     '',
@@ -182,14 +169,17 @@ def table(rows, args) -> str:
   for protocol in sorted({r['protocol'] for r in rows}):
     by = {r['model']: r for r in rows if r['protocol'] == protocol}
     if 'mmoe' in by and 'shared_bottom' in by:
-      (a, sa), (b, sb) = by['mmoe']['income'], by['shared_bottom']['income']
-      se = sa**2 / by['mmoe']['seeds'] + sb**2 / by['shared_bottom']['seeds']
+      a, b = (
+        stats.Summary(*by[k]['income'], by[k]['seeds'])
+        for k in ('mmoe', 'shared_bottom')
+      )
+      diff, z = stats.diff_in_se(a, b)
       lines.append(
         f'{protocol}: MMoE - Shared-Bottom mean test income AUC = '
-        f'{a - b:+.5f} ({(a - b) / se**0.5:+.1f} standard errors).'
+        f'{diff:+.5f} ({z:+.1f} standard errors).'
       )
   return '\n'.join(lines) + '\n'
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

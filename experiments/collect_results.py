@@ -5,11 +5,23 @@
 
 One row per workdir: model, protocol, task group, selected epoch, validation
 and test AUC of each binary task (MSE of each regression task), wall time.
+Without --out the table is printed only; with it, <out>.md and <out>.json
+(the rows) are written.
 """
 
-import argparse
 import json
 import pathlib
+import sys
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from experiments import harness  # noqa: E402
+
+harness.define_flags(out='')  # No --out: print the table only.
+FLAGS = flags.FLAGS
 
 
 def row(workdir: pathlib.Path) -> dict:
@@ -32,26 +44,19 @@ def row(workdir: pathlib.Path) -> dict:
   return out
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('workdirs', nargs='+', type=pathlib.Path)
-  parser.add_argument('--out', type=pathlib.Path)
-  args = parser.parse_args()
-  rows = [row(w) for w in args.workdirs]
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError('expected one or more workdirs')
+  rows = [row(pathlib.Path(w)) for w in argv[1:]]
   columns = list(dict.fromkeys(k for r in rows for k in r))
-  lines = [
-    '| ' + ' | '.join(columns) + ' |',
-    '|' + '---|' * len(columns),
-  ]
-  lines += [
-    '| ' + ' | '.join(r.get(c, '') for c in columns) + ' |' for r in rows
-  ]
-  text = '\n'.join(lines) + '\n'
-  print(text, end='')
-  if args.out:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+  lines = harness.markdown_table(
+    columns, [[r.get(c, '') for c in columns] for r in rows]
+  )
+  if FLAGS.out:
+    harness.write_results('collect_results', rows, lines, out=FLAGS.out)
+  else:
+    print('\n'.join(lines))
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

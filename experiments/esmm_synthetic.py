@@ -37,19 +37,37 @@ Reported (test split, mean +- std over seeds): the CVR AUC over ALL
 impressions against the latent conversions ('cvr_all': the selection-bias
 measure), the CVR AUC on clicked impressions (ESMM's Table 2 metric), the
 CTR AUC, and the oracle: the AUC of the true propensity on the same labels.
-Writes experiments/results/esmm_synthetic.{json,md}.
+Populations live in --workdirs/<regime>/<model>; a finished one of the same
+config is reused (experiments/harness; --force re-runs). Writes
+experiments/results/esmm_synthetic.{json,md} (or --out).
 """
 
-import argparse
-import json
-import math
 import pathlib
-import statistics
 import sys
 import time
 
+from absl import flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from experiments import harness  # noqa: E402
+from experiments.harness import stats  # noqa: E402
+
+_MODELS = flags.DEFINE_list(
+  'models', ['esmm', 'single_task', 'mmoe'], 'configs/entire_space.py models.'
+)
+_REGIMES = flags.DEFINE_list(
+  'regimes', ['dense', 'sparse', 'sparse_cvr'], 'Data regimes (REGIMES).'
+)
+_EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the regime's or config's.")
+harness.define_flags(
+  out='esmm_synthetic',
+  workdirs='esmm_synth',
+  seeds=10,
+  seeds_help='Model seeds 0..N-1 per population.',
+)
+FLAGS = flags.FLAGS
 
 # Per regime: dataset keyword arguments, and training overrides (every
 # model alike).
@@ -87,22 +105,12 @@ METRICS = {
 }
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--models', default='esmm,single_task,mmoe')
-  parser.add_argument('--seeds', type=int, default=10)
-  parser.add_argument('--regimes', default='dense,sparse,sparse_cvr')
-  parser.add_argument('--epochs', type=int, default=0, help='0: config')
-  parser.add_argument('--workdirs', default=str(REPO / 'workdirs/esmm_synth'))
-  parser.add_argument(
-    '--out', default=str(REPO / 'experiments/results/esmm_synthetic')
-  )
-  args = parser.parse_args()
-
+def main(argv):
+  del argv
   record, lines = {}, []
-  for regime in args.regimes.split(','):
+  for regime in _REGIMES.value:
     t = time.time()
-    rows, oracle = run_regime(args, regime)
+    rows, oracle = run_regime(regime)
     record[regime] = {
       'dataset': REGIMES[regime][0],
       'training': REGIMES[regime][1],
@@ -111,43 +119,36 @@ def main():
       'rows': rows,
       'wall_time_s': time.time() - t,
     }
-    lines += table(args, regime, rows, oracle)
-  out = pathlib.Path(args.out)
-  out.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
-  out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+    lines += table(regime, rows, oracle)
+  harness.write_results('esmm_synthetic', record, lines, out=FLAGS.out)
 
 
-def run_regime(args, regime):
+def run_regime(regime):
   from configs import entire_space
-  from mtl.shell import build, population_loop
+  from mtl.shell import build
 
   rows, oracle = [], None
-  for model in args.models.split(','):
-    workdir = pathlib.Path(args.workdirs) / regime / model
+  for model in _MODELS.value:
+    workdir = pathlib.Path(FLAGS.workdirs) / regime / model
     config = entire_space.get_config(model)
     data, training = REGIMES[regime]
     config.dataset.update(data)
     config.progress_bar = False
-    config.population.seeds = tuple(range(args.seeds))
+    config.population.seeds = tuple(range(FLAGS.seeds))
     for key, value in training.items():
       if key == 'learning_rate':
         config.optimizer.learning_rate = value
       else:
         config[key] = value
-    if args.epochs:
-      config.num_epochs = args.epochs
+    if _EPOCHS.value:
+      config.num_epochs = _EPOCHS.value
     if oracle is None:
-      stats = build.load_dataset(config).stats
+      facts = build.load_dataset(config).stats
       oracle = {
-        'cvr': stats['oracle_auc']['test'],
-        'ctr': stats['oracle_ctr_auc']['test'],
+        'cvr': facts['oracle_auc']['test'],
+        'ctr': facts['oracle_ctr_auc']['test'],
       }
-    done = workdir / 'results.json'
-    if done.is_file():  # Trained before: reuse.
-      result = json.loads(done.read_text())
-    else:
-      result = population_loop.train_population(config, workdir)
+    result = harness.run(config, workdir, force=FLAGS.force)
     members = result['members']
     row = {
       'model': model,
@@ -156,14 +157,14 @@ def run_regime(args, regime):
     }
     for name, key in METRICS.items():
       values = [m['test'][key] for m in members]
-      row[name] = (statistics.mean(values), statistics.stdev(values))
+      row[name] = stats.mean_std(values)
     row['cvr_all_values'] = [m['test'][METRICS['cvr_all']] for m in members]
     rows.append(row)
     print(regime, model, {k: f'{row[k][0]:.4f}' for k in METRICS}, flush=True)
   return rows, oracle
 
 
-def table(args, regime, rows, oracle):
+def table(regime, rows, oracle):
   """Markdown: the regime's settings, then one row per model."""
   base = next((r for r in rows if r['model'] == 'single_task'), None)
   data, training = REGIMES[regime]
@@ -171,7 +172,7 @@ def table(args, regime, rows, oracle):
   lines = [
     f'**{regime}** (`configs/entire_space.py`'
     + (f' with {params}' if params else '')
-    + f', data seed 0): test AUC mean +- std over {args.seeds} model seeds. '
+    + f', data seed 0): test AUC mean +- std over {FLAGS.seeds} model seeds. '
     f'Oracle (the true propensity) CVR AUC over all impressions '
     f'**{oracle["cvr"]:.4f}**, CTR AUC {oracle["ctr"]:.4f}.',
     '',
@@ -183,9 +184,11 @@ def table(args, regime, rows, oracle):
     mean, std = r['cvr_all']
     gain = '-'
     if base and r is not base:
-      diff = mean - base['cvr_all'][0]
-      se = math.sqrt((std**2 + base['cvr_all'][1] ** 2) / r['seeds'])
-      gain = f'{diff:+.4f} ({diff / se:+.1f} SE)'
+      diff, z = stats.diff_in_se(
+        stats.Summary(mean, std, r['seeds']),
+        stats.Summary(*base['cvr_all'], base['seeds']),
+      )
+      gain = f'{diff:+.4f} ({z:+.1f} SE)'
     lines.append(
       f'| {r["model"]} | {mean:.4f} +- {std:.4f} | '
       f'{mean - oracle["cvr"]:+.4f} | {gain} | '
@@ -196,4 +199,4 @@ def table(args, regime, rows, oracle):
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

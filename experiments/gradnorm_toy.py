@@ -19,11 +19,9 @@ model: equal weights, GradNorm (alpha = 0.12, the paper's toy value; weights
 by Adam at lr 0.025, mtl's default) and uncertainty weighting (regression
 form). Reported, as in the paper: sum_i L_i(t) / L_i(0) on held-out data,
 and the weights over time. Writes experiments/results/gradnorm_toy.*
-(json, md, png).
+(json, md, png; or --out).
 """
 
-import argparse
-import json
 import pathlib
 import sys
 import time
@@ -32,11 +30,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments import harness  # noqa: E402
+from experiments.harness import stats  # noqa: E402
 from mtl.core.weighting import WEIGHTINGS  # noqa: E402
+
+_STEPS = flags.DEFINE_integer('steps', 3000, 'Training steps per run.')
+_LOG_EVERY = flags.DEFINE_integer(
+  'log_every', 50, 'Steps between held-out evaluations.'
+)
+harness.define_flags(out='gradnorm_toy', seeds=3)
+FLAGS = flags.FLAGS
 
 D_IN, D_OUT, HIDDEN, LAYERS = 250, 100, 100, 4
 N_TEST, BATCH = 4096, 256
@@ -135,27 +143,20 @@ def train(method_name, sigmas, seed, steps, log_every):
   return curve, weights_t
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=3000)
-  parser.add_argument('--seeds', type=int, default=3)
-  parser.add_argument('--log_every', type=int, default=50)
-  parser.add_argument('--out', default=str(REPO / 'experiments/results'))
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  steps, seeds, log_every = _STEPS.value, FLAGS.seeds, _LOG_EVERY.value
   rng = np.random.default_rng(0)
   problems = {
     'T=2': [1.0, 100.0],
     'T=10': np.exp(rng.uniform(0, np.log(100.0), 10)).round(2).tolist(),
   }
-  results = {'steps': args.steps, 'log_every': args.log_every, 'problems': {}}
+  results = {'steps': steps, 'log_every': log_every, 'problems': {}}
   t0 = time.time()
   for pname, sigmas in problems.items():
     entry = {'sigmas': sigmas, 'methods': {}}
     for m in METHODS:
-      runs = [
-        train(m, sigmas, s, args.steps, args.log_every)
-        for s in range(args.seeds)
-      ]
+      runs = [train(m, sigmas, s, steps, log_every) for s in range(seeds)]
       curves = np.array([r[0] for r in runs])
       weights = np.array([r[1] for r in runs])
       entry['methods'][m] = {
@@ -164,24 +165,27 @@ def main():
         'weights_mean': weights.mean(0).tolist(),
         'final_metric': [float(c[-1]) for c in curves],
       }
+      mean, std = stats.mean_std(curves[:, -1], ddof=0)
       print(
-        f'{pname:5s} {m:12s} final sum L_i/L_i(0) '
-        f'{curves[:, -1].mean():.4f} +- {curves[:, -1].std():.4f}  '
+        f'{pname:5s} {m:12s} final sum L_i/L_i(0) {mean:.4f} +- {std:.4f}  '
         f'final weights {np.round(weights[:, -1].mean(0), 3).tolist()}',
         flush=True,
       )
     results['problems'][pname] = entry
   results['wall_time_s'] = time.time() - t0
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / 'gradnorm_toy.json').write_text(json.dumps(results, indent=1))
-  write_table(results, out / 'gradnorm_toy.md', args)
-  plot(results, out / 'gradnorm_toy.png')
+  harness.write_results(
+    'gradnorm_toy',
+    results,
+    table(results, seeds),
+    out=FLAGS.out,
+    figures=plot(results),
+  )
 
 
-def write_table(results, path, args):
+def table(results, seeds) -> list[str]:
+  """The final metric and weights of each method (std over seeds, ddof 0)."""
   lines = [
-    f'GradNorm toy problem, {args.steps} steps, {args.seeds} seeds '
+    f'GradNorm toy problem, {results["steps"]} steps, {seeds} seeds '
     '(`python experiments/gradnorm_toy.py`). Metric: sum_i L_i(t)/L_i(0) on '
     'held-out data at the end (lower is better; mean +- std over seeds).',
     '',
@@ -190,25 +194,21 @@ def write_table(results, path, args):
   ]
   for pname, entry in results['problems'].items():
     for m, r in entry['methods'].items():
-      f = np.array(r['final_metric'])
+      mean, std = stats.mean_std(r['final_metric'], ddof=0)
       w = np.round(r['weights_mean'][-1], 3).tolist()
       if len(w) > 4:
         w = f'min {min(w)}, max {max(w)}'
-      lines.append(f'| {pname} | {m} | {f.mean():.4f} +- {f.std():.4f} | {w} |')
+      lines.append(f'| {pname} | {m} | {mean:.4f} +- {std:.4f} | {w} |')
   t2 = results['problems']['T=2']['sigmas']
   lines += [
     '',
     f'T=2 sigmas {t2}; T=10 sigmas {results["problems"]["T=10"]["sigmas"]}.',
   ]
-  path.write_text('\n'.join(lines) + '\n')
+  return lines
 
 
-def plot(results, path):
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
+def plot(results):
+  plt = harness.pyplot()
   fig, axes = plt.subplots(2, 2, figsize=(11, 8))
   steps = (
     np.arange(
@@ -235,8 +235,8 @@ def plot(results, path):
     if w.shape[1] <= 4:
       ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  return fig
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

@@ -71,24 +71,43 @@ rises with the time since a row was last seen (a saw-tooth of one epoch's
 period in the loss plot), a sign of the same memorisation.
 
 A finished population (its results.json, with a config.json equal to the one
-this run would train) is reused, an interrupted one resumes from its
-checkpoints, and one with another config stops the run: pass another
---workdirs. Writes experiments/results/mmoe_synthetic.{json,md} and the
-plots mmoe_synthetic_{loss,spread,corr}.png.
+this run would train, log_every_steps included: the loss curves come from its
+metrics.jsonl) is reused, an interrupted one resumes from its checkpoints,
+and one with another config is moved aside to <workdir>.stale-<time> and
+re-run (experiments/harness; --force re-runs all). Writes
+experiments/results/mmoe_synthetic.{json,md} and the plots
+mmoe_synthetic_{loss,spread,corr}.png (or --out).
 """
 
-import argparse
 import json
-import math
 import pathlib
-import statistics
 import sys
 import time
 
 import numpy as np
+from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from experiments import harness  # noqa: E402
+from experiments.harness import stats  # noqa: E402
+
+_CORRELATIONS = flags.DEFINE_list(
+  'correlations', ['0.5', '0.9', '1.0'], 'Task correlations p.'
+)
+_LEARNING_RATES = flags.DEFINE_list(
+  'learning_rates', ['1e-4', '1e-3', '1e-2'], 'Learning rates searched.'
+)
+_EPOCHS = flags.DEFINE_integer('epochs', 20, 'Epochs per member.')
+_N_TRAIN = flags.DEFINE_integer('n_train', 50_000, 'Training rows.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Batch size.')
+_DATA_SEED = flags.DEFINE_integer('data_seed', 0, 'The dataset seed.')
+harness.define_flags(out='mmoe_synthetic', workdirs='mmoe_synthetic', seeds=20)
+FLAGS = flags.FLAGS
+# The training-loss curves come from metrics.jsonl: a finished population
+# logged at another interval is not reused.
+IGNORED = tuple(k for k in harness.IGNORED if k != 'log_every_steps')
 
 MODELS = ('shared_bottom', 'omoe', 'mmoe')
 NAMES = {'shared_bottom': 'Shared-Bottom', 'omoe': 'OMoE', 'mmoe': 'MMoE'}
@@ -157,32 +176,14 @@ def make_config(
   return c
 
 
-def run_population(config, workdir: pathlib.Path) -> dict:
+def run_population(config, workdir: pathlib.Path, force=False) -> dict:
   """Trains the population, or reuses the results of a finished one."""
-  from mtl.shell import population_loop
-
-  want = json.loads(json.dumps(config.to_dict()))
-  saved = workdir / 'config.json'
-  if saved.exists() and json.loads(saved.read_text()) != want:
-    raise SystemExit(
-      f'{workdir} holds a population of another config; pass another '
-      '--workdirs or delete it'
-    )
-  done = workdir / 'results.json'
-  if done.exists():
-    return json.loads(done.read_text())
-  return population_loop.train_population(config, workdir)
+  return harness.run(config, workdir, force=force, ignore=IGNORED)
 
 
 def task_mean(metrics: dict, prefix: str) -> float:
   """The mean of the two tasks' MSE (the paper's average loss)."""
   return sum(metrics[f'{prefix}/mse/{t}'] for t in TASKS) / len(TASKS)
-
-
-def mean_std(values) -> tuple[float, float]:
-  values = list(values)
-  std = statistics.stdev(values) if len(values) > 1 else 0.0
-  return statistics.mean(values), std
 
 
 def choose_lr(runs: dict) -> tuple[float, dict]:
@@ -202,9 +203,9 @@ def choose_lr(runs: dict) -> tuple[float, dict]:
       by_lr.setdefault(m['learning_rate'], []).append(
         task_mean(m['validation'], 'val')
       )
-    per_p[p] = {lr: statistics.mean(v) for lr, v in by_lr.items()}
+    per_p[p] = {lr: stats.mean(v) for lr, v in by_lr.items()}
   lrs = sorted(set.intersection(*(set(v) for v in per_p.values())))
-  score = {lr: statistics.mean(per_p[p][lr] for p in per_p) for lr in lrs}
+  score = {lr: stats.mean(per_p[p][lr] for p in per_p) for lr in lrs}
   return min(lrs, key=lambda lr: score[lr]), score
 
 
@@ -243,7 +244,7 @@ def epoch_means(curve: dict, steps_per_epoch: int) -> dict[int, float]:
   out = {}
   for step, v in zip(curve['step'], curve['mean'], strict=True):
     out.setdefault(-(-step // steps_per_epoch), []).append(v)
-  return {e: statistics.mean(v) for e, v in out.items()}
+  return {e: stats.mean(v) for e, v in out.items()}
 
 
 def label_correlation(ps, dataset: dict, n: int = 10_000) -> list[float]:
@@ -272,9 +273,8 @@ def orderings(table: dict, ps) -> dict:
   """
 
   def z(a, b, p):  # (b - a) in standard errors of the difference.
-    ea, eb = table[a][p], table[b][p]
-    se = math.sqrt(ea['std'] ** 2 / ea['n'] + eb['std'] ** 2 / eb['n'])
-    return (eb['mean'] - ea['mean']) / se if se else math.inf
+    sa, sb = stats.Summary(**table[a][p]), stats.Summary(**table[b][p])
+    return stats.diff_in_se(sb, sa)[1]
 
   out = {}
   for p in (0.5, 0.9):
@@ -342,7 +342,8 @@ def fmt_holds(h) -> str:
   return {True: 'yes', False: '**no**', None: 'not run'}[h]
 
 
-def write_markdown(res: dict, path: pathlib.Path) -> None:
+def markdown(res: dict, name: str) -> list[str]:
+  """The .md's lines; `name` is the results' stem (the plots' prefix)."""
   ps, models = res['correlations'], res['models']
   a = res['args']
   lines = [
@@ -445,19 +446,17 @@ def write_markdown(res: dict, path: pathlib.Path) -> None:
     + ' | '.join(f'{c:.2f}' for c in fig2['paper'])
     + ' |',
     '',
-    f'Plots: `{path.stem}_loss.png` (training loss vs step, Fig. 4), '
-    f'`{path.stem}_spread.png` (final test loss of every seed, Fig. 5), '
-    f'`{path.stem}_corr.png` (Fig. 2).',
+    f'Plots: `{name}_loss.png` (training loss vs step, Fig. 4), '
+    f'`{name}_spread.png` (final test loss of every seed, Fig. 5), '
+    f'`{name}_corr.png` (Fig. 2).',
   ]
-  path.write_text('\n'.join(lines) + '\n')
+  return lines
 
 
-def plot(res: dict, stem: pathlib.Path) -> None:
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
+def plot(res: dict) -> dict:
+  """{'_loss': Fig. 4, '_spread': Fig. 5, '_corr': Fig. 2} figures."""
+  plt = harness.pyplot()
+  figures = {}
   ps, models = res['correlations'], res['models']
   fig, axes = plt.subplots(
     1, len(ps), figsize=(4.5 * len(ps), 3.8), sharey=True
@@ -477,8 +476,7 @@ def plot(res: dict, stem: pathlib.Path) -> None:
   axes[0].legend()
   fig.suptitle('Training loss, mean +- std over seeds (cf. MMoE Fig. 4)')
   fig.tight_layout()
-  fig.savefig(f'{stem}_loss.png', dpi=110)
-  plt.close(fig)
+  figures['_loss'] = fig
 
   fig, axes = plt.subplots(
     1, len(ps), figsize=(4.5 * len(ps), 3.8), sharey=True
@@ -497,8 +495,7 @@ def plot(res: dict, stem: pathlib.Path) -> None:
   axes[0].set_ylabel('final test loss (mean of 2 tasks)')
   fig.suptitle('Final test loss of every seed (cf. MMoE Fig. 5)')
   fig.tight_layout()
-  fig.savefig(f'{stem}_spread.png', dpi=110)
-  plt.close(fig)
+  figures['_spread'] = fig
 
   f2 = res['fig2']
   fig, ax = plt.subplots(figsize=(5, 4))
@@ -510,35 +507,26 @@ def plot(res: dict, stem: pathlib.Path) -> None:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(f'{stem}_corr.png', dpi=110)
-  plt.close(fig)
+  figures['_corr'] = fig
+  return figures
 
 
-def floats(text: str) -> list[float]:
-  return [float(x) for x in text.split(',') if x]
-
-
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--seeds', type=int, default=20, help='Seeds 0..N-1.')
-  parser.add_argument('--correlations', type=floats, default='0.5,0.9,1.0')
-  parser.add_argument('--learning_rates', type=floats, default='1e-4,1e-3,1e-2')
-  parser.add_argument('--epochs', type=int, default=20)
-  parser.add_argument('--n_train', type=int, default=50_000)
-  parser.add_argument('--batch_size', type=int, default=256)
-  parser.add_argument('--data_seed', type=int, default=0)
-  parser.add_argument(
-    '--workdirs', default=str(REPO / 'workdirs/mmoe_synthetic')
-  )
-  parser.add_argument(
-    '--out', default=str(REPO / 'experiments/results/mmoe_synthetic')
-  )
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  args = {
+    'seeds': FLAGS.seeds,
+    'correlations': harness.floats(_CORRELATIONS.value),
+    'learning_rates': harness.floats(_LEARNING_RATES.value),
+    'epochs': _EPOCHS.value,
+    'n_train': _N_TRAIN.value,
+    'batch_size': _BATCH_SIZE.value,
+    'data_seed': _DATA_SEED.value,
+  }
   t_start = time.time()
   models = list(MODELS)
-  ps, lrs = args.correlations, args.learning_rates
-  seeds = list(range(args.seeds))
-  root = pathlib.Path(args.workdirs)
+  ps, lrs = args['correlations'], args['learning_rates']
+  seeds = list(range(args['seeds']))
+  root = pathlib.Path(FLAGS.workdirs)
   runs, dirs, configs = {}, {}, {}
   train_wall = 0.0
   for k in models:
@@ -548,14 +536,14 @@ def main():
         p,
         seeds=seeds,
         learning_rates=lrs,
-        n_train=args.n_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        data_seed=args.data_seed,
+        n_train=args['n_train'],
+        epochs=args['epochs'],
+        batch_size=args['batch_size'],
+        data_seed=args['data_seed'],
       )
       workdir = root / f'{k}_p{p:g}'
       t = time.time()
-      pop = run_population(config, workdir)
+      pop = run_population(config, workdir, force=FLAGS.force)
       train_wall += pop['wall_time_s']
       runs.setdefault(k, {})[p] = pop
       dirs[(k, p)], configs[(k, p)] = workdir, config
@@ -574,11 +562,11 @@ def main():
     for p in ps:
       pop = runs[k][p]
       validation[k][str(p)] = {
-        str(lr): statistics.mean(final_losses(pop, lr, 'validation').values())
+        str(lr): stats.mean(final_losses(pop, lr, 'validation').values())
         for lr in lrs
       }
       test = final_losses(pop, chosen[k])
-      mean, std = mean_std(test.values())
+      mean, std = stats.mean_std(test.values())
       table[k][p] = {'mean': mean, 'std': std, 'n': len(test)}
       final_test[k][str(p)] = {str(s): v for s, v in test.items()}
       curves[k][str(p)] = train_curve(dirs[(k, p)], pop, chosen[k])
@@ -597,20 +585,12 @@ def main():
     'command': ' '.join(
       ['python experiments/mmoe_synthetic.py', *sys.argv[1:]]
     ),
-    'args': {
-      'seeds': args.seeds,
-      'correlations': ps,
-      'learning_rates': lrs,
-      'epochs': args.epochs,
-      'n_train': args.n_train,
-      'batch_size': args.batch_size,
-      'data_seed': args.data_seed,
-    },
+    'args': args,
     'dataset': dataset,
     'models': models,
     'correlations': ps,
     'learning_rates': lrs,
-    'steps': args.epochs * (args.n_train // args.batch_size),
+    'steps': args['epochs'] * (args['n_train'] // args['batch_size']),
     'loss': 'mean of the two tasks MSE, final parameters',
     'lr_selection': 'validation loss, mean over seeds then over p, per model',
     'chosen_lr': chosen,
@@ -643,13 +623,15 @@ def main():
     },
   }
   res['wall_time_s'] = time.time() - t_start
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix('.json').write_text(json.dumps(res, indent=2) + '\n')
-  write_markdown(res, out.with_suffix('.md'))
-  plot(res, out)
-  print(out.with_suffix('.md').read_text())
+  name = harness.results_stem('mmoe_synthetic', FLAGS.out).name
+  harness.write_results(
+    'mmoe_synthetic',
+    res,
+    markdown(res, name),
+    out=FLAGS.out,
+    figures=plot(res),
+  )
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

@@ -3,7 +3,7 @@ balancing method lands.
 
   python experiments/pareto.py [--seeds=1] [--epochs=0]
 
-1. Fixed weights: one population of census MMoE (configs/census_mmoe.py,
+1. Fixed weights: one population of census MMoE (configs/census.py:mmoe,
    group 1, paper protocol) whose members are the weight vectors
    (w_income, w_marital) = 2 (a, 1 - a), a in --fractions, each with
    --seeds seeds (validation AUCs averaged over seeds).
@@ -14,65 +14,64 @@ balancing method lands.
    marital) AUC, its hypervolume above the worst point, and a plot of the
    front with the point each method reached.
 
-Runs live in --workdirs and are reused when finished. Writes
-experiments/results/pareto.{json,md,png}.
+Runs live in --workdirs ({weights,methods/<cell>}); a finished population of
+the same config is reused, one of another config moved aside and re-run
+(experiments/harness; --force re-runs all). Writes
+experiments/results/pareto.{json,md,png} (or --out).
 """
 
-import argparse
-import json
 import pathlib
-import statistics
 import sys
+
+from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments import harness  # noqa: E402
+from experiments.harness import stats  # noqa: E402
+
 METHODS = (
   'equal,uncertainty,gradnorm,dwa,rlw,pcgrad,mgda,cagrad,imtl_g,nash_mtl'
-)
+).split(',')
 KEYS = ('val/auc/income', 'val/auc/marital')
 
+_FRACTIONS = flags.DEFINE_list(
+  'fractions',
+  '0.02,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.98'.split(','),
+  'Income fractions a of the fixed weights 2 (a, 1 - a).',
+)
+_METHODS = flags.DEFINE_list('methods', METHODS, 'Balancing methods.')
+_EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
+harness.define_flags(out='pareto', workdirs='pareto', seeds=1)
+FLAGS = flags.FLAGS
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-    '--fractions', default='0.02,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.98'
-  )
-  parser.add_argument('--methods', default=METHODS)
-  parser.add_argument('--seeds', type=int, default=1)
-  parser.add_argument('--epochs', type=int, default=0, help='0: config')
-  parser.add_argument('--workdirs', default=str(REPO / 'workdirs/pareto'))
-  parser.add_argument('--out', default=str(REPO / 'experiments/results/pareto'))
-  args = parser.parse_args()
 
+def main(argv):
+  del argv
   import numpy as np
 
-  from configs import census_mmoe
   from mtl.search import pareto
   from mtl.search import sweep as sweep_lib
-  from mtl.shell import population_loop
 
-  root = pathlib.Path(args.workdirs)
-  fractions = [float(a) for a in args.fractions.split(',')]
-  seeds = list(range(args.seeds))
+  root = pathlib.Path(FLAGS.workdirs)
+  fractions = harness.floats(_FRACTIONS.value)
+  seeds = list(range(FLAGS.seeds))
   overrides = {'progress_bar': False}
-  if args.epochs:
-    overrides['num_epochs'] = args.epochs
+  if _EPOCHS.value:
+    overrides['num_epochs'] = _EPOCHS.value
 
-  weights_dir = root / 'weights'
-  if not (weights_dir / 'results.json').is_file():
-    config = census_mmoe.get_config()
-    for k, v in overrides.items():
-      config[k] = v
-    config.population.task_weights = tuple(
-      (2 * a, 2 * (1 - a)) for a in fractions for _ in seeds
-    )
-    config.population.seeds = tuple(s for _ in fractions for s in seeds)
-    population_loop.train_population(config, weights_dir)
-  members = json.loads((weights_dir / 'results.json').read_text())['members']
+  config = harness.census_config('mmoe')
+  for k, v in overrides.items():
+    config[k] = v
+  config.population.task_weights = tuple(
+    (2 * a, 2 * (1 - a)) for a in fractions for _ in seeds
+  )
+  config.population.seeds = tuple(s for _ in fractions for s in seeds)
+  members = harness.run(config, root / 'weights', force=FLAGS.force)['members']
 
   def averaged(ms, field):
-    return [statistics.mean(m[field][k] for m in ms) for k in keys_of(field)]
+    return [stats.mean(m[field][k] for m in ms) for k in keys_of(field)]
 
   def keys_of(field):
     return (
@@ -93,18 +92,21 @@ def main():
       }
     )
 
+  # One population per method (its members the seeds), as mtl-sweep lays
+  # them out; the harness reuses only a finished cell of the same config.
   sweep = {
     'name': 'methods',
-    'configs': ['configs/census_mmoe.py'],
-    'grid': {'weighting_name': args.methods.split(',')},
+    'configs': [harness.census_config_path('mmoe')],
+    'grid': {'weighting_name': _METHODS.value},
     'seeds': seeds,
     'overrides': overrides,
   }
-  sweep_lib.run_sweep(sweep, root, repo=REPO)
   method_rows = []
   for cell in sweep_lib.cells(sweep):
-    ms = json.loads(
-      (root / 'methods' / cell['name'] / 'results.json').read_text()
+    ms = harness.run(
+      sweep_lib.cell_config(sweep, cell, REPO),
+      root / 'methods' / cell['name'],
+      force=FLAGS.force,
     )['members']
     method_rows.append(
       {
@@ -113,6 +115,7 @@ def main():
         'test': averaged(ms, 'test'),
       }
     )
+  sweep_lib.summarize(sweep, root / 'methods')
 
   val = np.array([r['validation'] for r in weight_rows])
   front = pareto.non_dominated(val)
@@ -132,12 +135,14 @@ def main():
     'weights': weight_rows,
     'methods': method_rows,
   }
-  out = pathlib.Path(args.out)
-  out.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
-  md = markdown(record)
-  out.with_suffix('.md').write_text(md)
-  plot(record, out.with_suffix('.png'))
-  print(md)
+  harness.write_results(
+    'pareto',
+    record,
+    markdown(record),
+    out=FLAGS.out,
+    figures=plot(record),
+    dpi=120,
+  )
 
 
 def markdown(record) -> str:
@@ -168,13 +173,10 @@ def markdown(record) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def plot(record, path):
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+def plot(record):
   import numpy as np
 
+  plt = harness.pyplot()
   fig, ax = plt.subplots(figsize=(7, 5))
   val = np.array([r['validation'] for r in record['weights']])
   on = np.array([r['pareto'] for r in record['weights']])
@@ -201,8 +203,8 @@ def plot(record, path):
   ax.set_title('Census MMoE: fixed-weight front and balancing methods')
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  return fig
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

@@ -46,27 +46,53 @@ torch-rechub installed, e.g. pip install torch==2.13.0 torch-rechub==0.9.0):
     --data_dir /work/shared/data/census-income-kdd \\
     --batch_size 1024 --threads 2 --epochs 1 --repeats 3 --auc_epochs 1
 It prints examples/s and writes experiments/results/peer_torch_rechub.json
-(or --out).
+and .md (or --out).
 """
 
-import argparse
 import importlib.metadata
-import json
 import os
+import pathlib
 import platform
 import statistics
+import sys
 import tempfile
 import time
+import types
 
 import numpy as np
-import pandas as pd
-import torch
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder, MinMaxScaler
-from torch_rechub.basic.features import DenseFeature, SparseFeature
-from torch_rechub.models.multi_task import MMOE
-from torch_rechub.trainers import MTLTrainer
-from torch_rechub.utils.data import DataGenerator
+from absl import flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from experiments import harness  # noqa: E402
+
+# torch, torch-rechub, pandas and scikit-learn are imported where used: the
+# command line (--help) works without them.
+_DATA_DIR = flags.DEFINE_string(
+  'data_dir', None, 'census-income-kdd directory (census-income.*.gz).'
+)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 1024, 'Batch size.')
+_THREADS = flags.DEFINE_integer('threads', 2, 'torch.set_num_threads.')
+_EPOCHS = flags.DEFINE_integer('epochs', 1, 'Timed epochs per repeat.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Kept repeats per kind.')
+_AUC_EPOCHS = flags.DEFINE_integer(
+  'auc_epochs', 0, 'If > 0, fit() this many epochs and report test AUC.'
+)
+_SEED = flags.DEFINE_integer('seed', 2022, 'torch seed and split seed.')
+_MAX_OTHER_LOAD = flags.DEFINE_float(
+  'max_other_load',
+  0.1,
+  'Keep only repeats during which other processes used at most this many '
+  'cores on average (negative: keep all).',
+)
+_MAX_ATTEMPTS = flags.DEFINE_integer('max_attempts', 15, 'Attempts.')
+_QUIET_TIMEOUT = flags.DEFINE_float(
+  'quiet_timeout', 300.0, 'Seconds to wait for a quiet machine per repeat.'
+)
+harness.define_flags(out='peer_torch_rechub')
+flags.mark_flag_as_required('data_dir')
+FLAGS = flags.FLAGS
 
 # Column names as spelled in torch-rechub's preprocess_census.py.
 COL_NAMES = [
@@ -133,6 +159,10 @@ WEIGHT_DECAY = 1e-4
 
 def preprocess(data_dir, seed):
   """Mirrors preprocess_census.py: returns train, val, test frames."""
+  import pandas as pd
+  from sklearn.model_selection import train_test_split
+  from sklearn.preprocessing import LabelEncoder, MinMaxScaler
+
   read = lambda name: pd.read_csv(
     os.path.join(data_dir, name), header=None, names=COL_NAMES
   )
@@ -166,6 +196,9 @@ def preprocess(data_dir, seed):
 
 def census_data_dict(df_train, df_val, df_test):
   """Mirrors run_census.get_census_data_dict for non-ESMM models."""
+  import pandas as pd
+  from torch_rechub.basic.features import DenseFeature, SparseFeature
+
   train_idx = df_train.shape[0]
   val_idx = train_idx + df_val.shape[0]
   data = pd.concat([df_train, df_val, df_test], axis=0).fillna(0)
@@ -195,6 +228,12 @@ def census_data_dict(df_train, df_val, df_test):
 
 def build(features, batch_size, seed, splits, model_dir):
   """A fresh MMOE, its MTLTrainer and DataGenerator's three DataLoaders."""
+  import torch
+  from torch_rechub.basic.features import DenseFeature, SparseFeature
+  from torch_rechub.models.multi_task import MMOE
+  from torch_rechub.trainers import MTLTrainer
+  from torch_rechub.utils.data import DataGenerator
+
   torch.manual_seed(seed)
   # SparseFeature caches its nn.Embedding on the feature object, so new
   # feature objects are needed for a model that does not share tables.
@@ -230,6 +269,8 @@ def build(features, batch_size, seed, splits, model_dir):
 
 def prebatched(x, y, batch_size, rng):
   """Collated batches as the DataLoader would yield (same dtypes)."""
+  import torch
+
   perm = rng.permutation(len(y))
   out = []
   for start in range(0, len(y), batch_size):
@@ -289,46 +330,29 @@ def timed(fn, n_rows, epochs):
   return res
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--data_dir', required=True)
-  p.add_argument('--batch_size', type=int, default=1024)
-  p.add_argument('--threads', type=int, default=2)
-  p.add_argument(
-    '--epochs', type=int, default=1, help='timed epochs per repeat'
+def main(argv):
+  del argv
+  import pandas as pd
+  import torch
+
+  args = types.SimpleNamespace(
+    **{
+      name: FLAGS[name].value
+      for name in (
+        'data_dir',
+        'batch_size',
+        'threads',
+        'epochs',
+        'repeats',
+        'auc_epochs',
+        'seed',
+        'max_other_load',
+        'max_attempts',
+        'quiet_timeout',
+      )
+    }
   )
-  p.add_argument('--repeats', type=int, default=3)
-  p.add_argument(
-    '--auc_epochs',
-    type=int,
-    default=0,
-    help='if > 0, fit() this many epochs and report test AUC',
-  )
-  p.add_argument('--seed', type=int, default=2022)
-  p.add_argument(
-    '--max_other_load',
-    type=float,
-    default=0.1,
-    help='keep only repeats during which other processes used '
-    'at most this many cores on average (negative: keep all)',
-  )
-  p.add_argument('--max_attempts', type=int, default=15)
-  p.add_argument(
-    '--quiet_timeout',
-    type=float,
-    default=300.0,
-    help='seconds to wait for a quiet machine before a repeat',
-  )
-  p.add_argument(
-    '--out',
-    default=os.path.join(
-      os.path.dirname(os.path.abspath(__file__)),
-      'results',
-      'peer_torch_rechub.json',
-    ),
-  )
-  args = p.parse_args()
-  if args.max_other_load is not None and args.max_other_load < 0:
+  if args.max_other_load < 0:
     args.max_other_load = None
 
   default_threads = torch.get_num_threads()
@@ -478,14 +502,44 @@ def main():
     'median_examples_per_s': summary['trainer']['median_examples_per_s'],
     'test_auc': aucs,
   }
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(
-    f'median examples/s (trainer): {result["median_examples_per_s"]}; '
-    f'wrote {args.out}'
+  print(f'median examples/s (trainer): {result["median_examples_per_s"]}')
+  harness.write_results(
+    'peer_torch_rechub', result, markdown(result), out=FLAGS.out
   )
 
 
+def markdown(result) -> list[str]:
+  auc = result['test_auc']
+  return [
+    f'{result["what"]}: examples/s, median of the kept repeats (batch '
+    f'{result["batch_size"]}, {result["threads"]["used"]} torch threads, '
+    f'torch {result["versions"]["torch"]}, torch-rechub '
+    f'{result["versions"]["torch_rechub"]}).',
+    '',
+    *harness.markdown_table(
+      ['timed', 'median examples/s', 'kept repeats'],
+      [
+        [
+          kind,
+          '-'
+          if t['median_examples_per_s'] is None
+          else f'{t["median_examples_per_s"]:,.0f}',
+          len(t['examples_per_s']),
+        ]
+        for kind, t in result['timing'].items()
+      ],
+      'lrr',
+    ),
+    '',
+    'Test AUC: '
+    + (
+      f'income {auc["test_auc_income"]:.4f}, never married '
+      f'{auc["test_auc_never_married"]:.4f} after {auc["epochs"]} epoch(s).'
+      if auc
+      else 'not measured (--auc_epochs=0).'
+    ),
+  ]
+
+
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

@@ -9,31 +9,33 @@ dispatch (compilation), then `--repeats` timed dispatches; the median is
 reported. K sequential single runs train at the single run's examples/s, so
 the speed-up of a population of K is its examples/s (K x batch x steps /
 time) over the single run's. Writes experiments/results/population_speed.json
-and .md.
+and .md (or --out).
 
 With --end_to_end=K it instead times whole commands, wall clock, as a user
 would run them: K sequential `mtl-train` runs (seeds 0..K-1) against one
 `mtl-train --config.population.size=K` (everything included: start-up, data
 loading, compilation, per-epoch evaluation, checkpoints), and writes
-population_end_to_end.{json,md}.
+population_end_to_end.{json,md} beside --out. `--config.<key>=<value>`
+overrides reach those commands too.
 """
 
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments import harness  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file(
-  'config', str(REPO / 'configs/census_mmoe.py'), 'Config file.'
+  'config', str(REPO / harness.census_config_path('mmoe')), 'Config file.'
 )
 _SIZES = flags.DEFINE_list('sizes', ['1', '4', '16'], 'Population sizes.')
 _STEPS = flags.DEFINE_integer('steps', 32, 'Steps per timed dispatch.')
@@ -42,12 +44,11 @@ _END_TO_END = flags.DEFINE_integer(
   'end_to_end', 0, 'K: time K sequential runs vs a population of K.'
 )
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'End-to-end epochs (0: config).')
-_OUT = flags.DEFINE_string(
-  'out', str(REPO / 'experiments/results/population_speed'), 'Output stem.'
-)
+harness.define_flags(out='population_speed')
+FLAGS = flags.FLAGS
 
 
-def end_to_end(config_path, k, epochs):
+def end_to_end(config_path, k, epochs, overrides=()):
   import shutil
   import subprocess
   import tempfile
@@ -60,6 +61,7 @@ def end_to_end(config_path, k, epochs):
     '-m',
     'mtl.shell.main',
     f'--config={config_path}',
+    *overrides,
     '--config.progress_bar=false',
   ] + ([f'--config.num_epochs={epochs}'] if epochs else [])
 
@@ -89,19 +91,38 @@ def end_to_end(config_path, k, epochs):
 def main(argv):
   del argv
   if _END_TO_END.value:
-    config_path = config_flags.get_config_filename(flags.FLAGS['config'])
-    r = end_to_end(config_path, _END_TO_END.value, _EPOCHS.value)
-    stem = pathlib.Path(_OUT.value).with_name('population_end_to_end')
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix('.json').write_text(json.dumps(r, indent=2) + '\n')
-    md = (
-      '| members K | epochs | K sequential runs (s) | population (s) | '
-      'speed-up |\n|---:|---:|---:|---:|---:|\n'
-      f'| {r["members"]} | {r["epochs"]} | {r["sequential_s"]:.0f} | '
-      f'{r["population_s"]:.0f} | {r["speedup"]:.2f} |\n'
+    config_path = config_flags.get_config_filename(FLAGS['config'])
+    overrides = [
+      f'--config.{k}={v}'
+      for k, v in config_flags.get_override_values(FLAGS['config']).items()
+    ]
+    r = end_to_end(config_path, _END_TO_END.value, _EPOCHS.value, overrides)
+    md = harness.markdown_table(
+      [
+        'members K',
+        'epochs',
+        'K sequential runs (s)',
+        'population (s)',
+        'speed-up',
+      ],
+      [
+        [
+          r['members'],
+          r['epochs'],
+          f'{r["sequential_s"]:.0f}',
+          f'{r["population_s"]:.0f}',
+          f'{r["speedup"]:.2f}',
+        ]
+      ],
+      'rrrrr',
     )
-    stem.with_suffix('.md').write_text(md)
-    print(md)
+    stem = harness.results_stem('population_speed', FLAGS.out)
+    harness.write_results(
+      'population_end_to_end',
+      r,
+      md,
+      out=stem.with_name('population_end_to_end'),
+    )
     return
   import jax
   import jax.numpy as jnp
@@ -186,6 +207,7 @@ def main(argv):
       f'{row["examples_per_s"]:12,.0f} examples/s',
       flush=True,
     )
+  facts = harness.machine_facts()
   base = next(r['examples_per_s'] for r in rows if r['size'] == 1)
   for r in rows:
     r['speedup_vs_sequential'] = r['examples_per_s'] / base
@@ -195,22 +217,23 @@ def main(argv):
     'steps_per_dispatch': k,
     'rows': rows,
     'jax': jax.__version__,
-    'machine': f'{platform.machine()}, {os.cpu_count()} cores',
+    'machine': f'{facts["machine"]}, {facts["cpus"]} cores',
   }
-  stem = pathlib.Path(_OUT.value)
-  stem.parent.mkdir(parents=True, exist_ok=True)
-  stem.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
-  lines = [
-    '| members K | ms per step (all K) | examples/s | x K sequential runs |',
-    '|---:|---:|---:|---:|',
-  ] + [
-    f'| {r["size"]} | {r["ms_per_step"]:.2f} | {r["examples_per_s"]:,.0f} | '
-    f'{r["speedup_vs_sequential"]:.2f} |'
-    for r in rows
-  ]
-  stem.with_suffix('.md').write_text('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  lines = harness.markdown_table(
+    ['members K', 'ms per step (all K)', 'examples/s', 'x K sequential runs'],
+    [
+      [
+        r['size'],
+        f'{r["ms_per_step"]:.2f}',
+        f'{r["examples_per_s"]:,.0f}',
+        f'{r["speedup_vs_sequential"]:.2f}',
+      ]
+      for r in rows
+    ],
+    'rrrr',
+  )
+  harness.write_results('population_speed', record, lines, out=FLAGS.out)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  harness.run_main(main)

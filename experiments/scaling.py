@@ -11,24 +11,37 @@ N devices are spread over P processes joined by jax.distributed
 
 CPU emulation splits the same 2 cores N ways: this proves the data-parallel
 path runs and agrees, it does not measure speed-up. Writes
-experiments/results/scaling.json and scaling.md.
+experiments/results/scaling.json and scaling.md (scaling_<P>proc.* with
+--processes=P; or --out).
 """
 
-import argparse
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
 
+from absl import flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / 'experiments' / 'results'
+sys.path.insert(0, str(REPO))
+
+from experiments import harness  # noqa: E402
+
+_CONFIG = flags.DEFINE_string(
+  'config', harness.census_config_path('mmoe'), 'Config given to mtl-train.'
+)
+_DEVICES = flags.DEFINE_list('devices', ['1', '2', '4', '8'], 'Device counts.')
+_PROCESSES = flags.DEFINE_integer('processes', 1, 'Processes per point.')
+_EPOCHS = flags.DEFINE_integer('epochs', 2, 'Epochs per run.')
+_BACKEND = flags.DEFINE_string('backend', 'pmap', 'pmap or shard_map.')
+harness.define_flags(out='')  # Default: experiments/results/scaling[_Pproc].
+FLAGS = flags.FLAGS
 
 
 def _run(config, n, processes, epochs, backend, workdir):
-  flags = [
+  overrides = [
     f'--config.num_epochs={epochs}',
     f'--config.parallel.backend={backend}',
     '--config.progress_bar=false',
@@ -40,14 +53,16 @@ def _run(config, n, processes, epochs, backend, workdir):
   bin_dir = str(pathlib.Path(sys.executable).parent)
   env['PATH'] = f'{bin_dir}:{env.get("PATH", "")}'
   if processes == 1:
-    cmd = [
-      'mtl-train',
+    cmd = [  # mtl-train, whatever the venv's entry point script says.
+      sys.executable,
+      '-m',
+      'mtl.shell.main',
       f'--config={config}',
       f'--workdir={workdir}',
       f'--num_cpu_devices={n}',
       '--config.parallel.num_devices=0',
       '--config.input_mode=host',
-      *flags,
+      *overrides,
     ]
   else:
     cmd = [
@@ -56,7 +71,7 @@ def _run(config, n, processes, epochs, backend, workdir):
       str(n // processes),
       config,
       str(workdir),
-      *flags,
+      *overrides,
     ]
   proc = subprocess.run(
     cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600
@@ -66,59 +81,58 @@ def _run(config, n, processes, epochs, backend, workdir):
   return json.loads((workdir / 'results.json').read_text())
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='configs/census_mmoe.py')
-  parser.add_argument('--devices', default='1,2,4,8')
-  parser.add_argument('--processes', type=int, default=1)
-  parser.add_argument('--epochs', type=int, default=2)
-  parser.add_argument('--backend', default='pmap')
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  processes = _PROCESSES.value
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    for n in (int(x) for x in args.devices.split(',')):
-      if n % args.processes:
+    for n in (int(x) for x in _DEVICES.value):
+      if n % processes:
         sys.exit(f'--devices {n} is not divisible by --processes')
       workdir = pathlib.Path(tmp) / f'{n}'
       r = _run(
-        args.config, n, args.processes, args.epochs, args.backend, workdir
+        _CONFIG.value, n, processes, _EPOCHS.value, _BACKEND.value, workdir
       )
       row = {
         'devices': n,
-        'processes': args.processes,
+        'processes': processes,
         'backend': r['parallel_backend'] or 'single-device jit',
         'examples_per_s': r['train_examples_per_s'],
         'test': r['test'],
       }
       print(json.dumps(row), flush=True)
       rows.append(row)
+  facts = harness.machine_facts()
   out = {
-    'config': args.config,
-    'epochs': args.epochs,
-    'machine': f'{platform.machine()}, {os.cpu_count()} cores (CPU emulation)',
+    'config': _CONFIG.value,
+    'epochs': _EPOCHS.value,
+    'machine': f'{facts["machine"]}, {facts["cpus"]} cores (CPU emulation)',
     'rows': rows,
   }
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  suffix = '' if args.processes == 1 else f'_{args.processes}proc'
-  (RESULTS / f'scaling{suffix}.json').write_text(json.dumps(out, indent=2))
   lines = [
-    f'Data-parallel `{args.config}` on emulated CPU devices '
+    f'Data-parallel `{_CONFIG.value}` on emulated CPU devices '
     f'({out["machine"]}); correctness, not speed.',
     '',
-    '| devices | processes | step | examples/s | test AUC / MSE |',
-    '|---:|---:|---|---:|---|',
+    *harness.markdown_table(
+      ['devices', 'processes', 'step', 'examples/s', 'test AUC / MSE'],
+      [
+        [
+          row['devices'],
+          row['processes'],
+          row['backend'],
+          f'{row["examples_per_s"]:,.0f}',
+          ', '.join(
+            f'{k.split("/", 1)[1]} {v:.4f}' for k, v in row['test'].items()
+          ),
+        ]
+        for row in rows
+      ],
+      'rrlrl',
+    ),
   ]
-  for row in rows:
-    test = ', '.join(
-      f'{k.split("/", 1)[1]} {v:.4f}' for k, v in row['test'].items()
-    )
-    lines.append(
-      f'| {row["devices"]} | {row["processes"]} | {row["backend"]} | '
-      f'{row["examples_per_s"]:,.0f} | {test} |'
-    )
-  (RESULTS / f'scaling{suffix}.md').write_text('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  name = 'scaling' + ('' if processes == 1 else f'_{processes}proc')
+  harness.write_results(name, out, lines, out=FLAGS.out)
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

@@ -3,7 +3,7 @@
   python experiments/weight_search.py [--grid=19] [--popsize=4]
       [--generations=3]
 
-Census MMoE (configs/census_mmoe.py, group 1, paper protocol), model seed 0
+Census MMoE (configs/census.py:mmoe, group 1, paper protocol), model seed 0
 for every candidate, so candidates differ by their weights alone. The
 objective is the mean of the two tasks' VALIDATION AUCs (income and never
 married); the test split is only reported.
@@ -11,7 +11,8 @@ married); the test split is only reported.
 - Grid: w = 2 (a, 1 - a) for --grid values of a evenly in (0, 1), one
   population run; or, with --grid_workdir, a finished population of fixed
   weight vectors of the same config (experiments/pareto.py's 11 vectors,
-  a in 0.02, 0.1, ..., 0.9, 0.98, model seed 0).
+  a in 0.02, 0.1, ..., 0.9, 0.98, model seed 0; its config.json must equal
+  this script's but for the population's members, and --epochs must match).
 - Evolution: mtl.search.evolution's (mu/mu_w, lambda)-ES over theta, w = 2
   softmax(theta), from equal weights, --popsize candidates per generation
   (each generation one population run), --generations generations.
@@ -19,39 +20,50 @@ married); the test split is only reported.
   AUC, its hypervolume (mtl.search.pareto) for the grid and for grid + ES,
   and a plot.
 
-Populations live in --workdirs/{grid,es_<g>} and are reused when finished.
-Writes experiments/results/weight_search.{json,md,png}.
+Populations live in --workdirs/{grid,es_<g>}; a finished one of the same
+config is reused, one of another config moved aside and re-run
+(experiments/harness; --force re-runs all). Writes
+experiments/results/weight_search.{json,md,png} (or --out).
 """
 
-import argparse
-import json
 import pathlib
 import sys
+
+from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments import harness  # noqa: E402
+
 KEYS = ('val/auc/income', 'val/auc/marital')
 TEST_KEYS = ('test/auc/income', 'test/auc/marital')
 
+_GRID = flags.DEFINE_integer('grid', 19, 'Grid points a in (0, 1).')
+_GRID_WORKDIR = flags.DEFINE_string(
+  'grid_workdir',
+  None,
+  'A finished population of fixed weight vectors of the same config '
+  '(e.g. workdirs/pareto/weights) to use as the grid instead.',
+)
+_POPSIZE = flags.DEFINE_integer('popsize', 4, 'ES candidates per generation.')
+_GENERATIONS = flags.DEFINE_integer('generations', 3, 'ES generations.')
+_SIGMA = flags.DEFINE_float('sigma', 0.5, 'ES initial step size.')
+_EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
+harness.define_flags(out='weight_search', workdirs='weight_search')
+FLAGS = flags.FLAGS
 
-def evaluate(weights, workdir, epochs):
-  """Trains one population, a member per weight vector; its results."""
-  done = workdir / 'results.json'
-  if not done.is_file():
-    from configs import census_mmoe
-    from mtl.shell import population_loop
 
-    config = census_mmoe.get_config()
-    config.progress_bar = False
-    if epochs:
-      config.num_epochs = epochs
-    config.population.task_weights = tuple(
-      tuple(map(float, w)) for w in weights
-    )
-    config.population.seeds = (0,)
-    population_loop.train_population(config, workdir)
-  members = json.loads(done.read_text())['members']
+def base_config(epochs):
+  """Census MMoE, model seed 0: the population's members are the weights."""
+  config = harness.census_config('mmoe')
+  config.progress_bar = False
+  if epochs:
+    config.num_epochs = epochs
+  return config
+
+
+def rows_of(members):
   return [
     {
       'weights': m['task_weights'],
@@ -63,37 +75,44 @@ def evaluate(weights, workdir, epochs):
   ]
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--grid', type=int, default=19)
-  parser.add_argument('--grid_workdir', default=None)
-  parser.add_argument('--popsize', type=int, default=4)
-  parser.add_argument('--generations', type=int, default=3)
-  parser.add_argument('--sigma', type=float, default=0.5)
-  parser.add_argument('--epochs', type=int, default=0, help='0: config')
-  parser.add_argument(
-    '--workdirs', default=str(REPO / 'workdirs/weight_search')
-  )
-  parser.add_argument(
-    '--out', default=str(REPO / 'experiments/results/weight_search')
-  )
-  args = parser.parse_args()
+def evaluate(weights, workdir, epochs):
+  """Trains (or reuses) one population, a member per weight vector."""
+  config = base_config(epochs)
+  config.population.task_weights = tuple(tuple(map(float, w)) for w in weights)
+  config.population.seeds = (0,)
+  result = harness.run(config, workdir, force=FLAGS.force)
+  return rows_of(result['members'])
 
+
+def main(argv):
+  del argv
   import numpy as np
 
   from mtl.search import evolution, pareto
 
-  root = pathlib.Path(args.workdirs)
-  a = np.arange(1, args.grid + 1) / (args.grid + 1)
-  grid_dir = pathlib.Path(args.grid_workdir or root / 'grid')
-  grid = evaluate([(2 * x, 2 * (1 - x)) for x in a], grid_dir, args.epochs)
+  root = pathlib.Path(FLAGS.workdirs)
+  epochs = _EPOCHS.value
+  if _GRID_WORKDIR.value:
+    # Another script's population: the same config but for its members,
+    # which must all have model seed 0.
+    result = harness.reuse(
+      _GRID_WORKDIR.value,
+      base_config(epochs),
+      ignore=(*harness.IGNORED, 'population'),
+    )
+    if {m['seed'] for m in result['members']} != {0}:
+      raise SystemExit(f'{_GRID_WORKDIR.value}: members not all of seed 0')
+    grid = rows_of(result['members'])
+  else:
+    a = np.arange(1, _GRID.value + 1) / (_GRID.value + 1)
+    grid = evaluate([(2 * x, 2 * (1 - x)) for x in a], root / 'grid', epochs)
 
-  es = evolution.EvolutionStrategy(2, args.popsize, args.sigma, seed=0)
+  es = evolution.EvolutionStrategy(2, _POPSIZE.value, _SIGMA.value, seed=0)
   state = es.init()
   searched = []
-  for g in range(args.generations):
+  for g in range(_GENERATIONS.value):
     theta = es.ask(state)
-    rows = evaluate(evolution.weights_of(theta), root / f'es_{g}', args.epochs)
+    rows = evaluate(evolution.weights_of(theta), root / f'es_{g}', epochs)
     for r in rows:
       r['generation'] = g
     searched += rows
@@ -128,12 +147,14 @@ def main():
   record['pareto_set'] = [
     r for r, on in zip(grid + searched, front, strict=True) if on
   ]
-  out = pathlib.Path(args.out)
-  out.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
-  md = markdown(record)
-  out.with_suffix('.md').write_text(md)
-  plot(record, out.with_suffix('.png'))
-  print(md)
+  harness.write_results(
+    'weight_search',
+    record,
+    markdown(record),
+    out=FLAGS.out,
+    figures=plot(record),
+    dpi=120,
+  )
 
 
 def markdown(r) -> str:
@@ -168,13 +189,10 @@ def markdown(r) -> str:
   )
 
 
-def plot(r, path):
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+def plot(r):
   import numpy as np
 
+  plt = harness.pyplot()
   fig, ax = plt.subplots(figsize=(7, 5))
   g = np.array([x['val'] for x in r['grid']])
   ax.scatter(g[:, 0], g[:, 1], c='0.6', s=25, label='grid')
@@ -189,8 +207,8 @@ def plot(r, path):
   ax.set_title('Census MMoE: task-weight search')
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  return fig
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

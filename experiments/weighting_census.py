@@ -3,117 +3,102 @@
   python experiments/weighting_census.py [--config=configs/census_mmoe.py]
       [--methods=equal,gradnorm,...] [--seeds=3] [--jobs=2]
 
-Each (method, seed) is one `mtl-train` run of the config with
-`--config.weighting_name=<method> --config.seed=<seed>` (default
-hyper-parameters of configs/common.py; model selection on the validation AUC
-of the first task, as everywhere in mtl), `--jobs` at a time; a finished
-run's results.json under --workdirs is reused, so a rerun continues. Writes
-experiments/results/weighting_census.{json,md}: mean +- std of the test AUCs
-per task, and the mean training examples/s.
+Each (method, seed) is one single run of the config with
+`weighting_name=<method>, seed=<seed>` (default hyper-parameters of
+configs/common.py; model selection on the validation AUC of the first task,
+as everywhere in mtl), `--jobs` at a time (one Python process each); runs
+live in --workdirs/<method>_seed<seed>, and a finished run of the same
+config is reused (experiments/harness; --force re-runs), so a rerun
+continues. `--config.<key>=<value>` overrides the config for every run.
+Writes experiments/results/weighting_census.{json,md} (or --out): mean +-
+std (ddof 0) of the test AUCs per task, and the mean training examples/s.
 """
 
-import argparse
-import concurrent.futures
-import json
-import os
+import copy
 import pathlib
-import statistics
-import subprocess
 import sys
+
+from absl import flags
+from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments import harness  # noqa: E402
+from experiments.harness import stats  # noqa: E402
 
-def run(config, method, seed, workdir):
-  done = workdir / 'results.json'
-  if done.exists():  # A finished run of an earlier invocation.
-    r = json.loads(done.read_text())
-    if (r['weighting_name'], r['seed']) == (method, seed):
-      return r
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env['JAX_PLATFORMS'] = 'cpu'
-  cmd = [
-    sys.executable,
-    '-m',
-    'mtl.shell.main',
-    f'--config={config}',
-    f'--workdir={workdir}',
-    f'--config.weighting_name={method}',
-    f'--config.seed={seed}',
-    '--config.progress_bar=false',
-  ]
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-  if proc.returncode:
-    raise RuntimeError(f'{" ".join(cmd)}:\n{proc.stderr[-2000:]}')
-  return json.loads((workdir / 'results.json').read_text())
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', str(REPO / harness.census_config_path('mmoe')), 'Config file.'
+)
+_METHODS = flags.DEFINE_list(
+  'methods', None, 'Default: equal, then every method but fixed, scheduled.'
+)
+_JOBS = flags.DEFINE_integer('jobs', 2, 'Runs at once, one process each.')
+harness.define_flags(out='weighting_census', workdirs='weighting', seeds=3)
+FLAGS = flags.FLAGS
 
 
-def main():
+def main(argv):
+  del argv
   from mtl.core.weighting import WEIGHTINGS
 
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='configs/census_mmoe.py')
-  parser.add_argument('--methods', default=None)
-  parser.add_argument('--seeds', type=int, default=3)
-  parser.add_argument('--jobs', type=int, default=2)
-  parser.add_argument('--workdirs', default=str(REPO / 'workdirs/weighting'))
-  parser.add_argument(
-    '--out', default=str(REPO / 'experiments/results/weighting_census')
+  methods = _METHODS.value or ['equal'] + sorted(
+    set(WEIGHTINGS) - {'equal', 'fixed', 'scheduled'}
   )
-  args = parser.parse_args()
-  methods = (
-    args.methods.split(',')
-    if args.methods
-    else ['equal'] + sorted(set(WEIGHTINGS) - {'equal', 'fixed', 'scheduled'})
-  )
-  root = pathlib.Path(args.workdirs)
-  jobs = [(m, s) for m in methods for s in range(args.seeds)]
+  config_name = config_flags.get_config_filename(FLAGS['config'])
+  try:  # As the command line named it: relative to the repository.
+    config_name = str(pathlib.Path(config_name).relative_to(REPO))
+  except ValueError:
+    pass
+  root = pathlib.Path(FLAGS.workdirs)
+  keys = [(m, s) for m in methods for s in range(FLAGS.seeds)]
+  jobs = []
+  for m, s in keys:
+    config = copy.deepcopy(_CONFIG.value)
+    config.weighting_name = m
+    config.seed = s
+    config.progress_bar = False
+    jobs.append((config, root / f'{m}_seed{s}'))
+  runs = harness.run_all(jobs, processes=_JOBS.value, force=FLAGS.force)
   results = {}
-  with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-    futures = {
-      pool.submit(run, args.config, m, s, root / f'{m}_seed{s}'): (m, s)
-      for m, s in jobs
-    }
-    for f in concurrent.futures.as_completed(futures):
-      m, s = futures[f]
-      r = f.result()
-      results.setdefault(m, []).append(r)
-      print(m, s, r['test'], flush=True)
+  for (m, s), r in zip(keys, runs, strict=True):
+    results.setdefault(m, []).append(r)
+    print(m, s, r['test'], flush=True)
   rows = []
   for m in methods:
     rs = results[m]
     tasks = rs[0]['tasks']
     row = {'method': m, 'seeds': len(rs), 'selected_epochs': []}
     for t in tasks:
-      v = [r['test'][f'test/auc/{t}'] for r in rs]
-      row[t] = (statistics.mean(v), statistics.pstdev(v))
-    row['examples_per_s'] = statistics.mean(
-      r['train_examples_per_s'] for r in rs
-    )
+      row[t] = stats.mean_std([r['test'][f'test/auc/{t}'] for r in rs], ddof=0)
+    row['examples_per_s'] = stats.mean(r['train_examples_per_s'] for r in rs)
     row['selected_epochs'] = [r['selected_epoch'] for r in rs]
     rows.append(row)
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix('.json').write_text(
-    json.dumps({'config': args.config, 'rows': rows}, indent=2)
-  )
   tasks = results[methods[0]][0]['tasks']
   lines = [
-    f'Census-income, `{args.config}`, {args.seeds} seeds per method '
+    f'Census-income, `{config_name}`, {FLAGS.seeds} seeds per method '
     f'(`python experiments/weighting_census.py`): test AUC mean +- std.',
     '',
-    '| method | ' + ' | '.join(tasks) + ' | examples/s |',
-    '|---|' + '---:|' * (len(tasks) + 1),
+    *harness.markdown_table(
+      ['method', *tasks, 'examples/s'],
+      [
+        [
+          f'`{row["method"]}`',
+          *(f'{row[t][0]:.4f} +- {row[t][1]:.4f}' for t in tasks),
+          f'{row["examples_per_s"]:,.0f}',
+        ]
+        for row in rows
+      ],
+      'l' + 'r' * (len(tasks) + 1),
+    ),
   ]
-  for row in rows:
-    cells = ' | '.join(f'{row[t][0]:.4f} +- {row[t][1]:.4f}' for t in tasks)
-    lines.append(
-      f'| `{row["method"]}` | {cells} | {row["examples_per_s"]:,.0f} |'
-    )
-  out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  harness.write_results(
+    'weighting_census',
+    {'config': config_name, 'rows': rows},
+    lines,
+    out=FLAGS.out,
+  )
 
 
 if __name__ == '__main__':
-  main()
+  harness.run_main(main)

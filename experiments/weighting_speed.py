@@ -7,33 +7,31 @@ The census MMoE of the config, the dataset resident on the device, `--steps`
 train steps per dispatch (lax.scan), one warm-up dispatch (compilation), then
 `--repeats` timed dispatches; the median milliseconds per step of each method
 and its ratio to `equal` are printed and written to
-experiments/results/weighting_speed.json and .md. Goals (issue 4): loss-space
-methods <= 1.2x, GradNorm <= 1.5x, gradient-space methods <= 3x.
+experiments/results/weighting_speed.json and .md (or --out). Goals (issue 4):
+loss-space methods <= 1.2x, GradNorm <= 1.5x, gradient-space methods <= 3x.
 """
 
-import json
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `from configs import common` in configs.
+sys.path.insert(0, str(REPO))  # configs/ and experiments/
+
+from experiments import harness  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-  'config', str(REPO / 'configs/census_mmoe.py'), 'Config file.'
+  'config', str(REPO / harness.census_config_path('mmoe')), 'Config file.'
 )
 _METHODS = flags.DEFINE_list('methods', None, 'Default: every method.')
 _STEPS = flags.DEFINE_integer('steps', 64, 'Steps per timed dispatch.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed dispatches.')
-_OUT = flags.DEFINE_string(
-  'out', str(REPO / 'experiments/results/weighting_speed'), 'Output stem.'
-)
+harness.define_flags(out='weighting_speed')
+FLAGS = flags.FLAGS
 
 GOALS = {'loss': 1.2, 'gradnorm': 1.5, 'gradient': 3.0}
 
@@ -117,22 +115,29 @@ def main(argv):
     'steps_per_dispatch': _STEPS.value,
     'rows': rows,
     'jax': jax.__version__,
-    'machine': f'{platform.machine()}, {os.cpu_count()} cores',
+    'machine': machine(),
   }
-  stem = pathlib.Path(_OUT.value)
-  stem.parent.mkdir(parents=True, exist_ok=True)
-  stem.with_suffix('.json').write_text(json.dumps(record, indent=2) + '\n')
-  lines = [
-    '| method | kind | ms/step | x equal | goal |',
-    '|---|---|---:|---:|---:|',
-  ] + [
-    f'| `{r["method"]}` | {r["kind"]} | {r["ms_per_step"]:.2f} | '
-    f'{r["ratio_to_equal"]:.2f} | <= {r["goal"]} |'
-    for r in rows
-  ]
-  stem.with_suffix('.md').write_text('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  lines = harness.markdown_table(
+    ['method', 'kind', 'ms/step', 'x equal', 'goal'],
+    [
+      [
+        f'`{r["method"]}`',
+        r['kind'],
+        f'{r["ms_per_step"]:.2f}',
+        f'{r["ratio_to_equal"]:.2f}',
+        f'<= {r["goal"]}',
+      ]
+      for r in rows
+    ],
+    'llrrr',
+  )
+  harness.write_results('weighting_speed', record, lines, out=FLAGS.out)
+
+
+def machine() -> str:
+  facts = harness.machine_facts()
+  return f'{facts["machine"]}, {facts["cpus"]} cores'
 
 
 if __name__ == '__main__':
-  app.run(main)
+  harness.run_main(main)
