@@ -114,8 +114,8 @@ CASES = {
   ),
   'unknown model keyword': (
     {'model.num_expert': 3},
-    "model 'mmoe' got unexpected keyword 'num_expert' (did you mean "
-    "'num_experts'?)",
+    "model.num_expert is not a keyword of any architecture (did you mean "
+    "'model.num_experts'?)",
   ),
   'other model shape in the workdir': (
     {'model.expert_hidden': (16,)},
