@@ -49,6 +49,9 @@ a config file or a command-line override fails with the key's name. Keys:
                        (optax.apply_if_finite) and count them, instead of
                        stopping the run; max_consecutive_nonfinite in a row
                        still stop it
+  divergence_factor    warn when a finite training loss exceeds this many
+                       times its first value (0: off); stop_on_divergence
+                       ends the run instead (exit code 3)
   diagnostics_every_steps  per-task gradient norms, gradient cosines and
                        mean gate weights every N steps (0: off)
   population           K members trained in one compiled program
@@ -127,6 +130,8 @@ def base_config(
   c.parallel = dict(backend='pmap', num_devices=1)
   c.skip_nonfinite = False
   c.max_consecutive_nonfinite = 10
+  c.divergence_factor = 1000.0
+  c.stop_on_divergence = False
   c.diagnostics_every_steps = 200
   c.population = dict(
     size=0,

@@ -6,9 +6,11 @@ metrics.jsonl, never to the console. Every line is written through the bar
 (`tqdm.write`), so a line never shares the terminal row of a redraw.
 """
 
+import logging
 import sys
 
 import tqdm
+from absl import logging as absl_logging
 
 
 def progress_bar(*, total: int, initial: int, enabled: bool, desc=None):
@@ -40,3 +42,40 @@ def format_metrics(scalars: dict, prefix: str) -> str:
         continue
       parts.append(f'{key[len(prefix) + 1 :]} {float(value):.4f}')
   return '  '.join(parts)
+
+
+class _ThroughBar:
+  """A stream whose lines go through `say`: log records never share a row
+  with a progress-bar redraw."""
+
+  def write(self, text: str) -> None:
+    for line in text.splitlines():
+      if line.strip():
+        say(line)
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+  def isatty(self) -> bool:
+    return sys.stderr.isatty()
+
+  def fileno(self) -> int:
+    return sys.stderr.fileno()
+
+
+def route_logs(*, plain: bool = True) -> None:
+  """Sends absl's (and so the root logger's) records through the bar.
+
+  `plain`: 'warning: <message>' instead of absl's 'W1129 02:28:20.68 <tid>
+  file.py:100] <message>' (kept with -v, where the source line helps).
+  """
+  handler = absl_logging.get_absl_handler().python_handler
+  if isinstance(handler, logging.StreamHandler):
+    handler.setStream(_ThroughBar())
+    if plain:
+      handler.setFormatter(
+        logging.Formatter('mtl-train: %(levelname)s: %(message)s')
+      )

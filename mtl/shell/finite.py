@@ -1,11 +1,16 @@
-"""The guard against non-finite training losses (shell code)."""
+"""Guards on the training losses: non-finite and diverging (shell code)."""
 
 import jax
 import numpy as np
+from absl import logging
 
 
 class NonFinite(FloatingPointError):
-  """A training loss was not finite; the last good checkpoint is kept."""
+  """A training loss was not finite (or diverged with stop_on_divergence)."""
+
+
+class Diverged(NonFinite):
+  """Finite losses grew by orders of magnitude and the config says stop."""
 
 
 class FiniteGuard:
@@ -15,15 +20,33 @@ class FiniteGuard:
 
   With `skip` (config.skip_nonfinite) bad steps were skipped by the step
   itself; the run fails only after `max_consecutive` of them in a row.
+
+  Divergence: a finite loss above `divergence_factor` times the task's first
+  loss (the mean of the first checked dispatch) warns once per task, or
+  stops the run with `Diverged` when `stop_on_divergence`. A factor of 0
+  turns the check off. A healthy run's losses fall; 1000x its first value
+  is a run whose optimizer blew up (e.g. Adam at lr 1e6: losses ~1e25).
   """
 
-  def __init__(self, tasks, *, skip: bool, max_consecutive: int):
+  def __init__(
+    self,
+    tasks,
+    *,
+    skip: bool,
+    max_consecutive: int,
+    divergence_factor: float = 0.0,
+    stop_on_divergence: bool = False,
+  ):
     self.tasks = tasks
     self.skip = skip
     self.max_consecutive = max_consecutive
+    self.factor = divergence_factor
+    self.stop = stop_on_divergence
     self.pending = []
     self.skipped = 0
     self.consecutive = 0
+    self.reference = None  # [T] first losses.
+    self.warned = set()
 
   def add(self, first_step: int, chunk_metrics) -> None:
     self.pending.append((first_step, chunk_metrics))
@@ -36,6 +59,7 @@ class FiniteGuard:
       for k in range(losses.shape[0]):
         if not bad[k].any():
           self.consecutive = 0
+          self._diverging(losses[k], first_step + k + 1)
           continue
         t = int(np.argmax(bad[k]))
         where = (
@@ -44,8 +68,7 @@ class FiniteGuard:
         )
         if not self.skip:
           raise NonFinite(
-            f'{where}; the last good checkpoint is kept (set '
-            'skip_nonfinite=True to skip such steps instead)'
+            f'{where} (set skip_nonfinite=True to skip such steps instead)'
           )
         self.skipped += 1
         self.consecutive += 1
@@ -54,3 +77,24 @@ class FiniteGuard:
             f'{where}: {self.consecutive} non-finite steps in a row '
             f'(max_consecutive_nonfinite={self.max_consecutive})'
           )
+
+  def _diverging(self, losses: np.ndarray, step: int) -> None:
+    if not self.factor:
+      return
+    if self.reference is None:
+      self.reference = np.maximum(np.abs(losses), 1e-12)
+      return
+    ratio = np.abs(losses) / self.reference
+    for t in np.flatnonzero(ratio > self.factor):
+      name = self.tasks[t].name
+      message = (
+        f'training loss of task {name!r} is {losses[t]:.3g} at step {step}, '
+        f'{ratio[t]:.3g}x its first value {self.reference[t]:.3g} '
+        f'(divergence_factor={self.factor:g}): the run is diverging; lower '
+        'optimizer.learning_rate'
+      )
+      if self.stop:
+        raise Diverged(message)
+      if name not in self.warned:
+        self.warned.add(name)
+        logging.warning('%s', message)

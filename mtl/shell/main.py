@@ -88,7 +88,14 @@ def main(argv):
     trainer.train(_CONFIG.value, pathlib.Path(_WORKDIR.value))
   except preemption.Preempted as e:
     print(f'mtl-train: {e}', file=sys.stderr)
-    sys.exit(PREEMPTED_EXIT_CODE)
+    sys.exit(e.exit_code)  # 143 for SIGTERM, 130 for SIGINT.
+  except KeyboardInterrupt:
+    # Ctrl-C before the training loop's guard was set up: nothing to save.
+    print(
+      'mtl-train: interrupted before training started; nothing was saved',
+      file=sys.stderr,
+    )
+    sys.exit(130)
   except finite.NonFinite as e:
     if _TRACEBACK.value:
       raise
@@ -108,7 +115,10 @@ def _set_library_logging() -> None:
   """
   import tensorflow_datasets as tfds
 
+  from mtl.shell import console
+
   tfds.display_progress_bar(logging.get_verbosity() >= logging.INFO)
+  console.route_logs(plain=logging.get_verbosity() < logging.INFO)
 
 
 def _cluster_detected() -> str | None:

@@ -263,6 +263,8 @@ def _train(config, workdir: pathlib.Path, t_start: float) -> dict:
       train_tasks,
       skip=config.skip_nonfinite,
       max_consecutive=config.max_consecutive_nonfinite,
+      divergence_factor=config.divergence_factor,
+      stop_on_divergence=config.stop_on_divergence,
     )
     for _ in range(size)
   ]
@@ -279,7 +281,13 @@ def _train(config, workdir: pathlib.Path, t_start: float) -> dict:
         g.check()
       except NonFinite as e:
         who = f'member {m["name"]}: ' if is_population else ''
-        raise NonFinite(f'{who}{e}') from None
+        saved = ckpt.all_steps()
+        kept = (
+          f'the checkpoint of step {saved[-1]} is kept'
+          if saved
+          else 'no checkpoint was written yet'
+        )
+        raise type(e)(f'{who}{e}; {kept}') from None
 
   def position(epoch, batch):
     return {'epoch': epoch, 'batch': batch, 'best': best}

@@ -78,6 +78,8 @@ EXCLUDED_KEYS = {
   'input_mode': 'the same batches in the same order through the same step',
   'steps_per_dispatch': 'how many steps one compiled call runs',
   'max_consecutive_nonfinite': 'when a diverging run stops, not its numbers',
+  'divergence_factor': 'when a diverging run warns, not its numbers',
+  'stop_on_divergence': 'whether a diverging run stops, not its numbers',
   'dataset.data_dir': 'a path: the same prepared data may move',
   'dataset.manual_dir': 'a path: the same raw files may move',
   'dataset.chunksize': 'rows per read while preparing: the same data',
