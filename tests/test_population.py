@@ -171,7 +171,7 @@ def test_one_wandb_run_per_member_read_back(tmp_path):
     ),
     (
       lambda c: c.parallel.update(num_devices=2) or c.population.update(size=2),
-      'parallel.num_devices is 2 with a population, expected 1',
+      'parallel.num_devices is 2 with a population (1 process(es)), expected 1',
     ),
     (
       lambda c: c.population.update(learning_rates=(1e-3, -1.0)),

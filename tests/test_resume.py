@@ -159,18 +159,32 @@ def test_sigterm_saves_the_current_step_and_exits_143(tmp_path, reference):
 
 def test_workdir_of_another_model_shape_is_one_line_and_untouched(tmp_path):
   run(tmp_path, '--config.num_epochs=1')
-  before = sorted(str(p) for p in tmp_path.rglob('*'))
-  proc = subprocess.run(
-    command(tmp_path, '--config.model.num_experts=3'),
-    cwd=REPO,
-    env=env(),
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert proc.returncode == 2, proc.stderr[-3000:]
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith('mtl-train: error: ')
+  before = sorted(str(p) for p in tmp_path.rglob('*') if p.name != '.lock')
+
+  def rerun(*args):
+    proc = subprocess.run(
+      command(tmp_path, '--config.model.num_experts=3', *args),
+      cwd=REPO,
+      env=env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('mtl-train: error: ')
+    assert '\n' not in last
+    return last
+
+  # The workdir's recorded config refuses the other model first ...
+  last = rerun()
+  assert 'holds a run of another config: model.num_experts 2 -> 3' in last
+  # ... and a deliberate override still cannot load the other shape.
+  last = rerun('--config.workdir_allow_changes=true')
   assert 'does not match the model' in last
   assert 'has shape (2, 8), expected (3, 8)' in last
-  assert sorted(str(p) for p in tmp_path.rglob('*')) == before
+  after = sorted(str(p) for p in tmp_path.rglob('*') if p.name != '.lock')
+  assert after == before
+  # config.json still describes the run the checkpoints hold.
+  recorded = json.loads((tmp_path / 'config.json').read_text())
+  assert recorded['model']['num_experts'] == 2

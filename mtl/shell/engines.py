@@ -132,11 +132,11 @@ class Population:
   """K members stacked and vmapped in one program on one device."""
 
   def __init__(self, config, dataset, model, tx, members, *, spe: int):
-    if self_devices := parallel_devices(config):
+    if config.parallel.num_devices != 1 or jax.process_count() > 1:
       raise ConfigError(
-        f'parallel.num_devices is {len(self_devices)} with a population, '
-        'expected 1: a population runs on one device (data parallelism is '
-        'for single runs)'
+        f'parallel.num_devices is {config.parallel.num_devices} with a '
+        f'population ({jax.process_count()} process(es)), expected 1: a '
+        'population runs on one device (data parallelism is for single runs)'
       )
     self.devices, self.num_devices = None, 1
     tasks = dataset.tasks

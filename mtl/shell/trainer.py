@@ -177,12 +177,16 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
   build.check_names(config)
   keywords.resolve_model(config, ARCHITECTURES)
   with workdir_lib.open_workdir(
-    workdir, config.to_dict(), allow_changes=config.workdir_allow_changes
+    workdir,
+    config.to_dict(),
+    allow_changes=config.workdir_allow_changes,
+    record=False,
   ) as wd:
-    return _train(config, pathlib.Path(wd.path), t_start)
+    return _train(config, wd, t_start)
 
 
-def _train(config, workdir: pathlib.Path, t_start: float) -> dict:
+def _train(config, wd, t_start: float) -> dict:
+  workdir = pathlib.Path(wd.path)
   chief = jax.process_index() == 0
   is_population = members_lib.is_population(config)
   dataset = build.load_dataset(config)
@@ -230,6 +234,7 @@ def _train(config, workdir: pathlib.Path, t_start: float) -> dict:
   elif config.init_from:
     state = _init_from(config, state, engine)
   start_step = int(np.max(state.step))
+  wd.record(config.to_dict())  # The workdir's state loads into this config.
   if start_step > spe * config.num_epochs:
     raise WorkdirError(
       f'{workdir} holds a run trained to step {start_step}, past num_epochs='

@@ -686,6 +686,16 @@ class Workdir:
   def __init__(self, path, chief, lock, changes):
     self.path, self.chief, self.lock, self.changes = path, chief, lock, changes
 
+  def record(self, config_dict: dict) -> None:
+    """Records the config (fingerprint.json, config.json) on process 0.
+
+    `open_workdir(..., record=False)` defers this until the run has shown
+    that the workdir's state loads into this config (a checkpoint of another
+    model shape must not leave config.json describing the new one).
+    """
+    if self.chief:
+      record_config(self.path, config_dict, changes=self.changes)
+
   def close(self) -> None:
     """Releases the lock (idempotent)."""
     if self.lock is not None:
@@ -714,7 +724,7 @@ def _agree(ok: bool) -> bool:
 
 
 def open_workdir(
-  path, config_dict: dict, *, allow_changes: bool = False
+  path, config_dict: dict, *, allow_changes: bool = False, record: bool = True
 ) -> Workdir:
   """Checks, locks and records the workdir; hold it until the run ends.
 
@@ -726,6 +736,7 @@ def open_workdir(
     path: the --workdir.
     config_dict: the resolved config (`config.to_dict()`).
     allow_changes: the config key `workdir_allow_changes`.
+    record: record the config now; else the caller calls `Workdir.record`.
 
   Returns:
     A `Workdir` (a context manager that releases the lock).
@@ -743,7 +754,8 @@ def open_workdir(
       lock = WorkdirLock(path).acquire()
       try:
         changes = check_config(path, config_dict, allow_changes=allow_changes)
-        record_config(path, config_dict, changes=changes)
+        if record:
+          record_config(path, config_dict, changes=changes)
       except BaseException:
         lock.release()
         raise
