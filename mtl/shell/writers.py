@@ -105,27 +105,6 @@ class Writers:
       w.close()
 
 
-def write_json(path: pathlib.Path, value: dict) -> None:
-  """Writes JSON atomically: a crash never leaves a half-written file."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + '\n')
-  tmp.replace(path)
-
-
-def truncate_metrics(path: pathlib.Path, *, after_step: int) -> None:
-  """Drops rows logged after `after_step`: a resumed run logs them again."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    return
-  lines = path.read_text().splitlines(keepends=True)
-  kept = [x for x in lines if x.strip() and json.loads(x)['step'] <= after_step]
-  if len(kept) != len(lines):
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(''.join(kept))
-    tmp.replace(path)
-
-
 def read_offline_run(run_dir: pathlib.Path) -> dict:
   """Reads an offline W&B run back from disk: config, group, tags, summary.
 
