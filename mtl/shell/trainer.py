@@ -36,10 +36,10 @@ from mtl.shell import (
   preemption,
 )
 from mtl.shell import members as members_lib
+from mtl.shell import outputs as outputs_lib
 from mtl.shell import workdir as workdir_lib
 from mtl.shell.finite import FiniteGuard, NonFinite
-from mtl.shell.workdir import truncate_metrics, write_json
-from mtl.shell.writers import Writers
+from mtl.shell.workdir import write_json
 
 # Dispatches queued without waiting on a result. Emulated multi-device CPU
 # backends deadlock with ~32-64 queued steps (docs/ARCHITECTURE.md);
@@ -98,71 +98,6 @@ def _init_from(config, state, engine):
     params, step = checkpoint.restore_params(directory, abstract)
   console.say(f'params from {config.init_from} (step {step})')
   return state._replace(params=jax.tree.map(jax.numpy.asarray, params))
-
-
-class _Outputs:
-  """Each member's metrics.jsonl, W&B run and results.json (process 0)."""
-
-  def __init__(self, config, workdir, members, *, population, start_step):
-    self.dirs, self.writers = [], []
-    if jax.process_index() != 0:
-      return
-    for m in members:
-      d = workdir / 'members' / m['name'] if population else workdir
-      d.mkdir(parents=True, exist_ok=True)
-      cfg = members_lib.member_config(config, m) if population else None
-      wandb_cfg = config.wandb.to_dict()
-      if population:
-        write_json(d / 'config.json', cfg)
-        wandb_cfg['group'] = wandb_cfg.get('group') or workdir.name
-        wandb_cfg['name'] = '/'.join(
-          filter(None, [wandb_cfg.get('name'), m['name']])
-        )
-        wandb_cfg['tags'] = tuple(wandb_cfg.get('tags') or ()) + ('population',)
-      truncate_metrics(d / 'metrics.jsonl', after_step=start_step)
-      self.dirs.append(d)
-      self.writers.append(
-        Writers(d, config=cfg or config.to_dict(), wandb_cfg=wandb_cfg)
-      )
-
-  def write(self, step, per_member: list[dict]) -> None:
-    for w, scalars in zip(self.writers, per_member, strict=False):
-      w.write(step, scalars)
-
-  def close(self) -> None:
-    for w in self.writers:
-      w.close()
-    self.writers = []
-
-
-def _member_scalars(m, j, tasks):
-  return metrics_lib.summarize_train(jax.tree.map(lambda x: x[:, j], m), tasks)
-
-
-def _eval_lines(engine, params, split, tasks, prefix):
-  counts = engine.evaluate(params, split)
-  return [
-    metrics_lib.summarize_eval(
-      jax.tree.map(lambda x, j=j: x[j], counts), tasks, prefix
-    )
-    for j in range(engine.size)
-  ]
-
-
-def _eval_line(epoch, num_epochs, per_member, prefix) -> str:
-  """'epoch 3/12  val auc/income 0.9412 ...' (a population: the mean)."""
-  if len(per_member) == 1:
-    shown = per_member[0]
-  else:
-    shown = {
-      k: float(np.mean([s[k] for s in per_member if s[k] is not None] or [0]))
-      for k in per_member[0]
-    }
-  members = f' (mean of {len(per_member)})' if len(per_member) > 1 else ''
-  return (
-    f'epoch {epoch}/{num_epochs}  {prefix}{members}  '
-    f'{console.format_metrics(shown, prefix)}'
-  )
 
 
 def train(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -256,7 +191,7 @@ def _train(config, wd, t_start: float) -> dict:
   best_params = jax.tree.map(jax.numpy.copy, best_params)  # Not donated.
   every = config.checkpoint.every_steps or spe
 
-  outputs = _Outputs(
+  outputs = outputs_lib.Outputs(
     config,
     workdir,
     members,
@@ -344,7 +279,7 @@ def _train(config, wd, t_start: float) -> dict:
           m = jax.device_get(m)
           rows = []
           for j, g in enumerate(guards):
-            scalars = _member_scalars(m, j, train_tasks)
+            scalars = outputs_lib.member_scalars(m, j, train_tasks)
             if config.skip_nonfinite:
               scalars['train/nonfinite_steps'] = g.skipped
             scalars['train/epoch'] = epoch
@@ -392,7 +327,9 @@ def _train(config, wd, t_start: float) -> dict:
         timed_steps += spe
       last = epoch + 1 == config.num_epochs
       if (epoch + 1) % config.eval_every_epochs == 0 or last:
-        val = _eval_lines(engine, state.params, 'validation', tasks, 'val')
+        val = outputs_lib.eval_lines(
+          engine, state.params, 'validation', tasks, 'val'
+        )
         improved = np.zeros(size, bool)
         for j, scalars in enumerate(val):
           scalars['val/epoch'] = epoch + 1
@@ -404,7 +341,9 @@ def _train(config, wd, t_start: float) -> dict:
             improved[j] = True
         outputs.write(step, val)
         if chief:
-          console.say(_eval_line(epoch + 1, config.num_epochs, val, 'val'))
+          console.say(
+            outputs_lib.eval_line(epoch + 1, config.num_epochs, val, 'val')
+          )
         if improved.any():
           best_params = engine.select(improved, state.params, best_params)
           save(epoch + 1, 0, to=best_ckpt, params=best_params)
@@ -420,7 +359,7 @@ def _train(config, wd, t_start: float) -> dict:
   final = [{} for _ in range(size)]
   for split, prefix in (('validation', 'val'), ('test', 'test')):
     for j, s in enumerate(
-      _eval_lines(engine, final_params, split, tasks, prefix)
+      outputs_lib.eval_lines(engine, final_params, split, tasks, prefix)
     ):
       final[j].update(s)
   if timed_steps == 0:  # One epoch here: the number includes compilation.
@@ -430,43 +369,25 @@ def _train(config, wd, t_start: float) -> dict:
     if step > start_step
     else None
   )
-  results = []
-  for j, m in enumerate(members):
-    r = {
-      'model_name': config.model_name,
-      'model': {k: v for k, v in config.model.items() if v is not None},
-      'dataset_name': config.dataset_name,
-      'dataset': config.dataset.to_dict(),
-      'weighting_name': config.weighting_name,
-      'weighting': m['weighting'],
-      'member': m['name'],
-      'seed': m['seed'],
-      'learning_rate': m['learning_rate'],
-      'task_weights': list(m['task_weights']),
-      'tasks': [t.name for t in tasks],
-      'selected_epoch': best['epoch'][j] or config.num_epochs,
-      'num_epochs': config.num_epochs,
-      'steps': int(step),
-      'resumed_from_step': start_step,
-      'num_params': int(num_params),
-      'population_size': size if is_population else None,
-      'num_devices': engine.num_devices,
-      'num_processes': jax.process_count(),
-      'parallel_backend': (
-        None if engine.devices is None else config.parallel.backend
-      ),
-      'nonfinite_steps_skipped': guards[j].skipped,
-      'train_examples_per_s': per_s,
-      'wall_time_s': time.time() - t_start,
-      'validation': {k: v for k, v in final[j].items() if k.startswith('val/')},
-      'test': {k: v for k, v in final[j].items() if k.startswith('test/')},
-    }
-    results.append(r)
-  for j, w in enumerate(outputs.writers):
-    w.write(step, final[j])
-    w.summary(final[j])
-    w.close()
-    write_json(outputs.dirs[j] / 'results.json', results[j])
+  results = [
+    outputs_lib.member_result(
+      config,
+      m,
+      tasks,
+      final[j],
+      selected_epoch=best['epoch'][j] or config.num_epochs,
+      steps=int(step),
+      resumed_from_step=start_step,
+      num_params=int(num_params),
+      population_size=size if is_population else None,
+      engine=engine,
+      nonfinite_skipped=guards[j].skipped,
+      examples_per_s=per_s,
+      wall_time_s=time.time() - t_start,
+    )
+    for j, m in enumerate(members)
+  ]
+  outputs.finish(step, final, results)
   summary = results[0]
   if is_population:
     summary = {
@@ -478,22 +399,5 @@ def _train(config, wd, t_start: float) -> dict:
     if chief:
       write_json(workdir / 'results.json', summary)
   if chief:
-    _print_summary(results, workdir, is_population)
+    outputs_lib.print_summary(results, workdir, is_population)
   return summary
-
-
-def _print_summary(results, workdir, is_population) -> None:
-  if is_population:
-    tests = [r['test'] for r in results]
-    line = _eval_line(
-      results[0]['num_epochs'], results[0]['num_epochs'], tests, 'test'
-    )
-    console.say(line.split('  ', 1)[1])
-  else:
-    r = results[0]
-    console.say(
-      f'val   {console.format_metrics(r["validation"], "val")}  '
-      f'(epoch {r["selected_epoch"]} of {r["num_epochs"]})'
-    )
-    console.say(f'test  {console.format_metrics(r["test"], "test")}')
-  console.say(f'workdir {workdir}')

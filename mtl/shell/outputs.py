@@ -1,0 +1,154 @@
+"""What a run writes and shows: per-member metrics, results, console lines.
+
+Shell code used by `mtl.shell.trainer`. A single run writes into the
+workdir; a population's member k into members/<name>/. Every member's
+results.json has one schema (`member_result`).
+"""
+
+import jax
+import numpy as np
+
+from mtl.core import metrics as metrics_lib
+from mtl.shell import console
+from mtl.shell import members as members_lib
+from mtl.shell.workdir import truncate_metrics, write_json
+from mtl.shell.writers import Writers
+
+
+class Outputs:
+  """Each member's metrics.jsonl, W&B run and results.json (process 0)."""
+
+  def __init__(self, config, workdir, members, *, population, start_step):
+    self.dirs, self.writers = [], []
+    if jax.process_index() != 0:
+      return
+    for m in members:
+      d = workdir / 'members' / m['name'] if population else workdir
+      d.mkdir(parents=True, exist_ok=True)
+      cfg = members_lib.member_config(config, m) if population else None
+      wandb_cfg = config.wandb.to_dict()
+      if population:
+        write_json(d / 'config.json', cfg)
+        wandb_cfg['group'] = wandb_cfg.get('group') or workdir.name
+        wandb_cfg['name'] = '/'.join(
+          filter(None, [wandb_cfg.get('name'), m['name']])
+        )
+        wandb_cfg['tags'] = tuple(wandb_cfg.get('tags') or ()) + ('population',)
+      truncate_metrics(d / 'metrics.jsonl', after_step=start_step)
+      self.dirs.append(d)
+      self.writers.append(
+        Writers(d, config=cfg or config.to_dict(), wandb_cfg=wandb_cfg)
+      )
+
+  def write(self, step, per_member: list[dict]) -> None:
+    for w, scalars in zip(self.writers, per_member, strict=False):
+      w.write(step, scalars)
+
+  def close(self) -> None:
+    for w in self.writers:
+      w.close()
+    self.writers = []
+
+  def finish(self, step, final: list[dict], results: list[dict]) -> None:
+    """Each member's final metrics, W&B summary and results.json."""
+    for j, w in enumerate(self.writers):
+      w.write(step, final[j])
+      w.summary(final[j])
+      w.close()
+      write_json(self.dirs[j] / 'results.json', results[j])
+    self.writers = []
+
+
+def member_scalars(m, j, tasks):
+  return metrics_lib.summarize_train(jax.tree.map(lambda x: x[:, j], m), tasks)
+
+
+def eval_lines(engine, params, split, tasks, prefix):
+  counts = engine.evaluate(params, split)
+  return [
+    metrics_lib.summarize_eval(
+      jax.tree.map(lambda x, j=j: x[j], counts), tasks, prefix
+    )
+    for j in range(engine.size)
+  ]
+
+
+def eval_line(epoch, num_epochs, per_member, prefix) -> str:
+  """'epoch 3/12  val auc/income 0.9412 ...' (a population: the mean)."""
+  if len(per_member) == 1:
+    shown = per_member[0]
+  else:
+    shown = {
+      k: float(np.mean([s[k] for s in per_member if s[k] is not None] or [0]))
+      for k in per_member[0]
+    }
+  members = f' (mean of {len(per_member)})' if len(per_member) > 1 else ''
+  return (
+    f'epoch {epoch}/{num_epochs}  {prefix}{members}  '
+    f'{console.format_metrics(shown, prefix)}'
+  )
+
+
+def member_result(
+  config,
+  m: dict,
+  tasks,
+  final: dict,
+  *,
+  selected_epoch: int,
+  steps: int,
+  resumed_from_step: int,
+  num_params: int,
+  population_size,
+  engine,
+  nonfinite_skipped: int,
+  examples_per_s,
+  wall_time_s: float,
+) -> dict:
+  """One member's results.json: the same schema for a single run."""
+  return {
+    'model_name': config.model_name,
+    'model': {k: v for k, v in config.model.items() if v is not None},
+    'dataset_name': config.dataset_name,
+    'dataset': config.dataset.to_dict(),
+    'weighting_name': config.weighting_name,
+    'weighting': m['weighting'],
+    'member': m['name'],
+    'seed': m['seed'],
+    'learning_rate': m['learning_rate'],
+    'task_weights': list(m['task_weights']),
+    'tasks': [t.name for t in tasks],
+    'selected_epoch': selected_epoch,
+    'num_epochs': config.num_epochs,
+    'steps': steps,
+    'resumed_from_step': resumed_from_step,
+    'num_params': num_params,
+    'population_size': population_size,
+    'num_devices': engine.num_devices,
+    'num_processes': jax.process_count(),
+    'parallel_backend': (
+      None if engine.devices is None else config.parallel.backend
+    ),
+    'nonfinite_steps_skipped': nonfinite_skipped,
+    'train_examples_per_s': examples_per_s,
+    'wall_time_s': wall_time_s,
+    'validation': {k: v for k, v in final.items() if k.startswith('val/')},
+    'test': {k: v for k, v in final.items() if k.startswith('test/')},
+  }
+
+
+def print_summary(results, workdir, is_population) -> None:
+  if is_population:
+    tests = [r['test'] for r in results]
+    line = eval_line(
+      results[0]['num_epochs'], results[0]['num_epochs'], tests, 'test'
+    )
+    console.say(line.split('  ', 1)[1])
+  else:
+    r = results[0]
+    console.say(
+      f'val   {console.format_metrics(r["validation"], "val")}  '
+      f'(epoch {r["selected_epoch"]} of {r["num_epochs"]})'
+    )
+    console.say(f'test  {console.format_metrics(r["test"], "test")}')
+  console.say(f'workdir {workdir}')
