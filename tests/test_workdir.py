@@ -17,6 +17,7 @@ import warnings
 import pytest
 
 from mtl.errors import WorkdirError
+from mtl.shell import lock as lock_lib
 from mtl.shell import workdir as wd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -284,7 +285,7 @@ def test_second_live_process_is_refused_naming_the_holder(tmp_path, caplog):
     proc.wait()
   # Killed without releasing: the kernel freed the lock; taken over.
   with caplog.at_level(logging.WARNING):
-    with wd.WorkdirLock(tmp_path) as lock:
+    with lock_lib.WorkdirLock(tmp_path) as lock:
       assert json.loads((tmp_path / '.lock').read_text())['pid'] == os.getpid()
       assert lock.identity['pid'] == os.getpid()
   assert any(
@@ -299,15 +300,18 @@ def test_stale_lock_of_a_dead_pid_is_taken_over(tmp_path, caplog):
   holder = {'pid': dead, 'host': socket.gethostname(), 'started': 'then'}
   (tmp_path / '.lock').write_text(json.dumps(holder))
   with caplog.at_level(logging.WARNING):
-    with wd.WorkdirLock(tmp_path):
+    with lock_lib.WorkdirLock(tmp_path):
       pass
   assert any(f'pid {dead}' in r.getMessage() for r in caplog.records)
 
 
 def test_same_process_cannot_lock_twice(tmp_path):
-  with wd.WorkdirLock(tmp_path), pytest.raises(WorkdirError, match='this same'):
-    wd.WorkdirLock(tmp_path).acquire()
-  wd.WorkdirLock(tmp_path).acquire().release()
+  with (
+    lock_lib.WorkdirLock(tmp_path),
+    pytest.raises(WorkdirError, match='this same'),
+  ):
+    lock_lib.WorkdirLock(tmp_path).acquire()
+  lock_lib.WorkdirLock(tmp_path).acquire().release()
 
 
 @pytest.fixture
@@ -315,7 +319,7 @@ def no_flock(monkeypatch):
   def flock(fd, op):
     raise OSError(errno.ENOLCK, 'No locks available')
 
-  monkeypatch.setattr(wd.fcntl, 'flock', flock)
+  monkeypatch.setattr(lock_lib.fcntl, 'flock', flock)
 
 
 def _write_lock(path, **holder):
@@ -329,15 +333,15 @@ def test_without_flock_a_live_pid_on_this_host_is_refused(tmp_path, no_flock):
       tmp_path,
       pid=sleeper.pid,
       host=socket.gethostname(),
-      start_ticks=wd._start_ticks(sleeper.pid),
+      start_ticks=lock_lib._start_ticks(sleeper.pid),
     )
     with pytest.raises(WorkdirError, match=f'pid {sleeper.pid} on host'):
-      wd.WorkdirLock(tmp_path).acquire()
+      lock_lib.WorkdirLock(tmp_path).acquire()
   finally:
     sleeper.kill()
     sleeper.wait()
   # Dead now: taken over, and the file is removed on release.
-  with wd.WorkdirLock(tmp_path):
+  with lock_lib.WorkdirLock(tmp_path):
     held = json.loads((tmp_path / '.lock').read_text())
     assert held['pid'] == os.getpid()
   assert not (tmp_path / '.lock').exists()
@@ -348,7 +352,7 @@ def test_without_flock_a_reused_pid_is_stale(tmp_path, no_flock):
   _write_lock(
     tmp_path, pid=os.getpid(), host=socket.gethostname(), start_ticks=1
   )
-  with wd.WorkdirLock(tmp_path):
+  with lock_lib.WorkdirLock(tmp_path):
     pass
 
 
@@ -357,12 +361,12 @@ def test_without_flock_another_host_counts_as_dead_when_not_renewed(
 ):
   _write_lock(tmp_path, pid=1, host='elsewhere.example', started='then')
   with pytest.raises(WorkdirError, match='elsewhere.example') as err:
-    wd.WorkdirLock(tmp_path).acquire()
-  assert f'{wd.STALE_LOCK_SECONDS} s' in str(err.value)
-  old = time.time() - wd.STALE_LOCK_SECONDS - 10
+    lock_lib.WorkdirLock(tmp_path).acquire()
+  assert f'{lock_lib.STALE_LOCK_SECONDS} s' in str(err.value)
+  old = time.time() - lock_lib.STALE_LOCK_SECONDS - 10
   os.utime(tmp_path / '.lock', (old, old))
   with caplog.at_level(logging.WARNING):
-    with wd.WorkdirLock(tmp_path):
+    with lock_lib.WorkdirLock(tmp_path):
       pass
   assert any('elsewhere.example' in r.getMessage() for r in caplog.records)
 
@@ -484,5 +488,5 @@ def test_lock_is_released_on_sigterm_of_a_cli_like_process(tmp_path):
   proc = _holder(tmp_path)
   proc.send_signal(signal.SIGTERM)
   proc.wait()
-  with wd.WorkdirLock(tmp_path):
+  with lock_lib.WorkdirLock(tmp_path):
     pass
