@@ -47,6 +47,5 @@ def funnel_config(dataset: str, model_name: str):
   config.steps_per_dispatch = 4
   config.eval_batch_size = 64
   config.log_every_steps = 4
-  config.num_auc_bins = 1024
   config.diagnostics_every_steps = 0
   return config

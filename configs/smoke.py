@@ -46,7 +46,6 @@ def get_config(arg: str = 'mmoe,synthetic'):
   config.steps_per_dispatch = 4
   config.eval_batch_size = 64
   config.log_every_steps = 2
-  config.num_auc_bins = 256
   config.progress_bar = False
   config.diagnostics_every_steps = 4
   return config

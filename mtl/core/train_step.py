@@ -208,7 +208,7 @@ def make_eval_step(
       logits, batch['labels'], batch['mask'], tasks=tasks
     )
     pos, neg = metrics_lib.auc_counts(
-      jax.nn.sigmoid(logits), batch['labels'], batch['mask'], num_bins=num_bins
+      logits, batch['labels'], batch['mask'], num_bins=num_bins
     )
     counts = {'loss_sum': loss_sum, 'count': count, 'pos': pos, 'neg': neg}
     return jax.tree.map(lambda x: _psum(x, axis_name), counts)
