@@ -1,6 +1,8 @@
 """The train step against a hand-derived gradient, across devices, and in
 its scanned form."""
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import optax
 import pytest
 
 from mtl.core import train_state, train_step
+from mtl.core.architectures.base import Backbone
 from mtl.core.tasks import Task
 from mtl.core.weighting.fixed import fixed
 from mtl.data import pipeline
@@ -17,8 +20,13 @@ TASKS = (Task('a'), Task('b'))
 
 
 class Linear(nn.Module):
-  """logits [T, B] = (x W)^T: a model whose gradient is known in closed form."""
+  """logits [T, B] = (x W)^T: a model whose gradient is known in closed form.
 
+  Its `backbone` gives the step the architecture hooks' defaults (what the
+  tasks share: 'backbone'; no extra losses), as `MultiTaskModel`'s does.
+  """
+
+  backbone: ClassVar = Backbone()
   num_tasks: int
 
   @nn.compact
@@ -192,5 +200,7 @@ def test_finite_guard_skips_then_stops_after_max_consecutive():
     guard.check()
   strict = FiniteGuard(TASKS, skip=False, max_consecutive=2)
   strict.add(10, {'loss': np.array([[0.1, 0.2], [0.3, nan]])})
-  with pytest.raises(NonFinite, match="task 'b' at step 12; the last good"):
+  with pytest.raises(
+    NonFinite, match="task 'b' at step 12 .set skip_nonfinite"
+  ):
     strict.check()
