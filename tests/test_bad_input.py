@@ -251,7 +251,7 @@ def test_non_finite_loss_names_task_and_step_and_keeps_the_checkpoint(
   assert '\n' not in text
   assert text.startswith('non-finite training loss ')
   assert "for task 'y" in text and ' at step ' in text
-  bad_step = int(text.split(' at step ')[1].split(';')[0])
+  bad_step = int(text.split(' at step ')[1].split()[0])
   saved = sorted(
     int(p.name)
     for p in (tmp_path / 'checkpoints').iterdir()
@@ -259,3 +259,4 @@ def test_non_finite_loss_names_task_and_step_and_keeps_the_checkpoint(
   )
   # Every checkpoint left is of a step before the first bad one.
   assert saved and max(saved) < bad_step, (saved, bad_step)
+  assert text.endswith(f'the checkpoint of step {max(saved)} is kept')

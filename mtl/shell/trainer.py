@@ -34,6 +34,7 @@ from mtl.shell import (
   engines,
   keywords,
   preemption,
+  validate,
 )
 from mtl.shell import members as members_lib
 from mtl.shell import outputs as outputs_lib
@@ -109,7 +110,7 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
   results are written.
   """
   t_start = time.time()
-  build.check_names(config)
+  validate.check_config(config)  # Types and ranges of every key.
   keywords.resolve_model(config, ARCHITECTURES)
   with workdir_lib.open_workdir(
     workdir,
