@@ -2,9 +2,12 @@
 
 Top-level params (DESIGN §3; optimizer partitions, sharding rules and
 GradNorm's "last shared layer" find parts by these names):
-  embed     FeatureEmbedding: one table [sum(vocab_sizes), embed_dim], or
-            [T, ...] for a backbone with `per_task_inputs`; absent when the
-            data has no sparse features (nothing to learn there).
+  embed     FeatureEmbedding: one table [sum(vocab_sizes), embed_dim]
+            (plain-int vocab sizes), or one table per feature named by it
+            (vocab sizes that are embedding.Column, the table dataset's;
+            sequences pooled there); [T, ...] for a backbone with
+            `per_task_inputs`; absent when the data has no sparse features
+            (nothing to learn there).
   backbone  ARCHITECTURES[model_name], x -> z [T, B, H].
   towers    Towers, params stacked [T, ...].
 """
@@ -27,7 +30,8 @@ class MultiTaskModel(nn.Module):
 
   Attributes:
     num_tasks: T.
-    vocab_sizes: vocabulary size of each sparse column.
+    vocab_sizes: vocabulary size of each sparse column (embedding.Column
+      entries: per-feature tables and pooled sequences).
     embed_dim: width of each categorical embedding.
     backbone: a module of ARCHITECTURES built with the same num_tasks.
     tower_hidden: each tower's hidden widths before its Dense(1).

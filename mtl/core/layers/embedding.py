@@ -1,22 +1,144 @@
-"""Dense features concatenated with embeddings of the categorical ids."""
+"""Dense features concatenated with embeddings of the categorical ids.
+
+Two layouts, told apart by the entries of `vocab_sizes` (one per column of
+`sparse`):
+
+- plain ints (census, Ali-CCP, MovieLens, ...): ONE table shared by all
+  columns, column s owning rows [offset_s, offset_s + vocab_sizes[s]);
+- `Column`s (the schema-described table, mtl/data/table.py; issue 14 item
+  4): an embedding table PER FEATURE, named by the feature (params
+  embed/<table>), so tables can be sized (`dim`), initialised, optimised and
+  sharded separately; a feature may use another's table (`table=`: a
+  behaviour history embedded with the item ids' table). A categorical
+  feature is one column. A sequence feature is `max_len` consecutive
+  columns whose id 0 is padding; its embeddings [B, L, d] and mask
+  (id != 0) [B, L] are pooled into one vector [B, d] by
+  `SEQUENCE_ENCODERS[pooling]`, inside this stage, so every architecture
+  takes sequence features unchanged.
+
+`SEQUENCE_ENCODERS` is the extension point for sequence encoders: a
+function (embeddings [B, L, d], mask [B, L] bool) -> [B, d] that must ignore
+masked positions (whatever their embeddings). Attention (DIN), GRU or
+Transformer encoders go there.
+"""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+PAD_ID = 0
+
+
+def mean_pool(embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+  """The mean of the unmasked embeddings; zeros for an empty sequence."""
+  w = mask.astype(embeddings.dtype)[..., None]
+  total = jnp.sum(jnp.where(w > 0, embeddings, 0.0), axis=-2)
+  return total / jnp.maximum(jnp.sum(w, axis=-2), 1.0)
+
+
+def sum_pool(embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+  """The sum of the unmasked embeddings."""
+  keep = mask.astype(bool)[..., None]
+  return jnp.sum(jnp.where(keep, embeddings, 0.0), axis=-2)
+
+
+SEQUENCE_ENCODERS = {'mean': mean_pool, 'sum': sum_pool}
+
+
+class Column(int):
+  """A sparse column's vocabulary size that also says how it is embedded.
+
+  It is an int (its table's row count), so a Dataset's `vocab_sizes` keeps
+  its meaning and checks; the attributes add the per-feature layout:
+
+  Attributes:
+    feature: the feature the column belongs to (a sequence's columns are
+      consecutive and share it).
+    table: the embedding table it looks up (default: the feature's own).
+    pooling: None for a categorical feature (one column); a key of
+      SEQUENCE_ENCODERS for a sequence.
+    dim: the table's width; 0: the model's embed_dim.
+  """
+
+  def __new__(
+    cls,
+    size: int,
+    *,
+    feature: str,
+    table: str | None = None,
+    pooling: str | None = None,
+    dim: int = 0,
+  ):
+    obj = super().__new__(cls, size)
+    obj.feature = feature
+    obj.table = table or feature
+    obj.pooling = pooling
+    obj.dim = dim
+    return obj
+
+  def __getnewargs_ex__(self):
+    return (int(self),), {
+      'feature': self.feature,
+      'table': self.table,
+      'pooling': self.pooling,
+      'dim': self.dim,
+    }
+
+  def __repr__(self) -> str:
+    return (
+      f'Column({int(self)}, feature={self.feature!r}, table={self.table!r}, '
+      f'pooling={self.pooling!r}, dim={self.dim})'
+    )
+
+
+def feature_groups(vocab_sizes, embed_dim: int) -> tuple[list, dict]:
+  """([(feature, table, pooling, start, stop)], {table: (rows, dim)}) of a
+  per-feature layout; ValueError on an inconsistent one."""
+  groups, tables = [], {}
+  for s, c in enumerate(vocab_sizes):
+    if not isinstance(c, Column):
+      raise ValueError(
+        f'FeatureEmbedding: column {s} is a plain vocab size {c} among '
+        'Columns, expected one layout'
+      )
+    if groups and groups[-1][0] == c.feature:
+      groups[-1][4] = s + 1
+    else:
+      if any(g[0] == c.feature for g in groups):
+        raise ValueError(f'feature {c.feature!r}: columns not consecutive')
+      groups.append([c.feature, c.table, c.pooling, s, s + 1])
+    shape = (int(c), c.dim or embed_dim)
+    if tables.setdefault(c.table, shape) != shape:
+      raise ValueError(
+        f'table {c.table!r} is {tables[c.table]} and {shape} (rows, dim)'
+      )
+  for feature, _, pooling, start, stop in groups:
+    if pooling is None and stop - start != 1:
+      raise ValueError(
+        f'feature {feature!r} has {stop - start} columns and no pooling'
+      )
+    if pooling is not None and pooling not in SEQUENCE_ENCODERS:
+      raise ValueError(
+        f'feature {feature!r}: pooling {pooling!r} is not one of '
+        f'{sorted(SEQUENCE_ENCODERS)}'
+      )
+  return [tuple(g) for g in groups], tables
+
 
 class FeatureEmbedding(nn.Module):
-  """x = [dense, emb(sparse_0), ..., emb(sparse_{S-1})]: [B, F + S*embed_dim].
+  """x = [dense, emb(feature_0), ...]: [B, F + sum of the features' widths].
 
-  All S features share ONE table of sum(vocab_sizes) rows, feature s owning
-  rows [offset_s, offset_s + vocab_sizes[s]), so the lookup is one gather and
-  no two features share a row. With S = 0 there is no table (and no params):
-  the dense features pass through unchanged.
+  With plain-int `vocab_sizes`, all S columns share ONE table of
+  sum(vocab_sizes) rows (param 'table'), feature s owning rows
+  [offset_s, offset_s + vocab_sizes[s]), so the lookup is one gather and no
+  two features share a row. With `Column`s, one table per feature (params
+  named by table) and pooled sequences (module docstring). With S = 0 there
+  is no table (and no params): the dense features pass through unchanged.
 
   Attributes:
     vocab_sizes: vocabulary size of each sparse column, in column order.
-    embed_dim: width of each embedding.
+    embed_dim: width of each embedding (a Column's dim may override it).
   """
 
   vocab_sizes: tuple[int, ...]
@@ -24,7 +146,7 @@ class FeatureEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, dense: jax.Array, sparse: jax.Array) -> jax.Array:
-    """dense [B, F] float32, sparse [B, S] int32 -> x [B, F + S*embed_dim]."""
+    """dense [B, F] float32, sparse [B, S] int32 -> x [B, D]."""
     num_sparse = len(self.vocab_sizes)
     if sparse.ndim != 2 or sparse.shape[1] != num_sparse:
       raise ValueError(
@@ -34,6 +156,8 @@ class FeatureEmbedding(nn.Module):
     dense = jnp.asarray(dense, jnp.float32)
     if num_sparse == 0:
       return dense
+    if any(isinstance(v, Column) for v in self.vocab_sizes):
+      return self._per_feature(dense, sparse)
     table = self.param(
       'table',
       nn.linear.default_embed_init,
@@ -44,3 +168,19 @@ class FeatureEmbedding(nn.Module):
     rows = jnp.take(table, sparse + offsets, axis=0)  # [B, S, embed_dim]
     flat = rows.reshape(sparse.shape[0], num_sparse * self.embed_dim)
     return jnp.concatenate([dense, flat], axis=-1)
+
+  def _per_feature(self, dense: jax.Array, sparse: jax.Array) -> jax.Array:
+    groups, shapes = feature_groups(self.vocab_sizes, self.embed_dim)
+    tables = {
+      name: self.param(name, nn.linear.default_embed_init, shape, jnp.float32)
+      for name, shape in shapes.items()
+    }
+    out = [dense]
+    for _, table, pooling, start, stop in groups:
+      ids = sparse[:, start:stop]
+      rows = jnp.take(tables[table], ids, axis=0)  # [B, L, d]
+      if pooling is None:
+        out.append(rows[:, 0])
+      else:
+        out.append(SEQUENCE_ENCODERS[pooling](rows, ids != PAD_ID))
+    return jnp.concatenate(out, axis=-1)

@@ -1,0 +1,190 @@
+"""Per-feature embedding tables and pooled sequences (issue 14 item 4):
+mtl/core/layers/embedding.py, checked against numpy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl.core.layers import embedding as emb_lib
+from mtl.core.layers.embedding import Column, FeatureEmbedding
+from mtl.core.model import make_model
+
+DIM = 4
+
+
+def layout():
+  """user (own table, dim 3), item (own), history (item's table, mean, 5
+  columns), tags (own table, sum, 3 columns)."""
+  return (
+    Column(7, feature='user', dim=3),
+    Column(11, feature='item'),
+    *[Column(11, feature='history', table='item', pooling='mean')] * 5,
+    *[Column(6, feature='tags', pooling='sum')] * 3,
+  )
+
+
+def batch(rng, n=6):
+  sparse = np.concatenate(
+    [
+      rng.integers(1, 7, (n, 1)),
+      rng.integers(1, 11, (n, 1)),
+      rng.integers(0, 11, (n, 5)),
+      rng.integers(0, 6, (n, 3)),
+    ],
+    axis=1,
+  ).astype(np.int32)
+  sparse[0, 2:7] = 0  # an empty history
+  sparse[1, 7:] = 0  # empty tags
+  dense = rng.normal(size=(n, 2)).astype(np.float32)
+  return dense, sparse
+
+
+def numpy_embedding(params, dense, sparse):
+  user, item, tags = (np.asarray(params[k]) for k in ('user', 'item', 'tags'))
+  hist_ids, tag_ids = sparse[:, 2:7], sparse[:, 7:]
+  out = []
+  for b in range(len(dense)):
+    h = [item[i] for i in hist_ids[b] if i != 0]
+    t = [tags[i] for i in tag_ids[b] if i != 0]
+    out.append(
+      np.concatenate(
+        [
+          dense[b],
+          user[sparse[b, 0]],
+          item[sparse[b, 1]],
+          np.mean(h, 0) if h else np.zeros(DIM),
+          np.sum(t, 0) if t else np.zeros(DIM),
+        ]
+      )
+    )
+  return np.stack(out)
+
+
+def test_one_table_per_feature_shared_by_history_pooled_as_numpy():
+  rng = np.random.default_rng(0)
+  dense, sparse = batch(rng)
+  module = FeatureEmbedding(layout(), DIM)
+  params = module.init(jax.random.key(0), dense, sparse)['params']
+  assert {k: v.shape for k, v in params.items()} == {
+    'user': (7, 3),
+    'item': (11, DIM),
+    'tags': (6, DIM),
+  }
+  x = module.apply({'params': params}, dense, sparse)
+  assert x.shape == (6, 2 + 3 + DIM * 3)
+  np.testing.assert_allclose(
+    x, numpy_embedding(params, dense, sparse), rtol=1e-6, atol=1e-6
+  )
+
+
+def test_padding_never_leaks():
+  """Changing what sits at padded positions (the padding rows of every
+  table, and the embeddings an encoder is given there) changes nothing."""
+  rng = np.random.default_rng(1)
+  dense, sparse = batch(rng)
+  module = FeatureEmbedding(layout(), DIM)
+  params = module.init(jax.random.key(0), dense, sparse)['params']
+  x = module.apply({'params': params}, dense, sparse)
+  noisy = {k: v.at[0].set(100.0 + k.__len__()) for k, v in params.items()}
+  np.testing.assert_array_equal(
+    x, module.apply({'params': noisy}, dense, sparse)
+  )
+  e = jnp.asarray(rng.normal(size=(4, 5, DIM)), jnp.float32)
+  mask = jnp.asarray(rng.random((4, 5)) < 0.5).at[0].set(False)
+  junk = jnp.where(mask[..., None], e, 1e6 * jnp.sign(e) + 3.0)
+  for name, encode in emb_lib.SEQUENCE_ENCODERS.items():
+    np.testing.assert_allclose(
+      encode(e, mask), encode(junk, mask), rtol=1e-6, err_msg=name
+    )
+
+
+@pytest.mark.parametrize('name', sorted(emb_lib.SEQUENCE_ENCODERS))
+def test_encoders_against_numpy(name):
+  rng = np.random.default_rng(2)
+  e = rng.normal(size=(5, 7, 3)).astype(np.float32)
+  mask = rng.random((5, 7)) < 0.4
+  mask[0] = False
+  got = np.asarray(emb_lib.SEQUENCE_ENCODERS[name](e, mask))
+  for b in range(5):
+    kept = e[b][mask[b]]
+    want = (
+      np.zeros(3)
+      if not len(kept)
+      else kept.mean(0)
+      if name == 'mean'
+      else kept.sum(0)
+    )
+    np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-6)
+
+
+def test_plain_vocab_sizes_keep_the_one_shared_table():
+  rng = np.random.default_rng(3)
+  sparse = rng.integers(0, 5, (4, 3)).astype(np.int32)
+  dense = np.zeros((4, 1), np.float32)
+  module = FeatureEmbedding((5, 6, 7), DIM)
+  params = module.init(jax.random.key(0), dense, sparse)['params']
+  assert {k: v.shape for k, v in params.items()} == {'table': (18, DIM)}
+  table = np.asarray(params['table'])
+  offsets = (0, 5, 11)
+  rows = [table[sparse[:, s] + offsets[s]] for s in range(3)]
+  want = np.concatenate([dense, *rows], axis=1)
+  np.testing.assert_allclose(
+    module.apply({'params': params}, dense, sparse), want, rtol=1e-6
+  )
+
+
+@pytest.mark.parametrize('model_name', ['mmoe', 'single_task'])
+def test_every_architecture_takes_sequence_features(model_name):
+  """The model embeds per feature (vmapped per task for single-task)."""
+  rng = np.random.default_rng(4)
+  dense, sparse = batch(rng)
+  model = make_model(
+    model_name,
+    {},
+    num_tasks=2,
+    vocab_sizes=layout(),
+    embed_dim=DIM,
+    tower_hidden=(8,),
+  )
+  features = {'dense': dense, 'sparse': sparse}
+  params = model.init(jax.random.key(0), features, train=False)['params']
+  logits = model.apply({'params': params}, features, train=False)
+  assert logits.shape == (2, 6) and np.isfinite(logits).all()
+  pad = jax.tree_util.tree_map_with_path(
+    lambda p, v: (
+      v.at[..., 0, :].set(5.0)
+      if p[0].key == 'embed' and p[-1].key in ('item', 'tags')
+      else v
+    ),
+    params,
+  )
+  np.testing.assert_allclose(
+    logits, model.apply({'params': pad}, features, train=False), rtol=1e-6
+  )
+
+
+def test_inconsistent_layouts_fail():
+  with pytest.raises(ValueError, match='one layout'):
+    emb_lib.feature_groups((Column(3, feature='a'), 4), DIM)
+  with pytest.raises(ValueError, match='no pooling'):
+    emb_lib.feature_groups((Column(3, feature='a'),) * 2, DIM)
+  with pytest.raises(ValueError, match='rows, dim'):
+    emb_lib.feature_groups(
+      (Column(3, feature='a'), Column(4, feature='b', table='a')), DIM
+    )
+
+
+def test_column_is_its_size_and_pickles():
+  import pickle
+
+  c = Column(9, feature='h', table='item', pooling='mean', dim=2)
+  assert c == 9 and int(c) + 1 == 10
+  back = pickle.loads(pickle.dumps(c))
+  assert (back, back.feature, back.table, back.pooling, back.dim) == (
+    9,
+    'h',
+    'item',
+    'mean',
+    2,
+  )
