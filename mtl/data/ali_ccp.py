@@ -118,30 +118,37 @@ def load_ali_ccp(
     'ali_ccp', 'conversion_space', conversion_space, CONVERSION_SPACES
   )
   check_choice('ali_ccp', 'variant', variant, VARIANTS)
-  builder = acb.AliCcp(
-    config=variant,
-    data_dir=data_dir,
-    file_format='array_record',
-    chunksize=chunksize,
-  )
-  prepared.prepare(
-    builder,
+
+  def make_builder():
+    return acb.AliCcp(
+      config=variant,
+      data_dir=data_dir,
+      file_format='array_record',
+      chunksize=chunksize,
+    )
+
+  def read(builder) -> Dataset:
+    raw, share = prepared.read_splits(builder, process_index, process_count)
+    return funnel_dataset(
+      'ali_ccp',
+      builder,
+      raw,
+      tasks=TASKS,
+      dense=acb.DENSE,
+      sparse=acb.SPARSE,
+      conversion_space=conversion_space,
+      stats={'variant': variant, 'share': share},
+    )
+
+  return prepared.load(
+    make_builder,
+    read,
     name='ali_ccp',
     given_dir=manual_dir,
     folder=FOLDERS[variant],
     files=tuple(acb.FILES[variant].values()),
     how_to_get=how_to_get(variant),
-  )
-  raw, share = prepared.read_splits(builder, process_index, process_count)
-  return funnel_dataset(
-    'ali_ccp',
-    builder,
-    raw,
-    tasks=TASKS,
-    dense=acb.DENSE,
-    sparse=acb.SPARSE,
-    conversion_space=conversion_space,
-    stats={'variant': variant, 'share': share},
+    process_index=process_index,
   )
 
 
@@ -192,9 +199,10 @@ def funnel_dataset(
 
 
 def positive_rates(arrays: dict, tasks) -> dict[str, float]:
-  """Each task's mean label over the rows its mask counts."""
+  """Each task's mean label over the rows its mask counts (None if none)."""
   rates = {}
   for t, task in enumerate(tasks):
     counted = arrays['mask'][t] > 0
-    rates[task] = float(arrays['labels'][t][counted].mean())
+    labels = arrays['labels'][t][counted]
+    rates[task] = float(labels.mean()) if labels.size else None
   return rates

@@ -122,7 +122,9 @@ class AliCcp(cb.CsvBuilder):
     encoding = fit_encoding(paths['train'], self.chunksize)
     self.info.metadata.update(encoding)
     return {
-      split: self._generate_examples(path=path, encoding=encoding)
+      split: self._generate_examples(
+        split_name=split, path=path, encoding=encoding
+      )
       for split, path in paths.items()
     }
 

@@ -109,33 +109,40 @@ def load_aliexpress(
     validation_fraction=float(validation_fraction),
     seed=int(split_seed),
   )
-  builder = aeb.AliExpress(
-    config=config,
-    data_dir=data_dir,
-    file_format='array_record',
-    chunksize=chunksize,
-  )
-  prepared.prepare(
-    builder,
+
+  def make_builder():
+    return aeb.AliExpress(
+      config=config,
+      data_dir=data_dir,
+      file_format='array_record',
+      chunksize=chunksize,
+    )
+
+  def read(builder) -> Dataset:
+    raw, share = prepared.read_splits(builder, process_index, process_count)
+    return funnel_dataset(
+      name,
+      builder,
+      raw,
+      tasks=TASKS,
+      dense=aeb.DENSE,
+      sparse=aeb.SPARSE,
+      conversion_space=conversion_space,
+      stats={
+        'variant': variant,
+        'validation_fraction': validation_fraction,
+        'split_seed': split_seed,
+        'share': share,
+      },
+    )
+
+  return prepared.load(
+    make_builder,
+    read,
     name=name,
     given_dir=manual_dir,
     folder=FOLDERS[variant],
     files=tuple(aeb.FILES[variant].values()),
     how_to_get=how_to_get(variant),
-  )
-  raw, share = prepared.read_splits(builder, process_index, process_count)
-  return funnel_dataset(
-    name,
-    builder,
-    raw,
-    tasks=TASKS,
-    dense=aeb.DENSE,
-    sparse=aeb.SPARSE,
-    conversion_space=conversion_space,
-    stats={
-      'variant': variant,
-      'validation_fraction': validation_fraction,
-      'split_seed': split_seed,
-      'share': share,
-    },
+    process_index=process_index,
   )

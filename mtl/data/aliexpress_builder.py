@@ -178,7 +178,9 @@ class AliExpress(cb.CsvBuilder):
       'test': (paths['test'], None),
     }
     return {
-      split: self._generate_examples(path=path, keep=keep, encoding=encoding)
+      split: self._generate_examples(
+        split_name=split, path=path, keep=keep, encoding=encoding
+      )
       for split, (path, keep) in sources.items()
     }
 

@@ -29,6 +29,7 @@ files in `manual_dir` (default: $MTL_DATA_DIR/census-income-kdd); later loads
 only read the cache.
 """
 
+import functools
 import os
 import pathlib
 
@@ -41,8 +42,8 @@ from tensorflow_datasets.core.download.download_manager import (
 )
 
 from mtl.core.tasks import Task
+from mtl.data import cache, prepared
 from mtl.data import census_income_builder as cib
-from mtl.data import prepared
 from mtl.data.dataset import Dataset
 from mtl.data.leakage import check_no_label_leakage
 from mtl.errors import ConfigError
@@ -91,20 +92,12 @@ def _manual_dir(manual_dir: str | os.PathLike | None) -> pathlib.Path:
   return pathlib.Path(root) / 'census-income-kdd'
 
 
-def prepare(
-  *,
-  manual_dir: str | os.PathLike | None = None,
-  data_dir: str | os.PathLike | None = None,
-) -> cib.CensusIncome:
-  """Returns the builder, preparing the data first if it is not cached."""
-  builder = cib.CensusIncome(data_dir=data_dir, file_format='array_record')
+def _prepare(builder: cib.CensusIncome, manual_dir) -> None:
+  """Prepares the cache from the raw files (raises about them)."""
   if prepared.is_prepared(builder):
-    return builder
+    return
   manual = _manual_dir(manual_dir)
-  names = [
-    cib.CensusIncome.url_infos[url].filename for url in cib.URLS.values()
-  ]
-  missing = [str(manual / n) for n in names if not (manual / n).is_file()]
+  missing = _missing(manual)
   # Checked here so that TFDS never falls back to a download attempt.
   if missing:
     raise RawFilesMissingError(
@@ -124,14 +117,71 @@ def prepare(
       f'census_income: a raw file in {manual} is not the registered UCI '
       f'file: {" ".join(str(err).split())}'
     ) from err
-  return builder
+
+
+def _missing(manual: pathlib.Path) -> list[str]:
+  names = [
+    cib.CensusIncome.url_infos[url].filename for url in cib.URLS.values()
+  ]
+  return [str(manual / n) for n in names if not (manual / n).is_file()]
+
+
+def _raw_missing(manual_dir) -> list[str]:
+  """The missing raw files, without raising (cache.load)."""
+  if manual_dir is None and not os.environ.get('MTL_DATA_DIR'):
+    return ['neither manual_dir nor $MTL_DATA_DIR is set']
+  return _missing(_manual_dir(manual_dir))
+
+
+def _load(read, *, manual_dir, data_dir):
+  """`read(builder)` of the prepared cache (cache.load: prepared, or
+  prepared again when it cannot be used)."""
+  return cache.load(
+    lambda: cib.CensusIncome(data_dir=data_dir, file_format='array_record'),
+    lambda builder: _prepare(builder, manual_dir),
+    read,
+    name='census_income',
+    raw_missing=lambda: _raw_missing(manual_dir),
+  )
+
+
+def prepare(
+  *,
+  manual_dir: str | os.PathLike | None = None,
+  data_dir: str | os.PathLike | None = None,
+) -> cib.CensusIncome:
+  """Returns the builder, preparing the data first if it is not cached (or
+  again if the cache cannot be read)."""
+
+  def read(builder):
+    read_prepared(builder)
+    return builder
+
+  return _load(read, manual_dir=manual_dir, data_dir=data_dir)
 
 
 def read_prepared(builder: cib.CensusIncome) -> dict[str, dict]:
-  """The TFDS splits as {split: {feature: array}}, rows in file order."""
+  """The TFDS splits as {split: {feature: array}}, rows in file order.
+
+  Raises:
+    DataError: a split is missing, or a record did not read back whole.
+  """
   out = {}
-  for split, source in builder.as_data_source().items():
+  sources = builder.as_data_source()
+  if set(sources) != set(cib.URLS):
+    raise DataError(
+      f'census_income: the prepared data in {builder.data_path} has splits '
+      f'{sorted(sources)}, expected {sorted(cib.URLS)}'
+    )
+  for split, source in sources.items():
     blocks = [source[i] for i in range(len(source))]
+    for i, block in enumerate(blocks):
+      prepared.check_record(builder, split, i, block)
+    if not blocks:
+      raise DataError(
+        f'census_income: prepared split {split!r} in {builder.data_path} '
+        'has no rows'
+      )
     arrays = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     order = np.argsort(arrays['row'], kind='stable')
     out[split] = {k: a[order] for k, a in arrays.items()}
@@ -186,8 +236,18 @@ def load_census_income(
       f'census_income: unknown task_group {task_group!r}, expected one of '
       f'{tuple(TASK_GROUPS)}'
     )
+  return _load(
+    functools.partial(
+      _dataset, protocol=protocol, task_group=task_group, split_seed=split_seed
+    ),
+    manual_dir=manual_dir,
+    data_dir=data_dir,
+  )
+
+
+def _dataset(builder, *, protocol, task_group, split_seed) -> Dataset:
+  """The Dataset of a prepared cache (its checks fail on a bad cache)."""
   tasks = TASK_GROUPS[task_group]
-  builder = prepare(manual_dir=manual_dir, data_dir=data_dir)
   encoding = builder.info.metadata
   raw = read_prepared(builder)
 

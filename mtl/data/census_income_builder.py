@@ -40,6 +40,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mtl import errors
+from mtl.data import cache, csv_builder
 
 COLUMNS = (
   'age',  # 0
@@ -126,7 +127,7 @@ RawFilesMissingError = errors.DataFileNotFound
 def _first_bad_row(path: pathlib.Path) -> tuple[int, int] | None:
   """(1-based row, field count) of the first row without 42 fields."""
   opener = gzip.open if path.suffix == '.gz' else open
-  with opener(path, 'rt', newline='') as f:
+  with opener(path, 'rt', newline='', errors='replace') as f:
     rows = (r for r in csv.reader(f, skipinitialspace=True) if r)
     for number, row in enumerate(rows, start=1):
       if len(row) != len(COLUMNS):
@@ -143,6 +144,7 @@ def read_raw(path: str | pathlib.Path) -> pd.DataFrame:
       1-based row, blank lines not counted).
   """
   path = pathlib.Path(path)
+  csv_builder.check_rows(path, header=False)
   try:
     df = pd.read_csv(
       path,
@@ -154,6 +156,8 @@ def read_raw(path: str | pathlib.Path) -> pd.DataFrame:
     )
   except pd.errors.ParserError as err:  # a row longer than the first one
     df, parse_error = None, ' '.join(str(err).split())
+  except UnicodeDecodeError as err:
+    raise csv_builder.not_utf8(path, names=COLUMNS, header=False) from err
   if df is None or df.shape[1] != len(COLUMNS) or df.isna().any(axis=None):
     if bad := _first_bad_row(path):
       raise DataError(
@@ -228,7 +232,7 @@ def encode(df: pd.DataFrame, encoding: dict) -> dict[str, np.ndarray]:
   }
 
 
-class CensusIncome(tfds.core.GeneratorBasedBuilder):
+class CensusIncome(cache.Builder):
   """UCI Census-Income (KDD), encoded with training-split vocabularies."""
 
   VERSION = tfds.core.Version('1.0.0')

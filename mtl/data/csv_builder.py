@@ -22,6 +22,7 @@ aliexpress_builder.py, movielens_builder.py) never hold a raw file in memory:
   TFDS decodes each record in Python (census_income_builder.py).
 """
 
+import gzip
 import pathlib
 from collections.abc import Iterator
 
@@ -29,19 +30,91 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from mtl.data import census_income_builder as cib
+from mtl import errors
+from mtl.data import cache
 
-DataError = cib.DataError
-RawFilesMissingError = cib.RawFilesMissingError
+DataError = errors.DataError
+RawFilesMissingError = errors.DataFileNotFound
 DEFAULT_CHUNKSIZE = 65_536
 
 
+def _open_bytes(path: pathlib.Path):
+  return (gzip.open if path.suffix == '.gz' else open)(path, 'rb')
+
+
+def first_bad_utf8(path, sep: str = ',') -> tuple[int, int, int, int] | None:
+  """(byte offset, 1-based line, 0-based field, byte) of the first byte of a
+  (gzip-decompressed) file that is not UTF-8, or None if there is none."""
+  base, lines, line, pending = 0, 0, b'', b''
+  with _open_bytes(pathlib.Path(path)) as f:
+    while True:
+      block = f.read(1 << 20)
+      data = pending + block
+      try:
+        data.decode('utf-8')
+        good, pending = len(data), b''
+      except UnicodeDecodeError as e:
+        if block and e.end == len(data) and 'end of data' in e.reason:
+          good, pending = e.start, data[e.start :]  # Split by the block.
+        else:
+          before = data[: e.start]
+          current = before[before.rfind(b'\n') + 1 :]
+          if b'\n' not in before:
+            current = line + before
+          field = current.count(sep.encode())
+          at = base + e.start
+          return at, lines + before.count(b'\n') + 1, field, data[e.start]
+      done = data[:good]
+      lines += done.count(b'\n')
+      line = line + done if b'\n' not in done else done[done.rfind(b'\n') + 1 :]
+      base += good
+      if not block:
+        return None
+
+
+def not_utf8(path, *, sep: str = ',', names=None, header: bool = True):
+  """The DataError of a file with a byte that is not UTF-8: file, 1-based
+  data row (the header is row 0), column and byte offset."""
+  found = first_bad_utf8(path, sep)
+  if found is None:  # pandas saw one where this scan does not: say so.
+    return DataError(f'{path}: is not UTF-8 text, expected UTF-8')
+  at, line, field, byte = found
+  if header and line == 1:
+    where = f'the header, column {field + 1}'
+  else:
+    name = names[field] if names and field < len(names) else f'{field + 1}'
+    where = f'row {line - 1 if header else line} column {name!r}'
+  return DataError(
+    f'{path}: {where} (byte offset {at}) has byte 0x{byte:02x}, which is not '
+    'UTF-8; expected UTF-8 text'
+  )
+
+
+def check_rows(path, *, header: bool) -> None:
+  """Raises a one-line DataError if a file is empty, or (with a header)
+  holds only its header: blank lines are no rows."""
+  with _open_bytes(pathlib.Path(path)) as f:
+    first = f.readline()
+    if not first.strip() and not header:
+      first = next((x for x in f if x.strip()), b'')
+    if not first.strip():
+      raise DataError(f'{path}: is empty, expected CSV rows')
+    if header and not any(x.strip() for x in f):
+      raise DataError(
+        f'{path}: has a header but no data rows, expected at least one row'
+      )
+
+
 def read_header(path: pathlib.Path, expected: tuple[str, ...]) -> None:
-  """Raises a one-line DataError unless the header is `expected`, in order."""
+  """Raises a one-line DataError unless the header is `expected`, in order,
+  and data rows follow it."""
+  check_rows(path, header=True)
   try:
     found = tuple(pd.read_csv(path, nrows=0).columns)
   except pd.errors.EmptyDataError:
     found = ()
+  except UnicodeDecodeError as err:
+    raise not_utf8(path, names=expected) from err
   if found == expected:
     return
   missing = [c for c in expected if c not in found]
@@ -66,22 +139,34 @@ def read_chunks(
   """
   if not isinstance(chunksize, int) or chunksize <= 0:
     raise DataError(f'chunksize is {chunksize!r}, expected a positive int')
-  reader = pd.read_csv(
-    path,
-    chunksize=chunksize,
-    dtype=str,
-    keep_default_na=False,
-    na_values=[''],
-    **read_csv_kwargs,
-  )
   start = 0
   try:
+    reader = pd.read_csv(
+      path,
+      chunksize=chunksize,
+      dtype=str,
+      keep_default_na=False,
+      na_values=[''],
+      **read_csv_kwargs,
+    )
     for chunk in reader:
       yield start, chunk
       start += len(chunk)
   except pd.errors.ParserError as err:  # a row with too many fields
     raise DataError(
       f'{path}: cannot be parsed as CSV: {" ".join(str(err).split())}'
+    ) from err
+  except pd.errors.EmptyDataError as err:
+    raise DataError(f'{path}: is empty, expected CSV rows') from err
+  except UnicodeDecodeError as err:
+    header = read_csv_kwargs.get('header', 'infer') is not None
+    names = read_csv_kwargs.get('names')
+    if names is None and header:
+      with _open_bytes(pathlib.Path(path)) as f:
+        first = f.readline().decode('utf-8', 'replace').strip()
+      names = first.split(read_csv_kwargs.get('sep', ','))
+    raise not_utf8(
+      path, sep=read_csv_kwargs.get('sep', ','), names=names, header=header
     ) from err
 
 
@@ -206,7 +291,7 @@ def fixed_blocks(
     yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
 
 
-class CsvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class CsvBuilder(cache.Builder, skip_registration=True):
   """A builder whose splits are streamed, encoded CSV chunks.
 
   A subclass sets CHECKSUMS, DENSE, SPARSE and LABELS ({name: dtype}) and
@@ -250,9 +335,23 @@ class CsvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _encoded_chunks(self, **kwargs) -> Iterator[dict[str, np.ndarray]]:
     raise NotImplementedError
 
-  def _generate_examples(self, **kwargs):
+  def _generate_examples(self, split_name: str = '', **kwargs):
+    """Records of split `split_name` from `_encoded_chunks(**kwargs)`.
+
+    Raises:
+      DataError: the split has no rows (TFDS would fail on an empty split
+        with a traceback).
+    """
     self.info.metadata['block_rows'] = self.chunksize
     chunks = self._encoded_chunks(**kwargs)
     # Keys 0, 1, ...: with shuffling disabled TFDS stores records in key
     # order, so record k holds rows [k * chunksize, (k + 1) * chunksize).
-    yield from enumerate(fixed_blocks(chunks, self.chunksize))
+    empty = True
+    for key, block in enumerate(fixed_blocks(chunks, self.chunksize)):
+      empty = False
+      yield key, block
+    if empty:
+      raise DataError(
+        f'{self.name}: split {split_name!r} from {kwargs.get("path")} has no '
+        'rows, expected at least one'
+      )

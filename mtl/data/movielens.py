@@ -113,63 +113,72 @@ def load_movielens_100k(
     test_fraction=float(test_fraction),
     seed=int(split_seed),
   )
-  builder = mlb.MovieLens100k(
-    config=config,
-    data_dir=data_dir,
-    file_format='array_record',
-    chunksize=chunksize,
-  )
-  prepared.prepare(
-    builder,
+
+  def make_builder():
+    return mlb.MovieLens100k(
+      config=config,
+      data_dir=data_dir,
+      file_format='array_record',
+      chunksize=chunksize,
+    )
+
+  def read(builder) -> Dataset:
+    encoding = builder.info.metadata
+    shift = encoding['rating_mean'] if center_rating else 0.0
+    raw, share = prepared.read_splits(builder, process_index, process_count)
+    splits = {}
+    for split, a in raw.items():
+      labels = np.stack([a['rating'] - np.float32(shift), a['like']])
+      splits[split] = {
+        'dense': a['dense'],
+        'sparse': a['sparse'],
+        'labels': labels.astype(np.float32),
+        'mask': np.ones_like(labels, dtype=np.float32),
+      }
+    task_names = tuple(t.name for t in TASKS)
+    check_no_label_leakage(
+      **splits['train'],
+      feature_names=mlb.DENSE + mlb.SPARSE,
+      task_names=task_names,
+      where=f'{NAME} train',
+    )
+    vocab_sizes = tuple(
+      len(encoding['vocabularies'][n]) + 1 for n in mlb.SPARSE
+    )
+    stats = {
+      'split': dict(zip(('validation', 'test'), fractions, strict=True)),
+      'split_seed': split_seed,
+      'center_rating': center_rating,
+      'rating_mean': encoding['rating_mean'],
+      'prepared_dir': str(builder.data_path),
+      'share': share,
+      'rows': {s: int(a['labels'].shape[1]) for s, a in splits.items()},
+      'label_mean': {
+        s: dict(zip(task_names, map(float, a['labels'].mean(1)), strict=True))
+        for s, a in splits.items()
+      },
+      'vocab_sizes': dict(zip(mlb.SPARSE, vocab_sizes, strict=True)),
+      'dense_normalisers': {
+        'release_year': dict(encoding['dense']['release_year'])
+      },
+    }
+    return Dataset(
+      name=NAME,
+      tasks=TASKS,
+      dense_names=mlb.DENSE,
+      sparse_names=mlb.SPARSE,
+      vocab_sizes=vocab_sizes,
+      splits=splits,
+      stats=stats,
+    )
+
+  return prepared.load(
+    make_builder,
+    read,
     name=NAME,
     given_dir=manual_dir,
     folder='movielens-100k',
     files=mlb.FILES,
     how_to_get=how_to_get(),
-  )
-  encoding = builder.info.metadata
-  shift = encoding['rating_mean'] if center_rating else 0.0
-  raw, share = prepared.read_splits(builder, process_index, process_count)
-  splits = {}
-  for split, a in raw.items():
-    labels = np.stack([a['rating'] - np.float32(shift), a['like']])
-    splits[split] = {
-      'dense': a['dense'],
-      'sparse': a['sparse'],
-      'labels': labels.astype(np.float32),
-      'mask': np.ones_like(labels, dtype=np.float32),
-    }
-  task_names = tuple(t.name for t in TASKS)
-  check_no_label_leakage(
-    **splits['train'],
-    feature_names=mlb.DENSE + mlb.SPARSE,
-    task_names=task_names,
-    where=f'{NAME} train',
-  )
-  vocab_sizes = tuple(len(encoding['vocabularies'][n]) + 1 for n in mlb.SPARSE)
-  stats = {
-    'split': dict(zip(('validation', 'test'), fractions, strict=True)),
-    'split_seed': split_seed,
-    'center_rating': center_rating,
-    'rating_mean': encoding['rating_mean'],
-    'prepared_dir': str(builder.data_path),
-    'share': share,
-    'rows': {s: int(a['labels'].shape[1]) for s, a in splits.items()},
-    'label_mean': {
-      s: dict(zip(task_names, map(float, a['labels'].mean(1)), strict=True))
-      for s, a in splits.items()
-    },
-    'vocab_sizes': dict(zip(mlb.SPARSE, vocab_sizes, strict=True)),
-    'dense_normalisers': {
-      'release_year': dict(encoding['dense']['release_year'])
-    },
-  }
-  return Dataset(
-    name=NAME,
-    tasks=TASKS,
-    dense_names=mlb.DENSE,
-    sparse_names=mlb.SPARSE,
-    vocab_sizes=vocab_sizes,
-    splits=splits,
-    stats=stats,
+    process_index=process_index,
   )

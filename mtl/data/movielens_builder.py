@@ -234,6 +234,7 @@ class MovieLens100k(cb.CsvBuilder):
     self.info.metadata.update(encoding)
     return {
       split: self._generate_examples(
+        split_name=split,
         path=paths['u.data'],
         tables=tables,
         codes=codes,

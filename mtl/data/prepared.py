@@ -5,6 +5,8 @@ find the raw files (`manual_dir` keyword, else $MTL_DATA_DIR/<folder>), fail
 with one line naming every missing file and how to get it, let TFDS prepare
 the cache (checksums checked against the builder's registered .tsv), and read
 a split back, optionally only the rows [start, stop) of one process's share.
+`load` does it all through cache.load: a cache that cannot be used is
+prepared again from the raw files, or named for deletion.
 """
 
 import logging
@@ -20,7 +22,9 @@ from tensorflow_datasets.core.download.download_manager import (
   NonMatchingChecksumError,
 )
 
+from mtl.data import cache
 from mtl.data.csv_builder import DataError, RawFilesMissingError
+from mtl.errors import ConfigError
 
 
 def manual_dir(
@@ -114,6 +118,58 @@ def prepare(
   return builder
 
 
+def missing_raw(
+  given: str | os.PathLike | None, folder: str, files: tuple[str, ...]
+) -> list[str]:
+  """The raw files that are not there ([] if all are), without raising."""
+  if given is None and not os.environ.get('MTL_DATA_DIR'):
+    return ['neither manual_dir nor $MTL_DATA_DIR is set']
+  manual = (
+    pathlib.Path(given).expanduser()
+    if given is not None
+    else pathlib.Path(os.environ['MTL_DATA_DIR']) / folder
+  )
+  return [str(manual / f) for f in files if not (manual / f).is_file()]
+
+
+def load(
+  make_builder,
+  read,
+  *,
+  name: str,
+  given_dir: str | os.PathLike | None,
+  folder: str,
+  files: tuple[str, ...],
+  how_to_get: str,
+  process_index: int = 0,
+):
+  """`read(builder)` of the prepared data, prepared (again) if needed.
+
+  See cache.load: a cache that cannot be read or fails `read`'s checks is
+  prepared again from the raw files when they are there (on process 0), or
+  named for deletion.
+  """
+
+  def prepare_it(builder):
+    prepare(
+      builder,
+      name=name,
+      given_dir=given_dir,
+      folder=folder,
+      files=files,
+      how_to_get=how_to_get,
+    )
+
+  return cache.load(
+    make_builder,
+    prepare_it,
+    read,
+    name=name,
+    raw_missing=lambda: missing_raw(given_dir, folder, files),
+    rebuild=process_index == 0,
+  )
+
+
 def process_share(
   num_rows: int, process_index: int, process_count: int
 ) -> tuple[int, int]:
@@ -121,20 +177,29 @@ def process_share(
 
   Shares differ by at most one row, and concatenated in process order they
   are all the rows, in order.
+
+  Raises:
+    ConfigError: a process_index or process_count keyword out of range.
   """
-  if not (isinstance(process_count, int) and process_count >= 1):
-    raise DataError(
+  if not (
+    isinstance(process_count, int)
+    and not isinstance(process_count, bool)
+    and process_count >= 1
+  ):
+    raise ConfigError(
       f'process_count is {process_count!r}, expected a positive int'
     )
   if not (
-    isinstance(process_index, int) and 0 <= process_index < process_count
+    isinstance(process_index, int)
+    and not isinstance(process_index, bool)
+    and 0 <= process_index < process_count
   ):
-    raise DataError(
+    raise ConfigError(
       f'process_index is {process_index!r}, expected an int in '
       f'[0, {process_count})'
     )
   if process_count > num_rows:
-    raise DataError(
+    raise ConfigError(
       f'process_count {process_count} exceeds the {num_rows} training rows'
     )
   start = num_rows * process_index // process_count
@@ -147,7 +212,32 @@ def num_rows(builder: tfds.core.GeneratorBasedBuilder, split: str) -> int:
   if not records:
     return 0
   last = builder.as_data_source(split=split)[records - 1]
+  check_record(builder, split, records - 1, last)
   return (records - 1) * builder.info.metadata['block_rows'] + len(last['row'])
+
+
+def check_record(builder, split: str, k: int, record) -> None:
+  """Raises a DataError unless record `k` read back whole: TFDS gives a
+  record of a truncated array_record file as a dict of None."""
+  where = (
+    f'{builder.name}: prepared record {k} of split {split!r} in '
+    f'{builder.data_path}'
+  )
+  keys = set(builder.info.features.keys())
+  if not isinstance(record, dict) or set(record) != keys:
+    raise DataError(
+      f'{where} is {type(record).__name__}, expected the features '
+      f'{", ".join(sorted(keys))}'
+    )
+  empty = sorted(key for key, a in record.items() if a is None)
+  if empty:
+    raise DataError(
+      f'{where} has no data for {", ".join(empty)} (its file is truncated '
+      'or damaged)'
+    )
+  lengths = {len(a) for a in record.values()}
+  if len(lengths) != 1:
+    raise DataError(f'{where} has features of different lengths {lengths}')
 
 
 def read_rows(
@@ -169,6 +259,7 @@ def read_rows(
   first, last = start // block, -(-stop // block)
   records = [source[k] for k in range(first, last)]
   for k, record in zip(range(first, last), records, strict=True):
+    check_record(builder, split, k, record)
     want = min(block, total - k * block)
     if len(record['row']) != want:
       raise DataError(
