@@ -1,0 +1,606 @@
+"""TFDS builder of a user's table, described only by its schema (schema.py).
+
+Issue 14 items 2 and 3. Files: CSV or TSV (optionally gzipped: pandas reads
+'.gz' by its suffix) or Parquet, with a header line (or `column_names` for a
+headerless file), read in chunks of `chunksize` rows (pyarrow record batches
+for Parquet): no file is ever whole in memory. Three streaming passes:
+
+1. plan: the split of every row, and the behaviour-history index. Only the
+   columns these need are read: for a split by time or per user and for
+   histories, each row's user (factorised to an int), time and item are
+   held, about 20 bytes a row; a random split holds one byte a row.
+   Splits: 'files' (train / validation / test given as files), 'random'
+   (a numpy default_rng(seed) permutation: the first round(validation_fraction
+   * N) rows validation, the next round(test_fraction * N) test, as
+   movielens_builder.py), 'time' (rows ordered by time, ties by row: the
+   last test_fraction test, the validation_fraction before them
+   validation), 'user_last' (each user's last `last_n` rows by time test,
+   the `last_n` before them validation).
+   History (schema kind 'history'): rows sorted by (user, time, row); a row's
+   history is the sorted rows of its user with a time strictly below its
+   own (an equal time is excluded, so is the row itself), the last
+   `max_len` of them, oldest first. Every split's rows count as behaviour:
+   a test row's history holds the user's earlier train rows, and a train
+   row's the earlier test rows (their items, never their labels).
+2. fit, on the training rows only: each vocabulary (value counts, then
+   `min_count`), each dense feature's moments after its transform and over
+   its present values (cb.Moments), each regression label's moments on its
+   sample space.
+3. encode, split by split, into records of exactly `chunksize` rows
+   (cb.fixed_blocks): 'dense' [n, F] f32, 'sparse' [n, S] i32 (a
+   categorical feature one column, a sequence or history `max_len`),
+   'labels' and 'mask' [n, T] f32, 'row' [n] i64 (the row's position in the
+   concatenated files). The encoding (vocabularies, moments, history index
+   sizes) is the builder's metadata.
+
+A bad value is one DataError line naming the file, its 1-based data row
+(the header not counted), the column, what was found and what was expected.
+"""
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+from collections import Counter
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import tensorflow_datasets as tfds
+
+from mtl.data import csv_builder as cb
+from mtl.data import schema as sc
+from mtl.errors import DataError
+
+SPLITS = ('train', 'validation', 'test')
+SPLIT_RULES = ('files', 'random', 'time', 'user_last')
+FORMATS = ('auto', 'csv', 'tsv', 'parquet')
+
+
+def file_format(path, fmt: str) -> str:
+  """'csv', 'tsv' or 'parquet': `fmt`, or from the name ('auto')."""
+  if fmt != 'auto':
+    return fmt
+  name = pathlib.Path(path).name.lower().removesuffix('.gz')
+  for suffix, found in (('.csv', 'csv'), ('.tsv', 'tsv'), ('.parquet', 'pq')):
+    if name.endswith(suffix):
+      return 'parquet' if found == 'pq' else found
+  raise DataError(
+    f'{path}: cannot tell its format from its name, expected a .csv, .tsv '
+    "(optionally .gz) or .parquet file, or the dataset keyword format='csv'"
+    "|'tsv'|'parquet'"
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """How to read one file."""
+
+  path: str
+  fmt: str  # csv, tsv or parquet
+  delimiter: str | None
+  column_names: tuple[str, ...]
+
+  @property
+  def sep(self) -> str:
+    return self.delimiter or {'csv': ',', 'tsv': '\t'}.get(self.fmt, ',')
+
+  def columns(self) -> list[str]:
+    """The file's column names (its header, or column_names)."""
+    if self.fmt == 'parquet':
+      import pyarrow.parquet as pq
+
+      try:
+        return list(pq.ParquetFile(self.path).schema_arrow.names)
+      except Exception as e:  # noqa: BLE001 -- any unreadable file.
+        raise DataError(f'{self.path}: is not a Parquet file ({e})') from e
+    if self.column_names:
+      return list(self.column_names)
+    try:
+      return list(pd.read_csv(self.path, sep=self.sep, nrows=0).columns)
+    except pd.errors.EmptyDataError as e:
+      raise DataError(f'{self.path}: is empty, expected a header') from e
+    except UnicodeDecodeError as e:
+      raise DataError(f'{self.path}: the header is not UTF-8 text') from e
+
+  def chunks(
+    self, chunksize: int, usecols
+  ) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(first data row, chunk) of the columns `usecols`, every value a
+    string (None/NaN: missing) or, from Parquet, a list of strings."""
+    if self.fmt == 'parquet':
+      yield from self._parquet_chunks(chunksize, usecols)
+      return
+    header = None if self.column_names else 'infer'
+    names = list(self.column_names) or None
+    yield from cb.read_chunks(
+      pathlib.Path(self.path),
+      chunksize=chunksize,
+      sep=self.sep,
+      header=header,
+      names=names,
+      usecols=list(usecols),
+    )
+
+  def _parquet_chunks(self, chunksize, usecols):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start = 0
+    for batch in pq.ParquetFile(self.path).iter_batches(
+      batch_size=chunksize, columns=list(usecols)
+    ):
+      columns = {}
+      for name, array in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+          columns[name] = array.cast(pa.list_(pa.string())).to_pylist()
+        else:
+          columns[name] = array.cast(pa.string()).to_pandas().to_numpy(object)
+      yield start, pd.DataFrame(columns)
+      start += batch.num_rows
+
+
+def numbers(chunk, column: str, offsets, path, missing: str = 'error'):
+  """float64 values of a column whose rows are the file's 0-based data rows
+  `offsets`; an empty field is NaN unless `missing` is 'error'.
+
+  Raises:
+    DataError: a value that is not a finite number (or empty when missing
+      is 'error'), named by file, 1-based row and column.
+  """
+  raw = chunk[column]
+  values = pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
+  empty = pd.isna(raw).to_numpy()
+  bad = ~np.isfinite(values) & ~(empty & (missing != 'error'))
+  if bad.any():
+    i = int(np.argmax(bad))
+    found = 'empty' if empty[i] else repr(raw.iloc[i])
+    hint = (
+      " (set the feature's missing to 'mean' or 'zero')"
+      if empty[i] and missing == 'error'
+      else ''
+    )
+    raise DataError(
+      f'{path}: row {offsets[i] + 1} column {column!r} is {found}, '
+      f'expected a finite number{hint}'
+    )
+  return values
+
+
+def texts(chunk, column: str, offsets, path) -> np.ndarray:
+  """object [n] of a column's text; missing is a DataError."""
+  raw = chunk[column]
+  missing = pd.isna(raw).to_numpy()
+  if missing.any():
+    i = int(np.argmax(missing))
+    raise DataError(
+      f'{path}: row {offsets[i] + 1} column {column!r} is empty, expected a '
+      'value'
+    )
+  return raw.astype(str).to_numpy(object)
+
+
+class TableConfig(tfds.core.BuilderConfig):
+  """Everything that decides the prepared data; its digest names the cache."""
+
+  def __init__(self, *, spec: dict):
+    text = json.dumps(spec, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    super().__init__(
+      name=f'{spec["name"]}-{digest}',
+      description=f'{spec["name"]}, prepared by its schema',
+    )
+    self.spec = spec
+
+
+def spec_of(
+  *,
+  name: str,
+  sources: dict[str, Source | None],
+  split: dict,
+  features: dict,
+  tasks: dict,
+  task_order: tuple[str, ...],
+) -> dict:
+  """The JSON-able description of a table for TableConfig; each file is
+  identified by its absolute path, size and modification time, so an edited
+  file is prepared again."""
+  files = {}
+  for key, source in sources.items():
+    if source is None:
+      continue
+    path = pathlib.Path(source.path)
+    stat = path.stat()
+    files[key] = {
+      **dataclasses.asdict(source),
+      'path': str(path.resolve()),
+      'size': stat.st_size,
+      'mtime_ns': stat.st_mtime_ns,
+    }
+  return {
+    'name': name,
+    'files': files,
+    'split': split,
+    'features': features,
+    'tasks': tasks,
+    'task_order': list(task_order),
+  }
+
+
+class Plan:
+  """Pass 1: which split each row is in, and the history index."""
+
+  def __init__(self, sources, split: dict, schema: sc.Schema, chunksize):
+    self.sources = sources  # [(Source, split code or None)]
+    times = {h.time for h in schema.of(sc.History)}
+    texts_ = {h.user for h in schema.of(sc.History)}
+    texts_ |= {schema[h.item].column for h in schema.of(sc.History)}
+    if split['rule'] in ('time', 'user_last'):
+      times.add(split['time_column'])
+    if split['rule'] == 'user_last':
+      texts_.add(split['user_column'])
+    need = sorted(times | texts_)
+    held = {c: [] for c in need}
+    self.sizes = []
+    for source, _ in sources:
+      n = 0
+      usecols = need or source.columns()[:1]
+      for start, chunk in source.chunks(chunksize, usecols):
+        offsets = start + np.arange(len(chunk))
+        n += len(chunk)
+        for c in need:
+          read = numbers if c in times else texts
+          held[c].append(read(chunk, c, offsets, source.path))
+      if not n:
+        raise DataError(f'{source.path}: has no data rows, expected some')
+      self.sizes.append(n)
+    self.bases = np.cumsum([0] + self.sizes)
+    self.num_rows = int(self.bases[-1])
+    held = {c: np.concatenate(v) for c, v in held.items()}
+    self.codes = self._codes(split, held)
+    self.history = {
+      h.name: self._history(h, held, schema) for h in schema.of(sc.History)
+    }
+
+  def _codes(self, split, held) -> np.ndarray:
+    n, rule = self.num_rows, split['rule']
+    if rule == 'files':
+      return np.repeat(
+        np.array([c for _, c in self.sources], np.int8), self.sizes
+      )
+    codes = np.zeros(n, np.int8)
+    if rule == 'user_last':
+      users = pd.factorize(held[split['user_column']])[0]
+      order = np.lexsort((np.arange(n), held[split['time_column']], users))
+      ordered = users[order]
+      last = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])
+      # Rows after each position within its user: the user's last row 0.
+      end = np.repeat(last, np.diff(np.r_[-1, last]))
+      after = end - np.arange(n)
+      k = split['last_n']
+      codes[order[after < k]] = 2
+      codes[order[(after >= k) & (after < 2 * k)]] = 1
+      return codes
+    if rule == 'random':
+      order = np.random.default_rng(split['seed']).permutation(n)
+      n_val = round(split['validation_fraction'] * n)
+      n_test = round(split['test_fraction'] * n)
+      codes[order[:n_val]] = 1
+      codes[order[n_val : n_val + n_test]] = 2
+      return codes
+    order = np.lexsort((np.arange(n), held[split['time_column']]))
+    n_val = round(split['validation_fraction'] * n)
+    n_test = round(split['test_fraction'] * n)
+    codes[order[n - n_test :]] = 2
+    codes[order[n - n_test - n_val : n - n_test]] = 1
+    return codes
+
+  def _history(self, h: sc.History, held, schema) -> dict:
+    """Sorted (user, time, row) order; each row's window [begin, end) in it
+    and the items in that order (raw text)."""
+    n = self.num_rows
+    users = pd.factorize(held[h.user])[0]
+    time = held[h.time]
+    order = np.lexsort((np.arange(n), time, users))
+    u, t = users[order], time[order]
+    new_user = np.r_[True, u[1:] != u[:-1]]
+    new_run = new_user | np.r_[True, t[1:] != t[:-1]]
+    user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    end = np.empty(n, np.int64)
+    begin = np.empty(n, np.int64)
+    end[order] = run_start  # earlier rows of the user: [user_start, run)
+    begin[order] = np.maximum(user_start, run_start - h.max_len)
+    items = held[schema[h.item].column][order]
+    return {'begin': begin, 'end': end, 'items': items}
+
+
+def history_ids(index: dict, item_ids: np.ndarray, rows, max_len: int):
+  """int32 [n, max_len]: the items of each row's window, oldest first,
+  padded with PAD_ID."""
+  begin, end = index['begin'][rows], index['end'][rows]
+  at = begin[:, None] + np.arange(max_len)
+  valid = at < end[:, None]
+  picked = item_ids[np.minimum(at, len(item_ids) - 1)]
+  return np.where(valid, picked, sc.PAD_ID).astype(np.int32)
+
+
+class Table(cb.CsvBuilder):
+  """A table prepared by its schema (see the module docstring)."""
+
+  name = 'table'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Schema-described tables, streamed.'}
+  BUILDER_CONFIGS = []
+  DENSE, SPARSE, LABELS = (), (), {}
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def _checksums_path(cls):
+    return None  # The user's own files: nothing is downloaded.
+
+  def __init__(self, *, chunksize: int = cb.DEFAULT_CHUNKSIZE, **kwargs):
+    spec = kwargs['config'].spec
+    self.schema = sc.parse(spec['features'], spec['tasks'], spec['task_order'])
+    super().__init__(chunksize=chunksize, **kwargs)
+
+  def widths(self) -> tuple[int, int, int]:
+    """(F dense, S sparse, T tasks) columns of a record."""
+    s = self.schema
+    dense = sum(1 + f.missing_indicator for f in s.of(sc.Dense))
+    sparse = len(s.of(sc.Categorical)) + sum(
+      f.max_len for f in s.of(sc.Sequence) + s.of(sc.History)
+    )
+    return dense, sparse, len(s.tasks)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # TFDS cannot read back a [n, 0] tensor: an empty block stores one
+    # column of zeros, which the loader drops (table.py).
+    dense, sparse, tasks = (max(w, 1) for w in self.widths())
+
+    def column(dtype, width=None):
+      shape = (None,) if width is None else (None, width)
+      return tfds.features.Tensor(shape=shape, dtype=dtype)
+
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description='A table prepared by its feature schema.',
+      features=tfds.features.FeaturesDict(
+        {
+          'dense': column(np.float32, dense),
+          'sparse': column(np.int32, sparse),
+          'labels': column(np.float32, tasks),
+          'mask': column(np.float32, tasks),
+          'row': column(np.int64),
+        }
+      ),
+      metadata=tfds.core.MetadataDict(),
+      disable_shuffling=True,
+    )
+
+  def _sources(self) -> list[tuple[Source, int | None]]:
+    files = self.builder_config.spec['files']
+
+    def source(key):
+      f = files[key]
+      return Source(
+        f['path'], f['fmt'], f['delimiter'], tuple(f['column_names'])
+      )
+
+    if self.builder_config.spec['split']['rule'] == 'files':
+      return [(source(k), code) for code, k in enumerate(SPLITS)]
+    return [(source('table'), None)]
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    sources = self._sources()
+    for source, _ in sources:
+      sc.check_columns(self.schema, source.columns(), source.path)
+    split = self.builder_config.spec['split']
+    plan = Plan(sources, split, self.schema, self.chunksize)
+    for code, name in enumerate(SPLITS):
+      if not (plan.codes == code).any():
+        raise DataError(
+          f'{self.builder_config.spec["name"]}: the {split["rule"]!r} split '
+          f'leaves no {name} rows, expected some'
+        )
+    encoding = self._fit(plan)
+    self.info.metadata.update(encoding)
+    return {
+      name: self._generate_examples(
+        split_name=name, plan=plan, code=code, encoding=encoding
+      )
+      for code, name in enumerate(SPLITS)
+    }
+
+  def _rows(self, plan: Plan, code: int) -> Iterator:
+    """(source, first data row, chunk, global rows) of split `code`."""
+    usecols = self.schema.columns()
+    for k, (source, split) in enumerate(plan.sources):
+      if split is not None and split != code:
+        continue
+      for start, chunk in source.chunks(self.chunksize, usecols):
+        rows = plan.bases[k] + start + np.arange(len(chunk))
+        keep = plan.codes[rows] == code
+        if keep.any():
+          yield source, start, chunk, rows, keep
+
+  def _fit(self, plan: Plan) -> dict:
+    s = self.schema
+    counted = [
+      f
+      for f in s.of(sc.Categorical) + s.of(sc.Sequence)
+      if s.table_of(f.name) == f.name and not f.hash_buckets
+    ]
+    counts = {f.name: Counter() for f in counted}
+    dense = {f.name: cb.Moments((f.name,)) for f in s.of(sc.Dense)}
+    labels = {t.name: cb.Moments((t.name,)) for t in s.tasks}
+    for source, start, chunk, _, keep in self._rows(plan, 0):
+      chunk = chunk[keep]
+      offsets = start + np.flatnonzero(keep)
+      for f in counted:
+        if isinstance(f, sc.Sequence):
+          values = [
+            v
+            for cell in chunk[f.column]
+            for v in sc.split_values(cell, f.delimiter)[-f.max_len :]
+          ]
+        else:
+          values = chunk[f.column].dropna().astype(str)
+        counts[f.name].update(pd.Series(values).value_counts().to_dict())
+      for f in s.of(sc.Dense):
+        x = self._dense_raw(f, chunk, offsets, source)
+        present = x[np.isfinite(x)]
+        dense[f.name].update(present[:, None])
+      for t in s.tasks:
+        y, m = self._label(t, chunk, offsets, source)
+        labels[t.name].update(y[m > 0][:, None].astype(np.float64))
+    tables = {}
+    for f in s.of(sc.Categorical) + s.of(sc.Sequence):
+      if s.table_of(f.name) != f.name:
+        continue
+      if f.hash_buckets:
+        tables[f.name] = {'hash_buckets': f.hash_buckets}
+      else:
+        tables[f.name] = {
+          'vocabulary': sc.fit_vocabulary(counts[f.name], f.min_count)
+        }
+    return {
+      'tables': tables,
+      'dense': {n: m.finish()[n] for n, m in dense.items()},
+      'labels': {n: m.finish()[n] for n, m in labels.items()},
+      'rows': {
+        name: int((plan.codes == code).sum())
+        for code, name in enumerate(SPLITS)
+      },
+    }
+
+  def _dense_raw(self, f: sc.Dense, chunk, offsets, source) -> np.ndarray:
+    """float64 [n] after the transform; NaN where missing."""
+    x = numbers(chunk, f.column, offsets, source.path, f.missing)
+    if f.normalize == 'log1p':
+      bad = x <= -1
+      if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+          f'{source.path}: row {offsets[i] + 1} column {f.column!r} is '
+          f'{x[i]:g}, expected a number > -1 (normalize log1p)'
+        )
+      x = np.log1p(x)
+    return x
+
+  def _label(self, t: sc.TaskSpec, chunk, offsets, source):
+    """(label float32 [n] after transform, mask float32 [n])."""
+    n = len(chunk)
+    mask = np.ones(n, np.float32)
+    if t.where is not None:
+      w = numbers(chunk, t.where.column, offsets, source.path)
+      mask = t.where(w).astype(np.float32)
+    raw = chunk[t.label]
+    values = pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
+    bad = ~np.isfinite(values) & (mask > 0)
+    if bad.any():
+      i = int(np.argmax(bad))
+      found = 'empty' if pd.isna(raw.iloc[i]) else repr(raw.iloc[i])
+      raise DataError(
+        f'{source.path}: row {offsets[i] + 1} column {t.label!r} is {found}, '
+        f'expected a finite number (the label of task {t.name!r})'
+      )
+    values = np.where(mask > 0, values, 0.0)
+    if t.condition is not None:
+      values = t.condition(values).astype(np.float64)
+    elif t.kind == 'binary':
+      bad = ~np.isin(values, (0.0, 1.0)) & (mask > 0)
+      if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+          f'{source.path}: row {offsets[i] + 1} column {t.label!r} is '
+          f'{raw.iloc[i]!r}, expected 0 or 1 (binary task {t.name!r}; '
+          "a condition label such as 'rating >= 4' makes one)"
+        )
+    if t.transform == 'log1p':
+      bad = (values <= -1) & (mask > 0)
+      if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+          f'{source.path}: row {offsets[i] + 1} column {t.label!r} is '
+          f'{values[i]:g}, expected a number > -1 (transform log1p)'
+        )
+      values = np.where(mask > 0, np.log1p(np.maximum(values, -0.5)), 0.0)
+    return values.astype(np.float64), mask
+
+  def _generate_examples(self, split_name, plan, code, encoding):
+    """Records of `chunksize` rows; keys 0, 1, ... (see csv_builder.py)."""
+    del split_name
+    self.info.metadata['block_rows'] = self.chunksize
+    chunks = self._encoded_chunks(plan, code, encoding)
+    yield from enumerate(cb.fixed_blocks(chunks, self.chunksize))
+
+  def _encoded_chunks(self, plan, code, encoding):
+    s = self.schema
+    tables = encoding['tables']
+    item_ids = {
+      h.name: sc.encode_ids(
+        plan.history[h.name]['items'], tables[s.table_of(h.name)]
+      )
+      for h in s.of(sc.History)
+    }
+    for source, start, chunk, rows, keep in self._rows(plan, code):
+      chunk, rows = chunk[keep], rows[keep]
+      offsets = start + np.flatnonzero(keep)
+      dense, sparse = [], []
+      for f in s.features:
+        if isinstance(f, sc.Dense):
+          dense += self._dense(f, chunk, offsets, source, encoding)
+        elif isinstance(f, sc.Categorical):
+          ids = sc.encode_ids(chunk[f.column].to_numpy(object), tables[f.name])
+          sparse.append(ids[:, None])
+        elif isinstance(f, sc.Sequence):
+          table = tables[s.table_of(f.name)]
+          lists = [sc.split_values(c, f.delimiter) for c in chunk[f.column]]
+          sparse.append(
+            sc.pad_sequences(
+              lists, f.max_len, lambda v, e=table: sc.encode_ids(v, e)
+            )
+          )
+        else:
+          sparse.append(
+            history_ids(plan.history[f.name], item_ids[f.name], rows, f.max_len)
+          )
+      labels, masks = [], []
+      for t in s.tasks:
+        y, m = self._label(t, chunk, offsets, source)
+        if t.scale != 'none':
+          stats = encoding['labels'][t.name]
+          y = y - stats['mean']
+          if t.scale == 'standard':
+            y = y / stats['std']
+          y = np.where(m > 0, y, 0.0)
+        labels.append(y)
+        masks.append(m)
+      n = len(rows)
+      yield {
+        'dense': np.stack(dense, 1).astype(np.float32)
+        if dense
+        else np.zeros((n, 1), np.float32),
+        'sparse': np.concatenate(sparse, 1).astype(np.int32)
+        if sparse
+        else np.zeros((n, 1), np.int32),
+        'labels': np.stack(labels, 1).astype(np.float32),
+        'mask': np.stack(masks, 1).astype(np.float32),
+        'row': rows.astype(np.int64),
+      }
+
+  def _dense(self, f, chunk, offsets, source, encoding) -> list:
+    x = self._dense_raw(f, chunk, offsets, source)
+    missing = ~np.isfinite(x)
+    stats = encoding['dense'][f.name]
+    if f.normalize == 'standard':
+      x = (x - stats['mean']) / stats['std']
+      fill = 0.0 if f.missing in ('mean', 'zero') else np.nan
+    else:
+      fill = stats['mean'] if f.missing == 'mean' else 0.0
+    out = [np.where(missing, fill, x)]
+    if f.missing_indicator:
+      out.append(missing.astype(np.float64))
+    return out
