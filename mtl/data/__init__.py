@@ -17,6 +17,7 @@ from mtl.data.census_income import load_census_income
 from mtl.data.entire_space import load_entire_space
 from mtl.data.movielens import load_movielens_100k
 from mtl.data.synthetic import load_synthetic
+from mtl.data.table import load_table
 from mtl.errors import ConfigError
 
 
@@ -57,5 +58,6 @@ DATASETS = {
     'entire_space': load_entire_space,
     'movielens_100k': load_movielens_100k,
     'synthetic': load_synthetic,
+    'table': load_table,
   }.items()
 }
