@@ -24,6 +24,46 @@ def norms(gram: jnp.ndarray) -> jnp.ndarray:
   return jnp.sqrt(jnp.maximum(jnp.diag(gram), 0.0))
 
 
+# A gradient with ||g_t||^2 below this fraction of the largest one's is
+# treated as zero (its direction is rounding noise in float32).
+DEAD = 1e-20
+
+
+def scaled(gram: jnp.ndarray):
+  """(G / max_t G_tt, norms of that, live mask): the scale-free form.
+
+  `live` marks the gradients that are not zero (`DEAD`); the dead ones' norms
+  are set to 1 so that dividing by them is safe (mask their results).
+  """
+  gram = gram / jnp.maximum(jnp.max(jnp.diag(gram)), 1e-30)
+  live = jnp.diag(gram) > DEAD
+  n = jnp.where(live, norms(gram), 1.0)
+  return gram, n, live
+
+
+def cosines(gram: jnp.ndarray, n: jnp.ndarray, live: jnp.ndarray):
+  """cos(g_i, g_j) [T, T] from `scaled`'s output; 0 on dead rows/columns."""
+  cos = jnp.clip(gram / n[:, None] / n[None, :], -1.0, 1.0)
+  return jnp.where(live[:, None] & live[None, :], cos, 0.0)
+
+
+def support_masks(t: int, dtype=jnp.float32) -> jnp.ndarray:
+  """[2^T - 1, T] 0/1 rows: every non-empty subset of the T tasks."""
+  masks = (jnp.arange(1, 2**t)[:, None] >> jnp.arange(t)[None, :]) & 1
+  return masks.astype(dtype)
+
+
+def symmetric_pinv(a: jnp.ndarray, cutoff: float) -> jnp.ndarray:
+  """Pseudo-inverse of a symmetric matrix: eigenvalues |l| <= cutoff -> 0.
+
+  An absolute cutoff: the caller scales `a` so that its entries' rounding
+  noise sits below it (float32 entries of size ~1 carry ~1e-7).
+  """
+  values, vectors = jnp.linalg.eigh(a)
+  inverse = jnp.where(jnp.abs(values) > cutoff, 1.0 / values, 0.0)
+  return (vectors * inverse[None, :]) @ vectors.T
+
+
 def min_norm_coefficients(
   gram: jnp.ndarray, num_iterations: int = 250
 ) -> jnp.ndarray:
@@ -56,8 +96,7 @@ MAX_EXACT_TASKS = 8
 
 def _min_norm_exact(gram: jnp.ndarray) -> jnp.ndarray:
   t = gram.shape[0]
-  masks = (jnp.arange(1, 2**t)[:, None] >> jnp.arange(t)[None, :]) & 1
-  masks = masks.astype(gram.dtype)  # [2^T - 1, T], every non-empty support
+  masks = support_masks(t, gram.dtype)  # every non-empty support
 
   def solve(m):
     on = m[:, None] * m[None, :]
