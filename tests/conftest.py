@@ -2,10 +2,17 @@
 
 Tests that need another device count, or several processes, start a
 subprocess with their own XLA_FLAGS.
+
+The suite is hermetic: every cache a test or its subprocesses write (TFDS's
+prepared data, W&B's and matplotlib's settings and caches) goes under
+pytest's temporary directory, through environment variables the subprocesses
+inherit, never to ~/tensorflow_datasets, ~/.cache or the repository.
 """
 
 import os
 import pathlib
+import sys
+import tempfile
 
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
@@ -16,6 +23,42 @@ os.environ.setdefault('WANDB_SILENT', 'true')
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Environment variable -> folder under the session's temporary directory.
+# 'tfds-shared' is also the folder tests/data's loader tests share. TMPDIR:
+# TFDS leaves an empty tempfile.mkdtemp('tfds') folder behind each time it
+# builds an unprepared dataset.
+CACHES = {
+  'TFDS_DATA_DIR': 'tfds-shared',
+  'TMPDIR': 'tmp',
+  'WANDB_DIR': 'wandb',
+  'WANDB_CACHE_DIR': 'wandb/cache',
+  'WANDB_CONFIG_DIR': 'wandb/config',
+  'WANDB_DATA_DIR': 'wandb/data',
+  'MPLCONFIGDIR': 'matplotlib',
+}
+
+
+@pytest.fixture(scope='session', autouse=True)
+def hermetic(tmp_path_factory) -> dict[str, pathlib.Path]:
+  """Points every cache at the session's temporary directory.
+
+  Set as environment variables, so subprocesses inherit them. TFDS reads
+  TFDS_DATA_DIR once, when it is imported (tfds.core.constants.DATA_DIR, its
+  default data_dir), and tempfile reads TMPDIR once: in this process, where a
+  test module may have imported TFDS already, both are patched too.
+  """
+  root = tmp_path_factory.getbasetemp()
+  dirs = {name: root / folder for name, folder in CACHES.items()}
+  with pytest.MonkeyPatch.context() as mp:
+    for name, path in dirs.items():
+      path.mkdir(parents=True, exist_ok=True)
+      mp.setenv(name, str(path))
+    constants = sys.modules.get('tensorflow_datasets.core.constants')
+    if constants is not None:
+      mp.setattr(constants, 'DATA_DIR', str(dirs['TFDS_DATA_DIR']))
+    mp.setattr(tempfile, 'tempdir', str(dirs['TMPDIR']))
+    yield dirs
 
 
 @pytest.fixture(scope='session')
@@ -30,4 +73,25 @@ def data_dir() -> pathlib.Path:
   path = pathlib.Path(value).resolve()
   if not path.is_dir():
     pytest.fail(f'MTL_DATA_DIR={value} is not a directory')
+  return path
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(hermetic) -> pathlib.Path:
+  """The session's TFDS data directory ($TFDS_DATA_DIR, TFDS's default)."""
+  return hermetic['TFDS_DATA_DIR']
+
+
+@pytest.fixture(scope='session')
+def census_tfds_dir(hermetic, data_dir) -> pathlib.Path:
+  """The session's TFDS data directory with census_income prepared in it.
+
+  Prepared once per session from $MTL_DATA_DIR; tests that run census pass
+  it on (--config.dataset.data_dir=...) instead of preparing their own.
+  Tests of the preparation itself use a directory of their own.
+  """
+  from mtl.data import census_income
+
+  path = hermetic['TFDS_DATA_DIR']
+  census_income.prepare(data_dir=path)
   return path

@@ -114,7 +114,7 @@ CASES = {
   ),
   'unknown model keyword': (
     {'model.num_expert': 3},
-    "model.num_expert is not a keyword of any architecture (did you mean "
+    'model.num_expert is not a keyword of any architecture (did you mean '
     "'model.num_experts'?)",
   ),
   'other model shape in the workdir': (

@@ -118,6 +118,8 @@ _FIXED = {
   'workdir_allow_changes': _Rule('bool'),
   'parallel.num_devices': _count(0),  # 0: every device
   'skip_nonfinite': _Rule('bool'),
+  'divergence_factor': _Rule('float', 0),  # 0: off
+  'stop_on_divergence': _Rule('bool'),
   'population.size': _count(0),  # 0: as many as the lists give
   'population.seeds': _Rule('tuple', each=_Rule('int')),
   'population.learning_rates': _Rule(
@@ -127,6 +129,9 @@ _FIXED = {
     'tuple', each=_Rule('tuple', each=_Rule('float', 0), nonempty=True)
   ),
 }
+# Keys checked elsewhere in check_config: names, and the component sections.
+NAMED = ('dataset_name', 'model_name', 'weighting_name', 'input_mode')
+SECTIONS = ('dataset', 'model', 'weighting', 'population.weighting')
 # Component keywords whose rule their name does not tell: (section, key).
 _EXTRA = {('model', 'calibration'): _Rule('float', 0)}  # AITM's loss weight
 
@@ -366,7 +371,7 @@ def _check_weighting(config) -> None:
 
 def check_config(config) -> None:
   """Raises a one-line ConfigError on the first wrong key of `config`."""
-  for key in ('dataset_name', 'model_name', 'weighting_name', 'input_mode'):
+  for key in NAMED:
     _check(key, _get(config, key), _Rule('str'))
   build.check_names(config)
   parallel.check_backend(_get(config, 'parallel.backend'))

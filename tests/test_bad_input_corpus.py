@@ -1,0 +1,904 @@
+"""The bad-input corpus: config, data, workdir and checkpoint faults, each
+through the real command line (`python -m mtl.shell.main` in a subprocess).
+
+Every error case asserts exit code 2, one stderr line `mtl-train: error:`
+naming the problem (key, file, row, directory), no traceback, and that a
+finished run's workdir the case points at (a private copy per case) is
+byte for byte what it was. Warning cases (a damaged cache rebuilt from the
+raw files, a corrupt newest checkpoint skipped) assert exit code 0, the
+warning, and what the run then did. The cases run two at a time in one
+module fixture; each is then its own test. Cases that tests/test_bad_input,
+tests/test_cli_errors and tests/test_main already cover in process or
+through the CLI are left out.
+
+The rules of mtl/shell/validate.py are also tested in process, one by one,
+at the end of this file.
+"""
+
+import dataclasses
+import fcntl
+import hashlib
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent import futures
+
+import ml_collections
+import pytest
+
+from configs import common, smoke
+from mtl.data import ali_ccp
+from mtl.data import ali_ccp_builder as acb
+from mtl.data import aliexpress_builder as aeb
+from mtl.errors import ConfigError, DataError
+from mtl.shell import validate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = [
+  '--config=configs/smoke.py',
+  '--config.checkpoint.every_steps=4',  # steps 8, 12, 16 kept
+  '--config.checkpoint.async_save=false',
+]
+NAN = float('nan')
+
+
+@dataclasses.dataclass
+class Case:
+  """args: the command line after --workdir; `{key}` is filled from the
+  case's context. setup(ctx) prepares files and returns more context."""
+
+  args: list[str]
+  expect: list[str]  # substrings of the error (or warning) line
+  code: int = 2
+  workdir: str = 'copy'  # 'copy' of the finished run, or 'fresh'
+  setup: Callable | None = None
+  alone: bool = True  # the error is the only stderr line
+  # The run got past loading the state, where the workdir records an
+  # allowed change (num_epochs) in config.json and fingerprint.json.
+  rerecords: bool = False
+  check: Callable | None = None  # more assertions: check(proc, ctx)
+
+
+def _smoke(*overrides, arg=''):
+  config = [f'--config=configs/smoke.py{arg}'] if arg else []
+  return (config or SMOKE[:1]) + SMOKE[1:] + list(overrides)
+
+
+def _config_file(source: str):
+  """A case whose config file sets what no override can (nan, a bool)."""
+
+  def setup(ctx):
+    path = ctx['tmp'] / 'config.py'
+    path.write_text(
+      'from configs import smoke\n\n\ndef get_config():\n'
+      '  c = smoke.get_config()\n'
+      '  c.checkpoint.every_steps = 4\n'
+      '  c.checkpoint.async_save = False\n'
+      '  with c.unlocked():\n'
+      f'    {source}\n'
+      '  return c\n'
+    )
+    return {'config': path}
+
+  return setup
+
+
+def _bad(key, value, *expect, arg=''):
+  return Case(_smoke(f'--config.{key}={value}', arg=arg), list(expect))
+
+
+CONFIG = {
+  'model.num_experts=0': _bad(
+    'model.num_experts', 0, 'model.num_experts is 0, expected >= 1'
+  ),
+  'model.dropout=1.5': _bad(
+    'model.dropout', 1.5, 'model.dropout is 1.5, expected a number in [0, 1)'
+  ),
+  'towers.dropout<0': _bad(
+    'towers.dropout', -0.1, 'towers.dropout is -0.1, expected a number in'
+  ),
+  'expert_hidden empty': _bad(
+    'model.expert_hidden',
+    '()',
+    'model.expert_hidden is (), expected at least one value',
+  ),
+  'expert_hidden width 0': _bad(
+    'model.expert_hidden', '(8,0)', 'model.expert_hidden[1] is 0, expected >= 1'
+  ),
+  'towers.hidden width<0': _bad(
+    'towers.hidden', '(4,-1)', 'towers.hidden[1] is -1, expected >= 1'
+  ),
+  'embedding.dim=0': _bad(
+    'embedding.dim', 0, 'embedding.dim is 0, expected >= 1'
+  ),
+  'batch_size=0': _bad('batch_size', 0, 'batch_size is 0, expected >= 1'),
+  'eval_batch_size=0': _bad(
+    'eval_batch_size', 0, 'eval_batch_size is 0, expected >= 1'
+  ),
+  'log_every_steps=0': _bad(
+    'log_every_steps', 0, 'log_every_steps is 0, expected >= 1'
+  ),
+  'eval_every_epochs=0': _bad(
+    'eval_every_epochs', 0, 'eval_every_epochs is 0, expected >= 1'
+  ),
+  'max_consecutive_nonfinite=0': _bad(
+    'max_consecutive_nonfinite',
+    0,
+    'max_consecutive_nonfinite is 0, expected >= 1',
+  ),
+  'checkpoint.max_to_keep=0': _bad(
+    'checkpoint.max_to_keep', 0, 'checkpoint.max_to_keep is 0, expected >= 1'
+  ),
+  'population.size<0': _bad(
+    'population.size', -1, 'population.size is -1, expected >= 0'
+  ),
+  'num_auc_bins=1': _bad('num_auc_bins', 1, 'num_auc_bins is 1, expected >= 2'),
+  'learning_rate=inf': _bad(
+    'optimizer.learning_rate',
+    'inf',
+    'optimizer.learning_rate is inf, expected a finite number > 0',
+  ),
+  'learning_rate=0': _bad(
+    'optimizer.learning_rate',
+    0.0,
+    'optimizer.learning_rate is 0.0, expected a number > 0',
+  ),
+  'weight_decay<0': Case(
+    _smoke(
+      '--config.optimizer.name=adamw', '--config.optimizer.weight_decay=-1'
+    ),
+    ['optimizer.weight_decay is -1.0, expected a number >= 0'],
+  ),
+  'weight_decay without adamw': _bad(
+    'optimizer.weight_decay',
+    0.1,
+    "optimizer.weight_decay is 0.1 with optimizer 'adam', expected 0",
+  ),
+  'grad_clip_norm<0': _bad(
+    'optimizer.grad_clip_norm',
+    -1.0,
+    'optimizer.grad_clip_norm is -1.0, expected a number >= 0',
+  ),
+  'warmup_steps<0': _bad(
+    'optimizer.warmup_steps', -1, 'optimizer.warmup_steps is -1, expected >= 0'
+  ),
+  'unknown schedule': _bad(
+    'optimizer.schedule',
+    'cosin',
+    "optimizer.schedule 'cosin' is not one of constant, cosine (did you "
+    "mean 'cosine'?)",
+  ),
+  'unknown wandb.mode': _bad(
+    'wandb.mode', 'on', "wandb.mode 'on' is not one of disabled, offline"
+  ),
+  'parallel.num_devices<0': _bad(
+    'parallel.num_devices', -1, 'parallel.num_devices is -1, expected >= 0'
+  ),
+  'divergence_factor<0': _bad(
+    'divergence_factor', -1.0, 'divergence_factor is -1.0, expected a number'
+  ),
+  'PLE without experts': Case(
+    _smoke(
+      '--config.model.num_specific_experts=0',
+      '--config.model.num_shared_experts=0',
+      arg=':ple',
+    ),
+    [
+      'model.num_specific_experts 0 + model.num_shared_experts 0 is 0 '
+      'experts, expected at least 1'
+    ],
+  ),
+  'PLE num_levels=0': _bad(
+    'model.num_levels', 0, 'model.num_levels is 0, expected >= 1', arg=':ple'
+  ),
+  'AITM calibration<0': Case(
+    [
+      '--config=configs/ali_ccp.py:aitm',
+      '--config.model.calibration=-1.0',
+    ],
+    ['model.calibration is -1.0, expected a number >= 0'],
+  ),
+  'gradnorm alpha<0': Case(
+    _smoke(
+      '--config.weighting_name=gradnorm', '--config.weighting.gradnorm.alpha=-1'
+    ),
+    ['weighting.gradnorm.alpha is -1.0, expected >= 0'],
+  ),
+  'dwa window_steps=0': Case(
+    _smoke(
+      '--config.weighting_name=dwa', '--config.weighting.dwa.window_steps=0'
+    ),
+    ['weighting.dwa.window_steps is 0, expected >= 1'],
+  ),
+  'population.weighting value': Case(
+    _smoke(
+      '--config.weighting_name=gradnorm',
+      '--config.population.weighting.alpha=(1.0,-2.0)',
+    ),
+    ['population.weighting.alpha[1]: weighting.gradnorm.alpha is -2.0'],
+  ),
+  'aliexpress validation_fraction': Case(
+    [
+      '--config=configs/aliexpress.py:esmm',
+      '--config.dataset.validation_fraction=1.5',
+    ],
+    ['dataset.validation_fraction is 1.5, expected a number in [0, 1)'],
+  ),
+  'nan learning rate in a config file': Case(
+    ['--config={config}'],
+    ['optimizer.learning_rate is nan, expected a finite number > 0'],
+    setup=_config_file("c.optimizer.learning_rate = float('nan')"),
+  ),
+  'nan in a weighting tuple in a config file': Case(
+    ['--config={config}', '--config.weighting_name=fixed'],
+    ['weighting.fixed.weights[1] is nan, expected a finite number'],
+    setup=_config_file("c.weighting.fixed.weights = (1.0, float('nan'))"),
+  ),
+  'inf in a dataset keyword in a config file': Case(
+    ['--config={config}'],
+    ['dataset.noise_std is inf, expected a finite number'],
+    setup=_config_file("c.dataset.noise_std = float('inf')"),
+  ),
+  'a bool for a count in a config file': Case(
+    ['--config={config}'],
+    ['batch_size is True (a bool), expected an int >= 1'],
+    setup=_config_file('c.batch_size = True'),
+  ),
+  'a float width in a config file': Case(
+    ['--config={config}'],
+    ['model.expert_hidden[0] is 8.5 (a float), expected an int'],
+    setup=_config_file('c.model.expert_hidden = (8.5,)'),
+  ),
+}
+
+
+# --- data: small CSVs in tmp, Ali-CCP's and AliExpress' 'full' layout -----
+
+
+def _ali_ccp(*overrides, raw='{raw}'):
+  return [
+    '--config=configs/ali_ccp.py:shared_bottom',
+    '--config.dataset.variant=full',
+    f'--config.dataset.manual_dir={raw}',
+    '--config.dataset.data_dir={tfds}',
+    '--config.num_epochs=1',
+    '--config.progress_bar=false',
+    *overrides,
+  ]
+
+
+def _raw_files(ctx, edit=None, split='train'):
+  """The Ali-CCP sample as the 'full' files under ctx['tmp']/raw, one of
+  them edited (bytes -> bytes)."""
+  raw = ctx['tmp'] / 'raw'
+  raw.mkdir(exist_ok=True)
+  for s, name in acb.FILES['full'].items():
+    data = (ctx['sample'] / acb.FILES['sample'][s]).read_bytes()
+    if edit is not None and s == split:
+      data = edit(data)
+    (raw / name).write_bytes(data)
+  return {'raw': raw, 'tfds': ctx['tmp'] / 'tfds'}
+
+
+def _csv_case(edit, expect, split='train', file=None):
+  name = file or acb.FILES['full'][split]
+
+  def setup(ctx):
+    found = _raw_files(ctx, edit, split)
+    found['file'] = found['raw'] / name
+    return found
+
+  return Case(
+    _ali_ccp(), [f'{{file}}: {e}' for e in expect], workdir='fresh', setup=setup
+  )
+
+
+def _lines(data: bytes) -> list[bytes]:
+  return data.split(b'\n')
+
+
+def _set_field(data: bytes, row: int, column: str, value: bytes) -> bytes:
+  lines = _lines(data)
+  header = lines[0].decode().split(',')
+  fields = lines[row].split(b',')
+  fields[header.index(column)] = value
+  lines[row] = b','.join(fields)
+  return b'\n'.join(lines)
+
+
+def _offset(data: bytes, row: int, column: str) -> int:
+  """The byte offset of data row `row`'s field `column` (an oracle)."""
+  lines = _lines(data)
+  start = sum(len(x) + 1 for x in lines[:row])
+  header = lines[0].decode().split(',')
+  before = lines[row].split(b',')[: header.index(column)]
+  return start + sum(len(f) + 1 for f in before)
+
+
+def _utf8_case():
+  def setup(ctx):
+    sample = (ctx['sample'] / acb.FILES['sample']['train']).read_bytes()
+    found = _raw_files(
+      ctx, lambda d: _set_field(d, 5, 'D508', b'1.5\xff'), 'train'
+    )
+    found['file'] = found['raw'] / 'ali_ccp_train.csv'
+    found['offset'] = _offset(sample, 5, 'D508') + 3
+    return found
+
+  return Case(
+    _ali_ccp(),
+    [
+      "{file}: row 5 column 'D508' (byte offset {offset}) has byte 0xff, "
+      'which is not UTF-8'
+    ],
+    workdir='fresh',
+    setup=setup,
+  )
+
+
+def _prepared(ctx, *, keep_raw: bool, damage=None):
+  """A prepared cache of the sample (copied from the module's), `damage`d
+  in its directory, with or without the raw files."""
+  found = _raw_files(ctx)
+  shutil.copytree(ctx['cache'], found['tfds'])
+  version = found['tfds'] / 'ali_ccp' / 'full' / '1.0.0'
+  if damage is not None:
+    damage(version)
+  if not keep_raw:
+    shutil.rmtree(found['raw'])
+  return {**found, 'dir': version}
+
+
+def _truncate(version):
+  record = next(version.glob('ali_ccp-train.array_record*'))
+  record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
+
+
+def _garbage_record(version):
+  record = next(version.glob('ali_ccp-test.array_record*'))
+  record.write_bytes(os.urandom(record.stat().st_size))
+
+
+def _cache_case(damage, problem):
+  return Case(
+    _ali_ccp(),
+    [
+      'ali_ccp: the prepared data in {dir} cannot be used (' + problem,
+      'the raw files to prepare it again are missing',
+      'delete {dir} and prepare it again',
+    ],
+    workdir='fresh',
+    setup=lambda ctx: _prepared(ctx, keep_raw=False, damage=damage),
+  )
+
+
+def _rebuilt(proc, ctx):
+  warned = [x for x in proc.stderr.splitlines() if 'cannot be used' in x]
+  assert len(warned) == 1 and str(ctx['dir']) in warned[0], proc.stderr
+  assert 'preparing it again from the raw files' in warned[0]
+  assert (ctx['workdir'] / 'results.json').is_file()
+  assert (ctx['dir'] / 'dataset_info.json').is_file()
+
+
+def _stale_cache(ctx):
+  """A cache prepared from raw files whose test split had one click class
+  (it fails validation), then the raw files fixed."""
+  found = _raw_files(ctx, lambda d: _set_column(d, 'click', b'0'), 'test')
+  with pytest.raises(DataError, match='labels are all 0'):
+    ali_ccp.load_ali_ccp(
+      variant='full', manual_dir=found['raw'], data_dir=found['tfds']
+    )
+  _raw_files(ctx)  # Fixed.
+  return {**found, 'dir': found['tfds'] / 'ali_ccp' / 'full' / '1.0.0'}
+
+
+def _set_column(data: bytes, column: str, value: bytes) -> bytes:
+  lines = _lines(data)
+  index = lines[0].decode().split(',').index(column)
+  for i in range(1, len(lines)):
+    if lines[i]:
+      fields = lines[i].split(b',')
+      fields[index] = value
+      lines[i] = b','.join(fields)
+  return b'\n'.join(lines)
+
+
+def _aliexpress_one_row(ctx):
+  raw = ctx['tmp'] / 'raw'
+  raw.mkdir()
+  sample = ctx['sample'].parent / 'aliexpress-sample'
+  train = (sample / aeb.FILES['sample']['train']).read_bytes()
+  (raw / 'train.csv').write_bytes(b'\n'.join(_lines(train)[:2]) + b'\n')
+  shutil.copy(sample / aeb.FILES['sample']['test'], raw / 'test.csv')
+  return {'raw': raw, 'tfds': ctx['tmp'] / 'tfds'}
+
+
+DATA = {
+  'raw folder missing': Case(
+    _ali_ccp(raw='{tmp}/nowhere'),
+    ['ali_ccp: raw file(s) not found: {tmp}/nowhere/ali_ccp_train.csv'],
+    workdir='fresh',
+    setup=lambda ctx: {'tfds': ctx['tmp'] / 'tfds'},
+  ),
+  'non-UTF-8 byte in a row': _utf8_case(),
+  'non-UTF-8 byte in the header': _csv_case(
+    lambda d: b'cl\xffick' + d[5:],
+    ['the header, column 1 (byte offset 2) has byte 0xff, which is not UTF-8'],
+  ),
+  'empty file': _csv_case(lambda d: b'', ['is empty, expected CSV rows']),
+  'header only': _csv_case(
+    lambda d: _lines(d)[0] + b'\n',
+    ['has a header but no data rows'],
+    split='validation',
+  ),
+  'label not 0 or 1': _csv_case(
+    lambda d: _set_field(d, 3, 'click', b'2'),
+    ["row 3 column 'click' is '2', expected 0 or 1"],
+  ),
+  'missing column': _csv_case(
+    lambda d: b'\n'.join(x.rsplit(b',', 1)[0] for x in _lines(d) if x),
+    ["header has 32 columns (missing ['D853'], unexpected []), expected"],
+  ),
+  'row with an extra field': _csv_case(
+    lambda d: _set_field(d, 4, 'D853', b'1,2'),
+    ['cannot be parsed as CSV: Error tokenizing data'],
+  ),
+  'one label class in a split': Case(
+    _ali_ccp(),
+    ["dataset 'ali_ccp' split 'test': task 'click' labels are all 0"],
+    workdir='fresh',
+    setup=lambda ctx: _raw_files(
+      ctx, lambda d: _set_column(d, 'click', b'0'), 'test'
+    ),
+  ),
+  'split with no rows': Case(
+    [
+      '--config=configs/aliexpress.py:shared_bottom',
+      '--config.dataset.variant=full',
+      '--config.dataset.manual_dir={raw}',
+      '--config.dataset.data_dir={tfds}',
+    ],
+    ["aliexpress: split 'validation' from {raw}/train.csv has no rows"],
+    workdir='fresh',
+    setup=_aliexpress_one_row,
+  ),
+  'truncated cache, no raw files': _cache_case(
+    _truncate, "ali_ccp: prepared record 0 of split 'train'"
+  ),
+  'cache without dataset_info.json, no raw files': _cache_case(
+    lambda v: (v / 'dataset_info.json').unlink(),
+    'it has files but no dataset_info.json',
+  ),
+  'garbage dataset_info.json, no raw files': _cache_case(
+    lambda v: (v / 'dataset_info.json').write_bytes(b'\xff\x00 garbage'),
+    'UnicodeDecodeError',
+  ),
+  'garbage record file, no raw files': _cache_case(
+    _garbage_record, 'RuntimeError'
+  ),
+  'truncated cache rebuilt from the raw files': Case(
+    _ali_ccp(),
+    [],
+    code=0,
+    workdir='fresh',
+    setup=lambda ctx: _prepared(ctx, keep_raw=True, damage=_truncate),
+    check=_rebuilt,
+  ),
+  'cache of since-fixed raw files rebuilt': Case(
+    _ali_ccp(), [], code=0, workdir='fresh', setup=_stale_cache, check=_rebuilt
+  ),
+}
+
+
+# --- workdir and checkpoint faults on a copy of a finished run -------------
+
+
+def _lock(ctx):
+  """Holds the copy's lock as a live run would (fcntl.flock)."""
+  fd = os.open(ctx['workdir'] / '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+  fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  os.write(fd, b'{"pid": 1, "host": "corpus-test"}')
+  return {'release': lambda: os.close(fd)}
+
+
+def _flip_newest(ctx):
+  """A byte flipped in the largest file of the newest checkpoint (16)."""
+  state = ctx['workdir'] / 'checkpoints' / '16' / 'state'
+  target = max(
+    (p for p in state.rglob('*') if p.is_file()),
+    key=lambda p: p.stat().st_size,
+  )
+  data = bytearray(target.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  target.write_bytes(bytes(data))
+  return {'files': _files(ctx['workdir'] / 'checkpoints')}
+
+
+def _resumed_from_12(proc, ctx):
+  import json
+
+  results = json.loads((ctx['workdir'] / 'results.json').read_text())
+  assert results['resumed_from_step'] == 12, results
+  assert results['steps'] == 24, results
+  warned = [x for x in proc.stderr.splitlines() if 'corrupt' in x]
+  assert len(warned) == 1, proc.stderr
+  assert 'step 16' in warned[0], warned
+  assert str(ctx['workdir'] / 'checkpoints' / '16') in warned[0], warned
+  # Nothing was deleted: the corrupt checkpoint is kept, for a look.
+  assert ctx['files'] <= _files(ctx['workdir'] / 'checkpoints')
+
+
+def _files(directory) -> set[str]:
+  return {str(p) for p in pathlib.Path(directory).rglob('*')}
+
+
+def _edit(path, edit):
+  def setup(ctx):
+    p = ctx['workdir'] / path
+    p.write_bytes(edit(p.read_bytes()))
+    return {}
+
+  return setup
+
+
+WORKDIR = {
+  'workdir is a file': Case(
+    _smoke(),
+    ['{workdir} is a file'],
+    workdir='fresh',
+    setup=lambda ctx: {'workdir': _write(ctx['tmp'] / 'afile', b'x')},
+  ),
+  'workdir under a file': Case(
+    _smoke(),
+    ['lies under {tmp}/afile, which is a file'],
+    workdir='fresh',
+    setup=lambda ctx: {
+      'workdir': _write(ctx['tmp'] / 'afile', b'x') / 'sub' / 'run'
+    },
+  ),
+  'rerun with another config': Case(
+    _smoke('--config.seed=3'),
+    ['workdir {workdir} holds a run of another config: seed 0 -> 3'],
+  ),
+  'workdir locked by a live run': Case(
+    _smoke(),
+    ['workdir {workdir} is in use by pid 1 on host corpus-test'],
+    setup=_lock,
+  ),
+  'fewer epochs than trained': Case(
+    _smoke('--config.num_epochs=1'),
+    ['{workdir} holds a run trained to step 16, past num_epochs=1'],
+    alone=False,  # a warning about the schedule's length comes first
+    rerecords=True,
+  ),
+  'damaged metrics.jsonl line': Case(
+    _smoke('--config.num_epochs=3'),
+    ['{workdir}/metrics.jsonl line 3 is not a metrics row'],
+    setup=_edit(
+      'metrics.jsonl',
+      lambda d: b'\n'.join(
+        b'{not json' if i == 2 else x for i, x in enumerate(_lines(d))
+      ),
+    ),
+    alone=False,
+    rerecords=True,
+  ),
+  'garbage fingerprint.json': Case(
+    _smoke(),
+    ['{workdir}/fingerprint.json cannot be read'],
+    setup=_edit('fingerprint.json', lambda d: b'\x00garbage'),
+  ),
+  'checkpoint of another model shape': Case(
+    _smoke(
+      '--config.model.expert_hidden=(16,)',
+      '--config.workdir_allow_changes=true',
+    ),
+    [
+      'checkpoint {workdir}/checkpoints step 16 does not match the model: '
+      'params/backbone/experts/mlp/Dense_0/bias has shape (2, 8), expected '
+      '(2, 16)'
+    ],
+    alone=False,  # the allowed change is announced first
+  ),
+  'best-epoch checkpoint missing': Case(
+    _smoke('--config.num_epochs=3'),
+    ['{workdir}/checkpoints_best: the best-epoch checkpoint'],
+    setup=lambda ctx: shutil.rmtree(ctx['workdir'] / 'checkpoints_best'),
+    alone=False,
+    rerecords=True,
+  ),
+  'init_from a run without checkpoints': Case(
+    _smoke('--config.init_from={tmp}'),
+    ['init_from {tmp} holds no checkpoints/ directory'],
+    workdir='fresh',
+  ),
+  'flipped bytes in the newest checkpoint': Case(
+    _smoke('--config.num_epochs=3', '--config.checkpoint.max_to_keep=10'),
+    [],
+    code=0,
+    setup=_flip_newest,
+    check=_resumed_from_12,
+  ),
+}
+
+
+def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
+  path.write_bytes(data)
+  return path
+
+
+CASES = {
+  **{f'config: {k}': c for k, c in CONFIG.items()},
+  **{f'data: {k}': c for k, c in DATA.items()},
+  **{f'workdir: {k}': c for k, c in WORKDIR.items()},
+}
+
+
+# --- running them ----------------------------------------------------------
+
+
+def _env(tmp: pathlib.Path) -> dict:
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)  # One device, as a plain user run.
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['WANDB_MODE'] = 'disabled'
+  env['TFDS_DATA_DIR'] = str(tmp / 'tfds-default')
+  return env
+
+
+def _main(args, tmp, timeout=300):
+  return subprocess.run(
+    [sys.executable, '-m', 'mtl.shell.main', *args],
+    cwd=REPO,
+    env=_env(tmp),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def _hashes(workdir: pathlib.Path) -> dict[str, str]:
+  """sha256 of every file a run wrote (the lock file aside)."""
+  if not workdir.is_dir():
+    return {}
+  return {
+    str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in sorted(workdir.rglob('*'))
+    if p.is_file() and p.name != '.lock'
+  }
+
+
+def _run_case(name: str, case: Case, base: dict) -> dict:
+  tmp = base['root'] / f'case{sorted(CASES).index(name)}'
+  tmp.mkdir()
+  ctx = {'tmp': tmp, 'sample': base['sample'], 'cache': base['cache']}
+  ctx['workdir'] = tmp / 'run'
+  if case.workdir == 'copy':
+    shutil.copytree(base['finished'], ctx['workdir'])
+  ctx.update((case.setup and case.setup(ctx)) or {})
+  before = _hashes(ctx['workdir'])
+  args = [f'--workdir={ctx["workdir"]}'] + [a.format(**ctx) for a in case.args]
+  start = time.monotonic()
+  try:
+    proc = _main(args, tmp)
+  finally:
+    if 'release' in ctx:
+      ctx['release']()
+  seconds = time.monotonic() - start
+  return {'proc': proc, 'ctx': ctx, 'before': before, 'seconds': seconds}
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory, data_dir):
+  """Every case's outcome; the cases run two at a time."""
+  start = time.monotonic()
+  root = tmp_path_factory.mktemp('corpus')
+  finished = root / 'finished'
+  proc = _main(SMOKE + [f'--workdir={finished}'], root)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  sample = data_dir / 'ali-ccp-sample'
+  # One prepared cache of the sample as 'full' files, copied per case.
+  prep = {'tmp': root / 'prep', 'sample': sample}
+  prep['tmp'].mkdir()
+  made = _raw_files(prep)
+  ali_ccp.load_ali_ccp(
+    variant='full', manual_dir=made['raw'], data_dir=made['tfds']
+  )
+  base = {
+    'root': root,
+    'finished': finished,
+    'sample': sample,
+    'cache': made['tfds'],
+  }
+  with futures.ThreadPoolExecutor(2) as pool:
+    jobs = {n: pool.submit(_run_case, n, c, base) for n, c in CASES.items()}
+    outcomes = {n: j.result() for n, j in jobs.items()}
+  seconds = time.monotonic() - start
+  slowest = sorted(outcomes, key=lambda n: -outcomes[n]['seconds'])[:5]
+  print(
+    f'bad-input corpus: {len(CASES)} cases in {seconds:.0f} s; slowest: '
+    + ', '.join(f'{n} {outcomes[n]["seconds"]:.0f} s' for n in slowest)
+  )
+  return outcomes
+
+
+def test_the_corpus_has_forty_cases_of_every_kind():
+  kinds = {name.split(':')[0] for name in CASES}
+  assert kinds == {'config', 'data', 'workdir'}
+  assert len(CASES) >= 40
+  assert sum(c.code == 0 for c in CASES.values()) == 3  # the warning cases
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_case(corpus, name):
+  case = CASES[name]
+  got = corpus[name]
+  proc, ctx = got['proc'], got['ctx']
+  stderr = proc.stderr
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  assert proc.returncode == case.code, stderr[-3000:]
+  if case.code == 2:
+    lines = stderr.strip().splitlines()
+    errors = [x for x in lines if x.startswith('mtl-train: error:')]
+    assert len(errors) == 1 and errors[0] == lines[-1], stderr[-3000:]
+    if case.alone:
+      assert len(lines) == 1, stderr[-3000:]
+    for expected in case.expect:
+      assert expected.format(**ctx) in errors[0], errors[0]
+    # Nothing already written was lost or changed; a new workdir got no
+    # results.
+    after = _hashes(ctx['workdir'])
+    if case.rerecords:
+      for name in ('config.json', 'fingerprint.json'):
+        after.pop(name), got['before'].pop(name)
+    if got['before']:
+      assert 'results.json' in got['before']
+      assert after == got['before']
+    else:
+      assert not {'results.json', 'config.json'} & set(after), after
+  if case.check is not None:
+    case.check(proc, ctx)
+
+
+# --- validate.py, rule by rule, in process ---------------------------------
+
+
+def _config(model='mmoe', **overrides):
+  """The smoke config with `overrides`, rebuilt as a new ConfigDict so that
+  any value is possible (as a library caller may pass)."""
+  values = smoke.get_config(model).to_dict()
+  for key, value in overrides.items():
+    node = values
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return ml_collections.ConfigDict(values)
+
+
+def _error(**overrides) -> str:
+  model = overrides.pop('model', 'mmoe')
+  with pytest.raises(ConfigError) as err:
+    validate.check_config(_config(model, **overrides))
+  text = str(err.value)
+  assert '\n' not in text
+  return text
+
+
+RULES = [
+  # counts >= 1, intervals >= 0
+  ({'steps_per_dispatch': -2}, 'steps_per_dispatch is -2, expected >= 1'),
+  ({'checkpoint.every_steps': -1}, 'checkpoint.every_steps is -1, expected'),
+  ({'diagnostics_every_steps': -3}, 'diagnostics_every_steps is -3, expe'),
+  # types
+  ({'batch_size': True}, 'batch_size is True (a bool), expected an int >= 1'),
+  ({'seed': None}, 'seed is None (unset), expected an int'),
+  ({'select_best': 1}, 'select_best is 1 (an int), expected True or False'),
+  ({'wandb.tags': ('a', 3)}, 'wandb.tags[1] is 3 (an int), expected a string'),
+  ({'population.seeds': (1, 2.5)}, 'population.seeds[1] is 2.5 (a float)'),
+  # finite, ranges of floats
+  ({'towers.dropout': NAN}, 'towers.dropout is nan, expected a finite number'),
+  ({'towers.dropout': 1.0}, 'towers.dropout is 1.0, expected a number in'),
+  ({'optimizer.learning_rate': -math.inf}, 'is -inf, expected a finite'),
+  (
+    {'population.learning_rates': (0.1, -1.0)},
+    'population.learning_rates[1] is -1.0, expected > 0',
+  ),
+  (
+    {'population.task_weights': ((1.0, -1.0),)},
+    'population.task_weights[0][1] is -1.0, expected >= 0',
+  ),
+  ({'population.task_weights': ((),)}, 'population.task_weights[0] is ()'),
+  # enumerations
+  ({'optimizer.name': 'adan'}, "optimizer.name 'adan' is not one of adam"),
+  ({'input_mode': 'gpu'}, "unknown input_mode 'gpu'"),
+  ({'model_name': 3}, 'model_name is 3 (an int), expected a string'),
+  # keywords: names and types from the signature
+  ({'model.num_experts': -1}, 'model.num_experts is -1, expected >= 1'),
+  ({'model.expert_hidden': [8, 'a']}, "model.expert_hidden[1] is 'a'"),
+  ({'model.dropout': -0.5}, 'model.dropout is -0.5, expected a number in'),
+  (
+    {'model': 'ple', 'model.num_shared_experts': -1},
+    'model.num_shared_experts is -1, expected >= 0',
+  ),
+  (
+    {'weighting_name': 'gradnorm', 'weighting.gradnorm.learning_rate': 0.0},
+    'weighting.gradnorm.learning_rate is 0.0, expected a number > 0',
+  ),
+  (
+    {'weighting_name': 'nash_mtl', 'weighting.nash_mtl.max_iterations': 0},
+    'weighting.nash_mtl.max_iterations is 0, expected >= 1',
+  ),
+  (
+    {'weighting_name': 'mgda', 'weighting.mgda.normalization': 'l3'},
+    'weighting.mgda.normalization is',
+  ),
+  (
+    {'weighting_name': 'fixed', 'weighting.fixed.weights': (1.0, 'x')},
+    "weighting.fixed.weights[1] is 'x' (a string), expected a number",
+  ),
+  ({'dataset.n_train': 1.5}, 'dataset.n_train is 1.5 (a float), expected an'),
+  # across keys
+  ({'init_from': '/no/such/run'}, 'init_from /no/such/run holds no'),
+]
+
+
+@pytest.mark.parametrize('overrides,message', RULES)
+def test_rule(overrides, message):
+  assert message in _error(**overrides)
+
+
+def test_unused_entries_are_not_checked():
+  """Another architecture's or method's keywords are unused: not checked."""
+  validate.check_config(
+    _config(
+      **{
+        'model.num_levels': 0,  # PLE's, on MMoE
+        'model.hidden': (),  # Shared-Bottom's
+        'weighting.gradnorm.alpha': -1.0,  # the method is 'equal'
+      }
+    )
+  )
+
+
+def test_cgc_may_have_one_kind_of_expert():
+  validate.check_config(_config('cgc', **{'model.num_specific_experts': 0}))
+
+
+def test_every_config_of_the_repository_passes():
+  from configs import ali_ccp as ali_config
+  from configs import census, entire_space, synthetic
+
+  for name in smoke.SIZES:
+    validate.check_config(smoke.get_config(name))
+  for module in (census, entire_space, synthetic):
+    validate.check_config(module.get_config())
+  for model in ali_config.MODELS:
+    validate.check_config(ali_config.get_config(model))
+
+
+def test_every_key_of_common_has_a_rule():
+  """A key added to configs/common.py needs a rule here (or is a name or a
+  component section checked from signatures)."""
+
+  def leaves(node, prefix=''):
+    for key, value in node.items():
+      if hasattr(value, 'items'):
+        yield from leaves(value, f'{prefix}{key}.')
+      else:
+        yield prefix + key
+
+  unchecked = [
+    key
+    for key in leaves(common.base_config())
+    if key not in validate._FIXED
+    and key not in validate.NAMED
+    and key != 'parallel.backend'
+    and not key.startswith(tuple(s + '.' for s in validate.SECTIONS))
+  ]
+  assert unchecked == []
