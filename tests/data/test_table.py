@@ -1,0 +1,337 @@
+"""The generic `table` dataset (mtl/data/table.py, table_builder.py): tiny
+tables written under tmp_path, every encoded value checked against pandas
+and numpy, the split rules, one-line errors, Parquet and gzip, and a user's
+short config file trained from a CSV through mtl.shell.trainer.train."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtl.data import DATASETS
+from mtl.data import schema as sc
+from mtl.data import table_builder as tb
+from mtl.errors import ConfigError, DataError, DataFileNotFound
+
+N = 600
+
+
+def interactions(n=N, seed=0) -> pd.DataFrame:
+  rng = np.random.default_rng(seed)
+  df = pd.DataFrame(
+    {
+      'user': rng.integers(0, 30, n),
+      'item': rng.integers(0, 80, n),
+      'ts': rng.integers(0, 300, n),
+      'price': rng.gamma(2.0, 3.0, n).round(3),
+      'tags': [
+        '|'.join(rng.choice(list('abcdefg'), rng.integers(0, 5)))
+        for _ in range(n)
+      ],
+      'click': rng.integers(0, 2, n),
+      'dwell': rng.gamma(1.5, 20.0, n).round(1),
+    }
+  )
+  df['buy'] = df.click * rng.integers(0, 2, n)
+  df.loc[[3, 50, 400], 'price'] = np.nan
+  return df
+
+
+FEATURES = {
+  'user': {'kind': 'categorical'},
+  'item': {'kind': 'categorical', 'min_count': 2},
+  'price': {
+    'kind': 'dense',
+    'normalize': 'log1p_standard',
+    'missing': 'mean',
+    'missing_indicator': True,
+  },
+  'tags': {'kind': 'sequence', 'max_len': 3, 'hash_buckets': 16},
+  'history': {
+    'kind': 'history',
+    'user': 'user',
+    'item': 'item',
+    'time': 'ts',
+    'max_len': 4,
+  },
+}
+TASKS = {
+  'click': {'label': 'click'},
+  'buy': {'label': 'buy', 'where': 'click == 1'},
+  'dwell': {
+    'label': 'dwell',
+    'kind': 'regression',
+    'transform': 'log1p',
+    'scale': 'standard',
+  },
+}
+
+
+def encode(value: str, vocab: list) -> int:
+  """The oracle's id: 2 + position in the vocabulary, 1 if not in it."""
+  return vocab.index(value) + 2 if value in vocab else 1
+
+
+@pytest.fixture(scope='module')
+def table(tmp_path_factory):
+  root = tmp_path_factory.mktemp('table')
+  df = interactions()
+  df.to_csv(root / 't.csv.gz', index=False)
+  ds = DATASETS['table'](
+    path=str(root / 't.csv.gz'),
+    features=FEATURES,
+    tasks=TASKS,
+    task_order=('click',),
+    data_dir=str(root / 'tfds'),
+    chunksize=128,
+  )
+  return root, df, ds
+
+
+def test_every_value_matches_pandas(table):
+  root, df, ds = table
+  n_val, n_test = round(0.1 * N), round(0.1 * N)
+  order = np.random.default_rng(0).permutation(N)
+  rows = {
+    'validation': np.sort(order[:n_val]),
+    'test': np.sort(order[n_val : n_val + n_test]),
+    'train': np.sort(order[n_val + n_test :]),
+  }
+  assert ds.stats['rows'] == {s: len(r) for s, r in rows.items()}
+  assert [t.name for t in ds.tasks] == ['click', 'buy', 'dwell']
+  assert ds.dense_names == ('price', 'price_missing')
+  assert ds.sparse_names[:4] == tuple(f'history[{j}]' for j in range(4))
+  train = df.iloc[rows['train']]
+  # Vocabulary of the training rows, min_count 2; ids 2.. sorted text.
+  counts = train['item'].astype(str).value_counts()
+  vocab = sorted(counts[counts >= 2].index)
+  price = np.log1p(train['price'].dropna())
+  mean, std = price.mean(), price.std(ddof=0)
+  y = np.log1p(train['dwell'])
+  for split, r in rows.items():
+    a, part = ds.splits[split], df.iloc[r].reset_index(drop=True)
+    col = {name: j for j, name in enumerate(ds.sparse_names)}
+    ids = [encode(v, vocab) for v in part.item.astype(str)]
+    np.testing.assert_array_equal(a['sparse'][:, col['item']], ids)
+    want = ((np.log1p(part.price) - mean) / std).fillna(0.0)
+    np.testing.assert_allclose(a['dense'][:, 0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a['dense'][:, 1], part.price.isna())
+    np.testing.assert_array_equal(a['labels'][0], part.click)
+    np.testing.assert_array_equal(a['mask'][1], part.click)
+    np.testing.assert_array_equal(a['labels'][1], part.buy * part.click)
+    want = (np.log1p(part.dwell) - y.mean()) / y.std(ddof=0)
+    np.testing.assert_allclose(a['labels'][2], want, rtol=1e-4, atol=1e-5)
+    # Tags: the last 3, hashed; the history: the user's rows strictly
+    # earlier in time over the whole table, items by the vocabulary.
+    for k, (_, row) in enumerate(part.iterrows()):
+      tags = str(row.tags).split('|') if isinstance(row.tags, str) else []
+      tags = [t for t in tags if t]
+      want_tags = [2 + sc.stable_hash([t], 16)[0] for t in tags[-3:]]
+      got = a['sparse'][k, col['tags[0]'] : col['tags[0]'] + 3]
+      assert got.tolist() == want_tags + [0] * (3 - len(want_tags))
+      earlier = df[(df.user == row.user) & (df.ts < row.ts)]
+      earlier = earlier.sort_values('ts', kind='stable').item.astype(str)
+      hist = [encode(v, vocab) for v in earlier[-4:]]
+      got = a['sparse'][k, :4]
+      assert got.tolist() == hist + [0] * (4 - len(hist))
+
+
+def test_layout_embeds_history_with_the_item_table(table):
+  _, _, ds = table
+  columns = dict(zip(ds.sparse_names, ds.vocab_sizes, strict=True))
+  assert columns['history[0]'].table == 'item'
+  assert columns['history[0]'] == columns['item']
+  assert columns['tags[2]'] == 16 + 2 and columns['tags[2]'].pooling == 'mean'
+  assert columns['user'].pooling is None
+
+
+def load(root, name='t.csv', **kw):
+  kw = {
+    'features': {'user': {'kind': 'categorical'}, 'x': {'kind': 'dense'}},
+    'tasks': {'y': {'label': 'y'}},
+    'data_dir': str(root / 'tfds'),
+    **kw,
+  }
+  return DATASETS['table'](path=str(root / name), **kw)
+
+
+def small(n=40, seed=0):
+  rng = np.random.default_rng(seed)
+  return pd.DataFrame(
+    {
+      'user': rng.integers(0, 5, n),
+      'ts': rng.integers(0, 20, n),
+      'x': rng.normal(size=n).round(3),
+      'y': np.arange(n) % 2,
+    }
+  )
+
+
+@pytest.mark.parametrize(
+  'cell, found',
+  [('abc', "'abc'"), ('', 'empty'), ('inf', "'inf'")],
+)
+def test_a_bad_value_names_file_row_column_found_and_expected(
+  tmp_path, cell, found
+):
+  df = small().astype(str)
+  df.loc[7, 'x'] = cell
+  df.to_csv(tmp_path / 't.csv', index=False)
+  with pytest.raises(DataError) as e:
+    load(tmp_path, chunksize=4)
+  want = f"t.csv: row 8 column 'x' is {found}, expected a finite number"
+  assert want in str(e.value) and '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize(
+  'kw, error, message',
+  [
+    (dict(name='missing.csv'), DataFileNotFound, 'is not a file'),
+    (
+      dict(features={'usr': {'kind': 'categorical'}}),
+      DataError,
+      "has no column 'usr' \\(did you mean 'user'\\?\\)",
+    ),
+    (dict(delimiter=';;'), ConfigError, 'delimiter'),
+    (dict(split='by_user'), ConfigError, "split is 'by_user'"),
+    (dict(split='time'), ConfigError, 'time_column is not set'),
+    (dict(validation_path='v.csv'), ConfigError, "split='files'"),
+    (dict(tasks={'y': {'label': 'x'}}), ConfigError, 'also feature'),
+    (
+      dict(tasks={'y': {'label': 'ts'}}),
+      DataError,
+      "row 1 column 'ts' is '8', expected 0 or 1",
+    ),
+  ],
+)
+def test_one_line_errors(tmp_path, kw, error, message):
+  small().to_csv(tmp_path / 't.csv', index=False)
+  with pytest.raises(error, match=message) as e:
+    load(tmp_path, **kw)
+  assert '\n' not in str(e.value)
+
+
+def test_parquet_tsv_and_files_read_as_the_csv(tmp_path):
+  df = small(60)
+  df.to_csv(tmp_path / 't.csv', index=False)
+  df.to_parquet(tmp_path / 't.parquet')
+  df.to_csv(tmp_path / 't.tsv.gz', sep='\t', index=False)
+  df.to_csv(tmp_path / 'plain.txt', sep='\t', index=False, header=False)
+  csv = load(tmp_path, chunksize=7)
+  for other in (
+    load(tmp_path, 't.parquet', chunksize=7),
+    load(tmp_path, 't.tsv.gz', chunksize=7),
+    load(
+      tmp_path,
+      'plain.txt',
+      file_format='tsv',
+      column_names=tuple(df.columns),
+    ),
+  ):
+    for split in tb.SPLITS:
+      for key, a in csv.splits[split].items():
+        np.testing.assert_array_equal(a, other.splits[split][key])
+  for i, split in enumerate(tb.SPLITS):
+    df.iloc[i * 20 : (i + 1) * 20].to_csv(
+      tmp_path / f'{split}.csv', index=False
+    )
+  files = load(
+    tmp_path,
+    'train.csv',
+    split='files',
+    validation_path=str(tmp_path / 'validation.csv'),
+    test_path=str(tmp_path / 'test.csv'),
+  )
+  x = df.x.to_numpy()
+  train = x[:20]
+  for i, split in enumerate(tb.SPLITS):
+    want = (x[i * 20 : (i + 1) * 20] - train.mean()) / train.std()
+    np.testing.assert_allclose(
+      files.splits[split]['dense'][:, 0], want, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_split_rules_against_numpy(tmp_path):
+  df = small(200, seed=3)
+  df.to_csv(tmp_path / 't.csv', index=False)
+  s = sc.parse({'x': {'kind': 'dense'}}, {'y': {'label': 'y'}})
+  source = [(tb.Source(str(tmp_path / 't.csv'), 'csv', None, ()), None)]
+  order = np.lexsort((np.arange(200), df.ts))
+  plan = tb.Plan(
+    source,
+    {
+      'rule': 'time',
+      'time_column': 'ts',
+      'validation_fraction': 0.1,
+      'test_fraction': 0.2,
+    },
+    s,
+    chunksize=16,
+  )
+  want = np.zeros(200, np.int8)
+  want[order[-40:]] = 2
+  want[order[-60:-40]] = 1
+  np.testing.assert_array_equal(plan.codes, want)
+  split = {'rule': 'user_last', 'time_column': 'ts', 'user_column': 'user'}
+  plan = tb.Plan(source, {**split, 'last_n': 2}, s, chunksize=16)
+  want = np.zeros(200, np.int8)
+  for _, g in df.assign(row=np.arange(200)).groupby('user'):
+    g = g.sort_values(['ts', 'row'], kind='stable')
+    want[g.row.to_numpy()[-2:]] = 2
+    want[g.row.to_numpy()[-4:-2]] = 1
+  np.testing.assert_array_equal(plan.codes, want)
+
+
+USER_CONFIG = '''
+"""My own table: clicks and purchases, with each user's history."""
+
+from configs import common
+
+
+def get_config():
+  config = common.base_config('mmoe', 'table')
+  config.dataset.path = '{path}'
+  config.dataset.split = 'user_last'
+  config.dataset.user_column = 'user'
+  config.dataset.time_column = 'ts'
+  config.dataset.features = {{
+    'user': {{'kind': 'categorical'}},
+    'item': {{'kind': 'categorical'}},
+    'price': {{'kind': 'dense', 'normalize': 'log1p', 'missing': 'zero'}},
+    'history': {{'kind': 'history', 'user': 'user', 'item': 'item',
+                 'time': 'ts', 'max_len': 8}},
+  }}
+  config.dataset.tasks = {{
+    'click': {{'label': 'click'}},
+    'buy': {{'label': 'buy', 'where': 'click == 1'}},
+  }}
+  config.dataset.task_order = ('click',)
+  config.batch_size = 64
+  config.num_epochs = 2
+  return config
+'''
+
+
+def test_a_users_config_trains_mmoe_from_a_csv(tmp_path, monkeypatch):
+  from mtl.shell import trainer
+
+  interactions(1200).to_csv(tmp_path / 'mine.csv', index=False)
+  path = tmp_path / 'my_table.py'
+  path.write_text(USER_CONFIG.format(path=tmp_path / 'mine.csv'))
+  spec = importlib.util.spec_from_file_location('my_table', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.progress_bar = False
+  config.steps_per_dispatch = 4
+  config.checkpoint.async_save = False
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
+  config.dataset.data_dir = str(tmp_path / 'tfds')
+  result = trainer.train(config, tmp_path / 'workdir')
+  test = result['test']
+  assert {'test/auc/click', 'test/auc/buy'} <= set(test)
+  assert all(np.isfinite(v) for v in test.values())
+  recorded = json.loads((tmp_path / 'workdir' / 'config.json').read_text())
+  assert recorded['dataset']['features']['history']['max_len'] == 8
