@@ -14,11 +14,12 @@ Tasks: click (is_click; first, so it picks the best epoch), long_view,
 like (label), comment (is_comment), follow (is_follow) and play_time
 (play_time_ms, log1p then standardised with the training moments: its MSE
 is in units of that variance). Features: user and video ids, the video's
-duration (log1p; 0 where unknown), the hour of day (hourmin, standardised)
-and each user's history of earlier videos (strictly earlier time_ms, the
-latest 20, pooled with the video ids' table). Post-impression columns
-(forward, profile enter, comment stay time) are not inputs. Split: by time,
-the latest 10 % of impressions test and the 10 % before validation.
+duration (log1p, standardised; 0 where unknown), the hour of day (hourmin,
+standardised) and each user's history of earlier videos (strictly earlier
+time_ms, the latest 20, pooled with the video ids' table). Post-impression
+columns (forward, profile enter, comment stay time) are not inputs. Split:
+by time, the latest 10 % of impressions test and the 10 % before
+validation.
 """
 
 from configs import common
@@ -53,7 +54,7 @@ def get_config(model_name: str = 'mmoe'):
   d.features = {
     'user_id': {'kind': 'categorical'},
     'video_id': {'kind': 'categorical'},
-    'duration_ms': {'kind': 'dense', 'normalize': 'log1p'},
+    'duration_ms': {'kind': 'dense', 'normalize': 'log1p_standard'},
     'hourmin': {'kind': 'dense', 'normalize': 'standard'},
     'history': {
       'kind': 'history',

@@ -27,9 +27,11 @@ one `select_best` follows). Every entry's `column` defaults to its name.
 
 Feature kinds and their keys (defaults in the dataclasses below):
 - dense: a float. `normalize` 'standard' ((x - mean) / std, training
-  moments), 'log1p' (log(1 + x), x > -1) or 'none'. `missing` (an empty
-  field): 'error' (a DataError naming file, row and column), 'mean' (the
-  training mean: 0 after 'standard') or 'zero' (0 after normalising);
+  moments), 'log1p' (log(1 + x), x > -1), 'log1p_standard' (log1p, then
+  standardised with the training moments of log1p(x)) or 'none'.
+  `missing` (an empty field): 'error' (a DataError naming file, row and
+  column), 'mean' (the training mean: 0 after standardising) or 'zero' (0
+  after normalising);
   `missing_indicator` adds a 0/1 dense column '<name>_missing'.
 - categorical: one id per row, from a vocabulary of the training split
   (values seen at least `min_count` times, sorted by their text), or with
@@ -75,7 +77,7 @@ import pandas as pd
 from mtl.errors import ConfigError, DataError
 
 PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
-NORMALIZE = ('standard', 'log1p', 'none')
+NORMALIZE = ('standard', 'log1p', 'log1p_standard', 'none')
 MISSING = ('error', 'mean', 'zero')
 POOLING = ('mean', 'sum')
 TRANSFORMS = ('none', 'log1p')

@@ -478,7 +478,7 @@ class Table(cb.CsvBuilder):
   def _dense_raw(self, f: sc.Dense, chunk, offsets, source) -> np.ndarray:
     """float64 [n] after the transform; NaN where missing."""
     x = numbers(chunk, f.column, offsets, source.path, f.missing)
-    if f.normalize == 'log1p':
+    if f.normalize in ('log1p', 'log1p_standard'):
       bad = x <= -1
       if bad.any():
         i = int(np.argmax(bad))
@@ -595,7 +595,7 @@ class Table(cb.CsvBuilder):
     x = self._dense_raw(f, chunk, offsets, source)
     missing = ~np.isfinite(x)
     stats = encoding['dense'][f.name]
-    if f.normalize == 'standard':
+    if f.normalize in ('standard', 'log1p_standard'):
       x = (x - stats['mean']) / stats['std']
       fill = 0.0 if f.missing in ('mean', 'zero') else np.nan
     else:
