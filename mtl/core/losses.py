@@ -31,19 +31,28 @@ def masked_loss_sums(
   *,
   tasks: tuple[Task, ...],
   extra: jnp.ndarray | None = None,
+  weights: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Returns (sum of masked losses [T], number of unmasked rows [T]).
 
   Masked rows contribute exactly zero, whatever their logits or labels hold
   (`jnp.where`, not a multiplication, so a NaN in a padded row cannot leak).
   `extra` [T, B] adds a model's own per-example terms (AITM's calibrator).
+  `weights` [B] (optional) weights each row's loss and its count: the count
+  is then the sum of the weights of unmasked rows (bagging's Poisson counts,
+  `mtl.core.bagging`; a weight of 0 drops the row).
   """
   per_example = elementwise_losses(logits, labels, tasks=tasks)
   if extra is not None:
     per_example = per_example + extra
   keep = mask > 0
+  if weights is not None:
+    keep = keep & (weights > 0)
+    per_example = per_example * weights
   sums = jnp.sum(jnp.where(keep, per_example, 0.0), axis=1)
   counts = jnp.sum(keep.astype(jnp.float32), axis=1)
+  if weights is not None:
+    counts = jnp.sum(jnp.where(keep, weights, 0.0), axis=1)
   return sums, counts
 
 

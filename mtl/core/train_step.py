@@ -95,8 +95,9 @@ def make_train_step(
       labels, mask = batch['labels'][rows], batch['mask'][rows]
     else:
       labels, mask = batch['labels'], batch['mask']
+    weight = batch.get('weight')  # [B] per-example weights (bagging), or None
     sums, counts = losses_lib.masked_loss_sums(
-      logits, labels, mask, tasks=tasks, extra=extra
+      logits, labels, mask, tasks=tasks, extra=extra, weights=weight
     )
     counts = _psum(counts, axis_name)
     return sums / jnp.maximum(counts, 1.0)
