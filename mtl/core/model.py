@@ -59,7 +59,8 @@ class MultiTaskModel(nn.Module):
       # T separate tables, so single-task models share no parameter at all.
       embed = nn.vmap(
         FeatureEmbedding,
-        variable_axes={'params': 0},
+        # perturbations: the sparse step's zero rows, [T, ...] like the tables.
+        variable_axes={'params': 0, 'perturbations': 0},
         split_rngs={'params': True},
         in_axes=None,
         out_axes=0,

@@ -20,12 +20,23 @@ Two layouts, told apart by the entries of `vocab_sizes` (one per column of
 function (embeddings [B, L, d], mask [B, L] bool) -> [B, d] that must ignore
 masked positions (whatever their embeddings). Attention (DIN), GRU or
 Transformer encoders go there.
+
+Sparse updates (mtl/core/sparse_train.py) see the layer through `lookups`:
+each gather is one `Lookup`, named (the feature; 'table' for the shared
+table), and its gathered rows [B, L, d] get the variable 'perturbations'/
+<name> added when the caller passes one (flax's `perturb` recipe: the loss's
+gradient with respect to that zero is the rows' gradient, so the table's
+dense gradient is never made). Without it the layer is unchanged.
 """
+
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mtl.core.layers import sequence
 
 PAD_ID = 0
 
@@ -43,7 +54,9 @@ def sum_pool(embeddings: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(jnp.where(keep, embeddings, 0.0), axis=-2)
 
 
-SEQUENCE_ENCODERS = {'mean': mean_pool, 'sum': sum_pool}
+# Modules (mtl/core/layers/sequence.py: din, gru, lstm, transformer) also
+# get the candidate: the categorical feature whose table the sequence uses.
+SEQUENCE_ENCODERS = {'mean': mean_pool, 'sum': sum_pool, **sequence.ENCODERS}
 
 
 class Column(int):
@@ -126,6 +139,44 @@ def feature_groups(vocab_sizes, embed_dim: int) -> tuple[list, dict]:
   return [tuple(g) for g in groups], tables
 
 
+class Lookup(NamedTuple):
+  """One gather of the layer: `sparse[:, start:stop] (+ offsets)` in `table`.
+
+  name: its perturbation's name (the feature; 'table' in the shared layout).
+  offsets: [stop - start] row offsets of the columns (shared layout), or None.
+  pooling: None (one column) or a key of SEQUENCE_ENCODERS.
+  """
+
+  name: str
+  table: str
+  start: int
+  stop: int
+  offsets: tuple[int, ...] | None = None
+  pooling: str | None = None
+
+  def ids(self, sparse) -> jax.Array:
+    """sparse [B, S] -> the table rows looked up, [B, stop - start]."""
+    ids = sparse[:, self.start : self.stop]
+    if self.offsets is None:
+      return ids
+    return ids + np.asarray(self.offsets, np.int32)
+
+
+def lookups(vocab_sizes, embed_dim: int) -> tuple[list, dict]:
+  """([Lookup], {table: (rows, dim)}): the gathers of the layer's layout."""
+  vocab_sizes = tuple(vocab_sizes)
+  if not vocab_sizes:
+    return [], {}
+  if any(isinstance(v, Column) for v in vocab_sizes):
+    groups, tables = feature_groups(vocab_sizes, embed_dim)
+    return [Lookup(f, t, a, b, None, p) for f, t, p, a, b in groups], tables
+  offsets = np.cumsum((0,) + vocab_sizes[:-1], dtype=np.int32)
+  lk = Lookup(
+    'table', 'table', 0, len(vocab_sizes), tuple(int(o) for o in offsets)
+  )
+  return [lk], {'table': (sum(vocab_sizes), embed_dim)}
+
+
 class FeatureEmbedding(nn.Module):
   """x = [dense, emb(feature_0), ...]: [B, F + sum of the features' widths].
 
@@ -156,31 +207,29 @@ class FeatureEmbedding(nn.Module):
     dense = jnp.asarray(dense, jnp.float32)
     if num_sparse == 0:
       return dense
-    if any(isinstance(v, Column) for v in self.vocab_sizes):
-      return self._per_feature(dense, sparse)
-    table = self.param(
-      'table',
-      nn.linear.default_embed_init,
-      (sum(self.vocab_sizes), self.embed_dim),
-      jnp.float32,
-    )
-    offsets = np.cumsum((0,) + tuple(self.vocab_sizes[:-1]), dtype=np.int32)
-    rows = jnp.take(table, sparse + offsets, axis=0)  # [B, S, embed_dim]
-    flat = rows.reshape(sparse.shape[0], num_sparse * self.embed_dim)
-    return jnp.concatenate([dense, flat], axis=-1)
-
-  def _per_feature(self, dense: jax.Array, sparse: jax.Array) -> jax.Array:
-    groups, shapes = feature_groups(self.vocab_sizes, self.embed_dim)
+    layout, shapes = lookups(self.vocab_sizes, self.embed_dim)
     tables = {
       name: self.param(name, nn.linear.default_embed_init, shape, jnp.float32)
       for name, shape in shapes.items()
     }
-    out = [dense]
-    for _, table, pooling, start, stop in groups:
-      ids = sparse[:, start:stop]
-      rows = jnp.take(tables[table], ids, axis=0)  # [B, L, d]
-      if pooling is None:
+    out, gathered, modules = [dense], {}, []
+    for lk in layout:
+      ids = lk.ids(sparse)
+      rows = jnp.take(tables[lk.table], ids, axis=0)  # [B, L, d]
+      if self.has_variable('perturbations', lk.name):
+        rows = rows + self.get_variable('perturbations', lk.name)
+      if lk.offsets is not None:  # The shared table: columns side by side.
+        out.append(rows.reshape(sparse.shape[0], -1))
+      elif lk.pooling is None:
         out.append(rows[:, 0])
+        gathered[lk.name] = rows[:, 0]
+      elif isinstance(SEQUENCE_ENCODERS[lk.pooling], type):
+        modules.append((len(out), lk, rows, ids != PAD_ID))
+        out.append(None)  # Encoded below, once the candidate is gathered.
       else:
-        out.append(SEQUENCE_ENCODERS[pooling](rows, ids != PAD_ID))
+        out.append(SEQUENCE_ENCODERS[lk.pooling](rows, ids != PAD_ID))
+    for at, lk, rows, mask in modules:
+      # The candidate: the categorical feature that owns the sequence's table.
+      encode = SEQUENCE_ENCODERS[lk.pooling](name=f'encode_{lk.name}')
+      out[at] = encode(rows, mask, gathered.get(lk.table))
     return jnp.concatenate(out, axis=-1)
