@@ -44,8 +44,10 @@ Feature kinds and their keys (defaults in the dataclasses below):
   list), the most recent (last) `max_len` values, left-aligned, padded with
   id 0, which is its mask (ids > 0 are values). `shared_with=<feature>`
   embeds it with that categorical or sequence feature's table (and
-  vocabulary); `pooling` ('mean' or 'sum', mtl.core.layers.embedding
-  SEQUENCE_ENCODERS) turns it into one vector.
+  vocabulary); `pooling` (a key of mtl.core.layers.embedding
+  SEQUENCE_ENCODERS: 'mean', 'sum', or the learned encoders of
+  mtl/core/layers/sequence.py, 'din', 'gru', 'lstm', 'transformer',
+  'transformer_attn') turns it into one vector.
 - history: derived when the data is prepared (table_builder.py): for each
   row, the `item` feature's ids of the same `user`'s interactions strictly
   before its `time` (equal times excluded), the most recent `max_len`,
@@ -79,7 +81,16 @@ from mtl.errors import ConfigError, DataError
 PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
 NORMALIZE = ('standard', 'log1p', 'log1p_standard', 'none')
 MISSING = ('error', 'mean', 'zero')
-POOLING = ('mean', 'sum')
+# mtl.core.layers.embedding.SEQUENCE_ENCODERS (tests/test_sequence.py).
+POOLING = (
+  'mean',
+  'sum',
+  'din',
+  'gru',
+  'lstm',
+  'transformer',
+  'transformer_attn',
+)
 TRANSFORMS = ('none', 'log1p')
 SCALES = ('none', 'center', 'standard')
 TASK_KINDS = ('binary', 'regression')
