@@ -64,7 +64,8 @@ a config file or a command-line override fails with the key's name. Keys:
                        (one tuple per member), weighting.<key> (values of
                        the chosen method's hyper-parameter <key>, one per
                        member: --config.population.weighting.alpha=(1,2));
-                       each list has K values or one
+                       each list has K values or one; bagging (each member
+                       on its own Poisson(1) bootstrap of the rows)
 """
 
 import ml_collections
@@ -142,6 +143,9 @@ def base_config(
     seeds=(),
     learning_rates=(),
     task_weights=(),
+    # Each member trains on its own Poisson(1) bootstrap of the training
+    # rows (mtl/core/bagging.py).
+    bagging=False,
     # One tuple of values per member for any method's hyper-parameter.
     weighting=keywords.union_of(WEIGHTINGS, per_member=True),
   )

@@ -97,14 +97,18 @@ def make_population_steps(step, *, batch_size: int, num_steps: int):
   Returns `run(states, hparams, data, perms, first_batch) -> (states,
   metrics [num_steps, K, ...])`: member k takes the rows
   `perms[k, (first_batch + i) * batch_size : ...]` at step i, from the one
-  device-resident copy of the data.
+  device-resident copy of the data. With hparams['example_weights'] [K, N]
+  (bagging, `mtl.core.bagging`) a batch carries its rows' weights.
   """
 
   def run(states, hparams, data, perms, first_batch):
     def one(state, hp, perm, k):
       start = (first_batch + k) * batch_size
       idx = lax.dynamic_slice_in_dim(perm, start, batch_size)
-      return step(state, train_step_lib.gather_rows(data, idx), hp)
+      batch = train_step_lib.gather_rows(data, idx)
+      if 'example_weights' in hp:
+        batch['weight'] = jnp.take(hp['example_weights'], idx)
+      return step(state, batch, hp)
 
     def body(states, k):
       return jax.vmap(one, in_axes=(0, 0, 0, None))(states, hparams, perms, k)

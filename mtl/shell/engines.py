@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtl.core import parallel, population, train_state, train_step
+from mtl.core import bagging, parallel, population, train_state, train_step
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import pipeline
 from mtl.errors import ConfigError
@@ -167,6 +167,16 @@ class Population:
       ),
       'member': jnp.arange(self.size, dtype=jnp.int32),
     }
+    self._bags = None  # Bagging: [K, N] bootstrap counts (mtl.core.bagging).
+    if config.population.bagging:
+      n = split['labels'].shape[1]
+      self._bags = np.stack(
+        [
+          bagging.poisson_weights(m['seed'], k, n)
+          for k, m in enumerate(members)
+        ]
+      )
+      self._hparams['example_weights'] = jnp.asarray(self._bags)
     self._step = train_step.make_train_step(
       model,
       tx,
@@ -226,6 +236,8 @@ class Population:
       pipeline.take_rows(self._host_split, p[start : start + self._batch])
       for p in perms
     ]
+    for j, b in enumerate(batches if self._bags is not None else ()):
+      b['weight'] = self._bags[j][perms[j][start : start + self._batch]]
     batch = jax.tree.map(lambda *xs: np.stack(xs), *batches)
     states, m = self._host_step(states, batch, self._hparams)
     return states, jax.tree.map(lambda x: x[None], m)

@@ -60,7 +60,7 @@ from mtl.core.architectures import ARCHITECTURES
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
 from mtl.errors import ConfigError, MtlError
-from mtl.shell import build, writers
+from mtl.shell import build, members, writers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +122,7 @@ _FIXED = {
   'stop_on_divergence': _Rule('bool'),
   'population.size': _count(0),  # 0: as many as the lists give
   'population.seeds': _Rule('tuple', each=_Rule('int')),
+  'population.bagging': _Rule('bool'),
   'population.learning_rates': _Rule(
     'tuple', each=_Rule('float', 0, strict=True)
   ),
@@ -395,6 +396,11 @@ def check_config(config) -> None:
     raise ConfigError(
       f'optimizer.weight_decay is {opt.weight_decay} with optimizer '
       f"{opt.name!r}, expected 0, or >= 0 with 'adamw'"
+    )
+  if _get(config, 'population.bagging') and not members.is_population(config):
+    raise ConfigError(
+      'population.bagging is True without a population, expected '
+      'population.size or per-member lists (bagging resamples per member)'
     )
   init_from = _get(config, 'init_from')
   if init_from and not (pathlib.Path(init_from) / 'checkpoints').is_dir():
