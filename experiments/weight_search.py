@@ -15,7 +15,9 @@ married); the test split is only reported.
   this script's but for the population's members, and --epochs must match).
 - Evolution: mtl.search.evolution's (mu/mu_w, lambda)-ES over theta, w = 2
   softmax(theta), from equal weights, --popsize candidates per generation
-  (each generation one population run), --generations generations.
+  (each generation one population run), --generations generations;
+  --search=ga or pso runs mtl.search.genetic's GA or mtl.search.pso's
+  swarm through the same ask/tell loop instead (workdirs <search>_<g>).
 - The Pareto set of every evaluated vector on (income, marital) validation
   AUC, its hypervolume (mtl.search.pareto) for the grid and for grid + ES,
   and a plot.
@@ -49,6 +51,13 @@ _GRID_WORKDIR = flags.DEFINE_string(
 _POPSIZE = flags.DEFINE_integer('popsize', 4, 'ES candidates per generation.')
 _GENERATIONS = flags.DEFINE_integer('generations', 3, 'ES generations.')
 _SIGMA = flags.DEFINE_float('sigma', 0.5, 'ES initial step size.')
+_SEARCH = flags.DEFINE_enum(
+  'search',
+  'es',
+  ['es', 'ga', 'pso'],
+  'The searcher, one population run per generation: the evolution '
+  'strategy, mtl.search.genetic or mtl.search.pso (same ask/tell).',
+)
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
 harness.define_flags(out='weight_search', workdirs='weight_search')
 FLAGS = flags.FLAGS
@@ -88,7 +97,7 @@ def main(argv):
   del argv
   import numpy as np
 
-  from mtl.search import evolution, pareto
+  from mtl.search import evolution, genetic, pareto, pso
 
   root = pathlib.Path(FLAGS.workdirs)
   epochs = _EPOCHS.value
@@ -107,12 +116,18 @@ def main(argv):
     a = np.arange(1, _GRID.value + 1) / (_GRID.value + 1)
     grid = evaluate([(2 * x, 2 * (1 - x)) for x in a], root / 'grid', epochs)
 
-  es = evolution.EvolutionStrategy(2, _POPSIZE.value, _SIGMA.value, seed=0)
+  searcher = {
+    'es': evolution.EvolutionStrategy,
+    'ga': genetic.GeneticAlgorithm,
+    'pso': pso.ParticleSwarm,
+  }[_SEARCH.value]
+  es = searcher(2, _POPSIZE.value, _SIGMA.value, seed=0)
+  name = 'es' if _SEARCH.value == 'es' else _SEARCH.value
   state = es.init()
   searched = []
   for g in range(_GENERATIONS.value):
     theta = es.ask(state)
-    rows = evaluate(evolution.weights_of(theta), root / f'es_{g}', epochs)
+    rows = evaluate(evolution.weights_of(theta), root / f'{name}_{g}', epochs)
     for r in rows:
       r['generation'] = g
     searched += rows
@@ -130,6 +145,7 @@ def main(argv):
   reference = everything.min(0) - 1e-4
   record = {
     'objective': 'mean validation AUC of income and marital',
+    'search': _SEARCH.value,
     'grid_evaluations': len(grid),
     'es_evaluations': len(searched),
     'best_grid': best_grid,
