@@ -18,9 +18,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from mtl.core.architectures import ARCHITECTURES
-from mtl.core.layers.embedding import FeatureEmbedding
+from mtl.core.layers.embedding import Column, FeatureEmbedding, feature_groups
 from mtl.core.towers import Towers
 from mtl.errors import ConfigError
 
@@ -36,6 +37,8 @@ class MultiTaskModel(nn.Module):
     backbone: a module of ARCHITECTURES built with the same num_tasks.
     tower_hidden: each tower's hidden widths before its Dense(1).
     tower_dropout: drop rate inside the towers.
+    feature_names: the dataset's dense_names then sparse_names, for a
+      backbone with `input_layout` (feature_layout); () if unknown.
   """
 
   num_tasks: int
@@ -44,6 +47,7 @@ class MultiTaskModel(nn.Module):
   backbone: nn.Module
   tower_hidden: tuple[int, ...]
   tower_dropout: float = 0.0
+  feature_names: tuple[str, ...] = ()
 
   @nn.compact
   def __call__(
@@ -69,7 +73,13 @@ class MultiTaskModel(nn.Module):
     else:
       embed = FeatureEmbedding(self.vocab_sizes, self.embed_dim, name='embed')
     x = embed(features['dense'], features['sparse'])  # [B, D] or [T, B, D]
-    z = self.backbone(x, train=train)  # [T, B, H]
+    if self.backbone.input_layout:  # Two towers: which columns are whose.
+      layout = feature_layout(
+        self.vocab_sizes, self.embed_dim, self.feature_names, x.shape[-1]
+      )
+      z = self.backbone(x, train=train, layout=layout)
+    else:
+      z = self.backbone(x, train=train)  # [T, B, H]
     # Entire-space backbones (ESMM) have fewer towers than outputs and
     # derive the outputs from the towers' logits.
     num_towers = self.backbone.num_towers or self.num_tasks
@@ -77,6 +87,32 @@ class MultiTaskModel(nn.Module):
       num_towers, self.tower_hidden, self.tower_dropout, name='towers'
     )
     return type(self.backbone).head_logits(towers(z, train=train))
+
+
+def feature_layout(vocab_sizes, embed_dim: int, feature_names, width: int):
+  """((feature, start, stop), ...): the columns of the embedded x [B, width]
+  that each feature fills, in order (FeatureEmbedding's: each dense column,
+  then each sparse feature's embedding, a sequence's pooled one); None
+  without names. Names of a Column layout's sparse features are its
+  Columns' `feature`; of plain-int vocab sizes, the sparse names."""
+  if not feature_names:
+    return None
+  num_dense = len(feature_names) - len(vocab_sizes)
+  spans = [(name, 1) for name in feature_names[:num_dense]]
+  if any(isinstance(v, Column) for v in vocab_sizes):
+    groups, tables = feature_groups(vocab_sizes, embed_dim)
+    spans += [(g[0], tables[g[1]][1]) for g in groups]
+  else:
+    spans += [(name, embed_dim) for name in feature_names[num_dense:]]
+  if num_dense < 0 or sum(w for _, w in spans) != width:
+    raise ValueError(
+      f'feature_names {tuple(feature_names)} do not fit x of width {width}'
+    )
+  stops = np.cumsum([w for _, w in spans])
+  return tuple(
+    (name, int(stop - w), int(stop))
+    for (name, w), stop in zip(spans, stops, strict=True)
+  )
 
 
 def _accepted_keys(cls: type[nn.Module]) -> list[str]:
@@ -146,6 +182,7 @@ def make_model(
   embed_dim: int,
   tower_hidden: tuple[int, ...],
   tower_dropout: float = 0.0,
+  feature_names: tuple[str, ...] = (),
 ) -> MultiTaskModel:
   """The MultiTaskModel of a named backbone; see make_backbone for errors."""
   return MultiTaskModel(
@@ -155,4 +192,5 @@ def make_model(
     backbone=make_backbone(model_name, model_kwargs, num_tasks=num_tasks),
     tower_hidden=tuple(tower_hidden),
     tower_dropout=tower_dropout,
+    feature_names=tuple(feature_names),
   )

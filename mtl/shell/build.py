@@ -88,6 +88,8 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
     embed_dim=config.embedding.dim,
     tower_hidden=tuple(config.towers.hidden),
     tower_dropout=config.towers.dropout,
+    # Two towers split the embedded features by name (input_layout).
+    feature_names=tuple(dataset.dense_names) + tuple(dataset.sparse_names),
   )
   tx = optim.make_optimizer(
     **config.optimizer.to_dict(), total_steps=total_steps

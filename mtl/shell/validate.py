@@ -56,7 +56,7 @@ import types
 import typing
 
 from mtl.core import optim, parallel
-from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures import ARCHITECTURES, two_tower
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
 from mtl.errors import ConfigError, MtlError
@@ -134,7 +134,10 @@ _FIXED = {
 NAMED = ('dataset_name', 'model_name', 'weighting_name', 'input_mode')
 SECTIONS = ('dataset', 'model', 'weighting', 'population.weighting')
 # Component keywords whose rule their name does not tell: (section, key).
-_EXTRA = {('model', 'calibration'): _Rule('float', 0)}  # AITM's loss weight
+_EXTRA = {
+  ('model', 'calibration'): _Rule('float', 0),  # AITM's loss weight
+  ('model', 'interaction'): _Rule('choice', choices=two_tower.INTERACTIONS),
+}
 
 
 def _get(config, key: str):
@@ -370,6 +373,38 @@ def _check_weighting(config) -> None:
         raise _method_error(f'{where}: ', e) from e
 
 
+def _check_two_tower(config) -> None:
+  """Two towers: both feature lists set and disjoint (which features exist
+  is checked when the model sees the data); the bilinear and dot forms
+  are exact only with towers.hidden = () (two_tower.py)."""
+  cls = ARCHITECTURES[config.model_name]
+  if not issubclass(cls, two_tower.TwoTower):
+    return
+  user = tuple(_get(config, 'model.user_features') or ())
+  item = tuple(_get(config, 'model.item_features') or ())
+  for key, names in (('user_features', user), ('item_features', item)):
+    if not names:
+      raise ConfigError(
+        f'model.{key} is empty, expected the names of the {key[:4]} '
+        "tower's features"
+      )
+  both = sorted(set(user) & set(item))
+  if both:
+    raise ConfigError(
+      f'feature {both[0]!r} is in model.user_features and item_features, '
+      'expected one tower each'
+    )
+  defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+  interaction = _get(config, 'model.interaction') or defaults['interaction']
+  hidden = tuple(config.towers.hidden)
+  if interaction != 'mlp' and hidden:
+    raise ConfigError(
+      f'towers.hidden is {hidden} with model.interaction {interaction!r}, '
+      "expected (): the tower's Dense(1) is the form's diagonal and bias "
+      "(an MLP head is interaction 'mlp')"
+    )
+
+
 def check_config(config) -> None:
   """Raises a one-line ConfigError on the first wrong key of `config`."""
   for key in NAMED:
@@ -383,6 +418,7 @@ def check_config(config) -> None:
   _check_keywords(
     'model', 'model.', ARCHITECTURES[name], dict(model.items()) if model else {}
   )
+  _check_two_tower(config)
   _check_weighting(config)
   dataset = _get(config, 'dataset')
   _check_keywords(

@@ -12,6 +12,7 @@ from mtl.core.architectures.mmoe import MMoE, OMoE
 from mtl.core.architectures.ple import CGC, PLE
 from mtl.core.architectures.shared_bottom import SharedBottom
 from mtl.core.architectures.single_task import SingleTask
+from mtl.core.architectures.two_tower import TwoTower, TwoTowerMMoE
 
 ARCHITECTURES = {
   'single_task': SingleTask,
@@ -23,6 +24,9 @@ ARCHITECTURES = {
   # Entire-space models of a click -> conversion funnel.
   'esmm': ESMM,
   'aitm': AITM,
+  # User and item towers, one interaction per task (issue 15.2).
+  'two_tower': TwoTower,
+  'two_tower_mmoe': TwoTowerMMoE,
 }
 
 __all__ = [
@@ -35,4 +39,6 @@ __all__ = [
   'PLE',
   'SharedBottom',
   'SingleTask',
+  'TwoTower',
+  'TwoTowerMMoE',
 ]

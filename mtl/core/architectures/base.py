@@ -35,6 +35,10 @@ class Architecture(Protocol):
     num_towers: how many towers follow the backbone; None: one per task.
       ESMM has 2 towers (CTR, CVR) and 3 outputs.
     fixed_num_tasks: the number of outputs it always has, if fixed (ESMM: 3).
+    input_layout: True when `__call__` also takes `layout`: which columns
+      of x hold which feature, ((name, start, stop), ...) in column order
+      (model.feature_layout), or None when the names are unknown (a bare
+      backbone); two towers split x by it.
   """
 
   num_tasks: int
@@ -42,6 +46,7 @@ class Architecture(Protocol):
   shared_params: ClassVar[str]
   num_towers: ClassVar[int | None]
   fixed_num_tasks: ClassVar[int | None]
+  input_layout: ClassVar[bool]
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """x [B, D] (or [T, B, D]) -> z [T_towers, B, H]."""
@@ -69,6 +74,7 @@ class Backbone(nn.Module):
   shared_params: ClassVar[str] = 'backbone'
   num_towers: ClassVar[int | None] = None
   fixed_num_tasks: ClassVar[int | None] = None
+  input_layout: ClassVar[bool] = False
 
   def gradnorm_layer(self) -> tuple[str, ...] | None:
     return None
