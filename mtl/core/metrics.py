@@ -99,6 +99,9 @@ def summarize_eval(counts, tasks, prefix: str) -> dict[str, float]:
     if task.kind == 'binary':
       out[f'{prefix}/auc/{task.name}'] = float(auc[t])
       out[f'{prefix}/logloss/{task.name}'] = float(loss[t])
+    elif task.kind == 'weighted_logistic':  # AUC: label (watch time) > 0.5
+      out[f'{prefix}/auc/{task.name}'] = float(auc[t])
+      out[f'{prefix}/weighted_logloss/{task.name}'] = float(loss[t])
     else:
       out[f'{prefix}/mse/{task.name}'] = float(loss[t])
   return out
@@ -107,7 +110,7 @@ def summarize_eval(counts, tasks, prefix: str) -> dict[str, float]:
 def selection_score(summary: dict, tasks, prefix: str) -> float:
   """Higher is better: the first task's AUC, or minus its MSE."""
   main = tasks[0]
-  if main.kind == 'binary':
+  if main.kind in ('binary', 'weighted_logistic'):
     return summary[f'{prefix}/auc/{main.name}']
   return -summary[f'{prefix}/mse/{main.name}']
 

@@ -19,7 +19,7 @@ import dataclasses
 
 from mtl.errors import ConfigError
 
-KINDS = ('binary', 'regression')
+KINDS = ('binary', 'regression', 'weighted_logistic')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,10 @@ class Task:
 
   Attributes:
     name: short name used in metric keys (`val/auc/<name>`).
-    kind: 'binary' (BCE on logits, AUC) or 'regression' (MSE).
+    kind: 'binary' (BCE on logits, AUC), 'regression' (MSE) or
+      'weighted_logistic' (the label a watch time >= 0: positives, label >
+      0, weighted by it, negatives by 1; exp(logit) estimates the expected
+      watch time; losses.weighted_logistic).
     weight: the task's base loss weight before any balancing method.
     train: False for a metric-only task (evaluated, never trained on).
     head: the task whose model output this task is scored on (None: its

@@ -52,11 +52,21 @@ Feature kinds and their keys (defaults in the dataclasses below):
   row, the `item` feature's ids of the same `user`'s interactions strictly
   before its `time` (equal times excluded), the most recent `max_len`,
   oldest first; it shares the item feature's table.
+- session: derived labels, no model input (issue 15.3, depth). Each
+  `user`'s rows ordered by `time` (ties by row) form sessions; a gap above
+  `gap` (in the time column's unit) starts a new one. Tasks may name the
+  derived columns '<name>.continues' (1 if the user goes on after this
+  row within its session, else 0) and '<name>.remaining' (how many rows of
+  the session follow it), as labels, conditions or `where`. They are
+  computed over the whole log, every split's rows, so a session may run
+  past a split boundary.
 
 Task keys: `label` (a column, or a condition 'column op number' with op one
-of == != >= <= > <, which makes a binary label), `kind` ('binary' or
-'regression'; a condition is binary), `transform` ('none' or 'log1p', of a
-regression label), `scale` ('none', 'center' or 'standard': training
+of == != >= <= > <, which makes a binary label), `kind` ('binary',
+'regression', or 'weighted_logistic': a watch time >= 0 as the label,
+Covington et al. 2016, mtl/core/losses.py; a condition is binary),
+`transform` ('none' or 'log1p', of a regression or weighted_logistic
+label), `scale` ('none', 'center' or 'standard': training
 moments of the transformed label on its sample space), `where` (the sample
 space: a condition, or a 0/1 column name meaning 'column == 1'; default every
 row) and `weight` (its loss weight). A task's label column may not be a
@@ -93,7 +103,8 @@ POOLING = (
 )
 TRANSFORMS = ('none', 'log1p')
 SCALES = ('none', 'center', 'standard')
-TASK_KINDS = ('binary', 'regression')
+TASK_KINDS = ('binary', 'regression', 'weighted_logistic')
+SESSION_LABELS = ('continues', 'remaining')  # '<session>.<label>' columns
 _OPS = {
   '==': np.equal,
   '!=': np.not_equal,
@@ -147,6 +158,14 @@ class History:
 
 
 @dataclasses.dataclass(frozen=True)
+class Session:
+  name: str
+  user: str
+  time: str
+  gap: float = 1800.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Condition:
   """`column op value` on a column's numbers."""
 
@@ -178,8 +197,9 @@ KINDS = {
   'categorical': Categorical,
   'sequence': Sequence,
   'history': History,
+  'session': Session,
 }
-Feature = Dense | Categorical | Sequence | History
+Feature = Dense | Categorical | Sequence | History | Session
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,13 +228,22 @@ class Schema:
     for f in self.features:
       if isinstance(f, History):
         out += [f.user, f.time, self[f.item].column]
+      elif isinstance(f, Session):
+        out += [f.user, f.time]
       else:
         out.append(f.column)
     for t in self.tasks:
       out.append(t.label)
       if t.where:
         out.append(t.where.column)
-    return tuple(dict.fromkeys(out))
+    derived = self.derived()
+    return tuple(c for c in dict.fromkeys(out) if c not in derived)
+
+  def derived(self) -> tuple[str, ...]:
+    """The columns computed when the data is prepared (sessions')."""
+    return tuple(
+      f'{f.name}.{label}' for f in self.of(Session) for label in SESSION_LABELS
+    )
 
 
 def _suggest(word: str, options) -> str:
@@ -290,7 +319,14 @@ def _feature(name: str, entry: Mapping) -> Feature:
   _check_choice(where, 'kind', kind, tuple(KINDS))
   cls = KINDS[kind]
   fields = _fields(cls, where, entry, skip=('name', 'column'))
-  if cls is not History:
+  if cls is Session and 'gap' in fields:
+    gap = fields['gap']
+    if isinstance(gap, bool) or not isinstance(gap, int | float) or gap <= 0:
+      raise ConfigError(
+        f'{where}.gap is {gap!r}, expected a number > 0 (in the time '
+        "column's unit)"
+      )
+  if cls not in (History, Session):
     column = fields.pop('column', name)
     if not isinstance(column, str) or not column:
       raise ConfigError(f'{where}.column is {column!r}, expected a name')
@@ -368,6 +404,11 @@ def _task(name: str, entry: Mapping) -> TaskSpec:
   scale = entry.get('scale', 'none')
   _check_choice(where, 'transform', transform, TRANSFORMS)
   _check_choice(where, 'scale', scale, SCALES)
+  if kind == 'weighted_logistic' and scale != 'none':
+    raise ConfigError(
+      f"{where}.scale is {scale!r}, expected 'none' for a weighted_logistic "
+      'task (its label is a weight >= 0)'
+    )
   if kind == 'binary' and (transform, scale) != ('none', 'none'):
     raise ConfigError(
       f'{where}: transform {transform!r} / scale {scale!r} apply to a '

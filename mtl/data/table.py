@@ -160,6 +160,8 @@ def layout(schema: sc.Schema, encoding: dict):
   dense, sparse, columns = [], [], []
   tables = encoding['tables']
   for f in schema.features:
+    if isinstance(f, sc.Session):  # Derived labels, no input.
+      continue
     if isinstance(f, sc.Dense):
       dense.append(f.name)
       if f.missing_indicator:

@@ -22,6 +22,7 @@ for Parquet): no file is ever whole in memory. Three streaming passes:
    `max_len` of them, oldest first. Every split's rows count as behaviour:
    a test row's history holds the user's earlier train rows, and a train
    row's the earlier test rows (their items, never their labels).
+   Sessions (schema kind 'session'): `sessions` on the held users and times.
 2. fit, on the training rows only: each vocabulary (value counts, then
    `min_count`), each dense feature's moments after its transform and over
    its present values (cb.Moments), each regression label's moments on its
@@ -232,8 +233,8 @@ class Plan:
 
   def __init__(self, sources, split: dict, schema: sc.Schema, chunksize):
     self.sources = sources  # [(Source, split code or None)]
-    times = {h.time for h in schema.of(sc.History)}
-    texts_ = {h.user for h in schema.of(sc.History)}
+    times = {h.time for h in schema.of(sc.History) + schema.of(sc.Session)}
+    texts_ = {h.user for h in schema.of(sc.History) + schema.of(sc.Session)}
     texts_ |= {schema[h.item].column for h in schema.of(sc.History)}
     if split['rule'] in ('time', 'user_last'):
       times.add(split['time_column'])
@@ -261,6 +262,12 @@ class Plan:
     self.history = {
       h.name: self._history(h, held, schema) for h in schema.of(sc.History)
     }
+    self.derived = {}  # '<session>.<label>': [num_rows] by global row
+    for f in schema.of(sc.Session):
+      users = pd.factorize(held[f.user])[0]
+      labels = sessions(users, held[f.time], f.gap)
+      for label, values in zip(sc.SESSION_LABELS, labels, strict=True):
+        self.derived[f'{f.name}.{label}'] = values
 
   def _codes(self, split, held) -> np.ndarray:
     n, rule = self.num_rows, split['rule']
@@ -313,6 +320,24 @@ class Plan:
     begin[order] = np.maximum(user_start, run_start - h.max_len)
     items = held[schema[h.item].column][order]
     return {'begin': begin, 'end': end, 'items': items}
+
+
+def sessions(users, time, gap: float):
+  """(continues [n] int8, remaining [n] int64) of each row of a log.
+
+  A user's rows in (time, row) order form sessions; a gap above `gap`
+  between consecutive rows starts a new one. continues: 1 if a row of the
+  same session follows; remaining: how many follow.
+  """
+  n = len(users)
+  order = np.lexsort((np.arange(n), time, users))
+  u, t = np.asarray(users)[order], np.asarray(time, np.float64)[order]
+  new = np.r_[True, (u[1:] != u[:-1]) | (np.diff(t) > gap)]
+  last = np.flatnonzero(np.r_[new[1:], True])  # each session's last row
+  end = np.repeat(last, np.diff(np.r_[-1, last]))
+  remaining = np.empty(n, np.int64)
+  remaining[order] = end - np.arange(n)
+  return (remaining > 0).astype(np.int8), remaining
 
 
 def history_ids(index: dict, item_ids: np.ndarray, rows, max_len: int):
@@ -421,6 +446,8 @@ class Table(cb.CsvBuilder):
         continue
       for start, chunk in source.chunks(self.chunksize, usecols):
         rows = plan.bases[k] + start + np.arange(len(chunk))
+        for column, values in plan.derived.items():
+          chunk[column] = values[rows]
         keep = plan.codes[rows] == code
         if keep.any():
           yield source, start, chunk, rows, keep
@@ -518,6 +545,15 @@ class Table(cb.CsvBuilder):
           f'{raw.iloc[i]!r}, expected 0 or 1 (binary task {t.name!r}; '
           "a condition label such as 'rating >= 4' makes one)"
         )
+    if t.kind == 'weighted_logistic':
+      bad = (values < 0) & (mask > 0)
+      if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+          f'{source.path}: row {offsets[i] + 1} column {t.label!r} is '
+          f'{values[i]:g}, expected a watch time >= 0 (weighted_logistic '
+          f'task {t.name!r})'
+        )
     if t.transform == 'log1p':
       bad = (values <= -1) & (mask > 0)
       if bad.any():
@@ -563,7 +599,7 @@ class Table(cb.CsvBuilder):
               lists, f.max_len, lambda v, e=table: sc.encode_ids(v, e)
             )
           )
-        else:
+        elif isinstance(f, sc.History):
           sparse.append(
             history_ids(plan.history[f.name], item_ids[f.name], rows, f.max_len)
           )
