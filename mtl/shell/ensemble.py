@@ -113,12 +113,20 @@ def combine(*groups: Members) -> Members:
   )
 
 
+_APPLY = {}  # One compiled apply per model.
+
+
 def _apply(model):
-  return jax.jit(
-    lambda params, batch: model.apply(
-      {'params': params}, train_step.features_of(batch), train=False
+  if id(model) not in _APPLY:
+    _APPLY[id(model)] = (
+      model,
+      jax.jit(
+        lambda params, batch: model.apply(
+          {'params': params}, train_step.features_of(batch), train=False
+        )
+      ),
     )
-  )
+  return _APPLY[id(model)][1]
 
 
 def predict_params(group: Members, params, split: str, model=None):
