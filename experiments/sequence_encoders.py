@@ -1,0 +1,125 @@
+"""History encoders under MMoE on the `table` configs (issue 15.5).
+
+  MTL_DATA_DIR=../shared/data python experiments/sequence_encoders.py \
+      [--datasets=movielens_table,kuairand] \
+      [--encoders=none,mean,din,gru,transformer] [--seeds=5] [--epochs=0]
+
+For configs/movielens_table.py (MovieLens-100K u.data, ratings at random
+80/10/10) and configs/kuairand.py (the biased KuaiRand feedback slice, by
+time), the MMoE config is run with the behaviour history dropped ('none')
+or pooled by each encoder of mtl.core.layers.embedding.SEQUENCE_ENCODERS
+('mean'; 'din', Zhou et al. KDD 2018; 'gru'; 'transformer', SASRec, Kang
+and McAuley ICDM 2018), everything else the config's. Each variant is one
+population of --seeds members (seeds 0..n-1, the config's learning rate);
+every member picks its epoch on its own validation AUC of the first task.
+Reported: test AUC of each binary task, mean +- std over seeds, and the
+difference to 'mean' in standard errors. Prepared data lives under
+--data_dir (default /tmp/mtl_tfds). Writes
+experiments/results/sequence_encoders.{json,md} (or --out).
+"""
+
+import importlib
+import pathlib
+import sys
+
+from absl import flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from experiments import harness  # noqa: E402
+from experiments.harness import stats  # noqa: E402
+
+_DATASETS = flags.DEFINE_list(
+  'datasets', ['movielens_table', 'kuairand'], 'configs/<name>.py (mmoe).'
+)
+_ENCODERS = flags.DEFINE_list(
+  'encoders', ['none', 'mean', 'din', 'gru', 'transformer'], 'History.'
+)
+_EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
+_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mtl_tfds', 'TFDS cache.')
+harness.define_flags(
+  out='sequence_encoders', workdirs='sequence_encoders', seeds=5
+)
+FLAGS = flags.FLAGS
+
+
+def config_of(dataset: str, encoder: str, seeds: int):
+  config = importlib.import_module(f'configs.{dataset}').get_config('mmoe')
+  features = config.dataset.features.to_dict()
+  if encoder == 'none':
+    del features['history']
+  else:
+    features['history']['pooling'] = encoder
+  config.dataset.features = features
+  config.dataset.data_dir = _DATA_DIR.value
+  config.progress_bar = False
+  config.population.seeds = tuple(range(seeds))
+  if _EPOCHS.value:
+    config.num_epochs = _EPOCHS.value
+  return config
+
+
+def main(argv):
+  del argv
+  rows = []
+  for dataset in _DATASETS.value:
+    for encoder in _ENCODERS.value:
+      config = config_of(dataset, encoder, FLAGS.seeds)
+      workdir = pathlib.Path(FLAGS.workdirs) / dataset / encoder
+      members = harness.run(config, workdir, force=FLAGS.force)['members']
+      aucs = {}
+      for key in members[0]['test']:
+        if key.startswith('test/auc/'):
+          values = [m['test'][key] for m in members]
+          aucs[key.removeprefix('test/auc/')] = values
+      row = {
+        'dataset': dataset,
+        'encoder': encoder,
+        'seeds': len(members),
+        'selected_epochs': [m['selected_epoch'] for m in members],
+        'test_auc': aucs,
+      }
+      rows.append(row)
+      first = next(iter(aucs))
+      m, s = stats.mean_std(aucs[first])
+      print(f'{dataset:16s} {encoder:12s} {first} {m:.4f} +- {s:.4f}')
+  harness.write_results('sequence_encoders', rows, table(rows), out=FLAGS.out)
+
+
+def table(rows) -> str:
+  lines = [
+    'MMoE with the history dropped (none) or encoded by each sequence '
+    'encoder; test AUC, mean +- std over seeds (n per row), epoch chosen '
+    'on validation; (z) = difference to mean pooling in standard errors. '
+    '`python experiments/sequence_encoders.py`.',
+    '',
+  ]
+  for dataset in dict.fromkeys(r['dataset'] for r in rows):
+    part = [r for r in rows if r['dataset'] == dataset]
+    tasks = list(part[0]['test_auc'])
+    base = next((r for r in part if r['encoder'] == 'mean'), None)
+    lines += [
+      f'### {dataset}',
+      '',
+      '| encoder | n | ' + ' | '.join(tasks) + ' |',
+      '|---|---:|' + '---:|' * len(tasks),
+    ]
+    for r in part:
+      cells = []
+      for t in tasks:
+        m, s = stats.mean_std(r['test_auc'][t])
+        cell = f'{m:.4f} +- {s:.4f}'
+        if base is not None and r is not base:
+          _, z = stats.diff_in_se(r['test_auc'][t], base['test_auc'][t])
+          cell += f' ({z:+.1f})'
+        cells.append(cell)
+      lines.append(
+        f'| {r["encoder"]} | {r["seeds"]} | ' + ' | '.join(cells) + ' |'
+      )
+    lines.append('')
+  return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+  harness.run_main(main)
