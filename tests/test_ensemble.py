@@ -100,5 +100,11 @@ def test_fused_population_evaluated_like_one_model(tmp_path):
   )
   assert fused['uniform_soup']['validation'] == soup
   assert set(fused['greedy_soup']['ingredients']) <= set(group.names)
+  # Separate workdirs join as one group: here the same two twice.
+  both = shell_ensemble.combine(group, group)
+  assert len(both) == 4 and not isinstance(both.model, list)
+  np.testing.assert_allclose(
+    shell_ensemble.predict(both, 'validation').mean(0), val.mean(0), rtol=1e-6
+  )
   path = shell_ensemble.write(tmp_path / 'fused', 'mean', fused['mean'])
   assert json.loads(path.read_text())['name'] == 'mean'
