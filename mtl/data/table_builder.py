@@ -12,7 +12,7 @@ for Parquet): no file is ever whole in memory. Three streaming passes:
    Splits: 'files' (train / validation / test given as files), 'random'
    (a numpy default_rng(seed) permutation: the first round(validation_fraction
    * N) rows validation, the next round(test_fraction * N) test, as
-   movielens_builder.py), 'time' (rows ordered by time, ties by row: the
+   movielens.py), 'time' (rows ordered by time, ties by row: the
    last test_fraction test, the validation_fraction before them
    validation), 'user_last' (each user's last `last_n` rows by time test,
    the `last_n` before them validation).
