@@ -82,6 +82,13 @@ def test_bagged_population_trains_each_member_on_its_own_resample(tmp_path):
   # One seed: without bagging the members are the same model (the
   # population tests); with it each member has its own resample.
   assert bagged[0] != bagged[1]
+  # Host batches carry the same weights as device-resident data.
+  c = _config(seeds=(0, 0), bagging=True)
+  c.input_mode = 'host'
+  host = vals(trainer.train(c, tmp_path / 'host'))
+  for h, d in zip(host, bagged, strict=True):
+    for k in d:
+      assert h[k] == pytest.approx(d[k], rel=1e-4, abs=1e-5), k
 
 
 def test_bagging_needs_a_population(tmp_path):
