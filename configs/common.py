@@ -13,7 +13,11 @@ a config file or a command-line override fails with the key's name. Keys:
   towers.hidden        hidden sizes of each task's tower (a final Dense(1)
                        is added); towers.dropout its dropout rate
   optimizer            name, learning_rate, weight_decay, grad_clip_norm,
-                       schedule ('constant' | 'cosine'), warmup_steps
+                       schedule ('constant' | 'cosine'), warmup_steps;
+                       sparse: tables (names), min_rows (0: off) and method
+                       ('lazy_adam' | 'adagrad' | 'rowwise_adagrad') of the
+                       embedding tables updated sparsely (the touched rows
+                       only; the default: none)
   weighting_name       a key of mtl.core.weighting.WEIGHTINGS
   weighting.<method>   keyword arguments of each method; only the chosen
                        method's are used, so `--config.weighting_name=X`
@@ -108,6 +112,9 @@ def base_config(
     grad_clip_norm=0.0,
     schedule='cosine',
     warmup_steps=0,
+    # Sparse embedding updates (mtl/core/optim.py): these tables, and every
+    # table of >= min_rows rows (0: none by size), take `method`.
+    sparse=dict(tables=(), min_rows=0, method='lazy_adam'),
   )
   c.weighting_name = 'equal'
   c.weighting = {k: keywords.defaults(f) for k, f in WEIGHTINGS.items()}

@@ -1,8 +1,21 @@
-"""The model optimizer, built from `config.optimizer`."""
+"""The model optimizer, built from `config.optimizer`.
+
+`config.optimizer.sparse` chooses embedding tables for sparse updates
+(mtl/core/sparse_train.py): `tables`, names of embedding tables (params
+embed/<name>: 'table' for the one shared table, else the features' tables),
+and `min_rows`, every table of at least that many rows (0: no size rule),
+are updated by `method` (a key of sparse.SPARSE_OPTIMIZERS: 'lazy_adam',
+'adagrad', 'rowwise_adagrad') at the optimizer's learning rate and schedule;
+the rest stays dense (the default: no table is sparse).
+"""
 
 import optax
 
+from mtl.core import sparse as sparse_lib
+from mtl.core import sparse_train
 from mtl.errors import ConfigError
+
+SPARSE_DEFAULTS = {'tables': (), 'min_rows': 0, 'method': 'lazy_adam'}
 
 OPTIMIZERS = {
   'adam': optax.adam,
@@ -55,10 +68,16 @@ def make_optimizer(
   grad_clip_norm: float = 0.0,
   schedule: str = 'constant',
   warmup_steps: int = 0,
+  sparse: dict | None = None,
   *,
   total_steps: int = 1,
-) -> optax.GradientTransformation:
+  table_shapes: dict | None = None,
+):
   """An optax optimizer; errors name the key, the value and what is allowed.
+
+  With `sparse` choosing some of `table_shapes` (module docstring), a
+  sparse_train.SparseTables instead: this optimizer (without clipping, which
+  the step then does over dense and sparse gradients) for the other params.
 
   Args:
     name: one of OPTIMIZERS.
@@ -67,7 +86,10 @@ def make_optimizer(
     grad_clip_norm: clip the global gradient norm to this when > 0.
     schedule: 'constant' or 'cosine' (decay to 0 at `total_steps`).
     warmup_steps: linear warm-up from 0 over this many steps.
+    sparse: {'tables', 'min_rows', 'method'}, see the module docstring.
     total_steps: the run's number of optimizer steps.
+    table_shapes: {name: (rows, dim)} of the model's embedding tables
+      (embedding.lookups); required for a `sparse` that chooses tables.
   """
   if name not in OPTIMIZERS:
     raise ConfigError(
@@ -91,6 +113,51 @@ def make_optimizer(
     tx = optax.adamw(lr, weight_decay=weight_decay)
   else:
     tx = OPTIMIZERS[name](lr)
+  names = sparse_tables(sparse, table_shapes)
+  if names:
+    method = {**SPARSE_DEFAULTS, **(sparse or {})}['method']
+    opt = sparse_lib.SPARSE_OPTIMIZERS[method](lr)
+    return sparse_train.SparseTables(
+      tx, {n: opt for n in names}, float(grad_clip_norm)
+    )
   if grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
   return tx
+
+
+def sparse_tables(sparse: dict | None, table_shapes: dict | None) -> tuple:
+  """The names of the tables `sparse` chooses; ConfigError on a bad entry."""
+  extra = sorted(set(sparse or {}) - set(SPARSE_DEFAULTS))
+  if extra:
+    raise ConfigError(
+      f'optimizer.sparse.{extra[0]} is not a key, expected one of '
+      f'{", ".join(SPARSE_DEFAULTS)}'
+    )
+  s = {**SPARSE_DEFAULTS, **(sparse or {})}
+  if s['method'] not in sparse_lib.SPARSE_OPTIMIZERS:
+    raise ConfigError(
+      f'optimizer.sparse.method is {s["method"]!r}, expected one of '
+      f'{", ".join(sparse_lib.SPARSE_OPTIMIZERS)}'
+    )
+  shapes = table_shapes or {}
+  for name in s['tables']:
+    if name not in shapes:
+      raise ConfigError(
+        f'optimizer.sparse.tables has {name!r}, expected names of the '
+        f"model's embedding tables: {', '.join(sorted(shapes)) or 'none'}"
+      )
+  size = s['min_rows']
+  return tuple(
+    sorted(
+      n
+      for n, (rows, _) in shapes.items()
+      if n in s['tables'] or (size and rows >= size)
+    )
+  )
+
+
+def if_finite(tx, max_consecutive: int):
+  """optax.apply_if_finite around the (dense) optimizer."""
+  if isinstance(tx, sparse_train.SparseTables):
+    return tx._replace(dense=optax.apply_if_finite(tx.dense, max_consecutive))
+  return optax.apply_if_finite(tx, max_consecutive)

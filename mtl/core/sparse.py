@@ -57,11 +57,12 @@ batch. That moves N*(d+1) numbers per device, never V*d.
 Ids outside [0, V) update nothing (the dense gradient of `jnp.take` drops
 them too); `lookup` is `jnp.take`, the embedding layer's gather.
 
-Config proposal (issue 14): per table `optimizer: 'dense' | 'adagrad' |
-'rowwise_adagrad' | 'lazy_adam'`, or `sparse_above_rows=N`: tables of more
-than N rows take `sparse_optimizer` (default 'lazy_adam', the sparse form of
-the default dense 'adam'), smaller ones stay dense (the default, N = None).
-`SPARSE_OPTIMIZERS` names the sparse ones.
+Configuration (issue 14): `config.optimizer.sparse = {'tables': names,
+'min_rows': N, 'method': name}` chooses the sparse tables (named ones, and
+every table of >= N rows; 0: none by size) and their optimizer, one of
+`SPARSE_OPTIMIZERS`, at the optimizer's learning rate and schedule
+(mtl/core/optim.py); the train step integrates them by the perturb recipe
+(mtl/core/sparse_train.py). Dense stays the default.
 """
 
 from collections.abc import Callable

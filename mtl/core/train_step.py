@@ -13,7 +13,13 @@
    (XLA drops that part of the pass); for a gradient-space method
    (`combines_gradients`) the shared group takes sum_t c_t g_t with its
    coefficients c and the rest the base-weighted pass;
-5. the optax update.
+5. the optax update; or, with sparse embedding tables (`tx` a
+   sparse_train.SparseTables, chosen by config.optimizer.sparse), optax on
+   the other params and the sparse optimizer on the looked-up rows: the vjp
+   is then taken w.r.t. (the other params, zero perturbations of the
+   gathered rows), the tables closed over, so no [V, d] gradient is formed
+   (mtl/core/sparse_train.py). Per-task gradients of a sparse table are its
+   per-task row gradients, combined per task for norms and Gram matrices.
 
 Written per shard: with `axis_name` set, each shard's loss is its masked sum
 over the *global* row count (`psum` of counts), so `psum` of losses and
@@ -29,6 +35,7 @@ from jax import lax
 
 from mtl.core import losses as losses_lib
 from mtl.core import metrics as metrics_lib
+from mtl.core import sparse_train
 from mtl.core import task_grads as task_grads_lib
 from mtl.core import tasks as tasks_lib
 from mtl.core.tasks import Task
@@ -78,10 +85,11 @@ def make_train_step(
     )
   combines = bool(weighting.combines_gradients)
   want_task_grads = combines or bool(needs)
+  part = tx if isinstance(tx, sparse_train.SparseTables) else None
 
-  def task_losses(params, batch, rng):
+  def task_losses(variables, batch, rng):
     logits = model.apply(
-      {'params': params},
+      variables,
       features_of(batch),
       train=True,
       rngs={'dropout': rng},
@@ -114,23 +122,33 @@ def make_train_step(
       base = base_weights * hparams['task_weights']
       member_kw = {'member': hparams['member']}
     rng = jax.random.fold_in(state.rng, state.step)
-    local_losses, vjp_fn = jax.vjp(
-      lambda p: task_losses(p, batch, rng), state.params
+    primal, variables = sparse_train.differentiable(
+      part, model, state.params, batch['sparse']
     )
+    local_losses, vjp_fn = jax.vjp(
+      lambda p: task_losses(variables(p), batch, rng), primal
+    )
+    if part is not None:  # One tree: the rows' gradients under ROWS.
+      vjp_fn = sparse_train.one_tree(vjp_fn)
     losses = _psum(local_losses, axis_name)
-    extra = {}
+    extra, task_rows = {}, None
+    rows_of = lambda g: sparse_train.pop_rows(g, part)  # noqa: E731
     if want_task_grads:
       groups = {shared} if combines or 'task_grad_gram' in needs else set()
       if 'task_grad_norms' in needs:
         path = task_grads_lib.gradnorm_path(model, state.params)
         groups.add(path[0])
-      per_task = _psum(
-        task_grads_lib.per_task(vjp_fn, num_tasks, sorted(groups)), axis_name
+      if part is not None and sparse_train.EMBED in groups:
+        groups.add(sparse_train.ROWS)
+      per_task, task_rows = rows_of(
+        task_grads_lib.per_task(vjp_fn, num_tasks, sorted(groups))
       )
+      per_task = _psum(per_task, axis_name)
+      sp = (model, batch['sparse'], task_rows, part, axis_name)
       if 'task_grad_norms' in needs:
-        extra['task_grad_norms'] = task_grads_lib.norms_at(per_task, path)
+        extra['task_grad_norms'] = sparse_train.task_norms(per_task, path, *sp)
       if 'task_grad_gram' in needs:
-        extra['task_grad_gram'] = task_grads_lib.gram(per_task[shared])
+        extra['task_grad_gram'] = sparse_train.task_gram(per_task, shared, *sp)
     weights, weighting_state = weighting.update(
       base,
       state.weighting_state,
@@ -149,26 +167,51 @@ def make_train_step(
       # method): XLA drops from it what the per-task gradients already gave.
       # On census MMoE (T=2) GradNorm's step took 8.5 ms so against 9.8 ms
       # with every group's per-task gradients (equal weighting: 5.6 ms).
-      (grads,) = vjp_fn(base if combines else weights)
+      grads, row_grads = rows_of(vjp_fn(base if combines else weights)[0])
       grads = dict(_psum(grads, axis_name))
+      coefficient = lambda n: weights if n == shared or not combines else base  # noqa: E731
       for name, sub in per_task.items():
-        coefficients = weights if name == shared or not combines else base
-        grads[name] = task_grads_lib.combine(sub, coefficients)
+        grads[name] = task_grads_lib.combine(sub, coefficient(name))
+      if task_rows is not None:
+        c = coefficient(sparse_train.EMBED)
+        row_grads = task_grads_lib.combine(task_rows, c)
     else:
-      (grads,) = vjp_fn(weights)
+      grads, row_grads = rows_of(vjp_fn(weights)[0])
       grads = _psum(grads, axis_name)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    if hparams is not None:
-      updates = jax.tree.map(lambda u: u * hparams['lr_scale'], updates)
-    new_params = optax.apply_updates(state.params, updates)
+    if part is not None:  # optax on the dense params, sparse on the tables.
+      new_params, opt_state, finite = sparse_train.apply_updates(
+        part,
+        model,
+        state.params,
+        state.opt_state,
+        grads,
+        row_grads,
+        batch['sparse'],
+        step=state.step,
+        axis_name=axis_name,
+        scale=None if hparams is None else hparams['lr_scale'],
+        losses=losses,
+        skip_nonfinite=skip_nonfinite,
+      )
+    else:
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      if hparams is not None:
+        updates = jax.tree.map(lambda u: u * hparams['lr_scale'], updates)
+      new_params = optax.apply_updates(state.params, updates)
+      if skip_nonfinite:
+        # apply_if_finite judged the gradients (and zeroed the update); a
+        # non-finite loss with finite gradients is skipped here too.
+        finite = opt_state.last_finite & jnp.isfinite(losses).all()
+        new_params = jax.tree.map(
+          lambda new, old: jnp.where(finite, new, old),
+          new_params,
+          state.params,
+        )
     if skip_nonfinite:
-      # apply_if_finite judged the gradients (and zeroed the update); a
-      # non-finite loss with finite gradients is skipped here too.
-      finite = opt_state.last_finite & jnp.isfinite(losses).all()
-      new_params, weighting_state = jax.tree.map(
+      weighting_state = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old),
-        (new_params, weighting_state),
-        (state.params, state.weighting_state),
+        weighting_state,
+        state.weighting_state,
       )
     new_state = TrainState(
       step=state.step + 1,

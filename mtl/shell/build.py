@@ -10,19 +10,19 @@ import difflib
 
 import jax
 import ml_collections
-import optax
 from jax.experimental import multihost_utils
 
 from mtl.core import optim, parallel
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES
+from mtl.core.layers import embedding
 from mtl.core.model import make_model
 from mtl.core.weighting import WEIGHTINGS
-from mtl.data import DATASETS
+from mtl.data import DATASETS, streaming
 from mtl.errors import ConfigError
-from mtl.shell import keywords
+from mtl.shell import keywords, members
 
-INPUT_MODES = ('device', 'host')
+INPUT_MODES = ('device', 'host', 'stream')
 
 
 def _choose(kind: str, name: str, options) -> None:
@@ -41,6 +41,13 @@ def check_names(config: ml_collections.ConfigDict) -> None:
   _choose('model', config.model_name, ARCHITECTURES)
   _choose('weighting', config.weighting_name, WEIGHTINGS)
   _choose('input_mode', config.input_mode, INPUT_MODES)
+  if config.input_mode == 'stream':
+    streaming.check_streamable(config.dataset_name)
+    if members.is_population(config):
+      raise ConfigError(
+        "input_mode is 'stream' with a population, expected a single run "
+        "(a population trains on input_mode 'device' or 'host')"
+      )
 
 
 def load_dataset(config: ml_collections.ConfigDict):
@@ -63,11 +70,22 @@ def load_dataset(config: ml_collections.ConfigDict):
       'the config was built for another dataset; start from a config of '
       f'this one (common.base_config(model, {config.dataset_name!r}))'
     )
-  dataset = loader(**kwargs)
+  if config.input_mode == 'stream':
+    # The training split stays on disk: process 0 writes its row file.
+    dataset = streaming.load_streaming(kwargs, write=chief)
+  else:
+    dataset = loader(**kwargs)
   if multi and chief:
     multihost_utils.sync_global_devices('mtl: dataset prepared')
   # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
-  return ARCHITECTURES[config.model_name].adapt_dataset(dataset)
+  adapted = ARCHITECTURES[config.model_name].adapt_dataset(dataset)
+  if config.input_mode == 'stream' and adapted is not dataset:
+    raise ConfigError(
+      f"input_mode is 'stream' with model {config.model_name!r}, which "
+      "re-targets the dataset's tasks in memory; expected input_mode "
+      "'host' or 'device' for it"
+    )
+  return adapted
 
 
 def make_weighting(config: ml_collections.ConfigDict):
@@ -91,8 +109,10 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
     # Two towers split the embedded features by name (input_layout).
     feature_names=tuple(dataset.dense_names) + tuple(dataset.sparse_names),
   )
+  # Sparse embedding updates (optimizer.sparse) choose among these tables.
+  _, tables = embedding.lookups(model.vocab_sizes, model.embed_dim)
   tx = optim.make_optimizer(
-    **config.optimizer.to_dict(), total_steps=total_steps
+    **config.optimizer.to_dict(), total_steps=total_steps, table_shapes=tables
   )
   if config.skip_nonfinite:
     if config.max_consecutive_nonfinite < 1:
@@ -100,7 +120,7 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
         'max_consecutive_nonfinite is '
         f'{config.max_consecutive_nonfinite}, expected >= 1'
       )
-    tx = optax.apply_if_finite(tx, config.max_consecutive_nonfinite)
+    tx = optim.if_finite(tx, config.max_consecutive_nonfinite)
   weighting = make_weighting(config)
   # Validates per-task lengths up front; methods see the trained tasks.
   weighting.init(len(tasks_lib.trained(dataset.tasks)))
@@ -128,10 +148,10 @@ def parallel_devices(config) -> list | None:
   n = total if n == 0 else n
   if n == 1 and jax.process_count() == 1:
     return None
-  if config.input_mode != 'host':
+  if config.input_mode not in ('host', 'stream'):
     raise ConfigError(
       f'input_mode is {config.input_mode!r} with {n} devices, expected '
-      "'host': data-parallel runs take host batches (set "
+      "'host' or 'stream': data-parallel runs take host batches (set "
       '--config.input_mode=host)'
     )
   parallel.check_divisible(config.batch_size, n)

@@ -17,7 +17,8 @@ Rules:
 - Fixed keys: the table `_FIXED` (counts >= 1, intervals >= 0 where 0 means
   'off' or 'at epoch ends', num_auc_bins >= 2, the optimizer's ranges, the
   types of flags and strings), and the enumerations against the modules that
-  own their values: optim.OPTIMIZERS and SCHEDULES, parallel.BACKENDS,
+  own their values: optim.OPTIMIZERS and SCHEDULES,
+  sparse.SPARSE_OPTIMIZERS (optimizer.sparse.method), parallel.BACKENDS,
   writers.WANDB_MODES, and the registries and build.INPUT_MODES through
   build.check_names. towers.hidden may be empty (a tower straight to its
   logit, as tests/test_model.py builds); its entries are widths >= 1.
@@ -55,7 +56,7 @@ import re
 import types
 import typing
 
-from mtl.core import optim, parallel
+from mtl.core import optim, parallel, sparse
 from mtl.core.architectures import ARCHITECTURES, two_tower
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
@@ -103,6 +104,13 @@ _FIXED = {
   'optimizer.grad_clip_norm': _Rule('float', 0),
   'optimizer.schedule': _Rule('choice', choices=optim.SCHEDULES),
   'optimizer.warmup_steps': _count(0),
+  # Sparse embedding updates; table names are checked against the model's
+  # tables when it is built (optim.sparse_tables).
+  'optimizer.sparse.tables': _Rule('tuple', each=_Rule('str'), optional=True),
+  'optimizer.sparse.min_rows': _Rule('int', 0, optional=True),  # 0: off
+  'optimizer.sparse.method': _Rule(
+    'choice', choices=tuple(sparse.SPARSE_OPTIMIZERS), optional=True
+  ),
   'select_best': _Rule('bool'),
   'progress_bar': _Rule('bool'),
   'wandb.mode': _Rule('choice', choices=writers.WANDB_MODES),
