@@ -20,7 +20,7 @@ import numpy as np
 
 from mtl.core import bagging, parallel, population, train_state, train_step
 from mtl.core.weighting import WEIGHTINGS
-from mtl.data import pipeline
+from mtl.data import pipeline, streaming
 from mtl.errors import ConfigError
 from mtl.shell.build import parallel_devices
 from mtl.shell.epochs import EpochRunner, process_rows, to_local
@@ -96,7 +96,11 @@ class Single:
         for k, v in padded.items()
       }
       self._eval = lambda params, placed: to_local(ev.on_placed(params, placed))
-    self._runner = EpochRunner(config, step_fn, split, data_key, self._parallel)
+    stream = config.input_mode == 'stream'
+    rows = streaming.row_file(dataset) if stream else None
+    self._runner = EpochRunner(
+      config, step_fn, split, data_key, self._parallel, rows=rows
+    )
     self.num_devices = 1 if self.devices is None else len(self.devices)
 
   def permutation(self, epoch: int):
@@ -105,6 +109,17 @@ class Single:
   def run(self, state, perm, first_batch: int, k: int):
     state, m = self._runner.run(state, perm, first_batch, k)
     return state, jax.tree.map(lambda x: x[:, None], m)
+
+  @property
+  def dispatch_steps(self) -> int:
+    """Train steps per dispatch (steps_per_dispatch when they scan)."""
+    return self._runner.k
+
+  def data_state(self, epoch: int, batch: int):
+    return self._runner.data_state(epoch, batch)
+
+  def restore_data_state(self, data):
+    self._runner.restore_data_state(data)
 
   def evaluate(self, params, split: str):
     counts = jax.device_get(self._eval(params, self._eval_data[split]))
@@ -123,9 +138,9 @@ class Single:
     del j
     return to_local(params)
 
-  def first_rows(self, perm, j: int, batch_size: int):
+  def first_batch(self, perm, j: int, batch_size: int):
     del j
-    return np.asarray(perm[:batch_size])
+    return self._runner.first_batch(perm, batch_size)
 
 
 class Population:
@@ -260,5 +275,16 @@ class Population:
   def member_params(self, params, j: int):
     return population.member(params, j)
 
-  def first_rows(self, perms, j: int, batch_size: int):
-    return np.asarray(perms[j][:batch_size])
+  @property
+  def dispatch_steps(self) -> int:
+    return self._k
+
+  def data_state(self, epoch: int, batch: int):
+    del epoch, batch  # In memory: (epoch, batch) is the whole position.
+
+  def restore_data_state(self, data):
+    del data
+
+  def first_batch(self, perms, j: int, batch_size: int):
+    rows = np.asarray(perms[j][:batch_size])
+    return pipeline.take_rows(self._host_split, rows)

@@ -1,16 +1,18 @@
-"""Running the train steps of an epoch, in either input mode (shell code).
+"""Running the train steps of an epoch, in any input mode (shell code).
 
 `device`: the split lives on the device and `steps_per_dispatch` steps run
 in one `lax.scan`; `host`: numpy batches, one jitted (or data-parallel) step
-per dispatch, each process taking its own rows of every global batch.
+per dispatch, each process taking its own rows of every global batch;
+`stream`: the same batches as `host`, read from the split's row file on
+disk by a grain iterator (mtl/data/streaming.py) instead of from memory.
 """
 
 import jax
 import numpy as np
 
 from mtl.core import train_step
-from mtl.data import pipeline
-from mtl.errors import ConfigError
+from mtl.data import pipeline, streaming
+from mtl.errors import CheckpointError, ConfigError
 
 
 def process_rows(rows: np.ndarray) -> np.ndarray:
@@ -44,11 +46,22 @@ class EpochRunner:
   """
 
   def __init__(
-    self, config, step_fn, train_split, data_key, parallel_step=None
+    self,
+    config,
+    step_fn,
+    train_split,
+    data_key,
+    parallel_step=None,
+    rows: streaming.RowFile | None = None,
   ):
     self.mode = config.input_mode
     self.batch_size = config.batch_size
-    self.k = config.steps_per_dispatch if self.mode == 'device' else 1
+    # Stream mode scans k streamed batches per dispatch like device mode;
+    # a data-parallel step takes one batch per dispatch.
+    scans = self.mode == 'device' or (
+      self.mode == 'stream' and parallel_step is None
+    )
+    self.k = config.steps_per_dispatch if scans else 1
     if self.k < 1:
       raise ConfigError(
         f'steps_per_dispatch is {self.k}, expected a positive int'
@@ -56,6 +69,11 @@ class EpochRunner:
     self.host_split = train_split
     self.num_rows = train_split['labels'].shape[1]
     self.data_key = data_key
+    self.rows = rows  # Stream mode: the training split's row file.
+    if rows is not None:
+      self.num_rows = rows.num_rows
+    self._epoch, self._perm, self._it, self._resume = None, None, None, None
+    self._next = 0
     self._compiled = {}
     self._step_fn = step_fn
     self._parallel = parallel_step
@@ -76,20 +94,87 @@ class EpochRunner:
 
   def permutation(self, epoch: int):
     perm = pipeline.epoch_permutation(self.data_key, epoch, self.num_rows)
+    if self.mode == 'stream':
+      self._close()
+      self._epoch, self._perm = epoch, np.asarray(perm)
+      return self._perm
     return np.asarray(perm) if self.mode == 'host' else perm
+
+  def _close(self):
+    if self._it is not None and hasattr(self._it, 'close'):
+      self._it.close()
+    self._it = None
+
+  def data_state(self, epoch: int, batch: int) -> dict | None:
+    """The stream's position for a checkpoint taken at (epoch, batch):
+    {'epoch', 'iterator': grain's iterator state}; None in memory."""
+    if self.mode != 'stream':
+      return None
+    if self._it is not None and self._epoch == epoch:
+      state = self._it.get_state()
+    else:  # At an epoch's end: the next epoch's first batch.
+      state = {'next_index': batch}
+    return {'epoch': epoch, 'iterator': state}
+
+  def restore_data_state(self, data: dict | None):
+    """Resumes the stream where a checkpoint's `data_state` left it."""
+    self._resume = data
+
+  def _batch(self, first_batch: int):
+    """Batch `first_batch` of the epoch's stream (the iterator's next one)."""
+    if self._it is not None and self._next != first_batch:
+      self._close()
+    self._next = first_batch + 1
+    if self._it is None:
+      state = {'next_index': first_batch}
+      if self._resume is not None and self._resume['epoch'] == self._epoch:
+        state = dict(self._resume['iterator'])
+        if state.get('next_index') != first_batch:
+          raise CheckpointError(
+            f'the checkpoint of epoch {self._epoch} batch {first_batch} '
+            f'holds a data iterator at {state}, expected next_index '
+            f'{first_batch}'
+          )
+      self._resume = None
+      self._it = streaming.epoch_iterator(
+        self.rows,
+        self._perm,
+        self.batch_size,
+        share=process_rows if self._parallel is not None else lambda r: r,
+        state=state,
+      )
+    return next(self._it)
 
   def plan(self, steps: int, start: int = 0):
     """(first batch, number of batches) of each dispatch of an epoch."""
     return [(b, min(self.k, steps - b)) for b in range(start, steps, self.k)]
 
+  def first_batch(self, perm, batch_size: int):
+    """The first `batch_size` rows of the epoch's order (diagnostics)."""
+    rows = np.asarray(perm[:batch_size])
+    if self.mode == 'stream':
+      return self.rows.take(rows)
+    return pipeline.take_rows(self.host_split, rows)
+
   def run(self, state, perm, first_batch: int, k: int):
     """Runs batches first_batch..first_batch+k-1; metrics are [k, ...]."""
-    if self.mode == 'host':
-      rows = perm[first_batch * self.batch_size :][: self.batch_size]
-      if self._parallel is not None:
-        rows = process_rows(rows)
-      state, m = self._host_step(
-        state, pipeline.take_rows(self.host_split, rows)
-      )
+    if self.mode == 'stream' and self._parallel is None:
+      # k streamed batches in a row, scanned as device mode scans its own.
+      batches = [self._batch(first_batch + i) for i in range(k)]
+      data = {
+        key: np.concatenate([b[key] for b in batches], 0 if i < 2 else 1)
+        for i, key in enumerate(('dense', 'sparse', 'labels', 'mask'))
+      }
+      order = np.arange(k * self.batch_size, dtype=np.int32)
+      return self._scanned(k)(state, data, order, 0)
+    if self.mode in ('host', 'stream'):
+      if self.mode == 'stream':
+        batch = self._batch(first_batch)
+      else:
+        rows = perm[first_batch * self.batch_size :][: self.batch_size]
+        if self._parallel is not None:
+          rows = process_rows(rows)
+        batch = pipeline.take_rows(self.host_split, rows)
+      state, m = self._host_step(state, batch)
       return state, jax.tree.map(lambda x: x[None], to_local(m))
     return self._scanned(k)(state, self.device_split, perm, first_batch)

@@ -25,7 +25,7 @@ from mtl.core import diagnostics
 from mtl.core import metrics as metrics_lib
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES
-from mtl.data import pipeline
+from mtl.data import pipeline, streaming
 from mtl.errors import ConfigError, WorkdirError
 from mtl.shell import (
   build,
@@ -128,7 +128,9 @@ def _train(config, wd, t_start: float) -> dict:
   dataset = build.load_dataset(config)
   tasks = dataset.tasks
   train_tasks = tasks_lib.trained(tasks)
-  spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
+  spe = pipeline.steps_per_epoch(
+    streaming.train_rows(dataset), config.batch_size
+  )
   _check(config, spe)
   model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
   if is_population:
@@ -166,6 +168,7 @@ def _train(config, wd, t_start: float) -> dict:
   meta = {}
   if restored is not None:
     state, meta = restored
+    engine.restore_data_state(meta.get('data'))  # Stream: the iterator.
     console.say(f'resuming from step {int(np.max(state.step))}')
   elif config.init_from:
     state = _init_from(config, state, engine)
@@ -231,7 +234,9 @@ def _train(config, wd, t_start: float) -> dict:
         raise type(e)(f'{who}{e}; {kept}') from None
 
   def position(epoch, batch):
-    return {'epoch': epoch, 'batch': batch, 'best': best}
+    meta = {'epoch': epoch, 'batch': batch, 'best': best}
+    data = engine.data_state(epoch, batch)
+    return meta if data is None else {**meta, 'data': data}
 
   def save(epoch, batch, *, to=ckpt, params=None):
     s = state if params is None else state._replace(params=params)
@@ -246,7 +251,6 @@ def _train(config, wd, t_start: float) -> dict:
 
   diag_every = config.diagnostics_every_steps
   diag_fn = jax.jit(diagnostics.make_diagnostics(model, tasks))
-  train_split = dataset.splits['train']
   total = spe * config.num_epochs
   bar = console.progress_bar(
     total=total,
@@ -259,7 +263,7 @@ def _train(config, wd, t_start: float) -> dict:
   # Two processes of emulated CPU devices hang unless every step is waited
   # on; on one process a bounded queue is enough.
   max_inflight = 1 if jax.process_count() > 1 else MAX_INFLIGHT_DISPATCHES
-  k_max = config.steps_per_dispatch if config.input_mode == 'device' else 1
+  k_max = engine.dispatch_steps
   guard = preemption.PreemptionGuard()
   with guard:
     for epoch in range(start_step // spe, config.num_epochs):
@@ -300,10 +304,7 @@ def _train(config, wd, t_start: float) -> dict:
                   diagnostics.summarize(
                     diag_fn(
                       engine.member_params(state.params, j),
-                      pipeline.take_rows(
-                        train_split,
-                        engine.first_rows(perms, j, config.batch_size),
-                      ),
+                      engine.first_batch(perms, j, config.batch_size),
                     ),
                     tasks,
                   )
