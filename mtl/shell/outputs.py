@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from mtl.core import metrics as metrics_lib
+from mtl.data import preprocessing
 from mtl.shell import console
 from mtl.shell import members as members_lib
 from mtl.shell.workdir import truncate_metrics, write_json
@@ -57,6 +58,17 @@ class Outputs:
       w.close()
       write_json(self.dirs[j] / 'results.json', results[j])
     self.writers = []
+
+
+def write_preprocessing(config, workdir, dataset) -> None:
+  """<workdir>/preprocessing.json: how rows were encoded (process 0)."""
+  if jax.process_index() == 0:
+    write_json(
+      workdir / preprocessing.FILE,
+      preprocessing.artefact(
+        config.dataset_name, config.dataset.to_dict(), dataset
+      ),
+    )
 
 
 def member_scalars(m, j, tasks):

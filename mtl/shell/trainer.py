@@ -126,6 +126,7 @@ def _train(config, wd, t_start: float) -> dict:
   chief = jax.process_index() == 0
   is_population = members_lib.is_population(config)
   dataset = build.load_dataset(config)
+  outputs_lib.write_preprocessing(config, workdir, dataset)
   tasks = dataset.tasks
   train_tasks = tasks_lib.trained(tasks)
   spe = pipeline.steps_per_epoch(

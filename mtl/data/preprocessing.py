@@ -1,0 +1,380 @@
+"""The preprocessing a run trained with, as a file, and raw rows encoded by it.
+
+Issue 16 item 1. The trainer writes `<workdir>/preprocessing.json` when its
+dataset has loaded (`artefact`): the model's inputs (dense and sparse column
+names, vocabulary sizes with their per-feature layout), its tasks, and what
+turns a raw row into those inputs:
+
+  kind 'table'          the feature schema (features, tasks, task_order) and
+                        its fitted encoding (vocabularies or hash settings per
+                        table, dense moments, label moments), as the table
+                        builder stored them (table_builder.py)
+  kind 'census_income'  protocol, task group and the builder's encoding
+                        (training vocabularies, dense log1p and moments)
+  kind 'encoded'        no raw form (generated or already-encoded data): a row
+                        is its dense values and sparse ids by column name
+
+`Encoder(artefact)` encodes raw rows (a pandas chunk of strings, as
+table_builder.Source reads them) through the SAME functions the builders use:
+table_builder.Table's `_dense` / `_label`, schema.encode_ids and
+pad_sequences, census_income_builder.encode. A value never seen in training
+gets the OOV id (table: 1, census: 0). tests/test_after_training.py checks
+that the training file encoded here equals the prepared training split.
+
+Only numpy, pandas and mtl.data are imported: serving (mtl/serving.py) uses
+this module without the trainer.
+"""
+
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from mtl.core.layers.embedding import Column
+from mtl.data import census_income_builder as cib
+from mtl.data import schema as sc
+from mtl.data import table_builder as tb
+from mtl.errors import DataError
+
+FILE = 'preprocessing.json'
+FORMAT = 1
+KINDS = ('table', 'census_income', 'encoded')
+
+
+def _column_json(c):
+  if isinstance(c, Column):
+    return {
+      'size': int(c),
+      'feature': c.feature,
+      'table': c.table,
+      'pooling': c.pooling,
+      'dim': c.dim,
+    }
+  return int(c)
+
+
+def vocab_sizes(artefact: dict) -> tuple:
+  """The Dataset's vocab_sizes again (ints, or embedding Columns)."""
+  return tuple(
+    Column(
+      v['size'],
+      feature=v['feature'],
+      table=v['table'],
+      pooling=v['pooling'],
+      dim=v['dim'],
+    )
+    if isinstance(v, dict)
+    else int(v)
+    for v in artefact['vocab_sizes']
+  )
+
+
+def _metadata(dataset) -> dict | None:
+  """The builder's fitted encoding (TFDS metadata.json of its cache)."""
+  if 'prepared_dir' not in dataset.stats:
+    return None
+  path = pathlib.Path(dataset.stats['prepared_dir']) / 'metadata.json'
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise DataError(
+      f'{path}: cannot read the fitted encoding ({e}), expected the '
+      'metadata.json of the prepared data'
+    ) from e
+
+
+def artefact(dataset_name: str, kwargs: dict, dataset) -> dict:
+  """What preprocessing.json holds for a run's (adapted) dataset."""
+  out = {
+    'format': FORMAT,
+    'dataset_name': dataset_name,
+    'kind': 'encoded',
+    'dense_names': list(dataset.dense_names),
+    'sparse_names': list(dataset.sparse_names),
+    'vocab_sizes': [_column_json(c) for c in dataset.vocab_sizes],
+    'tasks': [
+      {
+        'name': t.name,
+        'kind': t.kind,
+        'weight': t.weight,
+        'train': t.train,
+        'head': t.head,
+      }
+      for t in dataset.tasks
+    ],
+  }
+  meta = None
+  if dataset_name in ('table', 'census_income'):
+    meta = _metadata(dataset)
+  if meta is None:  # No fitted encoding to save: rows come encoded.
+    return out
+  if dataset_name == 'table':
+    out.update(
+      kind='table',
+      schema={
+        'features': kwargs['features'],
+        'tasks': kwargs['tasks'],
+        'task_order': list(kwargs.get('task_order') or ()),
+      },
+      encoding={k: meta[k] for k in ('tables', 'dense', 'labels')},
+      user_column=kwargs.get('user_column'),
+    )
+  elif dataset_name == 'census_income':
+    out.update(
+      kind='census_income',
+      protocol=dataset.stats['protocol'],
+      task_group=dataset.stats['task_group'],
+      encoding={k: meta[k] for k in ('dense', 'vocabularies')},
+    )
+  return out
+
+
+def load(workdir) -> dict | None:
+  """The workdir's preprocessing.json, or None if it has none."""
+  path = pathlib.Path(workdir) / FILE
+  if not path.exists():
+    return None
+  try:
+    value = json.loads(path.read_text())
+  except ValueError as e:
+    raise DataError(f'{path}: is not JSON ({e})') from e
+  found = value.get('format') if isinstance(value, dict) else value
+  if found != FORMAT:
+    raise DataError(f'{path}: format {found!r}, expected {FORMAT}')
+  return value
+
+
+def user_feature(artefact: dict) -> str | None:
+  """The sparse column that identifies a row's user (GAUC), if any."""
+  names = artefact['sparse_names']
+  if artefact['kind'] == 'table':
+    schema = _schema(artefact)
+    for f in schema.of(sc.Categorical):
+      if f.column == artefact.get('user_column') and not f.hash_buckets:
+        return f.name
+  for name in ('user_id', 'user', 'uid'):
+    if name in names:
+      return name
+  return None
+
+
+def _schema(artefact) -> sc.Schema:
+  s = artefact['schema']
+  return sc.parse(s['features'], s['tasks'], tuple(s['task_order']))
+
+
+class _TableRows:
+  """table_builder.Table's own encoding methods, without its TFDS state."""
+
+  _dense_raw = tb.Table._dense_raw
+  _dense = tb.Table._dense
+  _label = tb.Table._label
+
+
+class Encoder:
+  """Raw rows -> the model's inputs (and labels), as the run was trained.
+
+  Attributes:
+    inputs: the columns a row must have.
+    labels: the columns labels are read from (evaluation on a file).
+    allowed: every column a file may hold without being an error.
+  """
+
+  def __init__(self, artefact: dict):
+    self.artefact = artefact
+    self.kind = artefact['kind']
+    if self.kind not in KINDS:
+      raise DataError(
+        f'preprocessing kind {self.kind!r}, expected one of {", ".join(KINDS)}'
+      )
+    self.tasks = [t['name'] for t in artefact['tasks']]
+    if self.kind == 'table':
+      self.schema = _schema(artefact)
+      self.inputs = []
+      for f in self.schema.features:
+        # A history is derived from the training log: a row brings it as a
+        # '|'-separated column of the user's earlier items, oldest first.
+        self.inputs.append(f.name if isinstance(f, sc.History) else f.column)
+      self.labels = [t.label for t in self.schema.tasks]
+      self.labels += [t.where.column for t in self.schema.tasks if t.where]
+    elif self.kind == 'census_income':
+      self.inputs = list(cib.DENSE) + list(artefact['sparse_names'])
+      self.labels = ['income', 'marital_stat', 'education']
+    else:
+      self.inputs = artefact['dense_names'] + artefact['sparse_names']
+      self.labels = self.tasks + [f'{t}_mask' for t in self.tasks]
+    self.inputs = list(dict.fromkeys(self.inputs))
+    self.labels = [
+      c for c in dict.fromkeys(self.labels) if c not in self.inputs
+    ]
+    self.allowed = set(self.inputs) | set(self.labels)
+    if self.kind == 'census_income':
+      self.allowed |= set(cib.COLUMNS)
+
+  def source(self, path, chunksize: int = 65536) -> tb.Source:
+    """How to read a CSV/TSV/Parquet file of raw rows (a census file with
+    no header line is read as the raw UCI format)."""
+    fmt = tb.file_format(path, 'auto')
+    src = tb.Source(str(path), fmt, None, ())
+    if self.kind == 'census_income' and fmt != 'parquet':
+      found = src.columns()
+      if len(found) == len(cib.COLUMNS) and not set(found) & set(self.inputs):
+        src = tb.Source(str(path), fmt, None, cib.COLUMNS)
+    return src
+
+  def check_columns(self, found, path, *, labels: bool, keep=()) -> None:
+    """One DataError line naming a missing or unexpected column."""
+    found = list(found)
+    need = self.inputs + (self.labels_needed() if labels else [])
+    for c in need + list(keep):
+      if c not in found:
+        close = sc._suggest(c, found)
+        what = 'label' if c in self.labels else 'input'
+        raise DataError(
+          f'{path}: has no column {c!r}{close}, expected the {what} columns '
+          f'{", ".join(need)}'
+        )
+    extra = [c for c in found if c not in self.allowed and c not in keep]
+    if extra:
+      raise DataError(
+        f'{path}: has column {extra[0]!r}, which the model does not read, '
+        f'expected only {", ".join(self.inputs)} (and labels '
+        f'{", ".join(self.labels)}); pass --keep={extra[0]} to copy it '
+        'to the output'
+      )
+
+  def labels_needed(self) -> list[str]:
+    if self.kind == 'encoded':
+      return [c for c in self.labels if not c.endswith('_mask')]
+    if self.kind == 'census_income':
+      group = self.artefact['task_group']
+      return (
+        ['income', 'marital_stat']
+        if group == 1
+        else ['education', 'marital_stat']
+      )
+    return self.labels
+
+  def features(self, chunk: pd.DataFrame, start: int, path) -> dict:
+    """{'dense': [n, F] f32, 'sparse': [n, S] i32} of raw rows; `start` is
+    the file's 0-based row of the chunk's first row (for messages)."""
+    offsets = start + np.arange(len(chunk))
+    chunk = chunk.reset_index(drop=True)
+    if self.kind == 'table':
+      return self._table(chunk, offsets, path)
+    if self.kind == 'census_income':
+      return self._census(chunk, offsets, path)[0]
+    dense = np.zeros((len(chunk), len(self.artefact['dense_names'])))
+    for j, c in enumerate(self.artefact['dense_names']):
+      dense[:, j] = tb.numbers(chunk, c, offsets, path)
+    sizes = vocab_sizes(self.artefact)
+    sparse = np.zeros((len(chunk), len(sizes)), np.int32)
+    for j, c in enumerate(self.artefact['sparse_names']):
+      ids = tb.numbers(chunk, c, offsets, path)
+      bad = (ids != np.round(ids)) | (ids < 0) | (ids >= int(sizes[j]))
+      if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+          f'{path}: row {offsets[i] + 1} column {c!r} is {ids[i]:g}, expected '
+          f'an id in [0, {int(sizes[j])})'
+        )
+      sparse[:, j] = ids
+    return {'dense': dense.astype(np.float32), 'sparse': sparse}
+
+  def labels_of(self, chunk: pd.DataFrame, start: int, path):
+    """(labels [T, n] f32, mask [T, n] f32) of the dataset's own tasks."""
+    offsets = start + np.arange(len(chunk))
+    chunk = chunk.reset_index(drop=True)
+    n = len(chunk)
+    if self.kind == 'census_income':
+      arrays = self._census(chunk, offsets, path, labels=True)[1]
+      y = np.stack([arrays[t] for t in self.tasks]).astype(np.float32)
+      return y, np.ones_like(y)
+    if self.kind == 'encoded':
+      ys, ms = [], []
+      for t in self.tasks:
+        ys.append(tb.numbers(chunk, t, offsets, path))
+        m = f'{t}_mask'
+        ms.append(
+          tb.numbers(chunk, m, offsets, path) if m in chunk else np.ones(n)
+        )
+      return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
+    source = tb.Source(str(path), 'csv', None, ())
+    ys, ms = [], []
+    for t in self.schema.tasks:
+      y, m = _TableRows()._label(t, chunk, offsets, source)
+      if t.scale != 'none':  # As table_builder._encoded_chunks.
+        stats = self.artefact['encoding']['labels'][t.name]
+        y = y - stats['mean']
+        if t.scale == 'standard':
+          y = y / stats['std']
+        y = np.where(m > 0, y, 0.0)
+      ys.append(y)
+      ms.append(m)
+    return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
+
+  def _table(self, chunk, offsets, path) -> dict:
+    """As table_builder.Table._encoded_chunks, feature by feature."""
+    s, enc = self.schema, self.artefact['encoding']
+    tables = enc['tables']
+    source = tb.Source(str(path), 'csv', None, ())
+    dense, sparse = [], []
+    for f in s.features:
+      if isinstance(f, sc.Dense):
+        dense += _TableRows()._dense(f, chunk, offsets, source, enc)
+      elif isinstance(f, sc.Categorical):
+        ids = sc.encode_ids(chunk[f.column].to_numpy(object), tables[f.name])
+        sparse.append(ids[:, None])
+      else:
+        table = tables[s.table_of(f.name)]
+        column = f.column if isinstance(f, sc.Sequence) else f.name
+        delimiter = f.delimiter if isinstance(f, sc.Sequence) else '|'
+        lists = [sc.split_values(c, delimiter) for c in chunk[column]]
+        sparse.append(
+          sc.pad_sequences(
+            lists, f.max_len, lambda v, e=table: sc.encode_ids(v, e)
+          )
+        )
+    n = len(chunk)
+    return {
+      'dense': np.stack(dense, 1).astype(np.float32)
+      if dense
+      else np.zeros((n, 0), np.float32),
+      'sparse': np.concatenate(sparse, 1).astype(np.int32)
+      if sparse
+      else np.zeros((n, 0), np.int32),
+    }
+
+  def _census(self, chunk, offsets, path, labels=False):
+    """Through census_income_builder.encode, the builder's own encoder."""
+    df = pd.DataFrame(index=chunk.index)
+    for c in cib.COLUMNS:
+      if c in cib.DENSE:
+        df[c] = tb.numbers(chunk, c, offsets, path)
+      elif c in chunk:
+        df[c] = chunk[c].astype(object).where(chunk[c].notna(), '?')
+        df[c] = df[c].astype(str).str.lstrip()  # skipinitialspace, as read_raw
+      else:
+        df[c] = '?'  # Not an input: a placeholder encode() reads past.
+    if labels and 'income' in chunk:
+      bad = ~df['income'].isin(cib.INCOME_VALUES)
+      if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        raise DataError(
+          f'{path}: row {offsets[i] + 1} income label is '
+          f'{df["income"].iloc[i]!r}, expected one of {cib.INCOME_VALUES}'
+        )
+    enc = self.artefact['encoding']  # JSON keys are sorted: builder order.
+    arrays = cib.encode(
+      df,
+      {
+        'dense': {n: enc['dense'][n] for n in cib.DENSE},
+        'vocabularies': {n: enc['vocabularies'][n] for n in cib.CATEGORICAL},
+      },
+    )
+    cols = [cib.CATEGORICAL.index(c) for c in self.artefact['sparse_names']]
+    return {
+      'dense': arrays['dense'],
+      'sparse': np.ascontiguousarray(arrays['categorical'][:, cols]),
+    }, arrays
