@@ -18,6 +18,7 @@ Separate workdirs of one dataset are fused by concatenating `Members`
 
 import copy
 import dataclasses
+import json
 import pathlib
 
 import jax
@@ -60,7 +61,11 @@ class Members:
 
 def load(config, workdir) -> Members:
   """The best-epoch params (checkpoints_best; checkpoints without
-  select_best) of the run or population `config` trained in `workdir`."""
+  select_best) of the run or population trained in `workdir`.
+
+  `config` gives the architecture and the data (any seed); the members are
+  those the workdir's results.json lists (else the config's population).
+  """
   config = copy.deepcopy(config)
   keywords.resolve_model(config, ARCHITECTURES)
   dataset = build.load_dataset(config)
@@ -82,18 +87,27 @@ def load(config, workdir) -> Members:
       ).params
     )
   )
-  if members.is_population(config):
-    listed = members.members_of(config, num_tasks)
-    names = [m['name'] for m in listed]
+  workdir = pathlib.Path(workdir)
+  # Who is there: the workdir's results.json (a population lists its
+  # members), else the config's population.
+  stored = workdir / 'results.json'
+  stored = json.loads(stored.read_text()) if stored.is_file() else {}
+  if 'members' in stored:
+    names = [m['member'] for m in stored['members']]
+  elif stored or not members.is_population(config):
+    names = None
+  else:
+    names = [m['name'] for m in members.members_of(config, num_tasks)]
+  if names is not None:
     k = len(names)
     abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct((k, *x.shape), x.dtype), one
     )
   else:
-    names, abstract = [pathlib.Path(workdir).name], one
+    names, abstract = [workdir.name], one
   sub = 'checkpoints_best' if config.select_best else 'checkpoints'
-  params, _ = checkpoint.restore_params(pathlib.Path(workdir) / sub, abstract)
-  if members.is_population(config):
+  params, _ = checkpoint.restore_params(workdir / sub, abstract)
+  if abstract is not one:
     params = [jax.tree.map(lambda x, j=j: x[j], params) for j in range(k)]
   else:
     params = [params]
