@@ -175,7 +175,8 @@ def evaluate(preds, group: Members, split: str, *, probabilities=True):
 
   Keys as a run's results (`<prefix>/auc/<task>`, logloss, mse), exact
   rather than binned, plus gauc/<task> (binary) and rmse, mae, xauc
-  (regression). Without `probabilities` (rank averages) only the ranking
+  (regression; xauc alone for a weighted_logistic watch time, whose
+  logit ranks). Without `probabilities` (rank averages) only the ranking
   metrics: auc, gauc, xauc.
   """
   prefix = 'val' if split == 'validation' else split
@@ -195,7 +196,7 @@ def evaluate(preds, group: Members, split: str, *, probabilities=True):
         out[f'{prefix}/logloss/{name}'] = float(ll)
     else:
       out[f'{prefix}/xauc/{name}'] = rm.xauc(y, p, u)
-      if probabilities:
+      if probabilities and task.kind == 'regression':  # Not a logit's.
         out[f'{prefix}/mse/{name}'] = rm.rmse(y, p) ** 2
         out[f'{prefix}/rmse/{name}'] = rm.rmse(y, p)
         out[f'{prefix}/mae/{name}'] = rm.mae(y, p)
