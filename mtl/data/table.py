@@ -57,8 +57,8 @@ from ml_collections import FrozenConfigDict
 
 from mtl.core.layers.embedding import Column
 from mtl.core.tasks import Task
+from mtl.data import cache, prepared
 from mtl.data import csv_builder as cb
-from mtl.data import prepared
 from mtl.data import schema as sc
 from mtl.data import table_builder as tb
 from mtl.data.dataset import Dataset
@@ -280,22 +280,36 @@ def load_table(
     tasks=tasks,
     task_order=tuple(task_order),
   )
-  quiet = _CustomConfig()  # Every table has its own config: no news.
-  absl_logging.get_absl_logger().addFilter(quiet)
-  try:
-    builder = tb.Table(
-      config=tb.TableConfig(spec=spec),
-      data_dir=data_dir,
-      file_format='array_record',
-      chunksize=chunksize,
-    )
-  finally:
-    absl_logging.get_absl_logger().removeFilter(quiet)
-  if not prepared.is_prepared(builder):
+
+  def make_builder():
+    quiet = _CustomConfig()  # Every table has its own config: no news.
+    absl_logging.get_absl_logger().addFilter(quiet)
+    try:
+      return tb.Table(
+        config=tb.TableConfig(spec=spec),
+        data_dir=data_dir,
+        file_format='array_record',
+        chunksize=chunksize,
+      )
+    finally:
+      absl_logging.get_absl_logger().removeFilter(quiet)
+
+  def prepare(builder):
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False)
     )
-  return _dataset(builder, schema, name, process_index, process_count)
+
+  # A cache that cannot be used is prepared again from the files (cache.py).
+  return cache.load(
+    make_builder,
+    prepare,
+    lambda b: _dataset(b, schema, name, process_index, process_count),
+    name=name,
+    raw_missing=lambda: [
+      s.path for s in sources.values() if not pathlib.Path(s.path).is_file()
+    ],
+    rebuild=process_index == 0,
+  )
 
 
 def _dataset(builder, schema, name, process_index, process_count) -> Dataset:
