@@ -1,7 +1,8 @@
 """Streaming CSV -> encoded blocks: what the CSV-based TFDS builders share.
 
-The Ali-CCP, AliExpress and MovieLens builders (ali_ccp_builder.py,
-aliexpress_builder.py, movielens_builder.py) never hold a raw file in memory:
+The Ali-CCP and AliExpress builders (ali_ccp_builder.py,
+aliexpress_builder.py) and the table builder (table_builder.py, which also
+prepares MovieLens) never hold a raw file in memory:
 
 - `read_chunks` reads a file with pandas in chunks of `chunksize` rows;
   `column` checks one column of a chunk and names the file, the 1-based data

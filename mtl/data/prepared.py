@@ -1,6 +1,7 @@
 """Preparing a CSV-based TFDS builder, and reading its records back per process.
 
-The loaders ali_ccp.py, aliexpress.py and movielens.py share these steps:
+The loaders ali_ccp.py and aliexpress.py share these steps (movielens.py,
+a `table` instance, uses `manual_dir`):
 find the raw files (`manual_dir` keyword, else $MTL_DATA_DIR/<folder>), fail
 with one line naming every missing file and how to get it, let TFDS prepare
 the cache (checksums checked against the builder's registered .tsv), and read

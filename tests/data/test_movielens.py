@@ -1,17 +1,19 @@
-"""Tests for the MovieLens 100K loader (mtl/data/movielens*.py).
+"""Tests for the MovieLens 100K loader (mtl/data/movielens.py), an instance of
+the `table` path.
 
-The raw u.* files are read here with pandas as the oracle. Which rating went
-to which split is read from the prepared data's `row` field (the rating's
-line in u.data); every expected feature and label is computed from the raw
-tables.
+The raw u.* files are read here with pandas as the oracle: the split is the
+documented numpy permutation of the u.data lines, every expected feature
+and label is computed from the raw tables joined by pandas.
 """
+
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import movielens, prepared
-from mtl.data import movielens_builder as mlb
+from mtl.data import movielens
+from mtl.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope='module')
@@ -47,24 +49,21 @@ def raw(data_dir):
 
 
 @pytest.fixture(scope='module')
-def rows(ds, tfds_dir):
-  builder = mlb.MovieLens100k(
-    config=mlb.MovieLens100k.config(
-      validation_fraction=0.1, test_fraction=0.1, seed=0
-    ),
-    data_dir=tfds_dir,
-  )
-  return {s: prepared.read_rows(builder, s)['row'] for s in mlb.SPLITS}
+def rows():
+  order = np.random.default_rng(0).permutation(100_000)
+  return {
+    'validation': np.sort(order[:10_000]),
+    'test': np.sort(order[10_000:20_000]),
+    'train': np.sort(order[20_000:]),
+  }
 
 
-def test_split_is_80_10_10_of_all_ratings(ds, rows):
+def test_split_is_80_10_10_of_all_ratings(ds):
   assert ds.stats['rows'] == {
     'train': 80_000,
     'validation': 10_000,
     'test': 10_000,
   }
-  every = np.sort(np.concatenate(list(rows.values())))
-  np.testing.assert_array_equal(every, np.arange(100_000))
   assert len(ds.dense_names) == 20 and len(ds.sparse_names) == 6
   assert [(t.name, t.kind) for t in ds.tasks] == [
     ('rating', 'regression'),
@@ -80,7 +79,7 @@ def test_labels_match_u_data(ds, raw, rows):
     labels = ds.splits[split]['labels']
     np.testing.assert_allclose(labels[0], rating - mean, atol=1e-5)
     np.testing.assert_array_equal(labels[1], rating >= 4)
-  likes = sum(ds.splits[s]['labels'][1].sum() for s in mlb.SPLITS)
+  likes = sum(ds.splits[s]['labels'][1].sum() for s in rows)
   assert likes == (raw['rating'] >= 4).sum() == 55_375
 
 
@@ -92,12 +91,11 @@ def test_uncentred_rating(tfds_dir, raw, rows):
 
 
 def test_sparse_features_use_training_vocabularies(ds, raw, rows):
-  train = raw.iloc[rows['train']]
   age = pd.cut(
     raw['age'],
     [0, 18, 25, 35, 45, 50, 56, 200],
     right=False,
-    labels=mlb.AGE_BUCKETS,
+    labels=movielens.AGE_BUCKETS,
   ).astype(str)
   columns = {
     'user_id': raw['user'],
@@ -107,34 +105,60 @@ def test_sparse_features_use_training_vocabularies(ds, raw, rows):
     'occupation': raw['occupation'],
     'zip_prefix': raw['zip'].str[0],
   }
+  assert set(ds.sparse_names) == set(columns)
   for j, name in enumerate(ds.sparse_names):
-    values = columns[name].to_numpy()
+    values = columns[name].astype(str).to_numpy()
     vocab = np.sort(np.unique(values[rows['train']]))
-    assert ds.vocab_sizes[j] == len(vocab) + 1, name
+    assert ds.vocab_sizes[j] == len(vocab) + 2, name  # padding, OOV
     for split, r in rows.items():
       seen = np.isin(values[r], vocab)
-      want = np.where(seen, np.searchsorted(vocab, values[r]) + 1, 0)
+      want = np.where(seen, np.searchsorted(vocab, values[r]) + 2, 1)
       np.testing.assert_array_equal(ds.splits[split]['sparse'][:, j], want)
-  # Items rated only outside training are out of vocabulary.
-  only_held_out = set(raw['item']) - set(train['item'])
+  # Items rated only outside training are out of vocabulary (id 1).
+  only_held_out = set(raw['item']) - set(raw['item'].iloc[rows['train']])
   assert only_held_out
   j = ds.sparse_names.index('item_id')
   test_items = raw['item'].to_numpy()[rows['test']]
-  oov = ds.splits['test']['sparse'][:, j] == 0
+  oov = ds.splits['test']['sparse'][:, j] == 1
   np.testing.assert_array_equal(oov, np.isin(test_items, list(only_held_out)))
-  assert ds.stats['vocab_sizes']['gender'] == 3
+  assert ds.stats['table_sizes']['gender'] == 2 + 2
 
 
 def test_dense_features(ds, raw, rows):
-  genres = raw[list(range(5, 24))].to_numpy(np.float32)
   year = pd.to_datetime(raw['release'], format='%d-%b-%Y').dt.year
   train_year = year.iloc[rows['train']]
   standard = ((year - train_year.mean()) / train_year.std(ddof=0)).fillna(0)
+  genre_of = {f'genre_{g}': 5 + i for i, g in enumerate(movielens.GENRES)}
   for split, r in rows.items():
     dense = ds.splits[split]['dense']
-    np.testing.assert_array_equal(dense[:, :19], genres[r])
-    np.testing.assert_allclose(dense[:, 19], standard.to_numpy()[r], atol=1e-5)
-  assert ds.dense_names[4] == "genre_Children's"
+    for j, name in enumerate(ds.dense_names[:-1]):
+      np.testing.assert_array_equal(dense[:, j], raw[genre_of[name]].iloc[r])
+    np.testing.assert_allclose(dense[:, -1], standard.to_numpy()[r], atol=1e-5)
+  assert ds.dense_names[-1] == 'release_year'
+  assert "genre_Children's" in ds.dense_names
+
+
+def test_history_of_previously_rated_movies(tfds_dir, raw, rows):
+  ds = movielens.load_movielens_100k(data_dir=tfds_dir, history_len=3)
+  names = list(ds.sparse_names)
+  at = names.index('history[0]')
+  item_col = names.index('item_id')
+  test = raw.iloc[rows['test']].reset_index(drop=True)
+  a = ds.splits['test']['sparse']
+  for k in (0, 1, 2, 500, 9_999):
+    row = test.iloc[k]
+    earlier = raw[(raw.user == row.user) & (raw.time < row.time)]
+    earlier = earlier.assign(line=earlier.index).sort_values(['time', 'line'])
+    want_items = earlier.item.to_numpy()[-3:]
+    # Ids through the item vocabulary: read them off rows with those items.
+    ids = [
+      ds.splits['train']['sparse'][
+        np.flatnonzero(raw.item.to_numpy()[rows['train']] == i)[:1], item_col
+      ]
+      for i in want_items
+    ]
+    want = [int(i[0]) if len(i) else 1 for i in ids]
+    assert a[k, at : at + 3].tolist() == want + [0] * (3 - len(want)), k
 
 
 def test_process_shares_concatenate_to_the_training_split(ds, tfds_dir):
@@ -156,7 +180,7 @@ def test_process_shares_concatenate_to_the_training_split(ds, tfds_dir):
 
 
 def test_bad_inputs(tmp_path, data_dir):
-  with pytest.raises(ValueError) as err:
+  with pytest.raises(ConfigError) as err:
     movielens.load_movielens_100k(validation_fraction=0.5, test_fraction=0.5)
   assert str(err.value) == (
     'movielens_100k: validation_fraction 0.5 and test_fraction 0.5, '
@@ -167,31 +191,39 @@ def test_bad_inputs(tmp_path, data_dir):
     movielens.load_movielens_100k(manual_dir=manual, data_dir=tmp_path / 't')
   message = str(err.value)
   assert '\n' not in message and str(manual / 'u.data') in message
-  assert mlb.URL in message and 'ml-100k.zip' in message
+  assert movielens.URL in message and 'ml-100k.zip' in message
   # A rating of 6 in an otherwise registered-looking file: checksum first.
   manual.mkdir()
-  for name in mlb.FILES:
+  for name in movielens.FILES:
     (manual / name).write_bytes(
       (data_dir / 'movielens-100k' / name).read_bytes()
     )
   lines = (manual / 'u.data').read_text().splitlines()
   lines[2] = lines[2].replace('\t1\t', '\t6\t')
   (manual / 'u.data').write_text('\n'.join(lines) + '\n')
-  with pytest.raises(ValueError, match='is not the registered file'):
+  with pytest.raises(DataError, match='is not the registered file') as err:
     movielens.load_movielens_100k(manual_dir=manual, data_dir=tmp_path / 't')
-  rows = mlb.joined_chunks(
-    manual / 'u.data',
-    1000,
-    mlb.read_tables(_paths(data_dir)),
-    np.zeros(100_000, np.int8),
-    0,
-  )
-  with pytest.raises(ValueError) as err:
-    next(rows)
+  assert '\n' not in str(err.value)
+  paths = {name: manual / name for name in movielens.FILES}
+  with pytest.raises(DataError) as err:
+    movielens.write_joined(paths, tmp_path / 'j.tsv', 1000)
   assert str(err.value) == (
     f'{manual / "u.data"}: row 3 column rating is 6, expected an integer 1-5'
   )
+  assert not (tmp_path / 'j.tsv').exists()
 
 
-def _paths(data_dir):
-  return {name: data_dir / 'movielens-100k' / name for name in mlb.FILES}
+def test_a_damaged_cache_is_prepared_again_from_the_joined_file(
+  tmp_path, ds, tfds_dir
+):
+  # The joined file alone (no raw files) prepares the cache, and again
+  # when the cache is damaged.
+  shutil.copytree(tfds_dir / 'movielens_100k', tmp_path / 'movielens_100k')
+  first = movielens.load_movielens_100k(data_dir=tmp_path, manual_dir='/no')
+  (version,) = (tmp_path / 'table').glob('movielens_100k-*/1.0.0')
+  record = next(version.glob('table-train.array_record*'))
+  record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
+  again = movielens.load_movielens_100k(data_dir=tmp_path, manual_dir='/no')
+  for loaded in (first, again):
+    for key, a in ds.splits['train'].items():
+      np.testing.assert_array_equal(loaded.splits['train'][key], a)
