@@ -1,0 +1,237 @@
+"""A trained workdir opened again: its config, model, params and inputs.
+
+Shell code shared by mtl-eval, mtl-predict and mtl-export (issue 16). A run
+is rebuilt from what its workdir recorded, read only (no lock: a live run
+may be writing; checkpoints are read as they were committed):
+
+  config.json         the resolved config (model, tasks, eval settings)
+  preprocessing.json  inputs, vocabulary sizes and tasks (mtl.data
+                      .preprocessing); a workdir written before it existed
+                      loads its dataset instead
+  checkpoints_best/   'best' (what results.json reports when select_best)
+  checkpoints/        'latest' or a step number
+
+`make_outputs` is the inference function of them all: the eval step's
+forward pass (train=False, each task on its head row), then per task a
+probability (sigmoid) or a regression value in the label's units.
+"""
+
+import dataclasses
+import json
+import pathlib
+import types
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mtl.core import tasks as tasks_lib
+from mtl.data import preprocessing
+from mtl.errors import CheckpointError, WorkdirError
+from mtl.shell import build, checkpoint, members
+from mtl.shell.workdir import CONFIG_FILE
+
+
+@dataclasses.dataclass
+class Run:
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict
+  artefact: dict
+  tasks: tuple
+  model: object
+  members: list  # [{'name': ...}]; a single run: [{'name': None}]
+
+  @property
+  def is_population(self) -> bool:
+    return self.members[0]['name'] is not None
+
+
+def _config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  path = workdir / CONFIG_FILE
+  if not workdir.is_dir():
+    raise WorkdirError(
+      f'{workdir} is not a directory, expected the workdir of an mtl-train run'
+    )
+  if not path.is_file():
+    raise WorkdirError(
+      f'{workdir} has no {CONFIG_FILE}, expected the workdir of an mtl-train '
+      'run'
+    )
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except ValueError as e:
+    raise WorkdirError(f'{path} is not JSON ({e})') from e
+
+
+def load_dataset(config):
+  """The run's dataset in memory (a run that streamed its training rows
+  from disk is evaluated on the same splits, loaded whole)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if config.get('input_mode') == 'stream':
+    config.input_mode = 'device'
+  return build.load_dataset(config)
+
+
+def open_run(workdir, *, dataset=None) -> Run:
+  """The run of `workdir`; `dataset` (already loaded) spares a reload when
+  the workdir has no preprocessing.json."""
+  workdir = pathlib.Path(workdir)
+  config = _config(workdir)
+  artefact = preprocessing.load(workdir)
+  if artefact is None:
+    if dataset is None:
+      dataset = load_dataset(config)
+    artefact = preprocessing.artefact(
+      config.dataset_name, config.dataset.to_dict(), dataset
+    )
+  tasks = tuple(
+    tasks_lib.Task(t['name'], t['kind'], t['weight'], t['train'], t['head'])
+    for t in artefact['tasks']
+  )
+  shape = types.SimpleNamespace(  # What build.build reads of a Dataset.
+    tasks=tasks,
+    vocab_sizes=preprocessing.vocab_sizes(artefact),
+    dense_names=tuple(artefact['dense_names']),
+    sparse_names=tuple(artefact['sparse_names']),
+  )
+  model, _, _ = build.build(config, shape, total_steps=1)
+  n = len(tasks_lib.trained(tasks))
+  if members.is_population(config):
+    who = members.members_of(config, n)
+  else:
+    who = [members.single_member(config, n)]
+  return Run(workdir, config, artefact, tasks, model, who)
+
+
+def abstract_params(run: Run):
+  example = {
+    'dense': jnp.zeros((2, len(run.artefact['dense_names'])), jnp.float32),
+    'sparse': jnp.zeros((2, len(run.artefact['sparse_names'])), jnp.int32),
+  }
+  one = jax.eval_shape(
+    lambda: run.model.init(jax.random.key(0), example, train=False)['params']
+  )
+  if not run.is_population:
+    return one
+  k = len(run.members)
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct((k, *x.shape), x.dtype), one
+  )
+
+
+def _steps(directory: pathlib.Path) -> list[int]:
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def choose(run: Run, which: str) -> tuple[pathlib.Path, list[int]]:
+  """(checkpoint directory, candidate steps newest first) of 'best',
+  'latest' or a step number; 'default' is what results.json reports."""
+  best, latest = run.workdir / 'checkpoints_best', run.workdir / 'checkpoints'
+  if which == 'default':
+    which = 'best' if run.config.select_best and _steps(best) else 'latest'
+  if which in ('best', 'latest'):
+    directory = best if which == 'best' else latest
+    steps = _steps(directory)[::-1]
+    if not steps:
+      raise CheckpointError(
+        f'{directory} holds no checkpoint, expected the {which} checkpoint '
+        'of a trained run (train it with mtl-train first)'
+      )
+    return directory, steps
+  try:
+    step = int(which)
+  except ValueError:
+    raise CheckpointError(
+      f'--checkpoint is {which!r}, expected best, latest or a step number'
+    ) from None
+  for directory in (latest, best):
+    if step in _steps(directory):
+      return directory, [step]
+  raise CheckpointError(
+    f'{run.workdir} has no checkpoint of step {step}, expected one of '
+    f'{_steps(latest) or "none"} (checkpoints/) or {_steps(best) or "none"} '
+    '(checkpoints_best/)'
+  )
+
+
+def restore_params(run: Run, which: str = 'default'):
+  """(params, {'checkpoint': directory, 'step': step}) of a checkpoint.
+
+  A corrupt checkpoint (checksums) is skipped for 'best' and 'latest', as
+  training's resume does, and an error for a step asked by number.
+  """
+  directory, steps = choose(run, which)
+  abstract = checkpoint._to_disk(abstract_params(run))
+  ckpt = checkpoint.Checkpointer(directory, read_only=True, async_save=False)
+  problems = []
+  try:
+    for step in steps:
+      try:
+        saved = ckpt._saved_tree(step)
+        checkpoint.check_compatible(
+          saved.get('params'), abstract, directory=directory, step=step
+        )
+        full = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved
+        )
+        state, _ = ckpt._restore(step, full)
+      except checkpoint._Corrupt as e:
+        problems.append(f'step {step}: {e}')
+        continue
+      params = jax.tree.map(jnp.asarray, state['params'])
+      return params, {'checkpoint': str(directory), 'step': int(step)}
+  finally:
+    ckpt.close()
+  raise CheckpointError(
+    f'{directory}: no checkpoint restores ({"; ".join(problems)})'
+  )
+
+
+def output_transform(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per task: (binary?, scale, shift, log1p?) turning a model output into
+  a probability or a value in the label's units (table regressions may be
+  standardised or log1p'd for training)."""
+  binary = np.array([t.kind == 'binary' for t in run.tasks])
+  scale, shift = np.ones(len(run.tasks)), np.zeros(len(run.tasks))
+  log1p = np.zeros(len(run.tasks), bool)
+  if run.artefact['kind'] == 'table':
+    specs = run.artefact['schema']['tasks']
+    moments = run.artefact['encoding']['labels']
+    for i, t in enumerate(run.tasks):
+      spec = specs.get(t.name, {})
+      if t.kind != 'regression' or t.name not in moments:
+        continue
+      if spec.get('scale', 'none') in ('center', 'standard'):
+        shift[i] = moments[t.name]['mean']
+      if spec.get('scale', 'none') == 'standard':
+        scale[i] = moments[t.name]['std']
+      log1p[i] = spec.get('transform', 'none') == 'log1p'
+  return binary, scale, shift, log1p
+
+
+def make_outputs(run: Run, *, logits: bool = False):
+  """`outputs(params, dense, sparse) -> [T, B] f32` (or the eval step's
+  logits [T, B], each task on its head row, with logits=True)."""
+  rows = np.asarray(tasks_lib.head_rows(run.tasks))
+  binary, scale, shift, log1p = (jnp.asarray(a) for a in output_transform(run))
+  scale, shift = scale.astype(jnp.float32), shift.astype(jnp.float32)
+
+  def outputs(params, dense, sparse):
+    z = run.model.apply(
+      {'params': params}, {'dense': dense, 'sparse': sparse}, train=False
+    )[rows]
+    if logits:
+      return z
+    value = z * scale[:, None] + shift[:, None]
+    value = jnp.where(log1p[:, None], jnp.expm1(value), value)
+    return jnp.where(binary[:, None], jax.nn.sigmoid(z), value)
+
+  return outputs
+
+
+def member_dir(run: Run, j: int) -> pathlib.Path:
+  name = run.members[j]['name']
+  return run.workdir if name is None else run.workdir / 'members' / name
