@@ -132,10 +132,13 @@ def main(argv):
       r['generation'] = g
     searched += rows
     state = es.tell(state, theta, [r['score'] for r in rows])
+    # The ES's mean, the GA's and the swarm's best so far; the step size
+    # of the ES and the GA (the swarm has none).
+    step = getattr(state, 'sigma', None)
     print(
       f'generation {g}: best {max(r["score"] for r in rows):.5f}, '
-      f'mean weights {evolution.weights_of(state.mean).round(3).tolist()}, '
-      f'sigma {state.sigma:.3f}',
+      f'centre weights {evolution.weights_of(state.mean).round(3).tolist()}'
+      + ('' if step is None else f', sigma {step:.3f}'),
       flush=True,
     )
 
@@ -174,6 +177,12 @@ def main(argv):
 
 
 def markdown(r) -> str:
+  searcher = {
+    'es': 'evolution strategy',
+    'ga': 'genetic algorithm',
+    'pso': 'particle swarm',
+  }[r.get('search', 'es')]
+
   def row(name, x, n):
     w = ', '.join(f'{v:.3f}' for v in x['weights'])
     return (
@@ -191,9 +200,10 @@ def markdown(r) -> str:
         '| val income | val marital | test income | test marital |',
         '|---|---:|---|---:|---:|---:|---:|---:|',
         row('grid', r['best_grid'], r['grid_evaluations']),
-        row('evolution strategy', r['best_es'], r['es_evaluations']),
+        row(searcher, r['best_es'], r['es_evaluations']),
         '',
-        f'Evolution at least as good as the grid: {r["es_at_least_as_good"]}. '
+        f'{searcher.capitalize()} at least as good as the grid: '
+        f'{r["es_at_least_as_good"]}. '
         f'Hypervolume above {[round(x, 4) for x in r["reference"]]}: grid '
         f'{r["hypervolume_grid"]:.3e}, grid + evolution '
         f'{r["hypervolume_grid_and_es"]:.3e}; Pareto set: '
