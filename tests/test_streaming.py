@@ -1,0 +1,273 @@
+"""input_mode='stream' (mtl/data/streaming.py) against the in-memory modes.
+
+A small generated scale table (mtl/data/scale.py) is prepared once. The
+streamed batches are the in-memory batches of the same permutation; a
+stream run equals a device run bit for bit; two streaming processes equal
+one; a run killed mid-epoch resumes from its checkpointed iterator state
+and ends bitwise like an uninterrupted run; a dataset with nothing to
+stream is one ConfigError line.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mtl.data import pipeline, streaming
+from mtl.data.scale import write_scale_table
+from mtl.errors import ConfigError
+from mtl.shell import checkpoint
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ROWS, BATCH = 2000, 128
+SPE = ROWS // BATCH  # 15 steps an epoch
+TOTAL = SPE  # One epoch.
+
+
+@pytest.fixture(scope='module')
+def table(tmp_path_factory, tfds_dir):
+  """(MTL_SCALE_DIR, the scale config's dataset keywords), prepared."""
+  sys.path.insert(0, str(REPO))
+  from configs import scale
+
+  root = tmp_path_factory.mktemp('scale')
+  write_scale_table(
+    scale.scale_dir(ROWS, root), rows=ROWS, num_users=200, num_items=300
+  )
+  os.environ['MTL_SCALE_DIR'] = str(root)  # Expanded in dataset.path.
+  kwargs = scale.get_config(str(ROWS)).dataset.to_dict()
+  kwargs['data_dir'] = str(tfds_dir)
+  streaming.load_streaming(kwargs)  # Prepares it and writes the row file.
+  return root, kwargs
+
+
+def test_stream_order_is_the_in_memory_order(table):
+  from mtl.data import DATASETS
+
+  _, kwargs = table
+  memory = DATASETS['table'](**kwargs).splits['train']
+  rows = streaming.row_file(streaming.load_streaming(kwargs, write=False))
+  assert rows.num_rows == ROWS
+  key = jax.random.key(3)
+  for epoch in (0, 1):
+    perm = np.asarray(pipeline.epoch_permutation(key, epoch, ROWS))
+    want = list(pipeline.host_batches(memory, perm, BATCH))
+    got = list(streaming.epoch_iterator(rows, perm, BATCH))
+    assert len(got) == len(want) == SPE
+    for a, b in zip(got, want, strict=True):
+      jax.tree.map(np.testing.assert_array_equal, a, b)
+  it = streaming.epoch_iterator(rows, perm, BATCH, state={'next_index': 9})
+  jax.tree.map(np.testing.assert_array_equal, next(it), want[9])
+  assert it.get_state() == {'next_index': 10}
+
+
+# A small model and checkpoints every 4 steps (mid-epoch).
+OVERRIDES = {
+  'batch_size': BATCH,
+  'num_epochs': 1,
+  'model.num_experts': 2,
+  'model.expert_hidden': (16,),
+  'embedding.dim': 4,
+  'towers.hidden': (8,),
+  'eval_batch_size': 512,
+  'steps_per_dispatch': 4,
+  'checkpoint.every_steps': 4,
+  'progress_bar': False,
+}
+
+
+def _config(tfds_dir, mode: str):
+  from configs import scale
+
+  config = scale.get_config(str(ROWS))
+  for key, value in OVERRIDES.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  config.dataset.data_dir = str(tfds_dir)
+  config.input_mode = mode
+  return config
+
+
+def _flags(tfds_dir, workdir, *extra):
+  def text(v):
+    return str(v).lower() if isinstance(v, bool) else str(v).replace(' ', '')
+
+  return [
+    f'--config=configs/scale.py:{ROWS}',
+    f'--workdir={workdir}',
+    f'--config.dataset.data_dir={tfds_dir}',
+    *(f'--config.{k}={text(v)}' for k, v in OVERRIDES.items()),
+    *extra,
+  ]
+
+
+def _env(root):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  bin_dir = str(pathlib.Path(sys.executable).parent)
+  env.update(
+    MTL_SCALE_DIR=str(root),
+    JAX_PLATFORMS='cpu',
+    PATH=f'{bin_dir}:{env.get("PATH", "")}',
+  )
+  return env
+
+
+def _train(root, tfds_dir, workdir, *extra, timeout=300):
+  proc = subprocess.run(
+    [sys.executable, '-m', 'mtl.shell.main']
+    + _flags(tfds_dir, workdir, *extra),
+    cwd=REPO,
+    env=_env(root),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads((workdir / 'results.json').read_text())
+
+
+def _final(workdir):
+  """The last checkpoint's state, read onto one device (whatever the
+  devices and processes that saved it)."""
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', read_only=True)
+  step = ckpt.all_steps()[-1]
+  assert step == TOTAL, ckpt.all_steps()
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+    ckpt._saved_tree(step),
+  )
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+  state = ckpt._manager.restore(step, args=args)['state']
+  ckpt.close()
+  return state
+
+
+def _assert_same(workdir, reference):
+  jax.tree.map(
+    np.testing.assert_array_equal, _final(workdir), _final(reference)
+  )
+  got, want = (
+    json.loads((w / 'results.json').read_text()) for w in (workdir, reference)
+  )
+  assert got['test'] == want['test']
+  assert got['validation'] == want['validation']
+
+
+STREAM = ('--config.input_mode=stream',)
+# One process of two devices, the data-parallel step: the reference of the
+# two-process run and of the killed run.
+TWO_DEVICES = (
+  *STREAM,
+  '--num_cpu_devices=2',
+  '--config.parallel.num_devices=0',
+)
+
+
+@pytest.fixture(scope='module')
+def reference(table, tfds_dir, tmp_path_factory):
+  root, _ = table
+  workdir = tmp_path_factory.mktemp('reference')
+  _train(root, tfds_dir, workdir, *TWO_DEVICES)
+  return workdir
+
+
+def test_a_stream_run_equals_a_device_run(table, tfds_dir, tmp_path):
+  from mtl.shell import trainer
+
+  for mode in ('device', 'stream'):  # In this process: no start-up cost.
+    trainer.train(_config(tfds_dir, mode), tmp_path / mode)
+  _assert_same(tmp_path / 'stream', tmp_path / 'device')
+
+
+def test_two_streaming_processes_equal_one(
+  table, tfds_dir, reference, tmp_path
+):
+  root, _ = table
+  workdir = tmp_path / 'two'
+  cmd = ['launch/multiprocess_cpu.sh', '2', '1', f'configs/scale.py:{ROWS}']
+  cmd += [str(workdir)] + _flags(tfds_dir, workdir, *STREAM)[2:]
+  proc = subprocess.Popen(
+    cmd,
+    cwd=REPO,
+    env=_env(root),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,
+  )
+  try:
+    out = proc.communicate(timeout=300)[0]
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, 9)  # jax.distributed catches SIGTERM.
+    raise
+  logs = [(workdir / f'process_{i}.log').read_text() for i in range(2)]
+  assert proc.returncode == 0, out[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+  assert (
+    json.loads((workdir / 'results.json').read_text())['num_processes'] == 2
+  )
+  _assert_same(workdir, reference)
+
+
+def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
+  table, tfds_dir, reference, tmp_path
+):
+  root, _ = table
+  proc = subprocess.Popen(
+    [sys.executable, '-m', 'mtl.shell.main']
+    + _flags(tfds_dir, tmp_path, *TWO_DEVICES),
+    cwd=REPO,
+    env=_env(root),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  deadline = time.time() + 240
+  while not list((tmp_path / 'checkpoints').glob('*/commit_success.txt')):
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() < deadline, 'no checkpoint in time'
+    time.sleep(0.02)
+  proc.kill()  # SIGKILL at the first checkpoint: mid-epoch 0.
+  proc.wait(timeout=30)
+  # The newest committed checkpoint is what the rerun resumes from; its
+  # meta holds the stream's position (read now: retention drops it later).
+  step = max(
+    int(p.parent.name)
+    for p in (tmp_path / 'checkpoints').glob('*/commit_success.txt')
+  )
+  meta = ocp.JsonCheckpointHandler().restore(
+    tmp_path / 'checkpoints' / str(step) / 'meta'
+  )
+  assert 0 < step < TOTAL and step % SPE, step
+  assert meta['data'] == {
+    'epoch': step // SPE,
+    'iterator': {'next_index': step % SPE},
+  }
+  result = _train(root, tfds_dir, tmp_path, *TWO_DEVICES)
+  assert result['resumed_from_step'] == step
+  _assert_same(tmp_path, reference)
+
+
+def test_stream_without_array_record_files_is_one_config_error():
+  sys.path.insert(0, str(REPO))
+  from configs import common
+  from mtl.shell import build
+
+  config = common.base_config('mmoe', 'synthetic')
+  config.input_mode = 'stream'
+  with pytest.raises(ConfigError) as e:
+    build.check_names(config)
+  message = str(e.value)
+  assert '\n' not in message
+  assert "input_mode is 'stream' with dataset 'synthetic'" in message
+  assert 'array_record' in message
