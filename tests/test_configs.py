@@ -5,6 +5,7 @@ import importlib
 import inspect
 import pathlib
 
+import ml_collections
 import pytest
 
 from configs import census, common
@@ -81,7 +82,11 @@ def test_defaults_come_from_the_signatures():
     entries = common.base_config('mmoe', name).dataset
     assert set(entries) == set(params), name
     for key, value in entries.items():
-      assert value == params[key].default, (name, key)
+      default = params[key].default
+      if isinstance(default, ml_collections.FrozenConfigDict):
+        # ConfigDicts compare their locking too: compare the contents.
+        value, default = value.to_dict(), default.as_configdict().to_dict()
+      assert value == default, (name, key)
   for name, method in WEIGHTINGS.items():
     params = inspect.signature(method).parameters
     entries = config.weighting[name]
