@@ -1,0 +1,388 @@
+"""Streaming input (issue 14.6) on the generated scale dataset (14.8).
+
+  python experiments/scale_streaming.py [--parts=modes,epoch]
+      [--memory_rows=1000000] [--scale_rows=50000000] [--root=/tmp/scale]
+
+(a) `modes`: the same model (configs/scale.py, MMoE) and data that fits in
+    memory (`--memory_rows` training rows) trained `--epochs` epochs in
+    each of input_mode device, host and stream; examples/s is the trainer's
+    own (results.json train_examples_per_s: the epochs after the first, so
+    compilation is left out) and the peak RSS of each run's process. Goal:
+    stream >= 0.7x the in-memory modes.
+(b) `epoch`: one streaming epoch over the `--scale_rows` training split: the
+    trainer's reader (mtl/data/streaming.py, the epoch's permutation, each
+    batch read by grain and put on the device) over every full batch, in a
+    subprocess of its own; rows/s and its peak RSS (getrusage ru_maxrss).
+    Then the trainer itself in stream mode on that split for
+    `--train_seconds`, stopped by SIGTERM: its peak RSS with the model,
+    optimizer state and evaluation splits. Goal: peak RSS < 2 GB.
+    `--direct`: the row file is encoded straight from the generated Parquet
+    (`direct_row_file`, vectorised) instead of by the `table` dataset's
+    preparation, which takes hours at 50M rows on this machine (Python
+    per value); `--train_seconds=0` then skips the trainer, which needs
+    the prepared table.
+
+The tables are generated (mtl/data/scale.py) and prepared under `--root`
+once and reused. Writes experiments/results/scale_streaming.{json,md}.
+Each part is a function (`compare_modes`, `stream_epoch`, `train_rss`,
+`direct_row_file`) that experiments/scale_benchmark.py may import.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # configs/ and experiments/
+
+from experiments import harness  # noqa: E402
+
+_PARTS = flags.DEFINE_list('parts', ['modes', 'epoch'], 'Parts to run.')
+_MEMORY_ROWS = flags.DEFINE_integer('memory_rows', 1_000_000, '(a) rows.')
+_SCALE_ROWS = flags.DEFINE_integer('scale_rows', 50_000_000, '(b) rows.')
+_EPOCHS = flags.DEFINE_integer('epochs', 3, '(a) epochs per mode.')
+_TRAIN_SECONDS = flags.DEFINE_integer('train_seconds', 240, '(b) trainer.')
+_ROOT = flags.DEFINE_string('root', '/tmp/scale', 'Tables and caches.')
+_DIRECT = flags.DEFINE_bool(
+  'direct', False, '(b) encode the row file directly (direct_row_file).'
+)
+harness.define_flags(out='scale_streaming')
+MODES = ('device', 'host', 'stream')
+GOAL_RATIO, GOAL_RSS_GB = 0.7, 2.0
+
+
+def ensure_table(rows: int, root) -> pathlib.Path:
+  """<root>/scale_<rows>/, generated unless it is there."""
+  from configs import scale as scale_config
+  from mtl.data import scale
+
+  folder = scale_config.scale_dir(rows, root)
+  if not (folder / 'test.parquet').exists():
+    scale.write_scale_table(folder, rows=rows)
+  return folder
+
+
+def _env(root) -> dict:
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(MTL_SCALE_DIR=str(root), JAX_PLATFORMS='cpu')
+  return env
+
+
+def _child(code: str, root, timeout=None, stop_after=None) -> dict:
+  """Runs python `code` in a subprocess; its JSON line plus peak RSS (GB).
+
+  `stop_after` seconds: SIGTERM then (the trainer saves and exits 143).
+  The peak is the child's own ru_maxrss, printed by the child at exit.
+  """
+  wrapped = (
+    'import atexit, json, resource\n'
+    'atexit.register(lambda: print("RSS " + json.dumps(resource.getrusage('
+    'resource.RUSAGE_SELF).ru_maxrss), flush=True))\n' + code
+  )
+  proc = subprocess.Popen(
+    [sys.executable, '-c', wrapped],
+    cwd=REPO,
+    env=_env(root),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  if stop_after is not None:
+    try:
+      proc.wait(timeout=stop_after)
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=timeout)
+  found = {}
+  for line in out.splitlines():
+    if line.startswith('RSS '):
+      found['peak_rss_gb'] = int(line[4:]) * 1024 / 1e9  # ru_maxrss: KiB
+    elif line.startswith('{'):
+      found.update(json.loads(line))
+  if 'peak_rss_gb' not in found:
+    raise RuntimeError(f'child failed ({proc.returncode}): {err[-3000:]}')
+  found['returncode'] = proc.returncode
+  return found
+
+
+_TRAIN = """
+import json, sys
+sys.path.insert(0, '.')
+from configs import scale
+from mtl.shell import trainer
+config = scale.get_config({rows!r})
+config.input_mode = {mode!r}
+config.num_epochs = {epochs}
+config.dataset.data_dir = {data_dir!r}
+config.progress_bar = False
+config.checkpoint.every_steps = {every}
+r = trainer.train(config, {workdir!r})
+print(json.dumps({{'examples_per_s': r['train_examples_per_s'],
+                   'steps': r['steps'], 'wall_time_s': r['wall_time_s'],
+                   'test': r['test']}}))
+"""
+
+
+def compare_modes(rows: int, root, *, epochs: int = 3, modes=MODES) -> dict:
+  """(a) {mode: examples/s, peak RSS, ...} of one config in each mode."""
+  root = pathlib.Path(root)
+  ensure_table(rows, root)
+  out = {}
+  for mode in modes:
+    workdir = root / 'runs' / f'modes_{rows}_{mode}_{time.time():.0f}'
+    code = _TRAIN.format(
+      rows=str(rows),
+      mode=mode,
+      epochs=epochs,
+      data_dir=str(root / 'tfds'),
+      workdir=str(workdir),
+      every=0,
+    )
+    out[mode] = _child(code, root)
+  return out
+
+
+_EPOCH = """
+import json, sys, time
+sys.path.insert(0, '.')
+import jax, numpy as np
+from configs import scale
+from mtl.data import pipeline, streaming
+config = scale.get_config({rows!r})
+kw = config.dataset.to_dict()
+kw['data_dir'] = {data_dir!r}
+t0 = time.time()
+ds = streaming.load_streaming(kw)
+rows = streaming.row_file(ds)
+t1 = time.time()
+key = jax.random.split(jax.random.key(0))[1]
+perm = np.asarray(pipeline.epoch_permutation(key, 0, rows.num_rows))
+t2 = time.time()
+it = streaming.epoch_iterator(rows, perm, {batch})
+n = 0
+for batch in it:
+  jax.block_until_ready(jax.device_put(batch))
+  n += batch['labels'].shape[1]
+t3 = time.time()
+print(json.dumps({{'train_rows': rows.num_rows, 'rows_read': n,
+  'load_s': t1 - t0, 'permutation_s': t2 - t1, 'epoch_s': t3 - t2,
+  'rows_per_s': n / (t3 - t2)}}))
+"""
+
+
+def stream_epoch(
+  rows: int, root, *, batch_size: int = 1024, direct: bool = False
+) -> dict:
+  """(b) One streaming epoch's reading over `rows` training rows.
+
+  direct: read the row file `direct_row_file` wrote instead of the one the
+  `table` dataset's preparation writes (see there).
+  """
+  root = pathlib.Path(root)
+  ensure_table(rows, root)
+  if direct:
+    path = direct_row_file(rows, root)
+    load = (
+      f'rows = streaming.RowFile({str(path)!r}, '
+      f'streaming.Layout(*{list(DIRECT_LAYOUT)}), {rows})'
+    )
+    code = _EPOCH.format(rows=str(rows), data_dir='', batch=batch_size)
+    code = code.replace(_LOAD, load)
+  else:
+    code = _EPOCH.format(
+      rows=str(rows), data_dir=str(root / 'tfds'), batch=batch_size
+    )
+  return _child(code, root)
+
+
+_LOAD = """ds = streaming.load_streaming(kw)
+rows = streaming.row_file(ds)"""
+# configs/scale.py's record: price | category, history[10], item_id,
+# user_id | click, conversion, watch_time labels and masks.
+DIRECT_LAYOUT = (1, 13, 3)
+
+
+def direct_row_file(rows: int, root) -> pathlib.Path:
+  """The training row file of configs/scale.py:<rows>, encoded straight
+  from the generator's Parquet file by vectorised numpy.
+
+  The `table` dataset prepares the file through TFDS in Python per value
+  (about 50-80 us a row on this machine under load): 50M rows take hours.
+  This writes the same record layout (DIRECT_LAYOUT) with ids offset by 2
+  (padding 0, OOV 1) instead of the training vocabulary, price log1p and
+  standardised by the first chunk's moments; the reader's cost does not
+  depend on the values. Written once, to <root>/direct_<rows>/.
+  """
+  import numpy as np
+  import pyarrow.compute as pc
+  import pyarrow.parquet as pq
+  from array_record.python import array_record_module
+
+  from configs import scale as scale_config
+  from mtl.data import streaming
+
+  path = pathlib.Path(root) / f'direct_{rows}' / 'train.array_record'
+  if path.exists():
+    return path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + '.tmp')
+  source = scale_config.scale_dir(rows, root) / 'train.parquet'
+  writer = array_record_module.ArrayRecordWriter(
+    str(tmp), streaming.WRITER_OPTIONS
+  )
+  moments = None
+  for batch in pq.ParquetFile(source).iter_batches(batch_size=1 << 20):
+    col = {n: batch.column(n) for n in batch.schema.names}
+    n = batch.num_rows
+    price = np.log1p(col['price'].to_numpy())
+    if moments is None:
+      moments = price.mean(), price.std()
+    hist = np.zeros((n, 10), np.int32)
+    text = col['history']
+    parts = pc.split_pattern(pc.if_else(pc.equal(text, ''), None, text), '|')
+    lengths = pc.fill_null(pc.list_value_length(parts), 0).to_numpy()
+    flat = pc.list_flatten(parts).to_numpy(zero_copy_only=False)
+    flat = flat.astype(np.int64) + 2
+    rows_of = np.repeat(np.arange(n), lengths)
+    cols = np.arange(len(flat)) - np.repeat(
+      np.cumsum(lengths) - lengths, lengths
+    )
+    hist[rows_of, cols] = flat
+    click = col['click'].to_numpy().astype(np.float32)
+    block = {
+      'dense': ((price - moments[0]) / moments[1])[:, None],
+      'sparse': np.concatenate(
+        [
+          col['category'].to_numpy()[:, None] + 2,
+          hist,
+          col['item_id'].to_numpy()[:, None] + 2,
+          col['user_id'].to_numpy()[:, None] + 2,
+        ],
+        1,
+      ),
+      'labels': np.stack(
+        [
+          click,
+          col['conversion'].to_numpy().astype(np.float32),
+          np.log1p(col['watch_time'].to_numpy()).astype(np.float32),
+        ],
+        1,
+      ),
+      'mask': np.stack([np.ones(n, np.float32), click, click], 1),
+      'row': np.zeros(n),
+    }
+    for row in streaming.Layout(*DIRECT_LAYOUT).encode(block):
+      writer.write(row.tobytes())
+  writer.close()
+  tmp.replace(path)
+  return path
+
+
+def train_rss(rows: int, root, *, seconds: int = 240) -> dict:
+  """(b) The stream-mode trainer on `rows` rows for `seconds`, then
+  SIGTERM: its peak RSS and the steps it reached."""
+  root = pathlib.Path(root)
+  ensure_table(rows, root)
+  workdir = root / 'runs' / f'train_{rows}_{time.time():.0f}'
+  code = _TRAIN.format(
+    rows=str(rows),
+    mode='stream',
+    epochs=1,
+    data_dir=str(root / 'tfds'),
+    workdir=str(workdir),
+    every=0,
+  )
+  t = time.time()
+  found = _child(code, root, stop_after=seconds)
+  found['seconds'] = time.time() - t
+  steps = sorted(
+    int(p.name) for p in (workdir / 'checkpoints').glob('*') if p.name.isdigit()
+  )
+  found['steps'] = steps[-1] if steps else 0
+  return found
+
+
+def markdown(record: dict) -> list[str]:
+  lines = ['# Streaming input on the scale dataset', '']
+  modes = record.get('modes')
+  if modes:
+    best = max(modes[m]['examples_per_s'] for m in modes if m != 'stream')
+    lines += [
+      f'(a) {record["memory_rows"]:,} training rows, configs/scale.py '
+      f'(MMoE), {record["epochs"]} epochs; examples/s of the epochs after '
+      'the first.',
+      '',
+      *harness.markdown_table(
+        ['input_mode', 'examples/s', 'vs best in-memory', 'peak RSS GB'],
+        [
+          [
+            m,
+            f'{r["examples_per_s"]:,.0f}',
+            f'{r["examples_per_s"] / best:.2f}x',
+            f'{r["peak_rss_gb"]:.2f}',
+          ]
+          for m, r in modes.items()
+        ],
+      ),
+      '',
+      f'Goal: stream >= {GOAL_RATIO}x the in-memory examples/s.',
+      '',
+    ]
+  epoch = record.get('epoch')
+  if epoch:
+    lines += [
+      f'(b) one streaming epoch over {epoch["train_rows"]:,} training rows '
+      + (
+        '(the row file encoded straight from the generated Parquet by '
+        '`direct_row_file`, not by the table preparation) '
+        if epoch.get('direct_row_file')
+        else ''
+      )
+      + f'(batch 1024): {epoch["rows_per_s"]:,.0f} rows/s read and put on '
+      f'the device ({epoch["epoch_s"]:.0f} s; the permutation '
+      f'{epoch["permutation_s"]:.1f} s), peak RSS {epoch["peak_rss_gb"]:.2f}'
+      f' GB (goal < {GOAL_RSS_GB} GB).',
+      '',
+    ]
+  train = record.get('train')
+  if train:
+    lines += [
+      f'The stream-mode trainer on that split ({train["seconds"]:.0f} s, '
+      f'stopped by SIGTERM at step {train["steps"]}): peak RSS '
+      f'{train["peak_rss_gb"]:.2f} GB.',
+      '',
+    ]
+  return lines
+
+
+def main(argv):
+  del argv
+  record = {'machine': harness.machine_facts()}
+  root = pathlib.Path(_ROOT.value)
+  if 'modes' in _PARTS.value:
+    record.update(memory_rows=_MEMORY_ROWS.value, epochs=_EPOCHS.value)
+    record['modes'] = compare_modes(
+      _MEMORY_ROWS.value, root, epochs=_EPOCHS.value
+    )
+  if 'epoch' in _PARTS.value:
+    record['epoch'] = stream_epoch(
+      _SCALE_ROWS.value, root, direct=_DIRECT.value
+    )
+    record['epoch']['direct_row_file'] = _DIRECT.value
+    if _TRAIN_SECONDS.value:
+      record['train'] = train_rss(
+        _SCALE_ROWS.value, root, seconds=_TRAIN_SECONDS.value
+      )
+  harness.write_results(
+    'scale_streaming', record, markdown(record), out=harness.FLAGS.out
+  )
+
+
+if __name__ == '__main__':
+  harness.run_main(main)
