@@ -163,6 +163,15 @@ def test_predict_equals_the_eval_step(census, census_rows, tmp_path):
   assert list(preds.columns) == [t.name for t in run.tasks]
   diff = np.abs(preds.to_numpy().T - np.asarray(want)).max()
   assert diff <= 1e-6, diff
+  # The raw UCI form: no header line, no .csv in its name, gzipped.
+  uci = tmp_path / 'census-income.rows.gz'
+  raw.iloc[:50].to_csv(uci, header=False, index=False)
+  predict.predict(census, uci, tmp_path / 'uci.csv', keep=('age',))
+  again = pd.read_csv(tmp_path / 'uci.csv')
+  assert list(again.columns) == ['age', 'income', 'marital']
+  np.testing.assert_allclose(
+    again[['income', 'marital']], preds[:50], atol=1e-6
+  )
 
 
 def test_eval_on_a_file_of_rows(census, census_rows):

@@ -215,7 +215,15 @@ class Encoder:
   def source(self, path, chunksize: int = 65536) -> tb.Source:
     """How to read a CSV/TSV/Parquet file of raw rows (a census file with
     no header line is read as the raw UCI format)."""
-    fmt = tb.file_format(path, 'auto')
+    try:
+      fmt = tb.file_format(path, 'auto')
+    except DataError:
+      if self.kind != 'census_income':  # The UCI files: census-income.*.gz
+        raise DataError(
+          f'{path}: cannot tell its format from its name, expected a .csv, '
+          '.tsv (optionally .gz) or .parquet file'
+        ) from None
+      fmt = 'csv'
     src = tb.Source(str(path), fmt, None, ())
     if self.kind == 'census_income' and fmt != 'parquet':
       found = src.columns()

@@ -80,7 +80,10 @@ class _Writer:
       self._writer.write_table(table)
     else:
       frame.to_csv(
-        self.tmp, mode='a' if self._writer else 'w', header=not self._writer
+        self.tmp,
+        mode='a' if self._writer else 'w',
+        header=not self._writer,
+        index=False,
       )
       self._writer = True
 
