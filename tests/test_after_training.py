@@ -273,6 +273,22 @@ def test_exported_function_in_a_fresh_process(
   assert len(diffs) == 8 and max(diffs.values()) <= 1e-6, diffs
 
 
+def test_predict_of_a_population(esmm, tmp_path):
+  ds = build.load_dataset(restore.open_run(esmm).config)
+  test = {k: ds.splits['test'][k][:40] for k in ('dense', 'sparse')}
+  rows = pd.DataFrame(test['dense'], columns=ds.dense_names)
+  rows[ds.sparse_names[0]] = test['sparse'][:, 0]
+  rows.to_csv(tmp_path / 'rows.csv', index=False)
+  predict.predict(esmm, tmp_path / 'rows.csv', tmp_path / 'p.parquet')
+  preds = pd.read_parquet(tmp_path / 'p.parquet')
+  members = [r['member'] for r in _results(esmm)['members']]
+  tasks = _results(esmm)['members'][0]['tasks']
+  assert list(preds.columns) == [f'{t}/{m}' for m in members for t in tasks]
+  want, _ = _forward(esmm, test)  # The first member.
+  first = preds[[f'{t}/{members[0]}' for t in tasks]].to_numpy().T
+  assert np.abs(first - np.asarray(want)).max() <= 1e-6
+
+
 def test_report_of_a_single_run(census):
   written = report.report(census)
   assert set(written) == {'training', 'weights', 'gates', 'grad_cosines'}

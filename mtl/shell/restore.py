@@ -190,7 +190,7 @@ def restore_params(run: Run, which: str = 'default'):
   )
 
 
-def output_transform(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def output_transform(run: Run) -> tuple[np.ndarray, ...]:
   """Per task: (binary?, scale, shift, log1p?) turning a model output into
   a probability or a value in the label's units (table regressions may be
   standardised or log1p'd for training)."""
