@@ -222,20 +222,16 @@ def direct_row_file(rows: int, root) -> pathlib.Path:
   import numpy as np
   import pyarrow.compute as pc
   import pyarrow.parquet as pq
-  from array_record.python import array_record_module
 
   from configs import scale as scale_config
   from mtl.data import streaming
 
-  path = pathlib.Path(root) / f'direct_{rows}' / 'train.array_record'
+  folder = f'direct_{rows}_r{streaming.ROWS_PER_RECORD}'
+  path = pathlib.Path(root) / folder / 'train.array_record'
   if path.exists():
     return path
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + '.tmp')
   source = scale_config.scale_dir(rows, root) / 'train.parquet'
-  writer = array_record_module.ArrayRecordWriter(
-    str(tmp), streaming.WRITER_OPTIONS
-  )
+  writer = streaming.RowWriter(path)
   moments = None
   for batch in pq.ParquetFile(source).iter_batches(batch_size=1 << 20):
     col = {n: batch.column(n) for n in batch.schema.names}
@@ -277,10 +273,8 @@ def direct_row_file(rows: int, root) -> pathlib.Path:
       'mask': np.stack([np.ones(n, np.float32), click, click], 1),
       'row': np.zeros(n),
     }
-    for row in streaming.Layout(*DIRECT_LAYOUT).encode(block):
-      writer.write(row.tobytes())
+    writer.write(streaming.Layout(*DIRECT_LAYOUT).encode(block))
   writer.close()
-  tmp.replace(path)
   return path
 
 
