@@ -193,3 +193,27 @@ def test_column_is_its_size_and_pickles():
     'mean',
     2,
   )
+
+
+def test_padding_and_unseen_id_rows_start_at_zero():
+  """Per-feature tables: rows 0 (padding) and 1 (out of vocabulary) are zero
+  at init, the rest flax's default init drawn from the same key; the shared
+  table of plain vocab sizes is flax's default everywhere."""
+  dense, sparse = batch(np.random.default_rng(0))
+  params = FeatureEmbedding(layout(), DIM).init(
+    jax.random.key(0), dense, sparse
+  )['params']
+  for name, table in params.items():
+    table = np.asarray(table)
+    np.testing.assert_array_equal(table[:2], 0.0, err_msg=name)
+    assert np.all(np.abs(table[2:]).sum(1) > 0), name
+  shared = FeatureEmbedding((5, 6), DIM).init(
+    jax.random.key(0), dense[:, :1], sparse[:, :2]
+  )['params']['table']
+  assert np.all(np.abs(np.asarray(shared)).sum(1) > 0)
+  # An unseen item (id 1) is embedded as the zero vector.
+  sparse = sparse.copy()
+  sparse[0, 1] = 1
+  x = FeatureEmbedding(layout(), DIM).apply({'params': params}, dense, sparse)
+  item = slice(dense.shape[1] + 3, dense.shape[1] + 3 + DIM)  # after user
+  np.testing.assert_array_equal(np.asarray(x)[0, item], 0.0)
