@@ -6,8 +6,9 @@ Single-Task); Tang et al., RecSys 2020, Table 5 (CGC, PLE).
   mtl-train --config=configs/census.py:mmoe --workdir=workdirs/census_mmoe
   mtl-train --config=configs/census.py:ple --workdir=workdirs/census_ple
 
-The argument after ':' is any registered architecture without a funnel
-(single_task, shared_bottom, omoe, mmoe, cgc, ple; default mmoe); its sizes
+The argument after ':' is any registered architecture without a funnel or
+user/item towers (single_task, shared_bottom, omoe, mmoe, cgc, ple; default
+mmoe); its sizes
 are the defaults of its own signature (mtl/core/architectures/). Protocol and
 task group are config keys:
   --config.dataset.protocol=library   (education kept as an input)
@@ -37,9 +38,11 @@ def get_config(model_name: str = 'mmoe'):
 
 def census_models() -> list[str]:
   """Every registered architecture that needs no click -> conversion funnel
-  (ESMM and AITM re-target a funnel dataset: `adapt_dataset`)."""
+  (ESMM and AITM re-target a funnel dataset: `adapt_dataset`) and no user
+  and item features (the two-tower models read features by name:
+  `input_layout`; census rows are people, with no items)."""
   return sorted(
     n
     for n, a in ARCHITECTURES.items()
-    if a.adapt_dataset is Backbone.adapt_dataset
+    if a.adapt_dataset is Backbone.adapt_dataset and not a.input_layout
   )

@@ -59,9 +59,14 @@ def test_configs_cover_every_architecture():
     if c.adapt_dataset is not Backbone.adapt_dataset
   }
   assert funnel == {'esmm', 'aitm'}
-  # Census has no click -> conversion funnel for ESMM and AITM; every other
-  # architecture runs from configs/census.py:<name>, with no file of its own.
-  assert census.census_models() == sorted(set(ARCHITECTURES) - funnel)
+  towers = {n for n, c in ARCHITECTURES.items() if c.input_layout}
+  assert towers == {'two_tower', 'two_tower_mmoe'}
+  # Census has no click -> conversion funnel for ESMM and AITM and no items
+  # for the two towers; every other architecture runs from
+  # configs/census.py:<name>, with no file of its own.
+  assert census.census_models() == sorted(set(ARCHITECTURES) - funnel - towers)
+  with pytest.raises(ConfigError, match="model 'two_tower', expected one of"):
+    census.get_config('two_tower')
   for name in census.census_models():
     config = census.get_config(name)
     assert config.model_name == name
