@@ -8,6 +8,7 @@ import pathlib
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -417,14 +418,34 @@ def _check_as_nobody(target) -> str:
   return message
 
 
+def _searchable_by_others(path) -> list:
+  """Adds o+x to the ancestors of `path` that lack it (pytest's temporary
+  root is 0700); returns (directory, mode) pairs to restore."""
+  changed = []
+  for parent in reversed(path.parents):
+    mode = stat.S_IMODE(parent.stat().st_mode)
+    if not mode & stat.S_IXOTH:
+      parent.chmod(mode | stat.S_IXOTH)
+      changed.append((parent, mode))
+  return changed
+
+
 def test_unwritable_workdir_is_refused():
   """Root ignores permission bits: as root, checked as user nobody."""
   root = pathlib.Path(tempfile.mkdtemp())
+  changed = []
   try:
-    root.chmod(0o755)
+    root.chmod(0o700)
     ro = root / 'ro'
     ro.mkdir()
     ro.chmod(0o555)
+    if os.geteuid() == 0:
+      # A directory on the way that nobody cannot search: one line too.
+      message = _check_as_nobody(ro / 'run')
+      assert 'cannot be reached: Permission denied' in message, message
+      assert '\n' not in message
+      root.chmod(0o755)
+      changed = _searchable_by_others(root)
     for target, want in ((ro, 'is not writable'), (ro / 'run', 'cannot be')):
       if os.geteuid() == 0:
         message = _check_as_nobody(target)
@@ -435,6 +456,8 @@ def test_unwritable_workdir_is_refused():
       assert want in message and 'Permission denied' in message, message
       assert '\n' not in message
   finally:
+    for parent, mode in changed:
+      parent.chmod(mode)
     shutil.rmtree(root)
 
 

@@ -157,25 +157,32 @@ def check_writable(workdir) -> pathlib.Path:
     The workdir as an absolute path.
 
   Raises:
-    WorkdirError: (one line) the workdir is a file, lies under a file, cannot
-      be created, or a file cannot be written in it. As root, permission
+    WorkdirError: (one line) the workdir is a file, lies under a file or a
+      directory this user cannot search, cannot be created, or a file cannot
+      be written in it. As root, permission
       bits do not stop writes, so only a read-only filesystem (or one that
       refuses root) is caught there.
   """
   path = pathlib.Path(workdir).absolute()
-  if path.exists() and not path.is_dir():
+  try:  # exists() raises on a directory on the way that cannot be searched
+    if path.exists() and not path.is_dir():
+      raise WorkdirError(
+        f'--workdir {path} is a file, expected a directory (or a path to '
+        'create one at)'
+      )
+    for parent in path.parents:
+      if parent.exists():
+        if not parent.is_dir():
+          raise WorkdirError(
+            f'--workdir {path} lies under {parent}, which is a file, '
+            'expected a directory'
+          )
+        break
+  except OSError as e:
     raise WorkdirError(
-      f'--workdir {path} is a file, expected a directory (or a path to '
-      'create one at)'
-    )
-  for parent in path.parents:
-    if parent.exists():
-      if not parent.is_dir():
-        raise WorkdirError(
-          f'--workdir {path} lies under {parent}, which is a file, expected '
-          'a directory'
-        )
-      break
+      f'--workdir {path} cannot be reached: {e.strerror or e} '
+      f'({e.filename}), expected directories this user can search'
+    ) from e
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
