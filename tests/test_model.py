@@ -189,7 +189,7 @@ def test_unknown_model_name_suggests_the_closest():
     make('mmeo', {})
   assert str(info.value) == (
     "unknown model 'mmeo': expected one of aitm, cgc, esmm, mmoe, omoe, ple, "
-    "shared_bottom, single_task, two_tower, two_tower_mmoe (did you mean "
+    'shared_bottom, single_task, two_tower, two_tower_mmoe (did you mean '
     "'mmoe'?)"
   )
 
