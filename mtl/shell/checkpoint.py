@@ -213,6 +213,7 @@ class Checkpointer:
     async_save: bool = True,
     read_only: bool = False,
     remove_stale_tmp: bool = False,
+    barrier_prefix: str | None = None,
   ):
     """Opens (creating unless read_only) the checkpoint directory.
 
@@ -226,6 +227,8 @@ class Checkpointer:
         directories a dead writer left, with a warning naming each. Only for
         a caller that holds the workdir lock (no live writer then), on the
         process that writes the workdir.
+      barrier_prefix: names this manager's cross-process barriers apart
+        from another manager's of the same run (orbax names them by step).
 
     Raises:
       ConfigError: max_to_keep < 1 (one line).
@@ -256,6 +259,13 @@ class Checkpointer:
         cleanup_tmp_directories=False,
         read_only=read_only,
         create=not read_only,
+        # orbax names its cross-process barriers by step; a prefix per
+        # manager keeps two managers saving the same step (the latest and
+        # the best checkpoint at the last epoch) from meeting at each
+        # other's barriers (seen: two processes hung, one in each save).
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=barrier_prefix
+        ),
       ),
     )
 

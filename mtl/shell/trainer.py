@@ -152,6 +152,7 @@ def _train(config, wd, t_start: float) -> dict:
     save_every_steps=1,  # This loop decides when.
     async_save=config.checkpoint.async_save,
     remove_stale_tmp=chief,  # Under the workdir's lock.
+    barrier_prefix='latest',
   )
   best_ckpt = checkpoint.Checkpointer(
     workdir / 'checkpoints_best',
@@ -163,6 +164,7 @@ def _train(config, wd, t_start: float) -> dict:
     # rare; with several processes it is synchronous.
     async_save=jax.process_count() == 1,
     remove_stale_tmp=chief,
+    barrier_prefix='best',
   )
   abstract = jax.eval_shape(lambda: state)  # Unplaced.
   restored = ckpt.restore_latest(abstract)
