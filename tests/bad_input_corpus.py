@@ -1,24 +1,22 @@
 """The bad-input corpus: config, data, workdir and checkpoint faults, each
-through the real command line (`python -m mtl.shell.main` in a subprocess).
+through the real command line (`python -m mtl.shell.main` in a subprocess),
+run by tests/test_bad_input_corpus_<kind>.py, one file per kind.
 
 Every error case asserts exit code 2, one stderr line `mtl-train: error:`
 naming the problem (key, file, row, directory), no traceback, and that a
 finished run's workdir the case points at (a private copy per case) is
 byte for byte what it was. Warning cases (a damaged cache rebuilt from the
 raw files, a corrupt newest checkpoint skipped) assert exit code 0, the
-warning, and what the run then did. The cases run two at a time in one
-module fixture; each is then its own test. Cases that tests/test_bad_input,
-tests/test_cli_errors and tests/test_main already cover in process or
-through the CLI are left out.
-
-The rules of mtl/shell/validate.py are also tested in process, one by one,
-at the end of this file.
+warning, and what the run then did. A kind's cases run two at a time in
+one module fixture (`run`); each is then its own test (`check`). Cases that
+tests/test_bad_input, tests/test_cli_errors and tests/test_main already
+cover in process or through the CLI are left out. The rules of
+mtl/shell/validate.py are tested in process in tests/test_validate_rules.py.
 """
 
 import dataclasses
 import fcntl
 import hashlib
-import math
 import os
 import pathlib
 import shutil
@@ -28,15 +26,12 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 
-import ml_collections
 import pytest
 
-from configs import common, smoke
 from mtl.data import ali_ccp
 from mtl.data import ali_ccp_builder as acb
 from mtl.data import aliexpress_builder as aeb
-from mtl.errors import ConfigError, DataError
-from mtl.shell import validate
+from mtl.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = [
@@ -693,11 +688,13 @@ def _run_case(name: str, case: Case, base: dict) -> dict:
   return {'proc': proc, 'ctx': ctx, 'before': before, 'seconds': seconds}
 
 
-@pytest.fixture(scope='module')
-def corpus(tmp_path_factory, data_dir):
-  """Every case's outcome; the cases run two at a time."""
+def run(kind: str, tmp_path_factory, data_dir) -> dict:
+  """Every `kind` case's outcome ('config', 'data' or 'workdir'); the cases
+  run two at a time. A finished smoke run and a prepared Ali-CCP cache are
+  made first, for the cases to copy."""
+  names = [n for n in CASES if n.split(':')[0] == kind]
   start = time.monotonic()
-  root = tmp_path_factory.mktemp('corpus')
+  root = tmp_path_factory.mktemp(f'corpus-{kind}')
   finished = root / 'finished'
   proc = _main(SMOKE + [f'--workdir={finished}'], root)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -716,28 +713,22 @@ def corpus(tmp_path_factory, data_dir):
     'cache': made['tfds'],
   }
   with futures.ThreadPoolExecutor(2) as pool:
-    jobs = {n: pool.submit(_run_case, n, c, base) for n, c in CASES.items()}
+    jobs = {n: pool.submit(_run_case, n, CASES[n], base) for n in names}
     outcomes = {n: j.result() for n, j in jobs.items()}
   seconds = time.monotonic() - start
   slowest = sorted(outcomes, key=lambda n: -outcomes[n]['seconds'])[:5]
   print(
-    f'bad-input corpus: {len(CASES)} cases in {seconds:.0f} s; slowest: '
+    f'bad-input corpus, {kind}: {len(names)} cases in {seconds:.0f} s; '
+    'slowest: '
     + ', '.join(f'{n} {outcomes[n]["seconds"]:.0f} s' for n in slowest)
   )
   return outcomes
 
 
-def test_the_corpus_has_forty_cases_of_every_kind():
-  kinds = {name.split(':')[0] for name in CASES}
-  assert kinds == {'config', 'data', 'workdir'}
-  assert len(CASES) >= 40
-  assert sum(c.code == 0 for c in CASES.values()) == 3  # the warning cases
-
-
-@pytest.mark.parametrize('name', sorted(CASES))
-def test_case(corpus, name):
+def check(outcomes: dict, name: str) -> None:
+  """Asserts what case `name` promises of its outcome."""
   case = CASES[name]
-  got = corpus[name]
+  got = outcomes[name]
   proc, ctx = got['proc'], got['ctx']
   stderr = proc.stderr
   assert 'Traceback' not in stderr, stderr[-3000:]
@@ -763,142 +754,3 @@ def test_case(corpus, name):
       assert not {'results.json', 'config.json'} & set(after), after
   if case.check is not None:
     case.check(proc, ctx)
-
-
-# --- validate.py, rule by rule, in process ---------------------------------
-
-
-def _config(model='mmoe', **overrides):
-  """The smoke config with `overrides`, rebuilt as a new ConfigDict so that
-  any value is possible (as a library caller may pass)."""
-  values = smoke.get_config(model).to_dict()
-  for key, value in overrides.items():
-    node = values
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return ml_collections.ConfigDict(values)
-
-
-def _error(**overrides) -> str:
-  model = overrides.pop('model', 'mmoe')
-  with pytest.raises(ConfigError) as err:
-    validate.check_config(_config(model, **overrides))
-  text = str(err.value)
-  assert '\n' not in text
-  return text
-
-
-RULES = [
-  # counts >= 1, intervals >= 0
-  ({'steps_per_dispatch': -2}, 'steps_per_dispatch is -2, expected >= 1'),
-  ({'checkpoint.every_steps': -1}, 'checkpoint.every_steps is -1, expected'),
-  ({'diagnostics_every_steps': -3}, 'diagnostics_every_steps is -3, expe'),
-  # types
-  ({'batch_size': True}, 'batch_size is True (a bool), expected an int >= 1'),
-  ({'seed': None}, 'seed is None (unset), expected an int'),
-  ({'select_best': 1}, 'select_best is 1 (an int), expected True or False'),
-  ({'wandb.tags': ('a', 3)}, 'wandb.tags[1] is 3 (an int), expected a string'),
-  ({'population.seeds': (1, 2.5)}, 'population.seeds[1] is 2.5 (a float)'),
-  # finite, ranges of floats
-  ({'towers.dropout': NAN}, 'towers.dropout is nan, expected a finite number'),
-  ({'towers.dropout': 1.0}, 'towers.dropout is 1.0, expected a number in'),
-  ({'optimizer.learning_rate': -math.inf}, 'is -inf, expected a finite'),
-  (
-    {'population.learning_rates': (0.1, -1.0)},
-    'population.learning_rates[1] is -1.0, expected > 0',
-  ),
-  (
-    {'population.task_weights': ((1.0, -1.0),)},
-    'population.task_weights[0][1] is -1.0, expected >= 0',
-  ),
-  ({'population.task_weights': ((),)}, 'population.task_weights[0] is ()'),
-  # enumerations
-  ({'optimizer.name': 'adan'}, "optimizer.name 'adan' is not one of adam"),
-  ({'input_mode': 'gpu'}, "unknown input_mode 'gpu'"),
-  ({'model_name': 3}, 'model_name is 3 (an int), expected a string'),
-  # keywords: names and types from the signature
-  ({'model.num_experts': -1}, 'model.num_experts is -1, expected >= 1'),
-  ({'model.expert_hidden': [8, 'a']}, "model.expert_hidden[1] is 'a'"),
-  ({'model.dropout': -0.5}, 'model.dropout is -0.5, expected a number in'),
-  (
-    {'model': 'ple', 'model.num_shared_experts': -1},
-    'model.num_shared_experts is -1, expected >= 0',
-  ),
-  (
-    {'weighting_name': 'gradnorm', 'weighting.gradnorm.learning_rate': 0.0},
-    'weighting.gradnorm.learning_rate is 0.0, expected a number > 0',
-  ),
-  (
-    {'weighting_name': 'nash_mtl', 'weighting.nash_mtl.max_iterations': 0},
-    'weighting.nash_mtl.max_iterations is 0, expected >= 1',
-  ),
-  (
-    {'weighting_name': 'mgda', 'weighting.mgda.normalization': 'l3'},
-    'weighting.mgda.normalization is',
-  ),
-  (
-    {'weighting_name': 'fixed', 'weighting.fixed.weights': (1.0, 'x')},
-    "weighting.fixed.weights[1] is 'x' (a string), expected a number",
-  ),
-  ({'dataset.n_train': 1.5}, 'dataset.n_train is 1.5 (a float), expected an'),
-  # across keys
-  ({'init_from': '/no/such/run'}, 'init_from /no/such/run holds no'),
-]
-
-
-@pytest.mark.parametrize('overrides,message', RULES)
-def test_rule(overrides, message):
-  assert message in _error(**overrides)
-
-
-def test_unused_entries_are_not_checked():
-  """Another architecture's or method's keywords are unused: not checked."""
-  validate.check_config(
-    _config(
-      **{
-        'model.num_levels': 0,  # PLE's, on MMoE
-        'model.hidden': (),  # Shared-Bottom's
-        'weighting.gradnorm.alpha': -1.0,  # the method is 'equal'
-      }
-    )
-  )
-
-
-def test_cgc_may_have_one_kind_of_expert():
-  validate.check_config(_config('cgc', **{'model.num_specific_experts': 0}))
-
-
-def test_every_config_of_the_repository_passes():
-  from configs import ali_ccp as ali_config
-  from configs import census, entire_space, synthetic
-
-  for name in smoke.SIZES:
-    validate.check_config(smoke.get_config(name))
-  for module in (census, entire_space, synthetic):
-    validate.check_config(module.get_config())
-  for model in ali_config.MODELS:
-    validate.check_config(ali_config.get_config(model))
-
-
-def test_every_key_of_common_has_a_rule():
-  """A key added to configs/common.py needs a rule here (or is a name or a
-  component section checked from signatures)."""
-
-  def leaves(node, prefix=''):
-    for key, value in node.items():
-      if hasattr(value, 'items'):
-        yield from leaves(value, f'{prefix}{key}.')
-      else:
-        yield prefix + key
-
-  unchecked = [
-    key
-    for key in leaves(common.base_config())
-    if key not in validate._FIXED
-    and key not in validate.NAMED
-    and key != 'parallel.backend'
-    and not key.startswith(tuple(s + '.' for s in validate.SECTIONS))
-  ]
-  assert unchecked == []
