@@ -690,28 +690,26 @@ def _run_case(name: str, case: Case, base: dict) -> dict:
 
 def run(kind: str, tmp_path_factory, data_dir) -> dict:
   """Every `kind` case's outcome ('config', 'data' or 'workdir'); the cases
-  run two at a time. A finished smoke run and a prepared Ali-CCP cache are
-  made first, for the cases to copy."""
+  run two at a time. What the cases copy is made first: a finished smoke run
+  (if a case copies it) and, for the data cases, a prepared Ali-CCP cache."""
   names = [n for n in CASES if n.split(':')[0] == kind]
   start = time.monotonic()
   root = tmp_path_factory.mktemp(f'corpus-{kind}')
   finished = root / 'finished'
-  proc = _main(SMOKE + [f'--workdir={finished}'], root)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  if any(CASES[n].workdir == 'copy' for n in names):
+    proc = _main(SMOKE + [f'--workdir={finished}'], root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
   sample = data_dir / 'ali-ccp-sample'
-  # One prepared cache of the sample as 'full' files, copied per case.
-  prep = {'tmp': root / 'prep', 'sample': sample}
-  prep['tmp'].mkdir()
-  made = _raw_files(prep)
-  ali_ccp.load_ali_ccp(
-    variant='full', manual_dir=made['raw'], data_dir=made['tfds']
-  )
-  base = {
-    'root': root,
-    'finished': finished,
-    'sample': sample,
-    'cache': made['tfds'],
-  }
+  base = {'root': root, 'finished': finished, 'sample': sample, 'cache': None}
+  if kind == 'data':
+    # One prepared cache of the sample as 'full' files, copied per case.
+    prep = {'tmp': root / 'prep', 'sample': sample}
+    prep['tmp'].mkdir()
+    made = _raw_files(prep)
+    ali_ccp.load_ali_ccp(
+      variant='full', manual_dir=made['raw'], data_dir=made['tfds']
+    )
+    base['cache'] = made['tfds']
   with futures.ThreadPoolExecutor(2) as pool:
     jobs = {n: pool.submit(_run_case, n, CASES[n], base) for n in names}
     outcomes = {n: j.result() for n, j in jobs.items()}

@@ -7,6 +7,14 @@ The suite is hermetic: every cache a test or its subprocesses write (TFDS's
 prepared data, W&B's and matplotlib's settings and caches) goes under
 pytest's temporary directory, through environment variables the subprocesses
 inherit, never to ~/tensorflow_datasets, ~/.cache or the repository.
+
+JAX's persistent compilation cache is on for the session, shared by the
+pytest-xdist workers and every subprocess they start: most tests run the same
+small models through `mtl-train` in a fresh process, and a cached executable
+halves such a run (smoke: 7.5 s cold, 3.5 s warm). A size limit turns on the
+cache's file lock (the `filelock` package), so a process never reads an entry
+another one is still writing. A cached executable is the compiled one,
+serialised: bitwise comparisons between runs hold either way.
 """
 
 import os
@@ -38,6 +46,20 @@ CACHES = {
   'MPLCONFIGDIR': 'matplotlib',
 }
 
+# JAX reads these when it is imported: subprocesses get them from the
+# environment, this process from jax.config (below) if JAX is imported first.
+COMPILATION_CACHE = {
+  'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': 0.0,
+  'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': 0,
+  'JAX_COMPILATION_CACHE_MAX_SIZE': 4 << 30,
+}
+
+
+def _session_root(tmp_path_factory) -> pathlib.Path:
+  """The temporary directory all pytest-xdist workers of this run share."""
+  root = tmp_path_factory.getbasetemp()
+  return root.parent if os.environ.get('PYTEST_XDIST_WORKER') else root
+
 
 @pytest.fixture(scope='session', autouse=True)
 def hermetic(tmp_path_factory) -> dict[str, pathlib.Path]:
@@ -58,6 +80,16 @@ def hermetic(tmp_path_factory) -> dict[str, pathlib.Path]:
     if constants is not None:
       mp.setattr(constants, 'DATA_DIR', str(dirs['TFDS_DATA_DIR']))
     mp.setattr(tempfile, 'tempdir', str(dirs['TMPDIR']))
+    cache = _session_root(tmp_path_factory) / 'jax-compilation-cache'
+    cache.mkdir(exist_ok=True)
+    settings = {'JAX_COMPILATION_CACHE_DIR': str(cache), **COMPILATION_CACHE}
+    for name, value in settings.items():
+      mp.setenv(name, str(value))
+    if 'jax' in sys.modules:
+      import jax
+
+      for name, value in settings.items():
+        jax.config.update(name.lower(), value)
     yield dirs
 
 

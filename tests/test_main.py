@@ -99,12 +99,12 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, override, message):
   assert message in lines[0]
 
 
-def test_census_smoke_run_reads_the_real_data(tmp_path, data_dir):
+def test_census_smoke_run_reads_the_real_data(tmp_path, census_tfds_dir):
   workdir = tmp_path / 'run'
   proc = run_main(
     '--config=configs/smoke.py:mmoe,census',
     f'--workdir={workdir}',
-    f'--config.dataset.data_dir={tmp_path / "tfds"}',
+    f'--config.dataset.data_dir={census_tfds_dir}',
     '--config.num_epochs=1',
   )
   assert proc.returncode == 0, proc.stderr[-3000:]

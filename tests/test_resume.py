@@ -119,8 +119,8 @@ def _wait_for_checkpoint(proc, workdir, timeout=120):
   """Waits until at least one checkpoint has been committed."""
   deadline = time.time() + timeout
   while time.time() < deadline:
-    done = list((workdir / 'checkpoints').glob('*/commit_success.txt'))
-    if done:
+    done = (workdir / 'checkpoints').glob('*/commit_success.txt')
+    if any(p.parent.name.isdigit() for p in done):  # Not a tmp dir.
       return
     assert proc.poll() is None, proc.stderr.read()[-3000:]
     time.sleep(0.05)

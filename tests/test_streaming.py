@@ -219,6 +219,19 @@ def test_two_streaming_processes_equal_one(
   _assert_same(workdir, reference)
 
 
+def _committed_steps(workdir):
+  """Steps whose checkpoint directory is committed (renamed to its step).
+
+  Orbax writes `commit_success.txt` inside `<step>.orbax-checkpoint-tmp-*`
+  before renaming it, so the marker alone does not mean committed.
+  """
+  return [
+    int(p.parent.name)
+    for p in (workdir / 'checkpoints').glob('*/commit_success.txt')
+    if p.parent.name.isdigit()
+  ]
+
+
 def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
   table, tfds_dir, reference, tmp_path
 ):
@@ -233,7 +246,7 @@ def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
     text=True,
   )
   deadline = time.time() + 240
-  while not list((tmp_path / 'checkpoints').glob('*/commit_success.txt')):
+  while not _committed_steps(tmp_path):
     assert proc.poll() is None, proc.stderr.read()[-3000:]
     assert time.time() < deadline, 'no checkpoint in time'
     time.sleep(0.02)
@@ -241,10 +254,7 @@ def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
   proc.wait(timeout=30)
   # The newest committed checkpoint is what the rerun resumes from; its
   # meta holds the stream's position (read now: retention drops it later).
-  step = max(
-    int(p.parent.name)
-    for p in (tmp_path / 'checkpoints').glob('*/commit_success.txt')
-  )
+  step = max(_committed_steps(tmp_path))
   meta = ocp.JsonCheckpointHandler().restore(
     tmp_path / 'checkpoints' / str(step) / 'meta'
   )
