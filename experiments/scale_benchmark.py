@@ -26,8 +26,11 @@ results):
          every measurement. Goal: with sparse updates, the 1e7-row step
          within 1.5x the 1e4-row step.
 
-Streaming parts (experiments/scale_streaming.py, another engineer's) plug
-in by adding their functions to `PARTS` (see the marked line below).
+  modes  (experiments/scale_streaming.py) streaming against the in-memory
+         input modes on the same model and data. Goal: stream >= 0.7x.
+  epoch  (experiments/scale_streaming.py) one streaming epoch over a
+         generated split of --scale_rows rows: rows/s and peak RSS. Goal:
+         peak RSS < 2 GB.
 
 Writes experiments/results/scale_benchmark.json and .md (or --out).
 """
@@ -43,7 +46,7 @@ from absl import flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # configs/ and experiments/
 
-from experiments import harness  # noqa: E402
+from experiments import harness, scale_streaming  # noqa: E402
 
 _PARTS = flags.DEFINE_list('parts', ['step'], 'Parts to run (PARTS).')
 _ROWS = flags.DEFINE_list('rows', ['1e4', '1e5', '1e6', '1e7'], 'Table rows.')
@@ -284,11 +287,7 @@ def _line(r) -> str:
   )
 
 
-PARTS = {'step': part_step}
-# Streaming parts: experiments/scale_streaming.py defines its own
-# `PARTS = {name: part() -> (record, markdown lines)}`; wire them in here:
-#   from experiments import scale_streaming
-#   PARTS.update(scale_streaming.PARTS)
+PARTS = {'step': part_step, **scale_streaming.PARTS}
 
 
 def main(argv):

@@ -1,31 +1,29 @@
-"""Streaming input (issue 14.6) on the generated scale dataset (14.8).
+"""The streaming parts of experiments/scale_benchmark.py (issue 14).
 
-  python experiments/scale_streaming.py [--parts=modes,epoch]
+  python experiments/scale_benchmark.py --parts=modes,epoch
       [--memory_rows=1000000] [--scale_rows=50000000] [--root=/tmp/scale]
 
-(a) `modes`: the same model (configs/scale.py, MMoE) and data that fits in
-    memory (`--memory_rows` training rows) trained `--epochs` epochs in
-    each of input_mode device, host and stream; examples/s is the trainer's
-    own (results.json train_examples_per_s: the epochs after the first, so
-    compilation is left out) and the peak RSS of each run's process. Goal:
-    stream >= 0.7x the in-memory modes.
-(b) `epoch`: one streaming epoch over the `--scale_rows` training split: the
-    trainer's reader (mtl/data/streaming.py, the epoch's permutation, each
-    batch read by grain and put on the device) over every full batch, in a
-    subprocess of its own; rows/s and its peak RSS (getrusage ru_maxrss).
-    Then the trainer itself in stream mode on that split for
-    `--train_seconds`, stopped by SIGTERM: its peak RSS with the model,
-    optimizer state and evaluation splits. Goal: peak RSS < 2 GB.
+(a) `modes` (`part_modes`): the same model (configs/scale.py, MMoE) and
+    data that fits in memory (`--memory_rows` training rows) trained
+    `--epochs` epochs in each of input_mode device, host and stream;
+    examples/s is the trainer's own (results.json train_examples_per_s: the
+    epochs after the first, so compilation is left out) and the peak RSS of
+    each run's process. Goal: stream >= 0.7x the in-memory modes.
+(b) `epoch` (`part_epoch`): one streaming epoch over the `--scale_rows`
+    training split: the trainer's reader (mtl/data/streaming.py, the
+    epoch's permutation, each batch read by grain and put on the device)
+    over every full batch, in a subprocess of its own; rows/s and its peak
+    RSS (getrusage ru_maxrss). Then the trainer itself in stream mode on
+    that split for `--train_seconds`, stopped by SIGTERM: its peak RSS with
+    the model, optimizer state and evaluation splits. Goal: peak RSS < 2 GB.
     `--direct`: the row file is encoded straight from the generated Parquet
     (`direct_row_file`, vectorised) instead of by the `table` dataset's
-    preparation, which takes hours at 50M rows on this machine (Python
-    per value); `--train_seconds=0` then skips the trainer, which needs
-    the prepared table.
+    preparation, which takes hours at 50M rows on this machine (Python per
+    value); `--train_seconds=0` then skips the trainer, which needs the
+    prepared table.
 
 The tables are generated (mtl/data/scale.py) and prepared under `--root`
-once and reused. Writes experiments/results/scale_streaming.{json,md}.
-Each part is a function (`compare_modes`, `stream_epoch`, `train_rss`,
-`direct_row_file`) that experiments/scale_benchmark.py may import.
+once and reused.
 """
 
 import json
@@ -43,7 +41,6 @@ sys.path.insert(0, str(REPO))  # configs/ and experiments/
 
 from experiments import harness  # noqa: E402
 
-_PARTS = flags.DEFINE_list('parts', ['modes', 'epoch'], 'Parts to run.')
 _MEMORY_ROWS = flags.DEFINE_integer('memory_rows', 1_000_000, '(a) rows.')
 _SCALE_ROWS = flags.DEFINE_integer('scale_rows', 50_000_000, '(b) rows.')
 _EPOCHS = flags.DEFINE_integer('epochs', 3, '(a) epochs per mode.')
@@ -52,7 +49,6 @@ _ROOT = flags.DEFINE_string('root', '/tmp/scale', 'Tables and caches.')
 _DIRECT = flags.DEFINE_bool(
   'direct', False, '(b) encode the row file directly (direct_row_file).'
 )
-harness.define_flags(out='scale_streaming')
 MODES = ('device', 'host', 'stream')
 GOAL_RATIO, GOAL_RSS_GB = 0.7, 2.0
 
@@ -226,8 +222,7 @@ def direct_row_file(rows: int, root) -> pathlib.Path:
   from configs import scale as scale_config
   from mtl.data import streaming
 
-  folder = f'direct_{rows}_r{streaming.ROWS_PER_RECORD}'
-  path = pathlib.Path(root) / folder / 'train.array_record'
+  path = pathlib.Path(root) / f'direct_{rows}' / streaming.ROWS_FILE
   if path.exists():
     return path
   source = scale_config.scale_dir(rows, root) / 'train.parquet'
@@ -303,7 +298,7 @@ def train_rss(rows: int, root, *, seconds: int = 240) -> dict:
 
 
 def markdown(record: dict) -> list[str]:
-  lines = ['# Streaming input on the scale dataset', '']
+  lines = ['## Streaming input on the scale dataset', '']
   modes = record.get('modes')
   if modes:
     best = max(modes[m]['examples_per_s'] for m in modes if m != 'stream')
@@ -355,28 +350,26 @@ def markdown(record: dict) -> list[str]:
   return lines
 
 
-def main(argv):
-  del argv
-  record = {'machine': harness.machine_facts()}
-  root = pathlib.Path(_ROOT.value)
-  if 'modes' in _PARTS.value:
-    record.update(memory_rows=_MEMORY_ROWS.value, epochs=_EPOCHS.value)
-    record['modes'] = compare_modes(
-      _MEMORY_ROWS.value, root, epochs=_EPOCHS.value
-    )
-  if 'epoch' in _PARTS.value:
-    record['epoch'] = stream_epoch(
-      _SCALE_ROWS.value, root, direct=_DIRECT.value
-    )
-    record['epoch']['direct_row_file'] = _DIRECT.value
-    if _TRAIN_SECONDS.value:
-      record['train'] = train_rss(
-        _SCALE_ROWS.value, root, seconds=_TRAIN_SECONDS.value
-      )
-  harness.write_results(
-    'scale_streaming', record, markdown(record), out=harness.FLAGS.out
+def part_modes():
+  """(a) as a scale_benchmark part: (record, markdown lines)."""
+  record = {'memory_rows': _MEMORY_ROWS.value, 'epochs': _EPOCHS.value}
+  record['modes'] = compare_modes(
+    _MEMORY_ROWS.value, pathlib.Path(_ROOT.value), epochs=_EPOCHS.value
   )
+  return record, markdown(record)
 
 
-if __name__ == '__main__':
-  harness.run_main(main)
+def part_epoch():
+  """(b) as a scale_benchmark part: (record, markdown lines)."""
+  root = pathlib.Path(_ROOT.value)
+  epoch = stream_epoch(_SCALE_ROWS.value, root, direct=_DIRECT.value)
+  record = {'epoch': epoch}
+  record['epoch']['direct_row_file'] = _DIRECT.value
+  if _TRAIN_SECONDS.value:
+    record['train'] = train_rss(
+      _SCALE_ROWS.value, root, seconds=_TRAIN_SECONDS.value
+    )
+  return record, markdown(record)
+
+
+PARTS = {'modes': part_modes, 'epoch': part_epoch}

@@ -30,8 +30,8 @@ def _run(workdir, *args, data_dir=None):
 
 
 @pytest.fixture(scope='module')
-def census_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
+def census_dir(census_tfds_dir):
+  return census_tfds_dir
 
 
 SHORT = ['--config.num_epochs=1', '--config.progress_bar=false']

@@ -66,10 +66,12 @@ def test_divergence_off_with_factor_zero():
   g.check()
 
 
-def test_a_diverging_run_stops_and_says_no_checkpoint_exists(tmp_path):
+def test_a_diverging_run_stops_and_says_no_checkpoint_exists(
+  tmp_path, census_tfds_dir
+):
   """Adam at lr 1e6 on census: finite losses of ~1e25 (the fault probe)."""
   c = smoke.get_config('mmoe,census')
-  c.dataset.data_dir = str(tmp_path / 'tfds')
+  c.dataset.data_dir = str(census_tfds_dir)
   c.optimizer.learning_rate = 1e6
   c.num_epochs = 1
   c.stop_on_divergence = True

@@ -133,9 +133,13 @@ def test_missing_data_directory_is_one_line(tmp_path):
   assert not (tmp_path / 'run' / 'results.json').exists()
 
 
-@pytest.mark.parametrize('method', ['gradnorm', 'uncertainty', 'pcgrad'])
+@pytest.mark.parametrize('method', ['gradnorm'])
 def test_balancing_method_data_parallel_equals_one_device(tmp_path, method):
-  """Through the command line: 4 emulated devices give the one-device run."""
+  """Through the command line: 4 emulated devices give the one-device run.
+
+  GradNorm, whose state and layer gradients make it the hardest case; every
+  method under every backend is checked in process by tests/test_parallel.py.
+  """
   common = [
     '--config=configs/smoke.py:mmoe',
     f'--config.weighting_name={method}',

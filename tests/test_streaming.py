@@ -22,7 +22,7 @@ import pytest
 
 from mtl.data import pipeline, streaming
 from mtl.data.scale import write_scale_table
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, DataError
 from mtl.shell import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -281,3 +281,29 @@ def test_stream_without_array_record_files_is_one_config_error():
   assert '\n' not in message
   assert "input_mode is 'stream' with dataset 'synthetic'" in message
   assert 'array_record' in message
+
+
+def test_row_file_of_the_wrong_size_is_one_data_error(table, tmp_path):
+  """A row file cut short (a crashed copy, a full disk) is refused when it
+  is opened, naming the file and the sizes; the original reads on."""
+  _, kwargs = table
+  good = streaming.row_file(streaming.load_streaming(kwargs, write=False))
+  words = good.layout.words
+  cut = tmp_path / streaming.ROWS_FILE
+  cut.write_bytes(good.path.read_bytes()[: -words * 4])
+  with pytest.raises(DataError) as e:
+    streaming.RowFile(cut, good.layout, ROWS)
+  message = str(e.value)
+  assert '\n' not in message and str(cut) in message
+  assert f'holds {(ROWS - 1) * words * 4:,} bytes' in message
+  assert f'expected {ROWS * words * 4:,}' in message
+  # Rows read back are the prepared rows (the in-memory split's).
+  from mtl.data import DATASETS
+
+  memory = DATASETS['table'](**kwargs).splits['train']
+  idx = np.array([ROWS - 1, 0, 7, 7])
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    good.take(idx),
+    pipeline.take_rows(memory, idx),
+  )

@@ -1,7 +1,12 @@
 """From a Dataset split (numpy) to batches: shuffling, padding, placement.
 
 The training order is a pure function of (data key, epoch): a permutation of
-the split's rows drawn with `jax.random.permutation(fold_in(key, epoch), N)`.
+the split's rows drawn with `jax.random.permutation(fold_in(key, epoch), N)`
+up to LARGE_SPLIT rows; above it (data beyond memory, input_mode 'stream'),
+numpy's in-place Fisher-Yates shuffle seeded with that key's bits. Both are
+uniform permutations; the second needs 4 bytes a row where jax's sort-based
+shuffle peaked at 2.1 GB more than that for 50M rows (measured,
+experiments/scale_streaming.py), which broke the streaming memory goal.
 Each epoch takes the first `N // batch_size` full batches of its permutation
 (static shapes, no recompiles); the few rows left over differ every epoch.
 The same permutation feeds host batches and device-resident scanned steps, so
@@ -36,8 +41,20 @@ def _permutation(key, epoch, n_template):
   )
 
 
-def epoch_permutation(key, epoch: int, num_rows: int) -> jax.Array:
-  """The row order of `epoch`: int32 [num_rows], on the default device."""
+# Splits above this many rows are shuffled by numpy, in place (see above).
+LARGE_SPLIT = 1 << 24
+
+
+def epoch_permutation(key, epoch: int, num_rows: int) -> jax.Array | np.ndarray:
+  """The row order of `epoch`: int32 [num_rows].
+
+  On the default device up to LARGE_SPLIT rows; a numpy array above it.
+  """
+  if num_rows > LARGE_SPLIT:
+    bits = jax.random.key_data(jax.random.fold_in(key, epoch))
+    perm = np.arange(num_rows, dtype=np.int32)
+    np.random.default_rng(np.asarray(bits, np.uint32).ravel()).shuffle(perm)
+    return perm
   # The template array carries N as a static shape without a Python int arg.
   return _permutation(key, epoch, jnp.zeros((num_rows,), jnp.int8))
 

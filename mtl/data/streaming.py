@@ -8,19 +8,27 @@ Why a row file: the TFDS array_record files of a prepared `table` hold
 blocks of `block_rows` rows (65,536 by default) as tf.train.Example protos,
 so reading one row means decoding its whole block. The training order is a
 global permutation of the rows (pipeline.py): a batch draws from every
-block. So the split is rewritten once, streamed block by block, into an
-array_record file of small records (`stream_rows/train.array_record` next
-to the prepared files, 'group_size:1' for random access): each record is
-ROWS_PER_RECORD consecutive rows of raw little-endian 4-byte values, a row
+block. So the split is rewritten once, streamed block by block, into a flat
+file of fixed-width rows (`stream_rows/train.rows` next to the prepared
+files): row i is `words` little-endian 4-byte values at byte i * words * 4,
 dense f32 [F] | sparse i32 [S] | labels f32 [T] | mask f32 [T]. A batch of
-B rows is then B record reads in array_record's C++ reader and numpy
-views, no protobuf.
+B rows is B `os.pread`s of one row each (POSIX_FADV_RANDOM: no read-ahead)
+joined into one buffer that numpy views: no protobuf, and the process holds
+the batch, never the file (the kernel's page cache keeps what fits).
+
+Measured (50M rows, 4.0 GB, experiments/scale_benchmark.py --parts=epoch):
+1.2M random rows/s for the reads alone on one thread. Two designs were
+dropped: 16-row array_record records read through grain's
+ArrayRecordDataSource, whose readers buffer 32 KiB per random read (about
+6,000 rows/s); and a memory map of the file, where one gather of 1,024
+random rows mapped 1.5 GB of page cache into the process's RSS (the
+kernel maps the whole large folio of each row it faults in).
 
 The order: epoch e reads exactly the rows of host mode, the first
 N // batch_size full batches of `pipeline.epoch_permutation(data_key, e,
 N)`, so the two modes train on identical batches (bit-identical runs).
 grain feeds them: a `MapDataset` over the epoch's batch indices, whose
-element b reads batch b's rows (`ArrayRecordDataSource.__getitems__`), and
+element b reads batch b's rows, and
 `to_iter_dataset(ReadOptions(num_threads, prefetch_buffer_size))` reads
 the next batches on worker threads while the current one trains. Each
 process reads only its own rows of every global batch (epochs.process_rows)
@@ -31,6 +39,7 @@ checkpoint's meta and a resumed run continues from it.
 """
 
 import inspect
+import os
 import pathlib
 
 import numpy as np
@@ -38,11 +47,7 @@ import numpy as np
 from mtl.errors import ConfigError, DataError
 
 ROWS_DIR = 'stream_rows'
-WRITER_OPTIONS = 'group_size:1,uncompressed'
-# Rows per record: array_record keeps an index entry (~30 bytes) per record
-# in memory, 1.5 GB for 50M one-row records; 16 rows cut it to ~100 MB at
-# the cost of reading 16 rows (~1.2 kB) for each row of a batch.
-ROWS_PER_RECORD = 16
+ROWS_FILE = 'train.rows'
 STREAMABLE = ('table',)  # Datasets prepared as TFDS array_record tables.
 
 
@@ -89,36 +94,22 @@ class Layout:
 
 
 class RowWriter:
-  """Writes rows (int32 [n, words]) as records of ROWS_PER_RECORD rows,
-  the last one padded with zero rows; to `path` when closed, atomically."""
+  """Appends rows (int32 [n, words]) to the flat row file `path`; the file
+  appears at `path` only when closed (written to a .tmp, then renamed)."""
 
   def __init__(self, path: pathlib.Path):
-    from array_record.python import array_record_module
-
     self.path = pathlib.Path(path)
     self.tmp = self.path.with_name(self.path.name + '.tmp')
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    self._writer = array_record_module.ArrayRecordWriter(
-      str(self.tmp), WRITER_OPTIONS
-    )
-    self._carry = None
+    self._file = open(self.tmp, 'wb')  # noqa: SIM115 (closed in close)
 
   def write(self, words: np.ndarray) -> None:
-    if self._carry is not None:
-      words = np.concatenate([self._carry, words])
-    full = len(words) - len(words) % ROWS_PER_RECORD
-    data = np.ascontiguousarray(words[:full], '<i4').tobytes()
-    size = ROWS_PER_RECORD * words.shape[1] * 4
-    for start in range(0, len(data), size):
-      self._writer.write(data[start : start + size])
-    self._carry = words[full:]
+    self._file.write(np.ascontiguousarray(words, '<i4').tobytes())
 
   def close(self) -> None:
-    carry = self._carry
-    if carry is not None and len(carry):
-      pad = np.zeros((ROWS_PER_RECORD - len(carry), carry.shape[1]), '<i4')
-      self._writer.write(np.concatenate([carry.astype('<i4'), pad]).tobytes())
-    self._writer.close()
+    self._file.flush()
+    os.fsync(self._file.fileno())
+    self._file.close()
     self.tmp.replace(self.path)
 
 
@@ -145,29 +136,39 @@ class RowFile:
   """Random access to the rows of one split's row file."""
 
   def __init__(self, path: pathlib.Path, layout: Layout, num_rows: int):
-    import grain
-
     self.path, self.layout = pathlib.Path(path), layout
-    self.source = grain.sources.ArrayRecordDataSource([str(path)])
-    records = -(-num_rows // ROWS_PER_RECORD)
-    if len(self.source) != records:
+    size = self.path.stat().st_size
+    want = num_rows * layout.words * 4
+    if size != want:
       raise DataError(
-        f'{path}: holds {len(self.source)} records, expected {records} '
-        f'({num_rows} rows of the prepared split); delete it to write it '
-        'again'
+        f'{path}: holds {size:,} bytes, expected {want:,} ({num_rows:,} '
+        f'rows of the prepared split x {layout.words} words x 4 bytes); '
+        'delete it to write it again'
       )
     self.num_rows = num_rows
 
   def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The batch of rows `rows` (int indices into the split), in order."""
-    rows = np.asarray(rows)
-    records = self.source.__getitems__((rows // ROWS_PER_RECORD).tolist())
-    words = np.frombuffer(b''.join(records), '<i4').reshape(
-      len(rows), ROWS_PER_RECORD, self.layout.words
-    )
-    return self.layout.decode(
-      words[np.arange(len(rows)), rows % ROWS_PER_RECORD]
-    )
+    """The batch of rows `rows` (int indices into the split), in order.
+
+    Raises:
+      DataError: the file became shorter than a row asked for.
+    """
+    size = self.layout.words * 4
+    fd = os.open(self.path, os.O_RDONLY)
+    try:
+      os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # No read-ahead.
+      data = b''.join(
+        [os.pread(fd, size, r * size) for r in np.asarray(rows).tolist()]
+      )
+    finally:
+      os.close(fd)
+    if len(data) != len(rows) * size:
+      raise DataError(
+        f'{self.path}: a row of the batch read short ({len(data):,} of '
+        f'{len(rows) * size:,} bytes); the file changed since it was opened'
+      )
+    words = np.frombuffer(data, '<i4').reshape(len(rows), self.layout.words)
+    return self.layout.decode(words)
 
 
 class _ReadBatch:
@@ -296,7 +297,7 @@ def load_streaming(dataset_kwargs: dict, *, write: bool = True):
   dense, sparse, tasks = builder.widths()
   layout = Layout(dense, sparse, tasks)
   total = prepared.num_rows(builder, 'train')
-  path = pathlib.Path(builder.data_path) / ROWS_DIR / 'train.array_record'
+  path = pathlib.Path(builder.data_path) / ROWS_DIR / ROWS_FILE
   if not path.exists():
     if not write:
       raise DataError(f'{path}: missing, expected process 0 to write it')

@@ -24,7 +24,7 @@ scored on the ctcvr output over its clicked rows.
 """
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import flax.linen as nn
 import jax
@@ -36,10 +36,12 @@ from mtl.core.architectures.base import Backbone
 from mtl.core.layers.experts import ExpertBank
 from mtl.core.layers.mlp import MLP
 from mtl.core.tasks import Task
-from mtl.data.dataset import Dataset
+
+if TYPE_CHECKING:  # The core does not import the data layer at run time.
+  from mtl.data.dataset import Dataset
 
 
-def adapt_dataset(ds: Dataset) -> Dataset:
+def adapt_dataset(ds: 'Dataset') -> 'Dataset':
   """(click, conversion, ...) -> (click, ctcvr, conversion@ctcvr)."""
   click, conversion = esmm.click_and_conversion(ds)
   labels = esmm.entire_space(ds)

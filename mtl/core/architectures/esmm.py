@@ -22,7 +22,7 @@ weights 1.
 """
 
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import flax.linen as nn
 import jax
@@ -32,11 +32,13 @@ import numpy as np
 from mtl.core.architectures.base import Backbone
 from mtl.core.layers.experts import ExpertBank
 from mtl.core.tasks import Task
-from mtl.data.dataset import Dataset
 from mtl.errors import ConfigError
 
+if TYPE_CHECKING:  # The core does not import the data layer at run time.
+  from mtl.data.dataset import Dataset
 
-def click_and_conversion(ds: Dataset) -> tuple[Task, Task]:
+
+def click_and_conversion(ds: 'Dataset') -> tuple[Task, Task]:
   """The dataset's click and conversion tasks, checked; one-line errors."""
   if len(ds.tasks) < 2 or not all(t.kind == 'binary' for t in ds.tasks[:2]):
     raise ConfigError(
@@ -59,7 +61,7 @@ def click_and_conversion(ds: Dataset) -> tuple[Task, Task]:
   return ds.tasks[0], ds.tasks[1]
 
 
-def entire_space(ds: Dataset, name: str = 'ctcvr') -> dict:
+def entire_space(ds: 'Dataset', name: str = 'ctcvr') -> dict:
   """Per split: the click & conversion label over all impressions."""
   out = {}
   for split, a in ds.splits.items():
@@ -69,7 +71,7 @@ def entire_space(ds: Dataset, name: str = 'ctcvr') -> dict:
   return out
 
 
-def adapt_dataset(ds: Dataset) -> Dataset:
+def adapt_dataset(ds: 'Dataset') -> 'Dataset':
   """(click, conversion, ...) -> (click, ctcvr, conversion metric-only, ...)."""
   click, conversion = click_and_conversion(ds)
   ctcvr = Task('ctcvr', 'binary', weight=conversion.weight)
