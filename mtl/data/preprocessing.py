@@ -198,6 +198,7 @@ class Encoder:
         self.inputs.append(f.name if isinstance(f, sc.History) else f.column)
       self.labels = [t.label for t in self.schema.tasks]
       self.labels += [t.where.column for t in self.schema.tasks if t.where]
+      self.labels += [t.divide_by for t in self.schema.tasks if t.divide_by]
     elif self.kind == 'census_income':
       self.inputs = list(cib.DENSE) + list(artefact['sparse_names'])
       self.labels = ['income', 'marital_stat', 'education']

@@ -65,12 +65,15 @@ Task keys: `label` (a column, or a condition 'column op number' with op one
 of == != >= <= > <, which makes a binary label), `kind` ('binary',
 'regression', or 'weighted_logistic': a watch time >= 0 as the label,
 Covington et al. 2016, mtl/core/losses.py; a condition is binary),
-`transform` ('none' or 'log1p', of a regression or weighted_logistic
-label), `scale` ('none', 'center' or 'standard': training
-moments of the transformed label on its sample space), `where` (the sample
-space: a condition, or a 0/1 column name meaning 'column == 1'; default every
-row) and `weight` (its loss weight). A task's label column may not be a
-feature (ConfigError).
+`divide_by` (a column: the label is the label column divided by it, row by
+row, before a condition or transform, e.g. a play ratio play_time /
+duration or a long view 'play_time >= 0.5' of it; on the sample space a
+divisor must be > 0, else a DataError naming the row), `transform` ('none'
+or 'log1p', of a regression or weighted_logistic label), `scale` ('none',
+'center' or 'standard': training moments of the transformed label on its
+sample space), `where` (the sample space: a condition, or a 0/1 column name
+meaning 'column == 1'; default every row) and `weight` (its loss weight).
+A task's label column may not be a feature (ConfigError).
 
 Errors: a schema mistake is one ConfigError line naming the entry and key
 (unknown kind or key, bad delimiter, bad value); a column the file lacks is
@@ -190,6 +193,7 @@ class TaskSpec:
   scale: str = 'none'
   where: Condition | None = None
   weight: float = 1.0
+  divide_by: str | None = None  # label = column / divide_by (a ratio)
 
 
 KINDS = {
@@ -234,6 +238,8 @@ class Schema:
         out.append(f.column)
     for t in self.tasks:
       out.append(t.label)
+      if t.divide_by:
+        out.append(t.divide_by)
       if t.where:
         out.append(t.where.column)
     derived = self.derived()
@@ -373,7 +379,15 @@ def _task(name: str, entry: Mapping) -> TaskSpec:
   where = f'dataset.tasks.{name}'
   if not isinstance(entry, Mapping):
     raise ConfigError(f'{where} is {entry!r}, expected a dict of keys')
-  known = ('label', 'kind', 'transform', 'scale', 'where', 'weight')
+  known = (
+    'label',
+    'kind',
+    'transform',
+    'scale',
+    'where',
+    'weight',
+    'divide_by',
+  )
   for key in entry:
     if key not in known:
       raise ConfigError(
@@ -422,6 +436,13 @@ def _task(name: str, entry: Mapping) -> TaskSpec:
   where_c = entry.get('where')
   if where_c is not None:
     where_c = parse_condition(where_c, f'{where}.where')
+  divide_by = entry.get('divide_by')
+  if divide_by is not None and (
+    not isinstance(divide_by, str) or not divide_by.strip()
+  ):
+    raise ConfigError(
+      f'{where}.divide_by is {divide_by!r}, expected a column name'
+    )
   return TaskSpec(
     name=name,
     label=condition.column if condition else text.strip(),
@@ -431,6 +452,7 @@ def _task(name: str, entry: Mapping) -> TaskSpec:
     scale=scale,
     where=where_c,
     weight=float(weight),
+    divide_by=divide_by.strip() if divide_by else None,
   )
 
 

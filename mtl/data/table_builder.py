@@ -534,6 +534,18 @@ class Table(cb.CsvBuilder):
         f'expected a finite number (the label of task {t.name!r})'
       )
     values = np.where(mask > 0, values, 0.0)
+    if t.divide_by is not None:
+      d = numbers(chunk, t.divide_by, offsets, source.path)
+      bad = ~(d > 0) & (mask > 0)
+      if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+          f'{source.path}: row {offsets[i] + 1} column {t.divide_by!r} is '
+          f'{d[i]:g}, expected a number > 0 (the divisor of task {t.name!r}; '
+          "a 'where' such as "
+          f"'{t.divide_by} > 0' leaves such rows out)"
+        )
+      values = np.where(mask > 0, values / np.where(mask > 0, d, 1.0), 0.0)
     if t.condition is not None:
       values = t.condition(values).astype(np.float64)
     elif t.kind == 'binary':

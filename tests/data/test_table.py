@@ -335,3 +335,54 @@ def test_a_users_config_trains_mmoe_from_a_csv(tmp_path, monkeypatch):
   assert all(np.isfinite(v) for v in test.values())
   recorded = json.loads((tmp_path / 'workdir' / 'config.json').read_text())
   assert recorded['dataset']['features']['history']['max_len'] == 8
+
+
+def test_a_ratio_label_and_a_condition_on_it_against_numpy(tmp_path):
+  """`divide_by`: play ratio = play / duration on the rows with a duration
+  (where), and a long view 'play >= 0.5' of the ratio; a zero divisor on
+  the sample space is one DataError naming the row."""
+  n = 200
+  rng = np.random.default_rng(1)
+  df = pd.DataFrame(
+    {
+      'user': rng.integers(0, 5, n),
+      'x': rng.normal(size=n).round(3),
+      'play': rng.gamma(2.0, 10.0, n).round(2),
+      'dur': np.where(rng.random(n) < 0.2, 0.0, rng.gamma(3.0, 10.0, n)),
+    }
+  )
+  df['dur'] = df['dur'].round(2)
+  df.to_csv(tmp_path / 't.csv', index=False)
+  tasks = {
+    'ratio': {
+      'label': 'play',
+      'kind': 'regression',
+      'divide_by': 'dur',
+      'where': 'dur > 0',
+    },
+    'long': {'label': 'play >= 0.5', 'divide_by': 'dur', 'where': 'dur > 0'},
+  }
+  ds = load(tmp_path, tasks=tasks, task_order=('ratio',))
+  order = np.random.default_rng(0).permutation(n)
+  rows = {
+    'validation': np.sort(order[:20]),
+    'test': np.sort(order[20:40]),
+    'train': np.sort(order[40:]),
+  }
+  for split, r in rows.items():
+    part, a = df.iloc[r], ds.splits[split]
+    has = (part.dur > 0).to_numpy()
+    ratio = np.where(has, part.play / part.dur.where(has, 1.0), 0.0)
+    np.testing.assert_array_equal(a['mask'][0], has)
+    np.testing.assert_allclose(a['labels'][0], ratio, rtol=1e-6)
+    np.testing.assert_array_equal(a['labels'][1], has & (ratio >= 0.5))
+  tasks['ratio'].pop('where')
+  with pytest.raises(DataError) as e:
+    load(tmp_path, name='t.csv', tasks=tasks, data_dir=str(tmp_path / 'b'))
+  first = int(np.argmax(df.dur.to_numpy() <= 0)) + 1
+  message = str(e.value)
+  assert '\n' not in message
+  assert f"row {first} column 'dur' is 0, expected a number > 0" in message
+  assert "the divisor of task 'ratio'" in message
+  with pytest.raises(ConfigError, match='divide_by is 3, expected a column'):
+    load(tmp_path, tasks={'y': {'label': 'play', 'divide_by': 3}})
