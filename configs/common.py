@@ -158,3 +158,48 @@ def base_config(
   )
   c.lock()
   return c
+
+
+# Generated tables (mtl/data/scale.py, mtl/data/video.py): the files of
+# configs/<stem>.py:<rows> are $<ENV>/<stem>_<rows>/{train,validation,test}
+# .parquet, split by files (by time), small MMoE / Shared-Bottom sizes.
+GENERATED_MODELS = {
+  'mmoe': dict(num_experts=4, expert_hidden=(64,)),
+  'shared_bottom': dict(hidden=(64, 32)),
+}
+
+
+def generated_dir(stem: str, env: str, rows: int, root=None):
+  """<root>/<stem>_<rows>/, the root $<env> by default."""
+  import os
+  import pathlib
+
+  root = root or os.environ.get(env, f'${env}')
+  return pathlib.Path(root) / f'{stem}_{rows}'
+
+
+def generated_table_config(stem: str, env: str, arg: str):
+  """The base config of a generated table: 'ROWS' or 'ROWS,MODEL' picks the
+  folder $<env>/<stem>_<ROWS>/ and the model (GENERATED_MODELS, default
+  mmoe); the caller sets the features, tasks and training keys.
+
+  Raises:
+    ConfigError: an argument of another form or an unknown model.
+  """
+  rows, _, model_name = str(arg).partition(',')
+  model_name = model_name or 'mmoe'
+  if not rows.isdigit() or model_name not in GENERATED_MODELS:
+    raise ConfigError(
+      f'configs/{stem}.py: argument {arg!r}, expected ROWS[,MODEL] with '
+      f'MODEL one of {sorted(GENERATED_MODELS)}'
+    )
+  config = base_config(model_name, 'table')
+  config.model.update(GENERATED_MODELS[model_name])
+  d = config.dataset
+  d.name = stem
+  folder = f'${env}/{stem}_{int(rows)}'
+  d.path = f'{folder}/train.parquet'
+  d.validation_path = f'{folder}/validation.parquet'
+  d.test_path = f'{folder}/test.parquet'
+  d.split = 'files'
+  return config

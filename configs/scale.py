@@ -17,41 +17,22 @@ generator's validation and test rows come after the training rows). Meant for
 loaded into memory.
 """
 
-import os
 import pathlib
 
 from configs import common
 
-MODELS = {
-  'mmoe': dict(num_experts=4, expert_hidden=(64,)),
-  'shared_bottom': dict(hidden=(64, 32)),
-}
+MODELS = common.GENERATED_MODELS
 
 
 def scale_dir(rows: int, root=None) -> pathlib.Path:
   """Where configs/scale.py:<rows> reads the files: <root>/scale_<rows>/,
   the root $MTL_SCALE_DIR by default."""
-  root = root or os.environ.get('MTL_SCALE_DIR', '$MTL_SCALE_DIR')
-  return pathlib.Path(root) / f'scale_{rows}'
+  return common.generated_dir('scale', 'MTL_SCALE_DIR', rows, root)
 
 
 def get_config(arg: str = '1000000'):
-  rows, _, model_name = str(arg).partition(',')
-  model_name = model_name or 'mmoe'
-  if not rows.isdigit() or model_name not in MODELS:
-    raise ValueError(
-      f'configs/scale.py: argument {arg!r}, expected ROWS[,MODEL] with MODEL '
-      f'one of {sorted(MODELS)}'
-    )
-  config = common.base_config(model_name, 'table')
-  config.model.update(MODELS[model_name])
+  config = common.generated_table_config('scale', 'MTL_SCALE_DIR', arg)
   d = config.dataset
-  d.name = 'scale'
-  folder = f'$MTL_SCALE_DIR/scale_{int(rows)}'
-  d.path = f'{folder}/train.parquet'
-  d.validation_path = f'{folder}/validation.parquet'
-  d.test_path = f'{folder}/test.parquet'
-  d.split = 'files'
   d.features = {
     'user_id': {'kind': 'categorical'},
     'item_id': {'kind': 'categorical'},

@@ -26,47 +26,27 @@ learning rate 5e-3 (cosine): about 20 s on a 2-core CPU at 200,000 rows.
 Its test metrics against the oracles': docs/video.md.
 """
 
-import os
 import pathlib
 
 from configs import common
 from mtl.data import video
-from mtl.errors import ConfigError
 
 # The small log the end-to-end test trains (tests/data/test_video.py) and
 # experiments/video_truth.py measures the test's margins on: 500 rows a
 # user, so 50,000 training rows suffice to learn each user's interests.
 SMALL_LOG = dict(rows=50_000, eval_rows=10_000, num_users=100, num_videos=300)
-MODELS = {
-  'mmoe': dict(num_experts=4, expert_hidden=(64,)),
-  'shared_bottom': dict(hidden=(64, 32)),
-}
+MODELS = common.GENERATED_MODELS
 
 
 def video_dir(rows: int, root=None) -> pathlib.Path:
   """Where configs/video.py:<rows> reads the files: <root>/video_<rows>/,
   the root $MTL_VIDEO_DIR by default."""
-  root = root or os.environ.get('MTL_VIDEO_DIR', '$MTL_VIDEO_DIR')
-  return pathlib.Path(root) / f'video_{rows}'
+  return common.generated_dir('video', 'MTL_VIDEO_DIR', rows, root)
 
 
 def get_config(arg: str = '200000'):
-  rows, _, model_name = str(arg).partition(',')
-  model_name = model_name or 'mmoe'
-  if not rows.isdigit() or model_name not in MODELS:
-    raise ConfigError(
-      f'configs/video.py: argument {arg!r}, expected ROWS[,MODEL] with MODEL '
-      f'one of {sorted(MODELS)}'
-    )
-  config = common.base_config(model_name, 'table')
-  config.model.update(MODELS[model_name])
+  config = common.generated_table_config('video', 'MTL_VIDEO_DIR', arg)
   d = config.dataset
-  d.name = 'video'
-  folder = f'$MTL_VIDEO_DIR/video_{int(rows)}'
-  d.path = f'{folder}/train.parquet'
-  d.validation_path = f'{folder}/validation.parquet'
-  d.test_path = f'{folder}/test.parquet'
-  d.split = 'files'
   d.features = {
     'user_id': {'kind': 'categorical'},
     'video_id': {'kind': 'categorical'},

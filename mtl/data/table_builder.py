@@ -523,58 +523,62 @@ class Table(cb.CsvBuilder):
     if t.where is not None:
       w = numbers(chunk, t.where.column, offsets, source.path)
       mask = t.where(w).astype(np.float32)
-    raw = chunk[t.label]
-    values = pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
-    bad = ~np.isfinite(values) & (mask > 0)
-    if bad.any():
-      i = int(np.argmax(bad))
-      found = 'empty' if pd.isna(raw.iloc[i]) else repr(raw.iloc[i])
-      raise DataError(
-        f'{source.path}: row {offsets[i] + 1} column {t.label!r} is {found}, '
-        f'expected a finite number (the label of task {t.name!r})'
-      )
-    values = np.where(mask > 0, values, 0.0)
-    if t.divide_by is not None:
-      d = numbers(chunk, t.divide_by, offsets, source.path)
-      bad = ~(d > 0) & (mask > 0)
+    on = mask > 0
+
+    def check(bad, column, found, expected):
+      """One DataError at the first sample-space row where `bad` holds."""
+      bad = bad & on
       if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-          f'{source.path}: row {offsets[i] + 1} column {t.divide_by!r} is '
-          f'{d[i]:g}, expected a number > 0 (the divisor of task {t.name!r}; '
-          "a 'where' such as "
-          f"'{t.divide_by} > 0' leaves such rows out)"
+          f'{source.path}: row {offsets[i] + 1} column {column!r} is '
+          f'{found(i)}, expected {expected}'
         )
-      values = np.where(mask > 0, values / np.where(mask > 0, d, 1.0), 0.0)
+
+    raw = chunk[t.label]
+    values = pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
+    check(
+      ~np.isfinite(values),
+      t.label,
+      lambda i: 'empty' if pd.isna(raw.iloc[i]) else repr(raw.iloc[i]),
+      f'a finite number (the label of task {t.name!r})',
+    )
+    values = np.where(on, values, 0.0)
+    if t.divide_by is not None:
+      d = numbers(chunk, t.divide_by, offsets, source.path)
+      check(
+        ~(d > 0),
+        t.divide_by,
+        lambda i: f'{d[i]:g}',
+        f"a number > 0 (the divisor of task {t.name!r}; a 'where' such as "
+        f"'{t.divide_by} > 0' leaves such rows out)",
+      )
+      values = np.where(on, values / np.where(on, d, 1.0), 0.0)
     if t.condition is not None:
       values = t.condition(values).astype(np.float64)
     elif t.kind == 'binary':
-      bad = ~np.isin(values, (0.0, 1.0)) & (mask > 0)
-      if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(
-          f'{source.path}: row {offsets[i] + 1} column {t.label!r} is '
-          f'{raw.iloc[i]!r}, expected 0 or 1 (binary task {t.name!r}; '
-          "a condition label such as 'rating >= 4' makes one)"
-        )
+      check(
+        ~np.isin(values, (0.0, 1.0)),
+        t.label,
+        lambda i: repr(raw.iloc[i]),
+        f'0 or 1 (binary task {t.name!r}; a condition label such as '
+        "'rating >= 4' makes one)",
+      )
     if t.kind == 'weighted_logistic':
-      bad = (values < 0) & (mask > 0)
-      if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(
-          f'{source.path}: row {offsets[i] + 1} column {t.label!r} is '
-          f'{values[i]:g}, expected a watch time >= 0 (weighted_logistic '
-          f'task {t.name!r})'
-        )
+      check(
+        values < 0,
+        t.label,
+        lambda i: f'{values[i]:g}',
+        f'a watch time >= 0 (weighted_logistic task {t.name!r})',
+      )
     if t.transform == 'log1p':
-      bad = (values <= -1) & (mask > 0)
-      if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(
-          f'{source.path}: row {offsets[i] + 1} column {t.label!r} is '
-          f'{values[i]:g}, expected a number > -1 (transform log1p)'
-        )
-      values = np.where(mask > 0, np.log1p(np.maximum(values, -0.5)), 0.0)
+      check(
+        values <= -1,
+        t.label,
+        lambda i: f'{values[i]:g}',
+        'a number > -1 (transform log1p)',
+      )
+      values = np.where(on, np.log1p(np.maximum(values, -0.5)), 0.0)
     return values.astype(np.float64), mask
 
   def _generate_examples(self, split_name, plan, code, encoding):
