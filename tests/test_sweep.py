@@ -31,7 +31,7 @@ def get_sweep():
     grid={'weighting_name': ['equal', 'uncertainty']},
     seeds=[0, 1],
     overrides={
-      'num_epochs': 1, 'batch_size': 2048, 'eval_batch_size': 8192,
+      'num_epochs': 1, 'batch_size': 8192, 'eval_batch_size': 16384,
       'optimizer.learning_rate': 1e-2,
       'steps_per_dispatch': 16, 'log_every_steps': 16,
       'wandb.mode': 'offline', 'checkpoint.async_save': False,
