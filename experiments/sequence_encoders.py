@@ -12,8 +12,11 @@ or pooled by each encoder of mtl.core.layers.embedding.SEQUENCE_ENCODERS
 and McAuley ICDM 2018), everything else the config's. Each variant is one
 population of --seeds members (seeds 0..n-1, the config's learning rate);
 every member picks its epoch on its own validation AUC of the first task.
-Reported: test AUC of each binary task, mean +- std over seeds, and the
-difference to 'mean' in standard errors. Prepared data lives under
+Reported (experiments/ranking_report.py, from each member's test
+predictions): AUC and GAUC (by user) of each binary task, XAUC (by user)
+and RMSE of each regression (MovieLens rating, centred; KuaiRand log1p
+play time, standardised), mean +- std over seeds, and the difference to
+'mean' in standard errors. Prepared data lives under
 --data_dir (default /tmp/mtl_tfds). Writes
 experiments/results/sequence_encoders.{json,md} (or --out).
 """
@@ -27,7 +30,7 @@ from absl import flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from experiments import harness  # noqa: E402
+from experiments import harness, ranking_report  # noqa: E402
 from experiments.harness import stats  # noqa: E402
 
 _DATASETS = flags.DEFINE_list(
@@ -67,22 +70,23 @@ def main(argv):
     for encoder in _ENCODERS.value:
       config = config_of(dataset, encoder, FLAGS.seeds)
       workdir = pathlib.Path(FLAGS.workdirs) / dataset / encoder
-      members = harness.run(config, workdir, force=FLAGS.force)['members']
-      aucs = {}
-      for key in members[0]['test']:
-        if key.startswith('test/auc/'):
-          values = [m['test'][key] for m in members]
-          aucs[key.removeprefix('test/auc/')] = values
-      row = {
-        'dataset': dataset,
-        'encoder': encoder,
-        'seeds': len(members),
-        'selected_epochs': [m['selected_epoch'] for m in members],
-        'test_auc': aucs,
-      }
-      rows.append(row)
-      first = next(iter(aucs))
-      m, s = stats.mean_std(aucs[first])
+      result = harness.run(config, workdir, force=FLAGS.force)
+      members, unseen = ranking_report.member_metrics(config, workdir)
+      test = ranking_report.by_key(members)
+      rows.append(
+        {
+          'dataset': dataset,
+          'encoder': encoder,
+          'seeds': len(members),
+          'epochs': config.num_epochs,
+          'selected_epochs': [m['selected_epoch'] for m in result['members']],
+          'wall_time_s': result['wall_time_s'],
+          'test_rows_unseen_user': unseen,
+          'test': test,
+        }
+      )
+      first = next(iter(test))
+      m, s = stats.mean_std(test[first])
       print(f'{dataset:16s} {encoder:12s} {first} {m:.4f} +- {s:.4f}')
   harness.write_results('sequence_encoders', rows, table(rows), out=FLAGS.out)
 
@@ -90,34 +94,21 @@ def main(argv):
 def table(rows) -> str:
   lines = [
     'MMoE with the history dropped (none) or encoded by each sequence '
-    'encoder; test AUC, mean +- std over seeds (n per row), epoch chosen '
-    'on validation; (z) = difference to mean pooling in standard errors. '
-    '`python experiments/sequence_encoders.py`.',
+    'encoder; test metrics of each member (its epoch chosen on validation), '
+    'mean +- std over seeds; (z) = difference to mean pooling in standard '
+    'errors. AUC, GAUC (per-user AUC weighted by rows) of binary tasks; '
+    'XAUC (same-user pairs ordered right) and RMSE (lower is better) of '
+    'regressions. `python experiments/sequence_encoders.py`.',
     '',
   ]
   for dataset in dict.fromkeys(r['dataset'] for r in rows):
     part = [r for r in rows if r['dataset'] == dataset]
-    tasks = list(part[0]['test_auc'])
-    base = next((r for r in part if r['encoder'] == 'mean'), None)
     lines += [
-      f'### {dataset}',
+      f'### {dataset} ({part[0]["epochs"]} epochs)',
       '',
-      '| encoder | n | ' + ' | '.join(tasks) + ' |',
-      '|---|---:|' + '---:|' * len(tasks),
+      *ranking_report.table(part, 'encoder', 'mean'),
+      '',
     ]
-    for r in part:
-      cells = []
-      for t in tasks:
-        m, s = stats.mean_std(r['test_auc'][t])
-        cell = f'{m:.4f} +- {s:.4f}'
-        if base is not None and r is not base:
-          _, z = stats.diff_in_se(r['test_auc'][t], base['test_auc'][t])
-          cell += f' ({z:+.1f})'
-        cells.append(cell)
-      lines.append(
-        f'| {r["encoder"]} | {r["seeds"]} | ' + ' | '.join(cells) + ' |'
-      )
-    lines.append('')
   return '\n'.join(lines) + '\n'
 
 

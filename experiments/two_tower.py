@@ -1,16 +1,31 @@
-"""Two towers against MMoE on KuaiRand's video objectives (issue 15.5).
+"""Two-tower interactions against MMoE on KuaiRand and MovieLens-100K.
 
   MTL_DATA_DIR=../shared/data python experiments/two_tower.py \
-      [--models=mmoe,two_tower,two_tower_mmoe] [--seeds=5] [--epochs=0]
+      [--datasets=kuairand_video,movielens_table] \
+      [--models=mmoe,two_tower:bilinear,two_tower:dot,two_tower:mlp,\
+two_tower_mmoe] [--seeds=5] [--epochs=0]
 
-configs/kuairand_video.py:<model> (click, long_view, weighted-LR watch
-time, session goes_on and depth; DIN history): each model one population
-of --seeds members, epoch chosen on validation click AUC. Reported per
-task: test AUC (binary, weighted_logistic) or MSE (depth), mean +- std
-over seeds, and the difference to mmoe in standard errors. Writes
-experiments/results/two_tower.{json,md} (or --out).
+kuairand_video: configs/kuairand_video.py:<model> (the KuaiRand slice;
+click, long_view, weighted-LR watch time, session goes_on and depth; DIN
+history; user tower user id, hour, history, item tower video id,
+duration). movielens_table: configs/movielens_table.py (like, centred
+rating; mean-pooled history) with the same towers as kuairand_video's
+(user tower user id and history, item tower item id; (64, 32) each;
+two_tower_mmoe's 4 experts of (64,)). Each model is one population of
+--seeds members (issue 15.5), each member's epoch chosen on its validation
+AUC of the first task. 'two_tower:<interaction>' is two_tower with
+model.interaction set (docs/models.md): bilinear and dot end in the bare
+per-task form (towers.hidden = ()), mlp in the config's task towers (32,)
+over [h, g, h * g], as two_tower_mmoe (the expert bank over the towers'
+outputs, mlp interaction). Reported (experiments/ranking_report.py, from
+each member's test predictions): AUC and GAUC (by user) of each binary
+task, XAUC (by user) of watch time and of each regression, RMSE of each
+regression (KuaiRand depth log1p standardised, MovieLens rating centred),
+mean +- std over seeds, and the difference to mmoe in standard errors.
+Writes experiments/results/two_tower.{json,md} (or --out).
 """
 
+import itertools
 import pathlib
 import sys
 
@@ -19,62 +34,113 @@ from absl import flags
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from configs import kuairand_video  # noqa: E402
-from experiments import harness  # noqa: E402
+from configs import kuairand_video, movielens_table  # noqa: E402
+from experiments import harness, ranking_report  # noqa: E402
 from experiments.harness import stats  # noqa: E402
 
+_DATASETS = flags.DEFINE_list(
+  'datasets', ['kuairand_video', 'movielens_table'], 'configs/<name>.py.'
+)
 _MODELS = flags.DEFINE_list(
-  'models', ['mmoe', 'two_tower', 'two_tower_mmoe'], 'kuairand_video models.'
+  'models',
+  [
+    'mmoe',
+    'two_tower:bilinear',
+    'two_tower:dot',
+    'two_tower:mlp',
+    'two_tower_mmoe',
+  ],
+  'mmoe, two_tower:<interaction> or two_tower_mmoe.',
 )
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
 _DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mtl_tfds', 'TFDS cache.')
 harness.define_flags(out='two_tower', workdirs='two_tower', seeds=5)
 FLAGS = flags.FLAGS
+MLP_TOWERS = (32,)  # kuairand's towers.hidden, as two_tower_mmoe keeps it.
+
+
+def movielens(name: str):
+  """configs/movielens_table.py with kuairand_video's models and towers."""
+  config = movielens_table.get_config('mmoe')
+  if name == 'mmoe':
+    return config
+  config.model_name = name
+  config.model.num_experts = None
+  config.model.expert_hidden = None
+  config.model.update(kuairand_video.MODELS[name])
+  config.model.user_features = ('user_id', 'history')
+  config.model.item_features = ('item_id',)
+  config.model.user_hidden = (64, 32)
+  config.model.item_hidden = (64, 32)
+  if name == 'two_tower':
+    config.towers.hidden = ()  # The bilinear form's diagonal and bias.
+  return config
+
+
+def config_of(dataset: str, model: str):
+  name, _, interaction = model.partition(':')
+  if dataset == 'movielens_table':
+    config = movielens(name)
+  else:
+    config = kuairand_video.get_config(name)
+  if interaction:
+    config.model.interaction = interaction
+    if interaction == 'mlp':
+      config.towers.hidden = MLP_TOWERS
+  config.dataset.data_dir = _DATA_DIR.value
+  config.progress_bar = False
+  config.population.seeds = tuple(range(FLAGS.seeds))
+  if _EPOCHS.value:
+    config.num_epochs = _EPOCHS.value
+  return config
 
 
 def main(argv):
   del argv
   rows = []
-  for model in _MODELS.value:
-    config = kuairand_video.get_config(model)
-    config.dataset.data_dir = _DATA_DIR.value
-    config.progress_bar = False
-    config.population.seeds = tuple(range(FLAGS.seeds))
-    if _EPOCHS.value:
-      config.num_epochs = _EPOCHS.value
-    workdir = pathlib.Path(FLAGS.workdirs) / model
-    members = harness.run(config, workdir, force=FLAGS.force)['members']
-    metrics = {}
-    for key in members[0]['test']:
-      if key.startswith(('test/auc/', 'test/mse/')):
-        metrics[key.removeprefix('test/')] = [m['test'][key] for m in members]
-    rows.append({'model': model, 'seeds': len(members), 'test': metrics})
-    m, s = stats.mean_std(metrics['auc/click'])
-    print(f'{model:16s} auc/click {m:.4f} +- {s:.4f}', flush=True)
+  for dataset, model in itertools.product(_DATASETS.value, _MODELS.value):
+    config = config_of(dataset, model)
+    workdir = pathlib.Path(FLAGS.workdirs) / dataset / model.replace(':', '_')
+    result = harness.run(config, workdir, force=FLAGS.force)
+    members, unseen = ranking_report.member_metrics(config, workdir)
+    test = ranking_report.by_key(members)
+    rows.append(
+      {
+        'dataset': dataset,
+        'model': model,
+        'seeds': len(members),
+        'epochs': config.num_epochs,
+        'selected_epochs': [m['selected_epoch'] for m in result['members']],
+        'wall_time_s': result['wall_time_s'],
+        'test_rows_unseen_user': unseen,
+        'test': test,
+      }
+    )
+    first = next(iter(test))
+    m, s = stats.mean_std(test[first])
+    print(f'{dataset:16s} {model:20s} {first} {m:.4f} +- {s:.4f}', flush=True)
   harness.write_results('two_tower', rows, table(rows), out=FLAGS.out)
 
 
 def table(rows) -> str:
-  keys = list(rows[0]['test'])
-  base = next((r for r in rows if r['model'] == 'mmoe'), None)
   lines = [
-    'configs/kuairand_video.py:<model>; test metrics, mean +- std over '
-    'seeds; (z) = difference to mmoe in standard errors. '
+    "<dataset>:<model> (experiments/two_tower.py's docstring); test "
+    'metrics of each member (its epoch chosen on validation AUC of the '
+    'first task), mean +- std over seeds; (z) = difference to mmoe in '
+    'standard errors. AUC, GAUC (per-user AUC weighted by rows) of binary '
+    'tasks; XAUC (same-user pairs ordered right) of watch time and '
+    'regressions; RMSE of regressions (lower is better). '
     '`python experiments/two_tower.py`.',
     '',
-    '| model | n | ' + ' | '.join(keys) + ' |',
-    '|---|---:|' + '---:|' * len(keys),
   ]
-  for r in rows:
-    cells = []
-    for k in keys:
-      m, s = stats.mean_std(r['test'][k])
-      cell = f'{m:.4f} +- {s:.4f}'
-      if base is not None and r is not base:
-        _, z = stats.diff_in_se(r['test'][k], base['test'][k])
-        cell += f' ({z:+.1f})'
-      cells.append(cell)
-    lines.append(f'| {r["model"]} | {r["seeds"]} | ' + ' | '.join(cells) + ' |')
+  for dataset in dict.fromkeys(r['dataset'] for r in rows):
+    part = [r for r in rows if r['dataset'] == dataset]
+    lines += [
+      f'### {dataset} ({part[0]["epochs"]} epochs)',
+      '',
+      *ranking_report.table(part, 'model', 'mmoe'),
+      '',
+    ]
   return '\n'.join(lines) + '\n'
 
 
