@@ -23,9 +23,10 @@ for ((i = 0; i < n; i++)); do
   pids+=($!)
 done
 status=0
-for pid in "${pids[@]}"; do
-  # jax.distributed catches SIGTERM: on a failure the others get SIGKILL.
-  wait "$pid" || { rc=$?; [[ $status == 0 ]] && status=$rc; cleanup; }
+for ((i = 0; i < n; i++)); do
+  # Whichever process ends first: one that fails leaves the others waiting
+  # for it in jax.distributed, and they catch SIGTERM, so they get SIGKILL.
+  wait -n "${pids[@]}" || { status=$?; cleanup; break; }
 done
 trap - EXIT
 exit "$status"

@@ -1,5 +1,6 @@
 """The bad-input corpus: config, data, workdir and checkpoint faults, each
-through the real command line (`python -m mtl.shell.main` in a subprocess),
+through the real command line (`python -m mtl.shell.main`, a fresh process
+forked by tests/cli.py),
 run by tests/test_bad_input_corpus_<kind>.py, one file per kind.
 
 Every error case asserts exit code 2, one stderr line `mtl-train: error:`
@@ -20,18 +21,16 @@ import hashlib
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent import futures
 
 import pytest
 
-from mtl.data import ali_ccp
-from mtl.data import ali_ccp_builder as acb
-from mtl.data import aliexpress_builder as aeb
+from configs import ali_ccp, aliexpress
+from mtl.data import DATASETS
 from mtl.errors import DataError
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = [
@@ -254,11 +253,13 @@ CONFIG = {
 
 # --- data: small CSVs in tmp, Ali-CCP's and AliExpress' 'full' layout -----
 
+FILES = {'train': 'path', 'validation': 'validation_path', 'test': 'test_path'}
 
-def _ali_ccp(*overrides, raw='{raw}'):
+
+def _ali_ccp(*overrides, raw='{raw}', variant='full'):
   return [
     '--config=configs/ali_ccp.py:shared_bottom',
-    '--config.dataset.variant=full',
+    f'--config.dataset.variant={variant}',
     f'--config.dataset.manual_dir={raw}',
     '--config.dataset.data_dir={tfds}',
     '--config.num_epochs=1',
@@ -267,21 +268,21 @@ def _ali_ccp(*overrides, raw='{raw}'):
   ]
 
 
-def _raw_files(ctx, edit=None, split='train'):
-  """The Ali-CCP sample as the 'full' files under ctx['tmp']/raw, one of
-  them edited (bytes -> bytes)."""
+def _raw_files(ctx, edit=None, split='train', variant='full'):
+  """The Ali-CCP sample as the `variant` files under ctx['tmp']/raw, one of
+  them edited (bytes -> bytes; the 'full' files have no checksums)."""
   raw = ctx['tmp'] / 'raw'
   raw.mkdir(exist_ok=True)
-  for s, name in acb.FILES['full'].items():
-    data = (ctx['sample'] / acb.FILES['sample'][s]).read_bytes()
+  for s, key in FILES.items():
+    data = (ctx['sample'] / ali_ccp.VARIANTS['sample'][key]).read_bytes()
     if edit is not None and s == split:
       data = edit(data)
-    (raw / name).write_bytes(data)
+    (raw / ali_ccp.VARIANTS[variant][key]).write_bytes(data)
   return {'raw': raw, 'tfds': ctx['tmp'] / 'tfds'}
 
 
 def _csv_case(edit, expect, split='train', file=None):
-  name = file or acb.FILES['full'][split]
+  name = file or ali_ccp.VARIANTS['full'][FILES[split]]
 
   def setup(ctx):
     found = _raw_files(ctx, edit, split)
@@ -317,7 +318,8 @@ def _offset(data: bytes, row: int, column: str) -> int:
 
 def _utf8_case():
   def setup(ctx):
-    sample = (ctx['sample'] / acb.FILES['sample']['train']).read_bytes()
+    train = ali_ccp.VARIANTS['sample']['path']
+    sample = (ctx['sample'] / train).read_bytes()
     found = _raw_files(
       ctx, lambda d: _set_field(d, 5, 'D508', b'1.5\xff'), 'train'
     )
@@ -336,12 +338,19 @@ def _utf8_case():
   )
 
 
+def _version(tfds) -> pathlib.Path:
+  """The prepared Ali-CCP table's directory under a data_dir."""
+  (version,) = (tfds / 'table').glob('ali_ccp-*/1.0.0')
+  return version
+
+
 def _prepared(ctx, *, keep_raw: bool, damage=None):
-  """A prepared cache of the sample (copied from the module's), `damage`d
+  """A prepared cache of the checksummed sample (copied from the module's:
+  the sample's files are known by their sums, wherever they lie), `damage`d
   in its directory, with or without the raw files."""
-  found = _raw_files(ctx)
+  found = _raw_files(ctx, variant='sample')
   shutil.copytree(ctx['cache'], found['tfds'])
-  version = found['tfds'] / 'ali_ccp' / 'full' / '1.0.0'
+  version = _version(found['tfds'])
   if damage is not None:
     damage(version)
   if not keep_raw:
@@ -350,18 +359,18 @@ def _prepared(ctx, *, keep_raw: bool, damage=None):
 
 
 def _truncate(version):
-  record = next(version.glob('ali_ccp-train.array_record*'))
+  record = next(version.glob('table-train.array_record*'))
   record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
 
 
 def _garbage_record(version):
-  record = next(version.glob('ali_ccp-test.array_record*'))
+  record = next(version.glob('table-test.array_record*'))
   record.write_bytes(os.urandom(record.stat().st_size))
 
 
 def _cache_case(damage, problem):
   return Case(
-    _ali_ccp(),
+    _ali_ccp(variant='sample'),
     [
       'ali_ccp: the prepared data in {dir} cannot be used (' + problem,
       'the raw files to prepare it again are missing',
@@ -380,16 +389,25 @@ def _rebuilt(proc, ctx):
   assert (ctx['dir'] / 'dataset_info.json').is_file()
 
 
+def _load_ali_ccp(**kwargs):
+  config = ali_ccp.get_config().dataset.to_dict()
+  return DATASETS['table'](**{**config, **kwargs})
+
+
 def _stale_cache(ctx):
   """A cache prepared from raw files whose test split had one click class
-  (it fails validation), then the raw files fixed."""
+  (it fails validation), then the raw files fixed, with the size and time
+  of the broken ones (so the cache is the same one)."""
   found = _raw_files(ctx, lambda d: _set_column(d, 'click', b'0'), 'test')
+  stats = {p: p.stat() for p in found['raw'].iterdir()}
   with pytest.raises(DataError, match='labels are all 0'):
-    ali_ccp.load_ali_ccp(
-      variant='full', manual_dir=found['raw'], data_dir=found['tfds']
+    _load_ali_ccp(
+      variant='full', manual_dir=str(found['raw']), data_dir=str(found['tfds'])
     )
   _raw_files(ctx)  # Fixed.
-  return {**found, 'dir': found['tfds'] / 'ali_ccp' / 'full' / '1.0.0'}
+  for path, stat in stats.items():
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  return {**found, 'dir': _version(found['tfds'])}
 
 
 def _set_column(data: bytes, column: str, value: bytes) -> bytes:
@@ -407,16 +425,17 @@ def _aliexpress_one_row(ctx):
   raw = ctx['tmp'] / 'raw'
   raw.mkdir()
   sample = ctx['sample'].parent / 'aliexpress-sample'
-  train = (sample / aeb.FILES['sample']['train']).read_bytes()
+  files = aliexpress.VARIANTS['sample']
+  train = (sample / files['path']).read_bytes()
   (raw / 'train.csv').write_bytes(b'\n'.join(_lines(train)[:2]) + b'\n')
-  shutil.copy(sample / aeb.FILES['sample']['test'], raw / 'test.csv')
+  shutil.copy(sample / files['test_path'], raw / 'test.csv')
   return {'raw': raw, 'tfds': ctx['tmp'] / 'tfds'}
 
 
 DATA = {
   'raw folder missing': Case(
     _ali_ccp(raw='{tmp}/nowhere'),
-    ['ali_ccp: raw file(s) not found: {tmp}/nowhere/ali_ccp_train.csv'],
+    ['ali_ccp: file(s) not found: {tmp}/nowhere/ali_ccp_train.csv'],
     workdir='fresh',
     setup=lambda ctx: {'tfds': ctx['tmp'] / 'tfds'},
   ),
@@ -425,10 +444,10 @@ DATA = {
     lambda d: b'cl\xffick' + d[5:],
     ['the header, column 1 (byte offset 2) has byte 0xff, which is not UTF-8'],
   ),
-  'empty file': _csv_case(lambda d: b'', ['is empty, expected CSV rows']),
+  'empty file': _csv_case(lambda d: b'', ['is empty, expected a header']),
   'header only': _csv_case(
     lambda d: _lines(d)[0] + b'\n',
-    ['has a header but no data rows'],
+    ['has no data rows, expected some'],
     split='validation',
   ),
   'label not 0 or 1': _csv_case(
@@ -437,7 +456,7 @@ DATA = {
   ),
   'missing column': _csv_case(
     lambda d: b'\n'.join(x.rsplit(b',', 1)[0] for x in _lines(d) if x),
-    ["header has 32 columns (missing ['D853'], unexpected []), expected"],
+    ["has no column 'D853' (did you mean '853'?), expected it for the schema"],
   ),
   'row with an extra field': _csv_case(
     lambda d: _set_field(d, 4, 'D853', b'1,2'),
@@ -458,12 +477,12 @@ DATA = {
       '--config.dataset.manual_dir={raw}',
       '--config.dataset.data_dir={tfds}',
     ],
-    ["aliexpress: split 'validation' from {raw}/train.csv has no rows"],
+    ["aliexpress: the 'files' split leaves no validation rows, expected some"],
     workdir='fresh',
     setup=_aliexpress_one_row,
   ),
   'truncated cache, no raw files': _cache_case(
-    _truncate, "ali_ccp: prepared record 0 of split 'train'"
+    _truncate, "table: prepared record 0 of split 'train'"
   ),
   'cache without dataset_info.json, no raw files': _cache_case(
     lambda v: (v / 'dataset_info.json').unlink(),
@@ -477,7 +496,7 @@ DATA = {
     _garbage_record, 'RuntimeError'
   ),
   'truncated cache rebuilt from the raw files': Case(
-    _ali_ccp(),
+    _ali_ccp(variant='sample'),
     [],
     code=0,
     workdir='fresh',
@@ -647,14 +666,7 @@ def _env(tmp: pathlib.Path) -> dict:
 
 
 def _main(args, tmp, timeout=300):
-  return subprocess.run(
-    [sys.executable, '-m', 'mtl.shell.main', *args],
-    cwd=REPO,
-    env=_env(tmp),
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
+  return cli.run(args, env=_env(tmp), timeout=timeout)
 
 
 def _hashes(workdir: pathlib.Path) -> dict[str, str]:
@@ -691,7 +703,8 @@ def _run_case(name: str, case: Case, base: dict) -> dict:
 def run(kind: str, tmp_path_factory, data_dir) -> dict:
   """Every `kind` case's outcome ('config', 'data' or 'workdir'); the cases
   run two at a time. What the cases copy is made first: a finished smoke run
-  (if a case copies it) and, for the data cases, a prepared Ali-CCP cache."""
+  (if a case copies it) and, for the data cases, a prepared cache of the
+  Ali-CCP sample."""
   names = [n for n in CASES if n.split(':')[0] == kind]
   start = time.monotonic()
   root = tmp_path_factory.mktemp(f'corpus-{kind}')
@@ -702,12 +715,12 @@ def run(kind: str, tmp_path_factory, data_dir) -> dict:
   sample = data_dir / 'ali-ccp-sample'
   base = {'root': root, 'finished': finished, 'sample': sample, 'cache': None}
   if kind == 'data':
-    # One prepared cache of the sample as 'full' files, copied per case.
+    # One prepared cache of the checksummed sample, copied per case.
     prep = {'tmp': root / 'prep', 'sample': sample}
     prep['tmp'].mkdir()
-    made = _raw_files(prep)
-    ali_ccp.load_ali_ccp(
-      variant='full', manual_dir=made['raw'], data_dir=made['tfds']
+    made = _raw_files(prep, variant='sample')
+    _load_ali_ccp(
+      variant='sample', manual_dir=str(made['raw']), data_dir=str(made['tfds'])
     )
     base['cache'] = made['tfds']
   with futures.ThreadPoolExecutor(2) as pool:

@@ -8,23 +8,20 @@ against the members' own configs).
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(workdir, *args, data_dir=None):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ''}
-  cmd = [sys.executable, '-m', 'mtl.shell.main', f'--workdir={workdir}']
-  cmd += list(args)
+  args = [f'--workdir={workdir}', *args]
   if data_dir is not None:
-    cmd.append(f'--config.dataset.data_dir={data_dir}')
-  proc = subprocess.run(
-    cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env
-  )
+    args.append(f'--config.dataset.data_dir={data_dir}')
+  proc = cli.run(args, env=env, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads((pathlib.Path(workdir) / 'results.json').read_text())
 

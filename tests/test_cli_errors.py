@@ -4,17 +4,18 @@ A user's mistake (the config file, a `--config.<key>` value, a flag, the
 data) is one stderr line `mtl-train: error: ...` and exit code 2; anything
 else is a bug and keeps its traceback (exit code 1). Library INFO logs and
 TFDS's progress bars are off unless `-v 0`. Each case runs
-`python -m mtl.shell.main` in a subprocess, as tests/test_main.py does.
+`python -m mtl.shell.main` in a fresh process (tests/cli.py), as
+tests/test_main.py does.
 """
 
 import os
 import pathlib
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # An absl log record: I (info), W, E or F, then MMDD and the time.
@@ -30,34 +31,13 @@ def _env(tmp_path: pathlib.Path) -> dict:
 
 
 def run_main(tmp_path, *args, timeout=300):
-  return subprocess.run(
-    [sys.executable, '-m', 'mtl.shell.main', *args],
-    cwd=REPO,
-    env=_env(tmp_path),
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
+  return cli.run(args, env=_env(tmp_path), timeout=timeout)
 
 
 def run_patched(tmp_path, patch: str, *args, timeout=300):
   """The real CLI (`main.run()`) with `patch` applied to mtl first."""
-  script = '\n'.join(
-    [
-      'import sys',
-      textwrap.dedent(patch),
-      'from mtl.shell import main',
-      f'sys.argv = ["mtl-train", *{list(args)!r}]',
-      'main.run()',
-    ]
-  )
-  return subprocess.run(
-    [sys.executable, '-c', script],
-    cwd=REPO,
-    env=_env(tmp_path),
-    capture_output=True,
-    text=True,
-    timeout=timeout,
+  return cli.run(
+    args, env=_env(tmp_path), timeout=timeout, patch=textwrap.dedent(patch)
   )
 
 

@@ -8,8 +8,6 @@ task must count exactly the clicked impressions.
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,6 +15,7 @@ import pytest
 
 from configs import ali_ccp, aliexpress
 from mtl.shell import build
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -44,21 +43,15 @@ def test_ali_ccp_entire_space_labels_match_the_raw_csv(data_dir, model):
 )
 def test_trains_from_its_config(tmp_path, data_dir, config_arg, module):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  proc = subprocess.run(
+  proc = cli.run(
     [
-      sys.executable,
-      '-m',
-      'mtl.shell.main',
       f'--config=configs/{config_arg}',
       f'--workdir={tmp_path}',
       '--config.progress_bar=false',
       '--config.checkpoint.async_save=false',
       '--config.log_every_steps=1',
     ],
-    cwd=REPO,
     env=env,
-    capture_output=True,
-    text=True,
     timeout=600,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]

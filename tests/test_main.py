@@ -8,12 +8,11 @@ ones.
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from mtl.shell.writers import read_offline_run
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -22,14 +21,7 @@ def run_main(*args, timeout=300):
   env = dict(os.environ)
   env.pop('XLA_FLAGS', None)  # One device, as a plain user run.
   env['WANDB_MODE'] = env.get('WANDB_MODE', 'offline')
-  return subprocess.run(
-    [sys.executable, '-m', 'mtl.shell.main', *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
+  return cli.run(args, env=env, timeout=timeout)
 
 
 def test_smoke_run_writes_the_workdir(tmp_path):

@@ -12,11 +12,11 @@ trained model separates almost perfectly.
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
+
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CATEGORIES = ('books', 'garden', 'music', 'shoes', 'toys')
@@ -52,21 +52,15 @@ def test_a_csv_trains_from_the_example_config(tmp_path):
   write_csv(tmp_path / 'interactions.csv')
   df = pd.read_csv(tmp_path / 'interactions.csv')  # As the oracle reads it.
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ''}
-  proc = subprocess.run(
+  proc = cli.run(
     [
-      sys.executable,
-      '-m',
-      'mtl.shell.main',
       '--config=configs/example_table.py',
       f'--workdir={tmp_path / "run"}',
       f'--config.dataset.path={tmp_path / "interactions.csv"}',
       f'--config.dataset.data_dir={tmp_path / "tfds"}',
       '--config.progress_bar=false',
     ],
-    capture_output=True,
-    text=True,
     timeout=300,
-    cwd=REPO,
     env=env,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,6 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests import cli
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # 8 epochs x 16 steps, a checkpoint every 8 steps, 4 steps per dispatch; the
 # constant schedule lets a 4-epoch run be continued to 8 epochs unchanged.
@@ -50,14 +52,7 @@ def env():
 
 
 def run(workdir, *extra):
-  proc = subprocess.run(
-    command(workdir, *extra),
-    cwd=REPO,
-    env=env(),
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  proc = cli.run(command(workdir, *extra)[3:], env=env(), timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads((workdir / 'results.json').read_text())
 
@@ -162,12 +157,9 @@ def test_workdir_of_another_model_shape_is_one_line_and_untouched(tmp_path):
   before = sorted(str(p) for p in tmp_path.rglob('*') if p.name != '.lock')
 
   def rerun(*args):
-    proc = subprocess.run(
-      command(tmp_path, '--config.model.num_experts=3', *args),
-      cwd=REPO,
+    proc = cli.run(
+      command(tmp_path, '--config.model.num_experts=3', *args)[3:],
       env=env(),
-      capture_output=True,
-      text=True,
       timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -24,6 +24,7 @@ from mtl.data import pipeline, streaming
 from mtl.data.scale import write_scale_table
 from mtl.errors import ConfigError, DataError
 from mtl.shell import checkpoint
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ROWS, BATCH = 2000, 128
@@ -123,14 +124,8 @@ def _env(root):
 
 
 def _train(root, tfds_dir, workdir, *extra, timeout=300):
-  proc = subprocess.run(
-    [sys.executable, '-m', 'mtl.shell.main']
-    + _flags(tfds_dir, workdir, *extra),
-    cwd=REPO,
-    env=_env(root),
-    capture_output=True,
-    text=True,
-    timeout=timeout,
+  proc = cli.run(
+    _flags(tfds_dir, workdir, *extra), env=_env(root), timeout=timeout
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads((workdir / 'results.json').read_text())

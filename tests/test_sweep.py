@@ -9,14 +9,13 @@ import csv
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from mtl.search import sweep as sweep_lib
 from mtl.shell.writers import read_offline_run
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -43,14 +42,7 @@ def get_sweep():
 
 def run_cli(*args):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  return subprocess.run(
-    [sys.executable, '-c', 'from mtl.search.sweep import run; run()', *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
+  return cli.run(args, env=env, timeout=900, module='mtl.search.sweep')
 
 
 # The run test sweeps one config (2 cells of 2 seeds; each cell trains census

@@ -1,0 +1,148 @@
+"""Runs mtl's command lines as a user does, minus the import time.
+
+`run(args)` is `subprocess.run([python, -m, mtl.shell.main, *args])` with
+output captured: the same argv, environment, working directory, exit code,
+stdout and stderr. A process that imports JAX, Flax, Optax and Orbax spends
+about 2 s on it, and the suite starts well over a hundred of them (the
+bad-input corpus alone makes 65). So each pytest worker keeps one
+multiprocessing *forkserver* that has imported those libraries and mtl's
+command-line module once; every run is a fresh fork of it, which then sets
+the run's environment and directory, redirects its stdout and stderr to
+files and calls the entry point (`mtl.shell.main:run`, what `mtl-train`
+calls). It ends like an interpreter: atexit handlers and non-daemon threads
+are run and joined, then the process exits with the entry point's code.
+
+Nothing that reads the environment when it is imported is preloaded except
+JAX, whose import-time settings (JAX_*) the run's environment must then
+share with the server: a run whose JAX_* differ, or that asks for
+`fresh=True`, is a plain subprocess. So is anything that signals or kills
+its process (tests/test_resume.py, tests/test_streaming.py and the launch
+tests start those themselves). XLA_FLAGS is read when the backend starts,
+in the run, so device counts differ freely between runs.
+"""
+
+import atexit
+import multiprocessing
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENTRY_POINTS = {
+  'mtl.shell.main': 'run',  # mtl-train
+  'mtl.shell.evaluate': 'run',  # mtl-eval
+  'mtl.search.sweep': 'run',  # mtl-sweep
+}
+PRELOAD = [
+  'numpy',
+  'jax',
+  'jax.numpy',
+  'flax.linen',
+  'optax',
+  'orbax.checkpoint',
+  'ml_collections',
+  'absl.app',
+  'mtl.shell.main',
+]
+_server = {}
+
+
+def _context():
+  """This process's forkserver context, made with the current JAX_* env."""
+  if not _server:
+    ctx = multiprocessing.get_context('forkserver')
+    ctx.set_forkserver_preload(PRELOAD)
+    _server['ctx'] = ctx
+    _server['jax_env'] = _jax_env(os.environ)
+  return _server['ctx']
+
+
+def _jax_env(env) -> dict:
+  return {k: v for k, v in env.items() if k.startswith('JAX_')}
+
+
+def _child(module, argv, env, cwd, out, err, patch):
+  """In the fork: become the command `argv` and exit with its code."""
+  os.environ.clear()
+  os.environ.update(env)
+  os.chdir(cwd)
+  sys.path[0] = str(cwd)  # `python -m` puts the working directory first.
+  tempfile.tempdir = None  # Read TMPDIR again.
+  for fd, path in ((1, out), (2, err)):
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(handle, fd)
+    os.close(handle)
+  sys.argv = argv
+  code = 0
+  try:
+    if patch:
+      exec(patch, {'__name__': '__patch__'})
+    module = __import__(module, fromlist=['_'])
+    getattr(module, ENTRY_POINTS[module.__name__])()
+  except SystemExit as e:
+    if e.code is None or isinstance(e.code, int):
+      code = e.code or 0
+    else:
+      print(e.code, file=sys.stderr)
+      code = 1
+  except BaseException:
+    traceback.print_exc()
+    code = 1
+  try:
+    threading._shutdown()  # What the interpreter does on exit: join
+    atexit._run_exitfuncs()  # non-daemon threads, run atexit handlers.
+  finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run(
+  args,
+  *,
+  env: dict | None = None,
+  cwd=REPO,
+  timeout: float = 300,
+  module: str = 'mtl.shell.main',
+  fresh: bool = False,
+  patch: str = '',
+) -> subprocess.CompletedProcess:
+  """`python -m <module> *args` with text output captured (see above).
+
+  patch: Python source run in the process before the entry point (a test
+  that makes mtl fail on purpose); the plain subprocess runs it with -c.
+  """
+  env = dict(os.environ if env is None else env)
+  args = [str(a) for a in args]
+  command = [sys.executable, '-m', module, *args]
+  if patch:
+    entry = f'import {module} as m; m.{ENTRY_POINTS[module]}()'
+    command = [sys.executable, '-c', f'{patch}\n{entry}', *args]
+  ctx = None if fresh else _context()
+  if ctx is None or _jax_env(env) != _server['jax_env']:
+    return subprocess.run(
+      command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+  with tempfile.TemporaryDirectory() as tmp:
+    out, err = pathlib.Path(tmp, 'stdout'), pathlib.Path(tmp, 'stderr')
+    argv = [str(pathlib.Path(REPO, *module.split('.'))) + '.py', *args]
+    process = ctx.Process(
+      target=_child,
+      args=(module, argv, env, str(cwd), str(out), str(err), patch),
+    )
+    process.start()
+    process.join(timeout)
+    if process.exitcode is None:
+      process.kill()
+      process.join()
+      raise subprocess.TimeoutExpired(command, timeout)
+    return subprocess.CompletedProcess(
+      command,
+      process.exitcode,
+      out.read_text(errors='replace') if out.exists() else '',
+      err.read_text(errors='replace') if err.exists() else '',
+    )
