@@ -22,9 +22,12 @@ from experiments.harness import stats
 METRICS = ('auc', 'gauc', 'xauc', 'rmse')
 
 
-def member_metrics(config, workdir) -> tuple[list[dict], float]:
-  """([{metric/task: value} per member], share of test rows whose user is
-  unseen in training)."""
+def member_metrics(config, workdir) -> tuple[list[dict], dict]:
+  """([{metric/task: value} per member], facts of the test split): the
+  share of test rows whose user is unseen in training, and per binary task
+  the share of its rows in users with both classes (what GAUC covers) and
+  how many such users there are."""
+  from mtl.core import ranking_metrics as rm
   from mtl.data import schema
   from mtl.shell import ensemble
 
@@ -37,6 +40,15 @@ def member_metrics(config, workdir) -> tuple[list[dict], float]:
     return np.where(u == schema.OOV_ID, -1 - np.arange(len(u)), u)
 
   group.users = own_group
+  split = group.dataset.splits['test']
+  facts = {'unseen_user_rows': unseen, 'gauc_rows': {}, 'gauc_users': {}}
+  for t, task in enumerate(group.tasks):
+    keep = split['mask'][t] > 0
+    if task.kind == 'binary':
+      y = split['labels'][t][keep]
+      _, rows, both = rm.per_user_auc(y, y, own_group('test')[keep])
+      facts['gauc_rows'][task.name] = float(rows[both].sum() / keep.sum())
+      facts['gauc_users'][task.name] = int(both.sum())
   out = []
   for preds in ensemble.predict(group, 'test'):
     m = ensemble.evaluate(preds, group, 'test')
@@ -47,7 +59,7 @@ def member_metrics(config, workdir) -> tuple[list[dict], float]:
         if k.split('/')[1] in METRICS
       }
     )
-  return out, unseen
+  return out, facts
 
 
 def by_key(members: list[dict]) -> dict:
@@ -81,3 +93,19 @@ def table(rows, key: str, base: str) -> list[str]:
     cells = [_cell(r['test'][k], b) for r in rows]
     lines.append(f'| {k} | ' + ' | '.join(cells) + ' |')
   return lines
+
+
+def coverage(row) -> str:
+  """One line: what GAUC covers on the row's test split."""
+  f = row['test_split']
+  parts = [
+    f'{t} {f["gauc_rows"][t]:.0%} of rows ({f["gauc_users"][t]} users)'
+    for t in f['gauc_rows']
+  ]
+  line = 'GAUC covers the users with both classes: ' + ', '.join(parts)
+  if f['unseen_user_rows']:
+    line += (
+      f'; {f["unseen_user_rows"]:.1%} of test rows have a user unseen in '
+      'training (each row its own group)'
+    )
+  return line + '.'

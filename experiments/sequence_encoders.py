@@ -71,7 +71,7 @@ def main(argv):
       config = config_of(dataset, encoder, FLAGS.seeds)
       workdir = pathlib.Path(FLAGS.workdirs) / dataset / encoder
       result = harness.run(config, workdir, force=FLAGS.force)
-      members, unseen = ranking_report.member_metrics(config, workdir)
+      members, facts = ranking_report.member_metrics(config, workdir)
       test = ranking_report.by_key(members)
       rows.append(
         {
@@ -81,7 +81,7 @@ def main(argv):
           'epochs': config.num_epochs,
           'selected_epochs': [m['selected_epoch'] for m in result['members']],
           'wall_time_s': result['wall_time_s'],
-          'test_rows_unseen_user': unseen,
+          'test_split': facts,
           'test': test,
         }
       )
@@ -107,6 +107,8 @@ def table(rows) -> str:
       f'### {dataset} ({part[0]["epochs"]} epochs)',
       '',
       *ranking_report.table(part, 'encoder', 'mean'),
+      '',
+      ranking_report.coverage(part[0]),
       '',
     ]
   return '\n'.join(lines) + '\n'

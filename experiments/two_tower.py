@@ -102,7 +102,7 @@ def main(argv):
     config = config_of(dataset, model)
     workdir = pathlib.Path(FLAGS.workdirs) / dataset / model.replace(':', '_')
     result = harness.run(config, workdir, force=FLAGS.force)
-    members, unseen = ranking_report.member_metrics(config, workdir)
+    members, facts = ranking_report.member_metrics(config, workdir)
     test = ranking_report.by_key(members)
     rows.append(
       {
@@ -112,7 +112,7 @@ def main(argv):
         'epochs': config.num_epochs,
         'selected_epochs': [m['selected_epoch'] for m in result['members']],
         'wall_time_s': result['wall_time_s'],
-        'test_rows_unseen_user': unseen,
+        'test_split': facts,
         'test': test,
       }
     )
@@ -139,6 +139,8 @@ def table(rows) -> str:
       f'### {dataset} ({part[0]["epochs"]} epochs)',
       '',
       *ranking_report.table(part, 'model', 'mmoe'),
+      '',
+      ranking_report.coverage(part[0]),
       '',
     ]
   return '\n'.join(lines) + '\n'
