@@ -11,8 +11,6 @@ import difflib
 import functools
 import inspect
 
-from mtl.data.ali_ccp import load_ali_ccp
-from mtl.data.aliexpress import load_aliexpress
 from mtl.data.census_income import load_census_income
 from mtl.data.entire_space import load_entire_space
 from mtl.data.movielens import load_movielens_100k
@@ -52,8 +50,6 @@ def _checked(name: str, load):
 DATASETS = {
   name: _checked(name, load)
   for name, load in {
-    'ali_ccp': load_ali_ccp,
-    'aliexpress': load_aliexpress,
     'census_income': load_census_income,
     'entire_space': load_entire_space,
     'movielens_100k': load_movielens_100k,

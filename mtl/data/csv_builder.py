@@ -1,26 +1,23 @@
-"""Streaming CSV -> encoded blocks: what the CSV-based TFDS builders share.
+"""Streaming CSV reading for the builders: no raw file is held in memory.
 
-The Ali-CCP and AliExpress builders (ali_ccp_builder.py,
-aliexpress_builder.py) and the table builder (table_builder.py, which also
-prepares MovieLens) never hold a raw file in memory:
+Used by the table builder (table_builder.py), MovieLens' join
+(movielens.py) and census-income's reader (census_income_builder.py):
 
 - `read_chunks` reads a file with pandas in chunks of `chunksize` rows;
   `column` checks one column of a chunk and names the file, the 1-based data
-  row (a header line is not counted) and the column of a bad value.
-- `Vocabulary` and `Moments` take the training split's statistics in one
-  streaming pass: the sorted set of values of each categorical column, and
-  each numeric column's mean and population std (chunks merged with Chan et
-  al.'s pairwise update, in float64).
-- `lookup` maps values to ids (0: a value never seen in training, 1..: the
-  training vocabulary); `standardise` applies the training moments.
-- `CsvBuilder._generate_examples` streams a builder's encoded chunks and
-  regroups them into records of exactly `chunksize` rows (the last record of
-  a split may be shorter), so that record k of every split holds rows
-  [k * chunksize, (k + 1) * chunksize) and a process can read only the
-  records of its share (prepared.read_rows). The record size is kept in the
-  prepared metadata ('block_rows'), so a cache prepared with one chunk size
-  reads back under any other. One row per record would be slow to read back:
-  TFDS decodes each record in Python (census_income_builder.py).
+  row (a header line is not counted) and the column of a bad value;
+  `not_utf8` and `check_rows` name a byte that is not UTF-8 (file, row,
+  column, offset) and an empty or header-only file.
+- `Moments` takes a numeric column's mean and population std in one
+  streaming pass (chunks merged with Chan et al.'s pairwise update, float64).
+- `fixed_blocks` regroups encoded chunks into records of exactly
+  `chunksize` rows (the last record of a split may be shorter), so that
+  record k of every split holds rows [k * chunksize, (k + 1) * chunksize)
+  and a process can read only the records of its share
+  (prepared.read_rows). The record size is kept in the prepared metadata
+  ('block_rows'), so a cache prepared with one chunk size reads back under
+  any other. One row per record would be slow to read back: TFDS decodes
+  each record in Python (census_income_builder.py).
 """
 
 import gzip
@@ -29,10 +26,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-import tensorflow_datasets as tfds
 
 from mtl import errors
-from mtl.data import cache
 
 DataError = errors.DataError
 RawFilesMissingError = errors.DataFileNotFound
@@ -75,7 +70,11 @@ def first_bad_utf8(path, sep: str = ',') -> tuple[int, int, int, int] | None:
 
 def not_utf8(path, *, sep: str = ',', names=None, header: bool = True):
   """The DataError of a file with a byte that is not UTF-8: file, 1-based
-  data row (the header is row 0), column and byte offset."""
+  data row (the header is row 0), column (`names`, else the header's) and
+  byte offset."""
+  if names is None and header:
+    with _open_bytes(pathlib.Path(path)) as f:
+      names = f.readline().decode('utf-8', 'replace').strip().split(sep)
   found = first_bad_utf8(path, sep)
   if found is None:  # pandas saw one where this scan does not: say so.
     return DataError(f'{path}: is not UTF-8 text, expected UTF-8')
@@ -104,31 +103,6 @@ def check_rows(path, *, header: bool) -> None:
       raise DataError(
         f'{path}: has a header but no data rows, expected at least one row'
       )
-
-
-def read_header(path: pathlib.Path, expected: tuple[str, ...]) -> None:
-  """Raises a one-line DataError unless the header is `expected`, in order,
-  and data rows follow it."""
-  check_rows(path, header=True)
-  try:
-    found = tuple(pd.read_csv(path, nrows=0).columns)
-  except pd.errors.EmptyDataError:
-    found = ()
-  except UnicodeDecodeError as err:
-    raise not_utf8(path, names=expected) from err
-  if found == expected:
-    return
-  missing = [c for c in expected if c not in found]
-  extra = [c for c in found if c not in expected]
-  detail = (
-    f'missing {missing}, unexpected {extra}'
-    if missing or extra
-    else 'the columns are in another order'
-  )
-  raise DataError(
-    f'{path}: header has {len(found)} columns ({detail}), expected the '
-    f'{len(expected)} columns {",".join(expected)}'
-  )
 
 
 def read_chunks(
@@ -162,10 +136,6 @@ def read_chunks(
   except UnicodeDecodeError as err:
     header = read_csv_kwargs.get('header', 'infer') is not None
     names = read_csv_kwargs.get('names')
-    if names is None and header:
-      with _open_bytes(pathlib.Path(path)) as f:
-        first = f.readline().decode('utf-8', 'replace').strip()
-      names = first.split(read_csv_kwargs.get('sep', ','))
     raise not_utf8(
       path, sep=read_csv_kwargs.get('sep', ','), names=names, header=header
     ) from err
@@ -204,21 +174,6 @@ def column(
       f'expected {expected}'
     )
   return values if kind == 'number' else values.astype(np.int64)
-
-
-class Vocabulary:
-  """The values of categorical columns seen in training, gathered by chunk."""
-
-  def __init__(self, names: tuple[str, ...]):
-    self.values = {name: set() for name in names}
-
-  def update(self, columns: dict[str, np.ndarray]) -> None:
-    for name, seen in self.values.items():
-      seen.update(np.unique(columns[name]).tolist())
-
-  def finish(self) -> dict[str, list]:
-    """{column: sorted training values}; value i has id i + 1."""
-    return {name: sorted(seen) for name, seen in self.values.items()}
 
 
 class Moments:
@@ -262,19 +217,6 @@ class Moments:
     }
 
 
-def lookup(values: np.ndarray, vocabulary: list) -> np.ndarray:
-  """int32 ids: 1 + the value's position in the vocabulary, 0 if unseen."""
-  # get_indexer gives -1 for a value not in the vocabulary: OOV id 0.
-  return (pd.Index(vocabulary).get_indexer(values) + 1).astype(np.int32)
-
-
-def standardise(x: np.ndarray, moments: dict, names) -> np.ndarray:
-  """float32 [n, F]: (x - training mean) / training std, column by column."""
-  mean = np.array([moments[n]['mean'] for n in names])
-  std = np.array([moments[n]['std'] for n in names])
-  return ((x - mean) / std).astype(np.float32)
-
-
 def fixed_blocks(
   chunks: Iterator[dict[str, np.ndarray]], rows: int
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -290,69 +232,3 @@ def fixed_blocks(
       held -= rows
   if held:
     yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
-
-
-class CsvBuilder(cache.Builder, skip_registration=True):
-  """A builder whose splits are streamed, encoded CSV chunks.
-
-  A subclass sets CHECKSUMS, DENSE, SPARSE and LABELS ({name: dtype}) and
-  implements `_split_generators` (a streaming statistics pass over the
-  training rows, then `self._generate_examples(...)` per split) and
-  `_encoded_chunks(**kwargs)`, which yields one encoded dict per CSV chunk:
-  'dense' [n, F] float32, 'sparse' [n, S] int32, the labels and 'row' (the
-  row's 0-based position in its raw file).
-  """
-
-  CHECKSUMS: pathlib.Path
-  DENSE: tuple[str, ...]
-  SPARSE: tuple[str, ...]
-  LABELS: dict[str, type]
-
-  def __init__(self, *, chunksize: int = DEFAULT_CHUNKSIZE, **kwargs):
-    self.chunksize = chunksize
-    super().__init__(**kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def _checksums_path(cls) -> pathlib.Path:
-    # One checksum file per builder: mtl/data holds several builders (and
-    # TFDS's default lookup needs the missing importlib_resources backport).
-    return cls.CHECKSUMS
-
-  def _features(self) -> tfds.features.FeaturesDict:
-    def column(dtype, width=None):
-      shape = (None,) if width is None else (None, width)
-      return tfds.features.Tensor(shape=shape, dtype=dtype)
-
-    return tfds.features.FeaturesDict(
-      {
-        'dense': column(np.float32, len(self.DENSE)),
-        'sparse': column(np.int32, len(self.SPARSE)),
-        'row': column(np.int64),
-        **{name: column(dtype) for name, dtype in self.LABELS.items()},
-      }
-    )
-
-  def _encoded_chunks(self, **kwargs) -> Iterator[dict[str, np.ndarray]]:
-    raise NotImplementedError
-
-  def _generate_examples(self, split_name: str = '', **kwargs):
-    """Records of split `split_name` from `_encoded_chunks(**kwargs)`.
-
-    Raises:
-      DataError: the split has no rows (TFDS would fail on an empty split
-        with a traceback).
-    """
-    self.info.metadata['block_rows'] = self.chunksize
-    chunks = self._encoded_chunks(**kwargs)
-    # Keys 0, 1, ...: with shuffling disabled TFDS stores records in key
-    # order, so record k holds rows [k * chunksize, (k + 1) * chunksize).
-    empty = True
-    for key, block in enumerate(fixed_blocks(chunks, self.chunksize)):
-      empty = False
-      yield key, block
-    if empty:
-      raise DataError(
-        f'{self.name}: split {split_name!r} from {kwargs.get("path")} has no '
-        'rows, expected at least one'
-      )

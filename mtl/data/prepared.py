@@ -1,13 +1,10 @@
-"""Preparing a CSV-based TFDS builder, and reading its records back per process.
+"""Reading a prepared TFDS builder's records back, per process.
 
-The loaders ali_ccp.py and aliexpress.py share these steps (movielens.py,
-a `table` instance, uses `manual_dir`):
-find the raw files (`manual_dir` keyword, else $MTL_DATA_DIR/<folder>), fail
-with one line naming every missing file and how to get it, let TFDS prepare
-the cache (checksums checked against the builder's registered .tsv), and read
-a split back, optionally only the rows [start, stop) of one process's share.
-`load` does it all through cache.load: a cache that cannot be used is
-prepared again from the raw files, or named for deletion.
+`manual_dir` finds a loader's raw files (the `manual_dir` keyword, else
+$MTL_DATA_DIR/<folder>; movielens.py); `is_prepared` asks TFDS quietly;
+`read_splits` reads the splits back, only the training rows [start, stop)
+of one process's share (`process_share`), checking every record
+(`check_record`, `read_rows`).
 """
 
 import logging
@@ -18,12 +15,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
-# TFDS raises this type on a checksum mismatch but does not export it.
-from tensorflow_datasets.core.download.download_manager import (
-  NonMatchingChecksumError,
-)
-
-from mtl.data import cache
 from mtl.data.csv_builder import DataError, RawFilesMissingError
 from mtl.errors import ConfigError
 
@@ -67,108 +58,6 @@ def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
     return builder.is_prepared()
   finally:
     absl_logging.get_absl_logger().removeFilter(quiet)
-
-
-def prepare(
-  builder: tfds.core.GeneratorBasedBuilder,
-  *,
-  name: str,
-  given_dir: str | os.PathLike | None,
-  folder: str,
-  files: tuple[str, ...],
-  how_to_get: str,
-) -> tfds.core.GeneratorBasedBuilder:
-  """Prepares `builder` from the raw `files` unless it is cached.
-
-  Args:
-    builder: the TFDS builder (its data_dir holds the cache).
-    name: the dataset's name, for messages.
-    given_dir: the manual_dir keyword; default $MTL_DATA_DIR/folder. Only
-      read when the data is not prepared yet.
-    folder: the raw files' folder under $MTL_DATA_DIR.
-    files: the raw file names the builder reads.
-    how_to_get: where to get the files, for the message when one is missing.
-
-  Raises:
-    RawFilesMissingError: a file is missing (named with its expected path).
-    DataError: a file is not the registered one (checksum), or malformed.
-  """
-  if is_prepared(builder):
-    return builder
-  manual = manual_dir(name, given_dir, folder, how_to_get)
-  missing = [str(manual / f) for f in files if not (manual / f).is_file()]
-  # Checked here so that TFDS never falls back to a download attempt.
-  if missing:
-    raise RawFilesMissingError(
-      f'{name}: raw file(s) not found: {", ".join(missing)}; {how_to_get} '
-      f'into {manual}, or pass manual_dir= (or set $MTL_DATA_DIR to a folder '
-      f'holding {folder}/)'
-    )
-  config = tfds.download.DownloadConfig(
-    manual_dir=manual,
-    force_checksums_validation=True,
-    try_download_gcs=False,
-  )
-  try:
-    builder.download_and_prepare(download_config=config)
-  except NonMatchingChecksumError as err:
-    raise DataError(
-      f'{name}: a raw file in {manual} is not the registered file: '
-      f'{" ".join(str(err).split())}'
-    ) from err
-  return builder
-
-
-def missing_raw(
-  given: str | os.PathLike | None, folder: str, files: tuple[str, ...]
-) -> list[str]:
-  """The raw files that are not there ([] if all are), without raising."""
-  if given is None and not os.environ.get('MTL_DATA_DIR'):
-    return ['neither manual_dir nor $MTL_DATA_DIR is set']
-  manual = (
-    pathlib.Path(given).expanduser()
-    if given is not None
-    else pathlib.Path(os.environ['MTL_DATA_DIR']) / folder
-  )
-  return [str(manual / f) for f in files if not (manual / f).is_file()]
-
-
-def load(
-  make_builder,
-  read,
-  *,
-  name: str,
-  given_dir: str | os.PathLike | None,
-  folder: str,
-  files: tuple[str, ...],
-  how_to_get: str,
-  process_index: int = 0,
-):
-  """`read(builder)` of the prepared data, prepared (again) if needed.
-
-  See cache.load: a cache that cannot be read or fails `read`'s checks is
-  prepared again from the raw files when they are there (on process 0), or
-  named for deletion.
-  """
-
-  def prepare_it(builder):
-    prepare(
-      builder,
-      name=name,
-      given_dir=given_dir,
-      folder=folder,
-      files=files,
-      how_to_get=how_to_get,
-    )
-
-  return cache.load(
-    make_builder,
-    prepare_it,
-    read,
-    name=name,
-    raw_missing=lambda: missing_raw(given_dir, folder, files),
-    rebuild=process_index == 0,
-  )
 
 
 def process_share(
@@ -306,16 +195,3 @@ def read_splits(
     'train_rows_all_processes': total,
   }
   return arrays, share
-
-
-def sample_sources(url_infos, source: str, names) -> str:
-  """How to get the torch-rechub sample files, sizes and sums included."""
-  files = ', '.join(
-    f'{source}{n} ({int(url_infos[source + n].size):,} bytes, '
-    f'sha256 {url_infos[source + n].checksum})'
-    for n in names
-  )
-  return (
-    f'download the torch-rechub samples {files} (the full data is '
-    "variant='full')"
-  )

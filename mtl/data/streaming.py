@@ -221,58 +221,17 @@ def epoch_iterator(
 def _table_builder(kwargs: dict):
   """The prepared TFDS builder of the `table` dataset's keywords, as
   load_table makes it (prepared if needed), without reading any split."""
-  import tensorflow_datasets as tfds
-
   from mtl.data import prepared
-  from mtl.data import schema as sc
   from mtl.data import table as tl
-  from mtl.data import table_builder as tb
 
   params = inspect.signature(tl.load_table).parameters
-  kw = {k: p.default for k, p in params.items()} | kwargs
-  features, tasks = tl._to_dict(kw['features']), tl._to_dict(kw['tasks'])
-  schema = sc.parse(features, tasks, tuple(kw['task_order']))
-  split = tl._split(
-    rule=kw['split'],
-    **{
-      k: kw[k]
-      for k in (
-        'validation_fraction',
-        'test_fraction',
-        'split_seed',
-        'time_column',
-        'user_column',
-        'last_n',
-      )
-    },
+  described = tl.describe(
+    **({k: p.default for k, p in params.items()} | kwargs)
   )
-  source = lambda key: tl._source(  # noqa: E731
-    key, kw[key], kw['file_format'], kw['delimiter'], kw['column_names']
-  )
-  if kw['split'] == 'files':
-    keys = ('path', 'validation_path', 'test_path')
-    sources = dict(zip(tb.SPLITS, map(source, keys), strict=True))
-  else:
-    sources = {'table': source('path')}
-  spec = tb.spec_of(
-    name=kw['name'],
-    sources=sources,
-    split=split,
-    features=features,
-    tasks=tasks,
-    task_order=tuple(kw['task_order']),
-  )
-  builder = tb.Table(
-    config=tb.TableConfig(spec=spec),
-    data_dir=kw['data_dir'],
-    file_format='array_record',
-    chunksize=kw['chunksize'],
-  )
+  builder = described.make_builder()
   if not prepared.is_prepared(builder):
-    builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
-  return builder, schema
+    described.prepare(builder)
+  return builder, described.schema
 
 
 def load_streaming(dataset_kwargs: dict, *, write: bool = True):

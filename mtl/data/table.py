@@ -44,11 +44,13 @@ any prepares again. A multi-host run passes `process_index` /
 `process_count` (each process reads its share of the training rows).
 """
 
+import hashlib
 import logging
 import os
 import pathlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -63,9 +65,16 @@ from mtl.data import schema as sc
 from mtl.data import table_builder as tb
 from mtl.data.dataset import Dataset
 from mtl.data.leakage import check_no_label_leakage
-from mtl.errors import ConfigError, DataFileNotFound
+from mtl.errors import ConfigError, DataError, DataFileNotFound
 
 _EMPTY = FrozenConfigDict({})
+FILE_KEYWORDS = (
+  'path', 'validation_path', 'test_path', 'manual_dir', 'sha256', 'source',
+)  # fmt: skip
+SPLIT_KEYWORDS = (
+  'validation_fraction', 'test_fraction', 'split_seed', 'stratify',
+  'time_column', 'user_column', 'last_n',
+)  # fmt: skip
 
 
 class _CustomConfig(logging.Filter):
@@ -86,19 +95,14 @@ def _to_dict(d) -> dict:
   return d
 
 
-def _source(key: str, path, fmt: str, delimiter, column_names) -> tb.Source:
+def _source(key: str, path, folder, fmt: str, delimiter, column_names):
+  """The Source of file keyword `key` (a relative path is in `folder`); the
+  file need not exist yet (load_table names every missing one at once)."""
   if path is None:
     raise ConfigError(f'dataset.{key} is not set, expected a file')
-  text = os.path.expandvars(str(path))
-  unset = re.search(r'\$\{?(\w+)', text)
-  if unset:
-    raise ConfigError(
-      f'dataset.{key} is {str(path)!r}: ${unset[1]} is not set, expected '
-      'it to name a folder'
-    )
-  path = pathlib.Path(text).expanduser()
-  if not path.is_file():
-    raise DataFileNotFound(f'dataset.{key}: {path} is not a file')
+  path = _expand(key, path)
+  if folder is not None and not path.is_absolute():
+    path = _expand('manual_dir', folder) / path
   fmt = tb.file_format(path, fmt)
   if delimiter is not None and (
     fmt == 'parquet' or not isinstance(delimiter, str) or len(delimiter) != 1
@@ -110,6 +114,57 @@ def _source(key: str, path, fmt: str, delimiter, column_names) -> tb.Source:
   return tb.Source(str(path), fmt, delimiter, tuple(column_names))
 
 
+def _expand(key: str, path) -> pathlib.Path:
+  """`path` with its $VARS and ~ expanded; an unset $VAR is a ConfigError."""
+  text = os.path.expandvars(str(path))
+  unset = re.search(r'\$\{?(\w+)', text)
+  if unset:
+    raise ConfigError(
+      f'dataset.{key} is {str(path)!r}: ${unset[1]} is not set, expected '
+      'it to name a folder'
+    )
+  return pathlib.Path(text).expanduser()
+
+
+def _variant(variant, variants: dict, given: dict) -> dict:
+  """The file keywords `given`, those left unset (None or empty) taken from
+  `variants[variant]`."""
+  if not variants and variant is None:
+    return given
+  if variant not in variants:
+    raise ConfigError(
+      f'dataset.variant is {variant!r}, expected one of '
+      f'{", ".join(variants) or "(none: dataset.variants is empty)"}'
+    )
+  chosen = variants[variant]
+  for key in chosen:
+    if key not in given:
+      raise ConfigError(
+        f'dataset.variants.{variant} has unknown key {key!r}, expected '
+        f'some of {", ".join(given)}'
+      )
+  return {k: v if v else chosen.get(k, v) for k, v in given.items()}
+
+
+def _missing(name: str, paths, source) -> str:
+  """The message naming missing files and where they come from."""
+  where = f'; {source}' if source else ''
+  return f'{name}: file(s) not found: {", ".join(map(str, paths))}{where}'
+
+
+def check_sha256(name: str, path, expected: str) -> None:
+  """Raises a DataError unless the file's sha256 is `expected`."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  if digest.hexdigest() != expected.lower():
+    raise DataError(
+      f'{name}: {path} has sha256 {digest.hexdigest()}, expected '
+      f'{expected.lower()} (the registered file: a damaged or other copy)'
+    )
+
+
 def _split(**kw) -> dict:
   rule = kw['rule']
   tb_rules = tb.SPLIT_RULES
@@ -117,9 +172,24 @@ def _split(**kw) -> dict:
     raise ConfigError(
       f'dataset.split is {rule!r}, expected one of {", ".join(tb_rules)}'
     )
-  if rule == 'files':
-    return {'rule': rule}
   fractions = (kw['validation_fraction'], kw['test_fraction'])
+  if rule == 'files':
+    if not kw['holdout']:
+      return {'rule': rule}
+    if not 0 < fractions[0] < 1:
+      raise ConfigError(
+        f'dataset.validation_fraction is {fractions[0]!r}, expected a number '
+        'in (0, 1) (the share of the training file held out: no '
+        'validation_path)'
+      )
+    return {
+      'rule': rule,
+      'holdout': {
+        'fraction': float(fractions[0]),
+        'seed': int(kw['split_seed']),
+        'stratify': list(kw['stratify']),
+      },
+    }
   if rule != 'user_last' and not (min(fractions) > 0 and sum(fractions) < 1):
     raise ConfigError(
       f'dataset.validation_fraction {fractions[0]!r} and test_fraction '
@@ -187,6 +257,11 @@ def load_table(
   path: str | None = None,
   validation_path: str | None = None,
   test_path: str | None = None,
+  manual_dir: str | None = None,
+  sha256: Mapping = _EMPTY,
+  source: str | None = None,
+  variant: str | None = None,
+  variants: Mapping = _EMPTY,
   file_format: str = 'auto',
   delimiter: str | None = None,
   column_names: tuple[str, ...] = (),
@@ -197,6 +272,7 @@ def load_table(
   validation_fraction: float = 0.1,
   test_fraction: float = 0.1,
   split_seed: int = 0,
+  stratify: tuple[str, ...] = (),
   time_column: str | None = None,
   user_column: str | None = None,
   last_n: int = 1,
@@ -211,7 +287,16 @@ def load_table(
   Args:
     path: the table (or, with split='files', the training file); $VARS
       (e.g. $MTL_DATA_DIR) are expanded when it is read.
-    validation_path, test_path: the other files of split='files'.
+    validation_path, test_path: the other files of split='files'; without
+      validation_path, validation is `validation_fraction` of the training
+      file (seed `split_seed`, stratified by the `stratify` columns).
+    manual_dir: the folder of relative file paths (default: as given).
+    sha256: {file keyword ('path', ...): sha256}: checked when the table is
+      prepared; such a file is known by its sum, so the prepared table is
+      read again without it.
+    source: where the files come from, said when one is missing.
+    variant, variants: `variants[variant]` gives the file keywords above
+      that are left unset (e.g. a public sample and the full files).
     file_format: 'auto' (from the file name), 'csv', 'tsv' or 'parquet'.
     delimiter: the field separator of a CSV/TSV file (default ',' / tab).
     column_names: the columns of a file without a header line; empty: the
@@ -219,7 +304,9 @@ def load_table(
     features, tasks: the schema (schema.py).
     task_order: tasks to put first (the rest follow by name).
     split: 'files', 'random', 'time' or 'user_last' (module docstring).
-    validation_fraction, test_fraction, split_seed: of 'random' / 'time'.
+    validation_fraction, test_fraction, split_seed: of 'random' / 'time'
+      (and of the validation hold-out of 'files').
+    stratify: columns whose value combinations the hold-out samples alike.
     time_column, user_column, last_n: of 'time' / 'user_last'.
     name: the dataset's name in messages, stats and the cache's name.
     data_dir: TFDS data directory for the prepared cache; default TFDS's.
@@ -231,54 +318,100 @@ def load_table(
     DataError: a file, row or column that does not fit the schema, or a
       feature that leaks a label (DataFileNotFound: a missing file).
   """
-  features, tasks = _to_dict(features), _to_dict(tasks)
-  schema = sc.parse(features, tasks, tuple(task_order))
-  check_choice = tb.FORMATS
-  if file_format not in check_choice:
+  t = describe(**locals())
+  # A cache that cannot be used is prepared again from the files (cache.py).
+  return cache.load(
+    t.make_builder,
+    t.prepare,
+    lambda b: _dataset(b, t.schema, name, process_index, process_count),
+    name=name,
+    raw_missing=t.raw_missing,
+    rebuild=process_index == 0,
+  )
+
+
+class Described(NamedTuple):
+  """A table's schema, its prepared data's builder and how to prepare it."""
+
+  schema: sc.Schema
+  make_builder: Callable[[], tb.Table]
+  prepare: Callable[[tb.Table], None]
+  raw_missing: Callable[[], list[str]]
+
+
+def describe(**kw) -> Described:
+  """What load_table's keywords describe (checked: ConfigError, or
+  DataFileNotFound for a file that is missing and has no sha256)."""
+  name, chunksize = kw['name'], kw['chunksize']
+  features, tasks = _to_dict(kw['features']), _to_dict(kw['tasks'])
+  task_order = tuple(kw['task_order'])
+  schema = sc.parse(features, tasks, task_order)
+  if kw['file_format'] not in tb.FORMATS:
     raise ConfigError(
-      f'dataset.file_format is {file_format!r}, expected one of '
-      f'{", ".join(check_choice)}'
+      f'dataset.file_format is {kw["file_format"]!r}, expected one of '
+      f'{", ".join(tb.FORMATS)}'
     )
   if not isinstance(chunksize, int) or isinstance(chunksize, bool):
     raise ConfigError(f'dataset.chunksize is {chunksize!r}, expected an int')
   if chunksize < 1:
     raise ConfigError(f'dataset.chunksize is {chunksize}, expected >= 1')
-  split_spec = _split(
-    rule=split,
-    validation_fraction=validation_fraction,
-    test_fraction=test_fraction,
-    split_seed=split_seed,
-    time_column=time_column,
-    user_column=user_column,
-    last_n=last_n,
+  files = _variant(
+    kw['variant'],
+    _to_dict(kw['variants']),
+    {k: kw[k] for k in FILE_KEYWORDS} | {'sha256': _to_dict(kw['sha256'])},
   )
-  extra = ('validation_path', validation_path), ('test_path', test_path)
-  if split == 'files':
-    keys = (('path', 'train'), ('validation_path', 'validation'))
-    keys += (('test_path', 'test'),)
-    given = {'path': path, 'validation_path': validation_path}
-    given['test_path'] = test_path
-    sources = {
-      split_name: _source(key, given[key], file_format, delimiter, column_names)
-      for key, split_name in keys
-    }
-  else:
-    for key, value in extra:
-      if value is not None:
+  sums = dict(files['sha256'] or {})
+  split = kw['split']
+  roles = {'path': 'train', 'validation_path': 'validation'}
+  roles['test_path'] = 'test'
+  if split != 'files':
+    for key in ('validation_path', 'test_path'):
+      if files[key] is not None:
         raise ConfigError(
           f"dataset.{key} is set with split {split!r}, expected split='files' "
           '(or no such file: the table is split by the rule)'
         )
-    sources = {
-      'table': _source('path', path, file_format, delimiter, column_names)
-    }
+    roles = {'path': 'table'}
+  elif files['validation_path'] is None:
+    del roles['validation_path']  # Held out of the training file.
+  for key in sums:
+    if key not in roles:
+      raise ConfigError(
+        f'dataset.sha256 names {key!r}, expected some of {", ".join(roles)}'
+      )
+  split_spec = _split(
+    rule=split,
+    holdout=split == 'files' and 'validation_path' not in roles,
+    **{k: kw[k] for k in SPLIT_KEYWORDS},
+  )
+  sources = {
+    role: _source(
+      key,
+      files[key],
+      files['manual_dir'],
+      kw['file_format'],
+      kw['delimiter'],
+      kw['column_names'],
+    )  # fmt: skip
+    for key, role in roles.items()
+  }
+
+  def raw_missing():
+    return [
+      s.path for s in sources.values() if not pathlib.Path(s.path).is_file()
+    ]
+
+  missing = {k for k, r in roles.items() if sources[r].path in raw_missing()}
+  if missing - set(sums):  # A file known by its sum may be cached.
+    raise DataFileNotFound(_missing(name, raw_missing(), files['source']))
   spec = tb.spec_of(
     name=name,
     sources=sources,
+    sha256={roles[k]: v for k, v in sums.items()},
     split=split_spec,
     features=features,
     tasks=tasks,
-    task_order=tuple(task_order),
+    task_order=task_order,
   )
 
   def make_builder():
@@ -287,7 +420,7 @@ def load_table(
     try:
       return tb.Table(
         config=tb.TableConfig(spec=spec),
-        data_dir=data_dir,
+        data_dir=kw['data_dir'],
         file_format='array_record',
         chunksize=chunksize,
       )
@@ -295,21 +428,15 @@ def load_table(
       absl_logging.get_absl_logger().removeFilter(quiet)
 
   def prepare(builder):
+    if raw_missing():
+      raise DataFileNotFound(_missing(name, raw_missing(), files['source']))
+    for key, expected in sums.items():
+      check_sha256(name, sources[roles[key]].path, expected)
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False)
     )
 
-  # A cache that cannot be used is prepared again from the files (cache.py).
-  return cache.load(
-    make_builder,
-    prepare,
-    lambda b: _dataset(b, schema, name, process_index, process_count),
-    name=name,
-    raw_missing=lambda: [
-      s.path for s in sources.values() if not pathlib.Path(s.path).is_file()
-    ],
-    rebuild=process_index == 0,
-  )
+  return Described(schema, make_builder, prepare, raw_missing)
 
 
 def _dataset(builder, schema, name, process_index, process_count) -> Dataset:

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
+from mtl.data import cache
 from mtl.data import csv_builder as cb
 from mtl.data import schema as sc
 from mtl.errors import DataError
@@ -102,7 +103,7 @@ class Source:
     except pd.errors.EmptyDataError as e:
       raise DataError(f'{self.path}: is empty, expected a header') from e
     except UnicodeDecodeError as e:
-      raise DataError(f'{self.path}: the header is not UTF-8 text') from e
+      raise cb.not_utf8(self.path, sep=self.sep) from e
 
   def chunks(
     self, chunksize: int, usecols
@@ -114,14 +115,16 @@ class Source:
       return
     header = None if self.column_names else 'infer'
     names = list(self.column_names) or None
-    yield from cb.read_chunks(
+    # Every column is parsed: with usecols pandas drops a row's extra
+    # fields silently, where a whole read names the row.
+    for start, chunk in cb.read_chunks(
       pathlib.Path(self.path),
       chunksize=chunksize,
       sep=self.sep,
       header=header,
       names=names,
-      usecols=list(usecols),
-    )
+    ):
+      yield start, chunk[list(usecols)]
 
   def _parquet_chunks(self, chunksize, usecols):
     import pyarrow as pa
@@ -185,7 +188,12 @@ class TableConfig(tfds.core.BuilderConfig):
   """Everything that decides the prepared data; its digest names the cache."""
 
   def __init__(self, *, spec: dict):
-    text = json.dumps(spec, sort_keys=True, default=str)
+    # A file known by its sha256 is that file wherever it lies.
+    files = {
+      k: {x: v for x, v in f.items() if 'sha256' not in f or x != 'path'}
+      for k, f in spec['files'].items()
+    }
+    text = json.dumps({**spec, 'files': files}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     super().__init__(
       name=f'{spec["name"]}-{digest}',
@@ -198,26 +206,27 @@ def spec_of(
   *,
   name: str,
   sources: dict[str, Source | None],
+  sha256: dict[str, str],
   split: dict,
   features: dict,
   tasks: dict,
   task_order: tuple[str, ...],
 ) -> dict:
   """The JSON-able description of a table for TableConfig; each file is
-  identified by its absolute path, size and modification time, so an edited
-  file is prepared again."""
+  identified by its sha256 (`sha256[key]`, the registered sum), else by its
+  absolute path, size and modification time, so an edited file is prepared
+  again."""
   files = {}
   for key, source in sources.items():
     if source is None:
       continue
     path = pathlib.Path(source.path)
-    stat = path.stat()
-    files[key] = {
-      **dataclasses.asdict(source),
-      'path': str(path.resolve()),
-      'size': stat.st_size,
-      'mtime_ns': stat.st_mtime_ns,
-    }
+    files[key] = {**dataclasses.asdict(source), 'path': str(path.resolve())}
+    if key in sha256:
+      files[key]['sha256'] = sha256[key].lower()
+    else:
+      stat = path.stat()
+      files[key].update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
   return {
     'name': name,
     'files': files,
@@ -240,6 +249,8 @@ class Plan:
       times.add(split['time_column'])
     if split['rule'] == 'user_last':
       texts_.add(split['user_column'])
+    holdout = split.get('holdout') or {}
+    texts_ |= set(holdout.get('stratify', ()))
     need = sorted(times | texts_)
     held = {c: [] for c in need}
     self.sizes = []
@@ -272,9 +283,14 @@ class Plan:
   def _codes(self, split, held) -> np.ndarray:
     n, rule = self.num_rows, split['rule']
     if rule == 'files':
-      return np.repeat(
+      codes = np.repeat(
         np.array([c for _, c in self.sources], np.int8), self.sizes
       )
+      if split.get('holdout'):
+        train = np.flatnonzero(codes == 0)
+        by = [held[c][train] for c in split['holdout']['stratify']]
+        codes[train[holdout(by, len(train), **split['holdout'])]] = 1
+      return codes
     codes = np.zeros(n, np.int8)
     if rule == 'user_last':
       users = pd.factorize(held[split['user_column']])[0]
@@ -322,6 +338,32 @@ class Plan:
     return {'begin': begin, 'end': end, 'items': items}
 
 
+def holdout(by, n: int, *, fraction: float, seed: int, stratify) -> np.ndarray:
+  """bool [n]: the rows held out, `fraction` of each group of equal `by`
+  values (groups in sorted order; one group if `by` is empty).
+
+  Each group of m rows gives round(fraction * m) rows, but at least one and
+  at most m - 1 when m >= 2 (so a rare label has rows on both sides), drawn
+  by one numpy default_rng(seed), group after group.
+  """
+  del stratify  # The columns; `by` holds their values.
+  keys = np.zeros(n, np.int64)
+  if by:  # '\x1f' sorts before any text: the tuples' order.
+    joined = np.asarray(by[0], str)
+    for values in by[1:]:
+      joined = np.char.add(np.char.add(joined, '\x1f'), np.asarray(values, str))
+    keys = np.unique(joined, return_inverse=True)[1]
+  rng = np.random.default_rng(seed)
+  chosen = np.zeros(n, bool)
+  for group in range(int(keys.max(initial=-1)) + 1):
+    rows = np.flatnonzero(keys.reshape(-1) == group)
+    k = round(fraction * len(rows))
+    if len(rows) >= 2:
+      k = min(max(k, 1), len(rows) - 1)
+    chosen[rng.choice(rows, size=k, replace=False)] = True
+  return chosen
+
+
 def sessions(users, time, gap: float):
   """(continues [n] int8, remaining [n] int64) of each row of a log.
 
@@ -350,14 +392,13 @@ def history_ids(index: dict, item_ids: np.ndarray, rows, max_len: int):
   return np.where(valid, picked, sc.PAD_ID).astype(np.int32)
 
 
-class Table(cb.CsvBuilder):
+class Table(cache.Builder):
   """A table prepared by its schema (see the module docstring)."""
 
   name = 'table'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Schema-described tables, streamed.'}
   BUILDER_CONFIGS = []
-  DENSE, SPARSE, LABELS = (), (), {}
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -367,7 +408,8 @@ class Table(cb.CsvBuilder):
   def __init__(self, *, chunksize: int = cb.DEFAULT_CHUNKSIZE, **kwargs):
     spec = kwargs['config'].spec
     self.schema = sc.parse(spec['features'], spec['tasks'], spec['task_order'])
-    super().__init__(chunksize=chunksize, **kwargs)
+    self.chunksize = chunksize
+    super().__init__(**kwargs)
 
   def widths(self) -> tuple[int, int, int]:
     """(F dense, S sparse, T tasks) columns of a record."""
@@ -413,7 +455,7 @@ class Table(cb.CsvBuilder):
       )
 
     if self.builder_config.spec['split']['rule'] == 'files':
-      return [(source(k), code) for code, k in enumerate(SPLITS)]
+      return [(source(k), code) for code, k in enumerate(SPLITS) if k in files]
     return [(source('table'), None)]
 
   def _split_generators(self, dl_manager):
@@ -441,8 +483,8 @@ class Table(cb.CsvBuilder):
   def _rows(self, plan: Plan, code: int) -> Iterator:
     """(source, first data row, chunk, global rows) of split `code`."""
     usecols = self.schema.columns()
-    for k, (source, split) in enumerate(plan.sources):
-      if split is not None and split != code:
+    for k, (source, _) in enumerate(plan.sources):
+      if not (plan.codes[plan.bases[k] : plan.bases[k + 1]] == code).any():
         continue
       for start, chunk in source.chunks(self.chunksize, usecols):
         rows = plan.bases[k] + start + np.arange(len(chunk))

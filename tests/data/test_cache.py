@@ -14,52 +14,57 @@ import shutil
 import numpy as np
 import pytest
 
-from mtl.data import ali_ccp, census_income, csv_builder
-from mtl.data import ali_ccp_builder as acb
-from mtl.data import aliexpress_builder as aeb
+from configs import ali_ccp
+from mtl.data import DATASETS, census_income, csv_builder
 from mtl.data import census_income_builder as cib
 from mtl.errors import DataError
 
+VARIANTS = ali_ccp.VARIANTS
+FILES = ('path', 'validation_path', 'test_path')
 
-def _raw(data_dir, folder, edit=None, split='train'):
-  """The Ali-CCP sample as the 'full' files (no checksums) in `folder`."""
+
+def _raw(data_dir, folder, edit=None, split='path', variant='full'):
+  """The Ali-CCP sample as the `variant` files in `folder` (the 'full'
+  ones have no checksums, so they may be edited: `edit` the `split` one)."""
   folder.mkdir(parents=True, exist_ok=True)
-  for s, name in acb.FILES['full'].items():
-    data = (data_dir / 'ali-ccp-sample' / acb.FILES['sample'][s]).read_bytes()
-    if edit is not None and s == split:
+  for key in FILES:
+    data = (data_dir / 'ali-ccp-sample' / VARIANTS['sample'][key]).read_bytes()
+    if edit is not None and key == split:
       data = edit(data)
-    (folder / name).write_bytes(data)
+    (folder / VARIANTS[variant][key]).write_bytes(data)
   return folder
 
 
-def _load(raw, tfds, **kwargs):
-  return ali_ccp.load_ali_ccp(
-    variant='full', manual_dir=raw, data_dir=tfds, **kwargs
-  )
+def _load(raw, tfds, variant='full', **kwargs):
+  config = ali_ccp.get_config().dataset.to_dict()
+  config.update(variant=variant, manual_dir=str(raw), data_dir=str(tfds))
+  return DATASETS['table'](**{**config, **kwargs})
 
 
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory, data_dir):
-  """A fresh preparation and its cache directory."""
+  """A fresh preparation of the checksummed sample and its cache directory
+  (a file known by its sha256 needs not be there to read the cache)."""
   root = tmp_path_factory.mktemp('reference')
-  raw = _raw(data_dir, root / 'raw')
-  ds = _load(raw, root / 'tfds')
+  raw = _raw(data_dir, root / 'raw', variant='sample')
+  ds = _load(raw, root / 'tfds', variant='sample')
   return ds, root / 'tfds'
 
 
 def _copy(reference, tmp_path):
   tfds = tmp_path / 'tfds'
   shutil.copytree(reference[1], tfds)
-  return tfds, tfds / 'ali_ccp' / 'full' / '1.0.0'
+  (version,) = (tfds / 'table').glob('ali_ccp-*/1.0.0')
+  return tfds, version
 
 
 def _truncate(version):
-  record = next(version.glob('ali_ccp-train.array_record*'))
+  record = next(version.glob('table-train.array_record*'))
   record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
 
 
 def _garbage(version):
-  record = next(version.glob('ali_ccp-validation.array_record*'))
+  record = next(version.glob('table-validation.array_record*'))
   record.write_bytes(os.urandom(record.stat().st_size))
 
 
@@ -86,15 +91,15 @@ def test_damaged_cache_is_rebuilt_from_the_raw_files(
 ):
   tfds, version = _copy(reference, tmp_path)
   DAMAGES[damage](version)
-  raw = _raw(data_dir, tmp_path / 'raw')
+  raw = _raw(data_dir, tmp_path / 'raw', variant='sample')
   with caplog.at_level(logging.WARNING):
-    ds = _load(raw, tfds)
+    ds = _load(raw, tfds, 'sample')
   _same(ds, reference[0])
   warned = [r.getMessage() for r in caplog.records]
   warned = [m for m in warned if 'cannot be used' in m]
   assert len(warned) == 1 and str(version) in warned[0], warned
   assert 'preparing it again from the raw files' in warned[0]
-  _same(_load(raw, tfds), reference[0])  # Now cached and whole.
+  _same(_load(raw, tfds, 'sample'), reference[0])  # Now cached and whole.
 
 
 @pytest.mark.parametrize('damage', DAMAGES)
@@ -105,13 +110,14 @@ def test_damaged_cache_without_raw_files_names_the_directory(
   DAMAGES[damage](version)
   before = sorted(p.name for p in version.iterdir())
   with pytest.raises(DataError) as err:
-    _load(tmp_path / 'nowhere', tfds)
+    _load(tmp_path / 'nowhere', tfds, 'sample')
   message = str(err.value)
   assert '\n' not in message
   assert message.startswith(
     f'ali_ccp: the prepared data in {version} cannot be used ('
   )
-  assert f'missing ({tmp_path / "nowhere" / "ali_ccp_train.csv"}, ' in message
+  train = tmp_path / 'nowhere' / VARIANTS['sample']['path']
+  assert f'missing ({train}, ' in message
   assert message.endswith(
     f'delete {version} and prepare it again from the raw files'
   )
@@ -121,27 +127,34 @@ def test_damaged_cache_without_raw_files_names_the_directory(
 def test_only_process_0_rebuilds(reference, tmp_path, data_dir):
   tfds, version = _copy(reference, tmp_path)
   _truncate(version)
-  raw = _raw(data_dir, tmp_path / 'raw')
+  raw = _raw(data_dir, tmp_path / 'raw', variant='sample')
   with pytest.raises(DataError, match='only process 0 prepares data: delete'):
-    _load(raw, tfds, process_index=1, process_count=2)
+    _load(raw, tfds, 'sample', process_index=1, process_count=2)
 
 
 def test_cache_of_since_fixed_raw_files_is_rebuilt(
-  reference, tmp_path, data_dir
+  reference, tmp_path, data_dir, caplog
 ):
   """A cache whose data failed validation comes back once the raw files are
-  fixed (before, the same error came back from the cache)."""
+  fixed (before, the same error came back from the cache). The fixed file
+  keeps its size and time, so the cache is the same one."""
 
   def one_class(data):
     lines = data.split(b'\n')
     lines[1:] = [b'0' + x[1:] if x else x for x in lines[1:]]  # click
     return b'\n'.join(lines)
 
-  raw = _raw(data_dir, tmp_path / 'raw', one_class, split='test')
+  raw = _raw(data_dir, tmp_path / 'raw', one_class, split='test_path')
+  stats = {p: p.stat() for p in raw.iterdir()}
   with pytest.raises(DataError, match="'click' labels are all 0"):
     _load(raw, tmp_path / 'tfds')
-  _raw(data_dir, raw)  # Fixed.
-  _same(_load(raw, tmp_path / 'tfds'), reference[0])
+  _raw(data_dir, raw)  # Fixed, with the sizes and times of the broken files.
+  for path, stat in stats.items():
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  with caplog.at_level(logging.WARNING):
+    _same(_load(raw, tmp_path / 'tfds'), reference[0])
+  warned = [r.getMessage() for r in caplog.records]
+  assert len([m for m in warned if 'cannot be used' in m]) == 1, warned
 
 
 def test_damaged_census_cache_without_raw_files(census_tfds_dir, tmp_path):
@@ -171,9 +184,9 @@ def _field_offset(data: bytes, row: int, column: int) -> int:
 
 
 def test_non_utf8_byte_names_file_row_column_and_offset(tmp_path, data_dir):
-  sample = data_dir / 'ali-ccp-sample' / acb.FILES['sample']['train']
+  sample = data_dir / 'ali-ccp-sample' / VARIANTS['sample']['path']
   data = sample.read_bytes()
-  column = acb.COLUMNS.index('D109_14')
+  column = data.split(b'\n')[0].decode().split(',').index('D109_14')
   lines = data.split(b'\n')
   fields = lines[7].split(b',')
   fields[column] = b'\xe9' + fields[column]  # latin-1 e-acute
@@ -224,22 +237,18 @@ def test_non_utf8_byte_in_a_gzipped_census_file(tmp_path, data_dir):
 @pytest.mark.parametrize(
   'content,message',
   [
-    (b'', 'is empty, expected CSV rows'),
-    (b'\n\n', 'is empty, expected CSV rows'),
-    (b'HEADER\n', 'has a header but no data rows, expected at least one row'),
-    (
-      b'HEADER\n\n\n',
-      'has a header but no data rows, expected at least one row',
-    ),
+    (b'', 'is empty, expected a header'),
+    (b'\n\n', 'is empty, expected a header'),
+    (b'HEADER\n', 'has no data rows, expected some'),
+    (b'HEADER\n\n\n', 'has no data rows, expected some'),
   ],
 )
 def test_empty_and_header_only_files(tmp_path, data_dir, content, message):
-  header = ','.join(acb.COLUMNS).encode()
   raw = _raw(
     data_dir,
     tmp_path / 'raw',
-    lambda d: content.replace(b'HEADER', header),
-    split='validation',
+    lambda d: content.replace(b'HEADER', d.split(b'\n')[0]),
+    split='validation_path',
   )
   with pytest.raises(DataError) as err:
     _load(raw, tmp_path / 'tfds')
@@ -252,23 +261,3 @@ def test_empty_census_file(tmp_path):
     f.write(b'\n')
   with pytest.raises(DataError, match='is empty, expected CSV rows'):
     cib.read_raw(path)
-
-
-def test_a_split_without_rows(tmp_path, data_dir):
-  """One train row leaves AliExpress' validation split empty."""
-  sample = data_dir / 'aliexpress-sample'
-  raw = tmp_path / 'raw'
-  raw.mkdir()
-  train = (sample / aeb.FILES['sample']['train']).read_bytes().split(b'\n')
-  (raw / 'train.csv').write_bytes(b'\n'.join(train[:2]) + b'\n')
-  shutil.copy(sample / aeb.FILES['sample']['test'], raw / 'test.csv')
-  from mtl.data import aliexpress
-
-  with pytest.raises(DataError) as err:
-    aliexpress.load_aliexpress(
-      variant='full', manual_dir=raw, data_dir=tmp_path / 'tfds'
-    )
-  assert str(err.value) == (
-    f"aliexpress: split 'validation' from {raw / 'train.csv'} has no rows, "
-    'expected at least one'
-  )

@@ -10,9 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import ali_ccp, aliexpress, movielens
+from configs import ali_ccp, aliexpress
+from mtl.data import DATASETS, movielens
 from mtl.data.leakage import check_no_label_leakage
 from mtl.errors import DataError
+
+
+def _funnel(module, data_dir, **overrides):
+  """A click/conversion config's table; `impression` drops the conversion
+  task's click sample space: its label then counts on every impression,
+  which is CTCVR, as conversions follow clicks in the samples."""
+  config = module.get_config().dataset.to_dict()
+  if overrides.pop('impression', False):
+    conversion = config['task_order'][1]
+    del config['tasks'][conversion]['where']
+  return DATASETS['table'](**{**config, 'data_dir': str(data_dir), **overrides})
 
 
 @pytest.fixture(scope='module')
@@ -23,14 +35,10 @@ def tfds_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def datasets(tfds_dir, data_dir):
   return {
-    'ali_ccp': ali_ccp.load_ali_ccp(data_dir=tfds_dir),
-    'ali_ccp ctcvr': ali_ccp.load_ali_ccp(
-      data_dir=tfds_dir, conversion_space='impression'
-    ),
-    'aliexpress': aliexpress.load_aliexpress(data_dir=tfds_dir),
-    'aliexpress ctcvr': aliexpress.load_aliexpress(
-      data_dir=tfds_dir, conversion_space='impression'
-    ),
+    'ali_ccp': _funnel(ali_ccp, tfds_dir),
+    'ali_ccp ctcvr': _funnel(ali_ccp, tfds_dir, impression=True),
+    'aliexpress': _funnel(aliexpress, tfds_dir),
+    'aliexpress ctcvr': _funnel(aliexpress, tfds_dir, impression=True),
     'movielens': movielens.load_movielens_100k(data_dir=tfds_dir),
   }
 
@@ -94,9 +102,9 @@ def test_click_copies_are_caught_in_ali_ccp(datasets, transform):
 def test_category_id_of_the_label_class(datasets):
   ds = datasets['aliexpress']
   click = ds.splits['train']['labels'][0]
-  message = _leak_message(ds, sparse_extra=click + 1, at=5)
+  message = _leak_message(ds, sparse_extra=click + 2, at=5)
   assert "feature 'injected'" in message and "task 'click'" in message
-  assert '0 -> 1, 1 -> 2' in message
+  assert '0 -> 2, 1 -> 3' in message
 
 
 def test_rating_and_like_copies_are_caught_in_movielens(datasets):
@@ -169,16 +177,14 @@ def test_loader_rejects_a_raw_file_with_a_label_copy(tmp_path, data_dir):
   # Column 301 (constant in the sample) overwritten with the click label.
   manual = tmp_path / 'full'
   manual.mkdir()
-  for split, name in ali_ccp.acb.FILES['full'].items():
-    sample = ali_ccp.acb.FILES['sample'][split]
+  for key in ('path', 'validation_path', 'test_path'):
+    sample = ali_ccp.VARIANTS['sample'][key]
     frame = pd.read_csv(data_dir / 'ali-ccp-sample' / sample)
     frame['301'] = frame['click']
-    frame.to_csv(manual / name, index=False)
+    frame.to_csv(manual / ali_ccp.VARIANTS['full'][key], index=False)
   with pytest.raises(ValueError) as err:
-    ali_ccp.load_ali_ccp(
-      variant='full', manual_dir=manual, data_dir=tmp_path / 'tfds'
-    )
+    _funnel(ali_ccp, tmp_path / 'tfds', variant='full', manual_dir=str(manual))
   assert str(err.value).startswith(
     "ali_ccp train: feature '301' is a deterministic function of the label "
-    "of task 'click' on its 100 rows (label -> feature: 0 -> 1, 1 -> 2;"
+    "of task 'click' on its 100 rows (label -> feature: 0 -> 2, 1 -> 3;"
   )

@@ -188,7 +188,11 @@ def test_a_bad_value_names_file_row_column_found_and_expected(
 @pytest.mark.parametrize(
   'kw, error, message',
   [
-    (dict(name='missing.csv'), DataFileNotFound, 'is not a file'),
+    (
+      dict(name='missing.csv'),
+      DataFileNotFound,
+      'file\\(s\\) not found: .*missing.csv',
+    ),
     (
       dict(features={'usr': {'kind': 'categorical'}}),
       DataError,

@@ -56,7 +56,8 @@ def click_and_conversion(ds: 'Dataset') -> tuple[Task, Task]:
   if not np.array_equal(train['mask'][1] > 0, clicked):
     raise ConfigError(
       f'dataset {ds.name!r}: task {ds.tasks[1].name!r} must live in the click '
-      'sample space (mask = click); load it with conversion_space="click"'
+      "sample space (mask = click); give it the table task key 'where': "
+      "'click == 1'"
     )
   return ds.tasks[0], ds.tasks[1]
 
