@@ -202,6 +202,23 @@ def test_a_bad_value_names_file_row_column_found_and_expected(
     (dict(split='by_user'), ConfigError, "split is 'by_user'"),
     (dict(split='time'), ConfigError, 'time_column is not set'),
     (dict(validation_path='v.csv'), ConfigError, "split='files'"),
+    (dict(variant='x'), ConfigError, "variant is 'x', expected one of"),
+    (
+      dict(variant='a', variants={'a': {'split': 'time'}}),
+      ConfigError,
+      "variants.a has unknown key 'split'",
+    ),
+    (dict(sha256={'test_path': 'ab'}), ConfigError, "names 'test_path'"),
+    (
+      dict(sha256={'path': 'ab'}),
+      DataError,
+      'has sha256 [0-9a-f]+, expected ab',
+    ),
+    (
+      dict(split='files', test_path='t.csv', validation_fraction=0),
+      ConfigError,
+      'validation_fraction is 0, expected a number in \\(0, 1\\)',
+    ),
     (dict(tasks={'y': {'label': 'x'}}), ConfigError, 'also feature'),
     (
       dict(tasks={'y': {'label': 'ts'}}),
@@ -390,3 +407,28 @@ def test_a_ratio_label_and_a_condition_on_it_against_numpy(tmp_path):
   assert "the divisor of task 'ratio'" in message
   with pytest.raises(ConfigError, match='divide_by is 3, expected a column'):
     load(tmp_path, tasks={'y': {'label': 'play', 'divide_by': 3}})
+
+
+def test_files_without_validation_hold_out_a_fraction_of_train(tmp_path):
+  df = small(50, seed=4)
+  df.iloc[:40].to_csv(tmp_path / 'train.csv', index=False)
+  df.iloc[40:].to_csv(tmp_path / 'test.csv', index=False)
+  ds = load(
+    tmp_path,
+    'train.csv',
+    split='files',
+    test_path=str(tmp_path / 'test.csv'),
+    validation_fraction=0.2,
+    split_seed=3,
+    chunksize=7,
+  )
+  # The oracle: one group (no stratify), round(0.2 * 40) rows drawn.
+  held = np.sort(np.random.default_rng(3).choice(40, size=8, replace=False))
+  train = np.setdiff1d(np.arange(40), held)
+  x = df.x.to_numpy()
+  mean, std = x[train].mean(), x[train].std()
+  for split, rows in (('train', train), ('validation', held)):
+    np.testing.assert_allclose(
+      ds.splits[split]['dense'][:, 0], (x[rows] - mean) / std, atol=1e-5
+    )
+  assert ds.stats['rows'] == {'train': 32, 'validation': 8, 'test': 10}

@@ -3,7 +3,7 @@
 Two layouts, told apart by the entries of `vocab_sizes` (one per column of
 `sparse`):
 
-- plain ints (census, Ali-CCP, MovieLens, ...): ONE table shared by all
+- plain ints (census, synthetic, entire_space): ONE table shared by all
   columns, column s owning rows [offset_s, offset_s + vocab_sizes[s]);
 - `Column`s (the schema-described table, mtl/data/table.py; issue 14 item
   4): an embedding table PER FEATURE, named by the feature (params
