@@ -13,7 +13,6 @@ import inspect
 
 from mtl.data.census_income import load_census_income
 from mtl.data.entire_space import load_entire_space
-from mtl.data.movielens import load_movielens_100k
 from mtl.data.synthetic import load_synthetic
 from mtl.data.table import load_table
 from mtl.errors import ConfigError
@@ -52,7 +51,6 @@ DATASETS = {
   for name, load in {
     'census_income': load_census_income,
     'entire_space': load_entire_space,
-    'movielens_100k': load_movielens_100k,
     'synthetic': load_synthetic,
     'table': load_table,
   }.items()

@@ -333,7 +333,8 @@ class Encoder:
       if isinstance(f, sc.Dense):
         dense += _TableRows()._dense(f, chunk, offsets, source, enc)
       elif isinstance(f, sc.Categorical):
-        ids = sc.encode_ids(chunk[f.column].to_numpy(object), tables[f.name])
+        values = tb.cell_values(f, chunk).to_numpy(object)
+        ids = sc.encode_ids(values, tables[f.name])
         sparse.append(ids[:, None])
       else:
         table = tables[s.table_of(f.name)]

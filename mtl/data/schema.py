@@ -33,6 +33,9 @@ Feature kinds and their keys (defaults in the dataclasses below):
   column), 'mean' (the training mean: 0 after standardising) or 'zero' (0
   after normalising);
   `missing_indicator` adds a 0/1 dense column '<name>_missing'.
+  `extract` (dense and categorical): a regular expression; the value is its
+  first group's text in the cell ('^(.)': the first character, '(\\d{4})$':
+  a trailing year), missing where it does not match.
 - categorical: one id per row, from a vocabulary of the training split
   (values seen at least `min_count` times, sorted by their text), or with
   `hash_buckets=N` from `stable_hash` (no vocabulary: unseen values need
@@ -126,6 +129,7 @@ class Dense:
   normalize: str = 'standard'
   missing: str = 'error'
   missing_indicator: bool = False
+  extract: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +139,7 @@ class Categorical:
   min_count: int = 1
   hash_buckets: int = 0
   embed_dim: int = 0
+  extract: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +329,8 @@ def _feature(name: str, entry: Mapping) -> Feature:
   kind = entry.pop('kind', None)
   _check_choice(where, 'kind', kind, tuple(KINDS))
   cls = KINDS[kind]
+  derived = cls in (History, Session)
+  column = name if derived else entry.pop('column', name)
   fields = _fields(cls, where, entry, skip=('name', 'column'))
   if cls is Session and 'gap' in fields:
     gap = fields['gap']
@@ -332,13 +339,10 @@ def _feature(name: str, entry: Mapping) -> Feature:
         f'{where}.gap is {gap!r}, expected a number > 0 (in the time '
         "column's unit)"
       )
-  if cls not in (History, Session):
-    column = fields.pop('column', name)
+  if not derived:
     if not isinstance(column, str) or not column:
       raise ConfigError(f'{where}.column is {column!r}, expected a name')
     fields['column'] = column
-  elif 'column' in fields:
-    raise ConfigError(f'{where}: a history has no column (it is derived)')
   for key in ('max_len',):
     if key in fields:
       _check_int(where, key, fields[key], 1)
@@ -361,6 +365,16 @@ def _feature(name: str, entry: Mapping) -> Feature:
     )
   if 'pooling' in fields:
     _check_choice(where, 'pooling', fields['pooling'], POOLING)
+  if 'extract' in fields:
+    try:
+      groups = re.compile(fields['extract']).groups
+    except (re.error, TypeError):
+      groups = 0
+    if not groups:
+      raise ConfigError(
+        f'{where}.extract is {fields["extract"]!r}, expected a regular '
+        "expression with a group, e.g. '^(.)' or '(\\d{4})$'"
+      )
   if 'delimiter' in fields:
     d = fields['delimiter']
     if not isinstance(d, str) or len(d) != 1 or d.isspace() and d != '\t':

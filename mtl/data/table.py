@@ -30,6 +30,12 @@ Splits: `split='files'` takes `path` (train), `validation_path` and
 rows by `time_column`) or 'user_last' (each `user_column` user's last
 `last_n` rows by `time_column` to test, the `last_n` before to validation).
 
+Files may be given per `variant` (`variants`), in `manual_dir`, with
+`sha256` sums (checked when preparing; the cache is then found without the
+files), and side tables may add columns by key (`joins`:
+table_builder.Joined). Ali-CCP, AliExpress and MovieLens are such configs
+(configs/ali_ccp.py, aliexpress.py, movielens.py).
+
 The Dataset's batch layout is the usual one (dataset.py): 'dense' [N, F]
 (dense features, then '<name>_missing' indicators after their feature),
 'sparse' [N, S] (a categorical feature one column; a sequence or history
@@ -95,7 +101,32 @@ def _to_dict(d) -> dict:
   return d
 
 
-def _source(key: str, path, folder, fmt: str, delimiter, column_names):
+JOIN_KEYS = {
+  'path': None, 'on': None, 'key': None, 'column_names': (),
+  'delimiter': None, 'file_format': 'auto', 'encoding': 'utf-8',
+  'sha256': None,
+}  # fmt: skip
+
+
+def _join_entry(where: str, entry) -> dict:
+  """A `joins` entry with its defaults; unknown or missing keys fail."""
+  if not isinstance(entry, Mapping):
+    raise ConfigError(f'dataset.{where} is {entry!r}, expected a dict')
+  for key in entry:
+    if key not in JOIN_KEYS:
+      raise ConfigError(
+        f'dataset.{where} has unknown key {key!r}, expected some of '
+        f'{", ".join(JOIN_KEYS)}'
+      )
+  for key in ('path', 'on'):
+    if not entry.get(key):
+      raise ConfigError(f'dataset.{where} is missing key {key!r}')
+  return JOIN_KEYS | dict(entry)
+
+
+def _source(
+  key: str, path, folder, fmt: str, delimiter, column_names, encoding='utf-8'
+):
   """The Source of file keyword `key` (a relative path is in `folder`); the
   file need not exist yet (load_table names every missing one at once)."""
   if path is None:
@@ -111,7 +142,7 @@ def _source(key: str, path, folder, fmt: str, delimiter, column_names):
       f'dataset.delimiter is {delimiter!r}, expected one character for a '
       'CSV/TSV file (or unset)'
     )
-  return tb.Source(str(path), fmt, delimiter, tuple(column_names))
+  return tb.Source(str(path), fmt, delimiter, tuple(column_names), encoding)
 
 
 def _expand(key: str, path) -> pathlib.Path:
@@ -262,6 +293,7 @@ def load_table(
   source: str | None = None,
   variant: str | None = None,
   variants: Mapping = _EMPTY,
+  joins: Mapping = _EMPTY,
   file_format: str = 'auto',
   delimiter: str | None = None,
   column_names: tuple[str, ...] = (),
@@ -297,6 +329,10 @@ def load_table(
     source: where the files come from, said when one is missing.
     variant, variants: `variants[variant]` gives the file keywords above
       that are left unset (e.g. a public sample and the full files).
+    joins: {name: side table}: each row gets the columns of a side table's
+      row whose `key` column (default `on`) equals its `on` column; a side
+      table has `path` (relative: in manual_dir), `column_names`,
+      `delimiter`, `file_format`, `encoding` and `sha256` as a file.
     file_format: 'auto' (from the file name), 'csv', 'tsv' or 'parquet'.
     delimiter: the field separator of a CSV/TSV file (default ',' / tab).
     column_names: the columns of a file without a header line; empty: the
@@ -395,23 +431,37 @@ def describe(**kw) -> Described:
     )  # fmt: skip
     for key, role in roles.items()
   }
+  sums = {roles[k]: v for k, v in sums.items()}
+  joins = {}
+  for join, entry in _to_dict(kw['joins']).items():
+    where = f'joins.{join}'
+    entry = _join_entry(where, entry)
+    sources[f'join:{join}'] = _source(
+      f'{where}.path', entry['path'], files['manual_dir'],
+      entry['file_format'], entry['delimiter'], entry['column_names'],
+      entry['encoding'],
+    )  # fmt: skip
+    if entry['sha256']:
+      sums[f'join:{join}'] = entry['sha256']
+    joins[join] = {'on': entry['on'], 'key': entry['key'] or entry['on']}
 
   def raw_missing():
     return [
       s.path for s in sources.values() if not pathlib.Path(s.path).is_file()
     ]
 
-  missing = {k for k, r in roles.items() if sources[r].path in raw_missing()}
+  missing = {r for r, s in sources.items() if s.path in raw_missing()}
   if missing - set(sums):  # A file known by its sum may be cached.
     raise DataFileNotFound(_missing(name, raw_missing(), files['source']))
   spec = tb.spec_of(
     name=name,
     sources=sources,
-    sha256={roles[k]: v for k, v in sums.items()},
+    sha256=sums,
     split=split_spec,
     features=features,
     tasks=tasks,
     task_order=task_order,
+    joins=joins,
   )
 
   def make_builder():
@@ -430,8 +480,8 @@ def describe(**kw) -> Described:
   def prepare(builder):
     if raw_missing():
       raise DataFileNotFound(_missing(name, raw_missing(), files['source']))
-    for key, expected in sums.items():
-      check_sha256(name, sources[roles[key]].path, expected)
+    for role, expected in sums.items():
+      check_sha256(name, sources[role].path, expected)
     builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False)
     )
@@ -439,9 +489,13 @@ def describe(**kw) -> Described:
   return Described(schema, make_builder, prepare, raw_missing)
 
 
-def _dataset(builder, schema, name, process_index, process_count) -> Dataset:
+def _dataset(
+  builder, schema, name, process_index, process_count, eval_rows=None
+) -> Dataset:
   encoding = builder.info.metadata
-  raw, share = prepared.read_splits(builder, process_index, process_count)
+  raw, share = prepared.read_splits(
+    builder, process_index, process_count, eval_rows
+  )
   width_dense, width_sparse, _ = builder.widths()
   splits = {
     s: {

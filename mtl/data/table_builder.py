@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import re
 from collections import Counter
 from collections.abc import Iterator
 
@@ -82,6 +83,7 @@ class Source:
   fmt: str  # csv, tsv or parquet
   delimiter: str | None
   column_names: tuple[str, ...]
+  encoding: str = 'utf-8'
 
   @property
   def sep(self) -> str:
@@ -99,7 +101,11 @@ class Source:
     if self.column_names:
       return list(self.column_names)
     try:
-      return list(pd.read_csv(self.path, sep=self.sep, nrows=0).columns)
+      return list(
+        pd.read_csv(
+          self.path, sep=self.sep, nrows=0, encoding=self.encoding
+        ).columns
+      )
     except pd.errors.EmptyDataError as e:
       raise DataError(f'{self.path}: is empty, expected a header') from e
     except UnicodeDecodeError as e:
@@ -123,6 +129,7 @@ class Source:
       sep=self.sep,
       header=header,
       names=names,
+      encoding=self.encoding,
     ):
       yield start, chunk[list(usecols)]
 
@@ -142,6 +149,82 @@ class Source:
           columns[name] = array.cast(pa.string()).to_pandas().to_numpy(object)
       yield start, pd.DataFrame(columns)
       start += batch.num_rows
+
+
+class Joined:
+  """A table file whose rows get the columns of side tables (`joins`:
+  [(side Source, the table's column `on`, the side table's key column)]),
+  looked up by key; a side table is read whole (a user or item table)."""
+
+  def __init__(self, source: Source, joins):
+    self.source, self.joins, self.path = source, joins, source.path
+    self._sides = None
+
+  def sides(self) -> list[tuple[pd.DataFrame, str, str]]:
+    """[(side table indexed by its key's text, on, its path)]."""
+    if self._sides is None:
+      self._sides = [
+        (_side_table(side, key), on, side.path) for side, on, key in self.joins
+      ]
+    return self._sides
+
+  def columns(self) -> list[str]:
+    own = self.source.columns()
+    out = list(own)
+    for side, _, path in self.sides():
+      for c in side.columns:
+        if c in out:
+          raise DataError(
+            f'{path}: has column {c!r}, which {self.path} (or another side '
+            'table) has too, expected distinct names (see its column_names)'
+          )
+        out.append(c)
+    return out
+
+  def chunks(self, chunksize: int, usecols) -> Iterator:
+    own = self.source.columns()
+    read = [c for c in usecols if c in own] + [on for _, on, _ in self.sides()]
+    for start, chunk in self.source.chunks(chunksize, dict.fromkeys(read)):
+      for side, on, path in self.sides():
+        wanted = [c for c in usecols if c in side.columns]
+        if not wanted:
+          continue
+        keys = chunk[on].astype(str).to_numpy(object)
+        at = side.index.get_indexer(keys)
+        if (at < 0).any():
+          i = int(np.argmax(at < 0))
+          raise DataError(
+            f'{self.path}: row {start + i + 1} column {on!r} is {keys[i]!r}, '
+            f'which {path} does not list'
+          )
+        for c in wanted:
+          chunk[c] = side[c].to_numpy(object)[at]
+      yield start, chunk[list(usecols)]
+
+
+def _side_table(source: Source, key: str) -> pd.DataFrame:
+  """A side table's rows by its `key` column's text; a repeated key is a
+  DataError."""
+  columns = source.columns()
+  if key not in columns:
+    raise DataError(
+      f'{source.path}: has no column {key!r}, expected it as the join key; '
+      f'its columns are {", ".join(columns)}'
+    )
+  frames = [chunk for _, chunk in source.chunks(DEFAULT_SIDE_CHUNK, columns)]
+  side = pd.concat(frames, ignore_index=True)
+  keys = side[key].astype(str)
+  repeated = keys.duplicated()
+  if repeated.any():
+    i = int(np.argmax(repeated.to_numpy()))
+    raise DataError(
+      f'{source.path}: row {i + 1} column {key!r} repeats {keys.iloc[i]!r}, '
+      'expected one row per key'
+    )
+  return side.drop(columns=key).set_axis(pd.Index(keys, dtype=object))
+
+
+DEFAULT_SIDE_CHUNK = 65_536
 
 
 def numbers(chunk, column: str, offsets, path, missing: str = 'error'):
@@ -169,6 +252,21 @@ def numbers(chunk, column: str, offsets, path, missing: str = 'error'):
       f'expected a finite number{hint}'
     )
   return values
+
+
+def cell_values(f, chunk) -> pd.Series:
+  """A dense or categorical feature's cells of a chunk: with `extract`, its
+  regular expression's first group (NaN where it does not match)."""
+  raw = chunk[f.column]
+  if not f.extract:
+    return raw
+  search = re.compile(f.extract).search
+
+  def first_group(cell):
+    found = None if pd.isna(cell) else search(str(cell))
+    return found[1] if found else np.nan
+
+  return raw.map(first_group)
 
 
 def texts(chunk, column: str, offsets, path) -> np.ndarray:
@@ -211,6 +309,7 @@ def spec_of(
   features: dict,
   tasks: dict,
   task_order: tuple[str, ...],
+  joins: dict | None = None,
 ) -> dict:
   """The JSON-able description of a table for TableConfig; each file is
   identified by its sha256 (`sha256[key]`, the registered sum), else by its
@@ -234,6 +333,7 @@ def spec_of(
     'features': features,
     'tasks': tasks,
     'task_order': list(task_order),
+    **({'joins': joins} if joins else {}),
   }
 
 
@@ -445,18 +545,27 @@ class Table(cache.Builder):
       disable_shuffling=True,
     )
 
-  def _sources(self) -> list[tuple[Source, int | None]]:
-    files = self.builder_config.spec['files']
+  def _sources(self) -> list[tuple[Source | Joined, int | None]]:
+    spec = self.builder_config.spec
+    files = spec['files']
 
     def source(key):
       f = files[key]
       return Source(
-        f['path'], f['fmt'], f['delimiter'], tuple(f['column_names'])
-      )
+        f['path'], f['fmt'], f['delimiter'], tuple(f['column_names']),
+        f.get('encoding', 'utf-8'),
+      )  # fmt: skip
 
-    if self.builder_config.spec['split']['rule'] == 'files':
-      return [(source(k), code) for code, k in enumerate(SPLITS) if k in files]
-    return [(source('table'), None)]
+    joins = [
+      (source(f'join:{name}'), j['on'], j['key'])
+      for name, j in spec.get('joins', {}).items()
+    ]
+    wrap = (lambda s: Joined(s, joins)) if joins else (lambda s: s)
+    if spec['split']['rule'] == 'files':
+      return [
+        (wrap(source(k)), code) for code, k in enumerate(SPLITS) if k in files
+      ]
+    return [(wrap(source('table')), None)]
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -515,7 +624,7 @@ class Table(cache.Builder):
             for v in sc.split_values(cell, f.delimiter)[-f.max_len :]
           ]
         else:
-          values = chunk[f.column].dropna().astype(str)
+          values = cell_values(f, chunk).dropna().astype(str)
         counts[f.name].update(pd.Series(values).value_counts().to_dict())
       for f in s.of(sc.Dense):
         x = self._dense_raw(f, chunk, offsets, source)
@@ -546,7 +655,10 @@ class Table(cache.Builder):
 
   def _dense_raw(self, f: sc.Dense, chunk, offsets, source) -> np.ndarray:
     """float64 [n] after the transform; NaN where missing."""
-    x = numbers(chunk, f.column, offsets, source.path, f.missing)
+    x = numbers(
+      {f.column: cell_values(f, chunk)}, f.column, offsets, source.path,
+      f.missing,
+    )  # fmt: skip
     if f.normalize in ('log1p', 'log1p_standard'):
       bad = x <= -1
       if bad.any():
@@ -647,7 +759,9 @@ class Table(cache.Builder):
         if isinstance(f, sc.Dense):
           dense += self._dense(f, chunk, offsets, source, encoding)
         elif isinstance(f, sc.Categorical):
-          ids = sc.encode_ids(chunk[f.column].to_numpy(object), tables[f.name])
+          ids = sc.encode_ids(
+            cell_values(f, chunk).to_numpy(object), tables[f.name]
+          )
           sparse.append(ids[:, None])
         elif isinstance(f, sc.Sequence):
           table = tables[s.table_of(f.name)]

@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import ali_ccp, aliexpress
-from mtl.data import DATASETS, movielens
+from configs import ali_ccp, aliexpress, movielens
+from mtl.data import DATASETS
 from mtl.data.leakage import check_no_label_leakage
 from mtl.errors import DataError
 
 
-def _funnel(module, data_dir, **overrides):
-  """A click/conversion config's table; `impression` drops the conversion
-  task's click sample space: its label then counts on every impression,
-  which is CTCVR, as conversions follow clicks in the samples."""
+def _table(module, data_dir, **overrides):
+  """A config's table; for a click/conversion one `impression` drops the
+  conversion task's click sample space: its label then counts on every
+  impression, which is CTCVR, as conversions follow clicks in the samples."""
   config = module.get_config().dataset.to_dict()
   if overrides.pop('impression', False):
     conversion = config['task_order'][1]
@@ -35,11 +35,11 @@ def tfds_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def datasets(tfds_dir, data_dir):
   return {
-    'ali_ccp': _funnel(ali_ccp, tfds_dir),
-    'ali_ccp ctcvr': _funnel(ali_ccp, tfds_dir, impression=True),
-    'aliexpress': _funnel(aliexpress, tfds_dir),
-    'aliexpress ctcvr': _funnel(aliexpress, tfds_dir, impression=True),
-    'movielens': movielens.load_movielens_100k(data_dir=tfds_dir),
+    'ali_ccp': _table(ali_ccp, tfds_dir),
+    'ali_ccp ctcvr': _table(ali_ccp, tfds_dir, impression=True),
+    'aliexpress': _table(aliexpress, tfds_dir),
+    'aliexpress ctcvr': _table(aliexpress, tfds_dir, impression=True),
+    'movielens': _table(movielens, tfds_dir),
   }
 
 
@@ -110,7 +110,8 @@ def test_category_id_of_the_label_class(datasets):
 def test_rating_and_like_copies_are_caught_in_movielens(datasets):
   ds = datasets['movielens']
   rating, like = ds.splits['train']['labels']
-  stars = np.rint(rating + ds.stats['rating_mean']).astype(int)
+  mean = ds.stats['label_normalisers']['rating']['mean']
+  stars = np.rint(rating + mean).astype(int)
   for name, extra, task in [
     ('rating', {'dense_extra': rating}, 'rating'),
     ('stars as ids', {'sparse_extra': stars}, 'rating'),
@@ -183,7 +184,7 @@ def test_loader_rejects_a_raw_file_with_a_label_copy(tmp_path, data_dir):
     frame['301'] = frame['click']
     frame.to_csv(manual / ali_ccp.VARIANTS['full'][key], index=False)
   with pytest.raises(ValueError) as err:
-    _funnel(ali_ccp, tmp_path / 'tfds', variant='full', manual_dir=str(manual))
+    _table(ali_ccp, tmp_path / 'tfds', variant='full', manual_dir=str(manual))
   assert str(err.value).startswith(
     "ali_ccp train: feature '301' is a deterministic function of the label "
     "of task 'click' on its 100 rows (label -> feature: 0 -> 2, 1 -> 3;"

@@ -1,5 +1,5 @@
-"""Tests for the MovieLens 100K loader (mtl/data/movielens.py), an instance of
-the `table` path.
+"""MovieLens 100K through the `table` dataset (configs/movielens.py: u.data
+joined with u.user and u.item by the table path's `joins`).
 
 The raw u.* files are read here with pandas as the oracle: the split is the
 documented numpy permutation of the u.data lines, every expected feature
@@ -12,8 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import movielens
-from mtl.errors import ConfigError, DataError
+from configs import movielens as config
+from mtl.data import DATASETS
+from mtl.errors import ConfigError, DataError, DataFileNotFound
+
+
+def load(arg='mmoe', **overrides):
+  kwargs = config.get_config(arg).dataset.to_dict()
+  return DATASETS['table'](**{**kwargs, **overrides})
 
 
 @pytest.fixture(scope='module')
@@ -23,7 +29,7 @@ def tfds_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def ds(tfds_dir, data_dir):
-  return movielens.load_movielens_100k(data_dir=tfds_dir)
+  return load(data_dir=str(tfds_dir))
 
 
 @pytest.fixture(scope='module')
@@ -64,7 +70,7 @@ def test_split_is_80_10_10_of_all_ratings(ds):
     'validation': 10_000,
     'test': 10_000,
   }
-  assert len(ds.dense_names) == 20 and len(ds.sparse_names) == 6
+  assert len(ds.dense_names) == 21 and len(ds.sparse_names) == 5
   assert [(t.name, t.kind) for t in ds.tasks] == [
     ('rating', 'regression'),
     ('like', 'binary'),
@@ -73,7 +79,7 @@ def test_split_is_80_10_10_of_all_ratings(ds):
 
 def test_labels_match_u_data(ds, raw, rows):
   mean = raw['rating'].iloc[rows['train']].mean()
-  assert ds.stats['rating_mean'] == pytest.approx(mean)
+  assert ds.stats['label_normalisers']['rating']['mean'] == pytest.approx(mean)
   for split, r in rows.items():
     rating = raw['rating'].to_numpy()[r]
     labels = ds.splits[split]['labels']
@@ -83,24 +89,10 @@ def test_labels_match_u_data(ds, raw, rows):
   assert likes == (raw['rating'] >= 4).sum() == 55_375
 
 
-def test_uncentred_rating(tfds_dir, raw, rows):
-  ds = movielens.load_movielens_100k(data_dir=tfds_dir, center_rating=False)
-  np.testing.assert_array_equal(
-    ds.splits['test']['labels'][0], raw['rating'].to_numpy()[rows['test']]
-  )
-
-
 def test_sparse_features_use_training_vocabularies(ds, raw, rows):
-  age = pd.cut(
-    raw['age'],
-    [0, 18, 25, 35, 45, 50, 56, 200],
-    right=False,
-    labels=movielens.AGE_BUCKETS,
-  ).astype(str)
   columns = {
     'user_id': raw['user'],
     'item_id': raw['item'],
-    'age_bucket': age,
     'gender': raw['gender'],
     'occupation': raw['occupation'],
     'zip_prefix': raw['zip'].str[0],
@@ -125,21 +117,23 @@ def test_sparse_features_use_training_vocabularies(ds, raw, rows):
 
 
 def test_dense_features(ds, raw, rows):
+  def standard(x):
+    train = x.iloc[rows['train']]
+    return ((x - train.mean()) / train.std(ddof=0)).fillna(0).to_numpy()
+
   year = pd.to_datetime(raw['release'], format='%d-%b-%Y').dt.year
-  train_year = year.iloc[rows['train']]
-  standard = ((year - train_year.mean()) / train_year.std(ddof=0)).fillna(0)
-  genre_of = {f'genre_{g}': 5 + i for i, g in enumerate(movielens.GENRES)}
+  want = {'age': standard(raw['age']), 'release_year': standard(year)}
+  for i, g in enumerate(config.GENRES):
+    want[f'genre_{g}'] = raw[5 + i].to_numpy()
+  assert set(ds.dense_names) == set(want)
   for split, r in rows.items():
     dense = ds.splits[split]['dense']
-    for j, name in enumerate(ds.dense_names[:-1]):
-      np.testing.assert_array_equal(dense[:, j], raw[genre_of[name]].iloc[r])
-    np.testing.assert_allclose(dense[:, -1], standard.to_numpy()[r], atol=1e-5)
-  assert ds.dense_names[-1] == 'release_year'
-  assert "genre_Children's" in ds.dense_names
+    for j, name in enumerate(ds.dense_names):
+      np.testing.assert_allclose(dense[:, j], want[name][r], atol=1e-5)
 
 
 def test_history_of_previously_rated_movies(tfds_dir, raw, rows):
-  ds = movielens.load_movielens_100k(data_dir=tfds_dir, history_len=3)
+  ds = load('mmoe,3', data_dir=str(tfds_dir))
   names = list(ds.sparse_names)
   at = names.index('history[0]')
   item_col = names.index('item_id')
@@ -163,67 +157,68 @@ def test_history_of_previously_rated_movies(tfds_dir, raw, rows):
 
 def test_process_shares_concatenate_to_the_training_split(ds, tfds_dir):
   shares = [
-    movielens.load_movielens_100k(
-      data_dir=tfds_dir, process_index=i, process_count=2
-    )
+    load(data_dir=str(tfds_dir), process_index=i, process_count=2)
     for i in range(2)
   ]
   assert [s.num_rows('train') for s in shares] == [40_000, 40_000]
   for key in ('dense', 'sparse'):
     whole = np.concatenate([s.splits['train'][key] for s in shares])
     np.testing.assert_array_equal(whole, ds.splits['train'][key])
-  whole = np.concatenate([s.splits['train']['labels'] for s in shares], 1)
-  np.testing.assert_array_equal(whole, ds.splits['train']['labels'])
-  np.testing.assert_array_equal(
-    shares[1].splits['test']['sparse'], ds.splits['test']['sparse']
-  )
+
+
+def _copy(data_dir, folder):
+  shutil.copytree(data_dir / 'movielens-100k', folder)
+  return folder
 
 
 def test_bad_inputs(tmp_path, data_dir):
-  with pytest.raises(ConfigError) as err:
-    movielens.load_movielens_100k(validation_fraction=0.5, test_fraction=0.5)
-  assert str(err.value) == (
-    'movielens_100k: validation_fraction 0.5 and test_fraction 0.5, '
-    'expected positive numbers with a sum below 1'
-  )
+  with pytest.raises(ConfigError, match='validation_fraction 0.5 and'):
+    load(validation_fraction=0.5, test_fraction=0.5)
+  with pytest.raises(ValueError, match="argument 'mmoe,x', expected"):
+    config.get_config('mmoe,x')
   manual = tmp_path / 'ml'
-  with pytest.raises(FileNotFoundError) as err:
-    movielens.load_movielens_100k(manual_dir=manual, data_dir=tmp_path / 't')
+  kw = dict(manual_dir=str(manual), data_dir=str(tmp_path / 't'))
+  with pytest.raises(DataFileNotFound) as err:
+    load(**kw)
   message = str(err.value)
   assert '\n' not in message and str(manual / 'u.data') in message
-  assert movielens.URL in message and 'ml-100k.zip' in message
-  # A rating of 6 in an otherwise registered-looking file: checksum first.
-  manual.mkdir()
-  for name in movielens.FILES:
-    (manual / name).write_bytes(
-      (data_dir / 'movielens-100k' / name).read_bytes()
-    )
+  assert str(manual / 'u.item') in message and config.URL in message
+  # An edited u.user is not the registered file.
+  _copy(data_dir, manual)
+  users = manual / 'u.user'
+  users.write_text(users.read_text().replace('|24|M|', '|25|M|', 1))
+  with pytest.raises(DataError, match=r'u.user has sha256 \w+, expected'):
+    load(**kw)
+  # A rating whose user u.user does not list (no sums: any files).
+  shutil.copy(data_dir / 'movielens-100k' / 'u.user', users)
   lines = (manual / 'u.data').read_text().splitlines()
-  lines[2] = lines[2].replace('\t1\t', '\t6\t')
+  lines[2] = '9999' + lines[2][lines[2].index('\t') :]
   (manual / 'u.data').write_text('\n'.join(lines) + '\n')
-  with pytest.raises(DataError, match='is not the registered file') as err:
-    movielens.load_movielens_100k(manual_dir=manual, data_dir=tmp_path / 't')
-  assert '\n' not in str(err.value)
-  paths = {name: manual / name for name in movielens.FILES}
   with pytest.raises(DataError) as err:
-    movielens.write_joined(paths, tmp_path / 'j.tsv', 1000)
+    load(**kw, sha256={})
   assert str(err.value) == (
-    f'{manual / "u.data"}: row 3 column rating is 6, expected an integer 1-5'
+    f"{manual / 'u.data'}: row 3 column 'user_id' is '9999', which "
+    f'{users} does not list'
   )
-  assert not (tmp_path / 'j.tsv').exists()
 
 
-def test_a_damaged_cache_is_prepared_again_from_the_joined_file(
-  tmp_path, ds, tfds_dir
+def test_the_cache_is_read_again_and_rebuilt_from_the_files(
+  tmp_path, ds, data_dir
 ):
-  # The joined file alone (no raw files) prepares the cache, and again
-  # when the cache is damaged.
-  shutil.copytree(tfds_dir / 'movielens_100k', tmp_path / 'movielens_100k')
-  first = movielens.load_movielens_100k(data_dir=tmp_path, manual_dir='/no')
-  (version,) = (tmp_path / 'table').glob('movielens_100k-*/1.0.0')
+  """The files are known by their sums: the cache is read without them, and
+  a damaged one is prepared again once they are back."""
+  manual = _copy(data_dir, tmp_path / 'ml')
+  kw = dict(manual_dir=str(manual), data_dir=str(tmp_path / 't'))
+  first = load(**kw)
+  shutil.rmtree(manual)
+  again = load(**kw)
+  (version,) = (tmp_path / 't' / 'table').glob('movielens_100k-*/1.0.0')
   record = next(version.glob('table-train.array_record*'))
   record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
-  again = movielens.load_movielens_100k(data_dir=tmp_path, manual_dir='/no')
-  for loaded in (first, again):
+  with pytest.raises(DataError, match='the raw files to prepare it again'):
+    load(**kw)
+  _copy(data_dir, manual)
+  rebuilt = load(**kw)
+  for loaded in (first, again, rebuilt):
     for key, a in ds.splits['train'].items():
       np.testing.assert_array_equal(loaded.splits['train'][key], a)

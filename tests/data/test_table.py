@@ -432,3 +432,73 @@ def test_files_without_validation_hold_out_a_fraction_of_train(tmp_path):
       ds.splits[split]['dense'][:, 0], (x[rows] - mean) / std, atol=1e-5
     )
   assert ds.stats['rows'] == {'train': 32, 'validation': 8, 'test': 10}
+
+
+def test_joins_and_extract_against_pandas(tmp_path):
+  df = small(60, seed=5)
+  df['item'] = np.arange(60) % 7
+  df.to_csv(tmp_path / 't.csv', index=False)
+  items = pd.DataFrame(
+    {
+      'item': np.arange(7),
+      'code': [f'{c}{i}x' for i, c in enumerate('ababcab')],
+      'price': np.linspace(1, 4, 7).round(2),
+    }
+  )
+  items.to_csv(tmp_path / 'items.psv', sep='|', header=False, index=False)
+  ds = load(
+    tmp_path,
+    features={
+      'user': {'kind': 'categorical'},
+      'letter': {'kind': 'categorical', 'column': 'code', 'extract': '^(.)'},
+      'price': {'kind': 'dense', 'normalize': 'none'},
+      'num': {'kind': 'dense', 'column': 'code', 'extract': r'(\d+)'},
+    },
+    joins={
+      'items': {
+        'path': str(tmp_path / 'items.psv'),
+        'on': 'item',
+        'column_names': ('item', 'code', 'price'),
+        'delimiter': '|',
+        'file_format': 'csv',
+      }
+    },
+    chunksize=9,
+  )
+  # The oracle: pandas' merge, then the same split (a numpy permutation).
+  joined = df.merge(items, on='item', how='left')
+  order = np.random.default_rng(0).permutation(60)
+  train = np.sort(order[12:])
+  test = np.sort(order[6:12])
+  letters = joined['code'].str[0].to_numpy()
+  vocab = np.sort(np.unique(letters[train]))
+  j = ds.sparse_names.index('letter')
+  want = np.searchsorted(vocab, letters[test]) + 2
+  np.testing.assert_array_equal(ds.splits['test']['sparse'][:, j], want)
+  num = joined['code'].str.extract(r'(\d+)')[0].astype(float).to_numpy()
+  got = ds.splits['test']['dense'][:, ds.dense_names.index('num')]
+  mean, std = num[train].mean(), num[train].std()
+  np.testing.assert_allclose(got, (num[test] - mean) / std, atol=1e-5)
+  got = ds.splits['test']['dense'][:, ds.dense_names.index('price')]
+  np.testing.assert_allclose(got, joined['price'].to_numpy()[test], atol=1e-6)
+  # A key the side table does not list is one line naming the row.
+  df.loc[4, 'item'] = 99
+  df.to_csv(tmp_path / 't.csv', index=False)
+  with pytest.raises(DataError) as e:
+    load(
+      tmp_path,
+      features={'price': {'kind': 'dense'}},
+      joins={
+        'items': {
+          'path': str(tmp_path / 'items.psv'),
+          'on': 'item',
+          'column_names': ('item', 'code', 'price'),
+          'delimiter': '|',
+          'file_format': 'csv',
+        }
+      },
+    )
+  assert str(e.value) == (
+    f"{tmp_path / 't.csv'}: row 5 column 'item' is '99', which "
+    f'{tmp_path / "items.psv"} does not list'
+  )
