@@ -35,6 +35,7 @@ from mtl.core.layers.embedding import Column
 from mtl.data import census_income_builder as cib
 from mtl.data import schema as sc
 from mtl.data import table_builder as tb
+from mtl.data import table_files
 from mtl.errors import DataError
 
 FILE = 'preprocessing.json'
@@ -217,7 +218,7 @@ class Encoder:
     """How to read a CSV/TSV/Parquet file of raw rows (a census file with
     no header line is read as the raw UCI format)."""
     try:
-      fmt = tb.file_format(path, 'auto')
+      fmt = table_files.file_format(path, 'auto')
     except DataError:
       if self.kind != 'census_income':  # The UCI files: census-income.*.gz
         raise DataError(

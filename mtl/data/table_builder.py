@@ -3,7 +3,8 @@
 Issue 14 items 2 and 3. Files: CSV or TSV (optionally gzipped: pandas reads
 '.gz' by its suffix) or Parquet, with a header line (or `column_names` for a
 headerless file), read in chunks of `chunksize` rows (pyarrow record batches
-for Parquet): no file is ever whole in memory. Three streaming passes:
+for Parquet; table_files.py), side tables joined by key: no file but a side
+table is ever whole in memory. Three streaming passes:
 
 1. plan: the split of every row, and the behaviour-history index. Only the
    columns these need are read: for a split by time or per user and for
@@ -42,7 +43,6 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-import re
 from collections import Counter
 from collections.abc import Iterator
 
@@ -53,233 +53,11 @@ import tensorflow_datasets as tfds
 from mtl.data import cache
 from mtl.data import csv_builder as cb
 from mtl.data import schema as sc
+from mtl.data.table_files import Joined, Source, cell_values, numbers, texts
 from mtl.errors import DataError
 
 SPLITS = ('train', 'validation', 'test')
 SPLIT_RULES = ('files', 'random', 'time', 'user_last')
-FORMATS = ('auto', 'csv', 'tsv', 'parquet')
-
-
-def file_format(path, fmt: str) -> str:
-  """'csv', 'tsv' or 'parquet': `fmt`, or from the name ('auto')."""
-  if fmt != 'auto':
-    return fmt
-  name = pathlib.Path(path).name.lower().removesuffix('.gz')
-  for suffix, found in (('.csv', 'csv'), ('.tsv', 'tsv'), ('.parquet', 'pq')):
-    if name.endswith(suffix):
-      return 'parquet' if found == 'pq' else found
-  raise DataError(
-    f'{path}: cannot tell its format from its name, expected a .csv, .tsv '
-    "(optionally .gz) or .parquet file, or the dataset keyword format='csv'"
-    "|'tsv'|'parquet'"
-  )
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """How to read one file."""
-
-  path: str
-  fmt: str  # csv, tsv or parquet
-  delimiter: str | None
-  column_names: tuple[str, ...]
-  encoding: str = 'utf-8'
-
-  @property
-  def sep(self) -> str:
-    return self.delimiter or {'csv': ',', 'tsv': '\t'}.get(self.fmt, ',')
-
-  def columns(self) -> list[str]:
-    """The file's column names (its header, or column_names)."""
-    if self.fmt == 'parquet':
-      import pyarrow.parquet as pq
-
-      try:
-        return list(pq.ParquetFile(self.path).schema_arrow.names)
-      except Exception as e:  # noqa: BLE001 -- any unreadable file.
-        raise DataError(f'{self.path}: is not a Parquet file ({e})') from e
-    if self.column_names:
-      return list(self.column_names)
-    try:
-      return list(
-        pd.read_csv(
-          self.path, sep=self.sep, nrows=0, encoding=self.encoding
-        ).columns
-      )
-    except pd.errors.EmptyDataError as e:
-      raise DataError(f'{self.path}: is empty, expected a header') from e
-    except UnicodeDecodeError as e:
-      raise cb.not_utf8(self.path, sep=self.sep) from e
-
-  def chunks(
-    self, chunksize: int, usecols
-  ) -> Iterator[tuple[int, pd.DataFrame]]:
-    """(first data row, chunk) of the columns `usecols`, every value a
-    string (None/NaN: missing) or, from Parquet, a list of strings."""
-    if self.fmt == 'parquet':
-      yield from self._parquet_chunks(chunksize, usecols)
-      return
-    header = None if self.column_names else 'infer'
-    names = list(self.column_names) or None
-    # Every column is parsed: with usecols pandas drops a row's extra
-    # fields silently, where a whole read names the row.
-    for start, chunk in cb.read_chunks(
-      pathlib.Path(self.path),
-      chunksize=chunksize,
-      sep=self.sep,
-      header=header,
-      names=names,
-      encoding=self.encoding,
-    ):
-      yield start, chunk[list(usecols)]
-
-  def _parquet_chunks(self, chunksize, usecols):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    start = 0
-    for batch in pq.ParquetFile(self.path).iter_batches(
-      batch_size=chunksize, columns=list(usecols)
-    ):
-      columns = {}
-      for name, array in zip(batch.schema.names, batch.columns, strict=True):
-        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
-          columns[name] = array.cast(pa.list_(pa.string())).to_pylist()
-        else:
-          columns[name] = array.cast(pa.string()).to_pandas().to_numpy(object)
-      yield start, pd.DataFrame(columns)
-      start += batch.num_rows
-
-
-class Joined:
-  """A table file whose rows get the columns of side tables (`joins`:
-  [(side Source, the table's column `on`, the side table's key column)]),
-  looked up by key; a side table is read whole (a user or item table)."""
-
-  def __init__(self, source: Source, joins):
-    self.source, self.joins, self.path = source, joins, source.path
-    self._sides = None
-
-  def sides(self) -> list[tuple[pd.DataFrame, str, str]]:
-    """[(side table indexed by its key's text, on, its path)]."""
-    if self._sides is None:
-      self._sides = [
-        (_side_table(side, key), on, side.path) for side, on, key in self.joins
-      ]
-    return self._sides
-
-  def columns(self) -> list[str]:
-    own = self.source.columns()
-    out = list(own)
-    for side, _, path in self.sides():
-      for c in side.columns:
-        if c in out:
-          raise DataError(
-            f'{path}: has column {c!r}, which {self.path} (or another side '
-            'table) has too, expected distinct names (see its column_names)'
-          )
-        out.append(c)
-    return out
-
-  def chunks(self, chunksize: int, usecols) -> Iterator:
-    own = self.source.columns()
-    read = [c for c in usecols if c in own] + [on for _, on, _ in self.sides()]
-    for start, chunk in self.source.chunks(chunksize, dict.fromkeys(read)):
-      for side, on, path in self.sides():
-        wanted = [c for c in usecols if c in side.columns]
-        if not wanted:
-          continue
-        keys = chunk[on].astype(str).to_numpy(object)
-        at = side.index.get_indexer(keys)
-        if (at < 0).any():
-          i = int(np.argmax(at < 0))
-          raise DataError(
-            f'{self.path}: row {start + i + 1} column {on!r} is {keys[i]!r}, '
-            f'which {path} does not list'
-          )
-        for c in wanted:
-          chunk[c] = side[c].to_numpy(object)[at]
-      yield start, chunk[list(usecols)]
-
-
-def _side_table(source: Source, key: str) -> pd.DataFrame:
-  """A side table's rows by its `key` column's text; a repeated key is a
-  DataError."""
-  columns = source.columns()
-  if key not in columns:
-    raise DataError(
-      f'{source.path}: has no column {key!r}, expected it as the join key; '
-      f'its columns are {", ".join(columns)}'
-    )
-  frames = [chunk for _, chunk in source.chunks(DEFAULT_SIDE_CHUNK, columns)]
-  side = pd.concat(frames, ignore_index=True)
-  keys = side[key].astype(str)
-  repeated = keys.duplicated()
-  if repeated.any():
-    i = int(np.argmax(repeated.to_numpy()))
-    raise DataError(
-      f'{source.path}: row {i + 1} column {key!r} repeats {keys.iloc[i]!r}, '
-      'expected one row per key'
-    )
-  return side.drop(columns=key).set_axis(pd.Index(keys, dtype=object))
-
-
-DEFAULT_SIDE_CHUNK = 65_536
-
-
-def numbers(chunk, column: str, offsets, path, missing: str = 'error'):
-  """float64 values of a column whose rows are the file's 0-based data rows
-  `offsets`; an empty field is NaN unless `missing` is 'error'.
-
-  Raises:
-    DataError: a value that is not a finite number (or empty when missing
-      is 'error'), named by file, 1-based row and column.
-  """
-  raw = chunk[column]
-  values = pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
-  empty = pd.isna(raw).to_numpy()
-  bad = ~np.isfinite(values) & ~(empty & (missing != 'error'))
-  if bad.any():
-    i = int(np.argmax(bad))
-    found = 'empty' if empty[i] else repr(raw.iloc[i])
-    hint = (
-      " (set the feature's missing to 'mean' or 'zero')"
-      if empty[i] and missing == 'error'
-      else ''
-    )
-    raise DataError(
-      f'{path}: row {offsets[i] + 1} column {column!r} is {found}, '
-      f'expected a finite number{hint}'
-    )
-  return values
-
-
-def cell_values(f, chunk) -> pd.Series:
-  """A dense or categorical feature's cells of a chunk: with `extract`, its
-  regular expression's first group (NaN where it does not match)."""
-  raw = chunk[f.column]
-  if not f.extract:
-    return raw
-  search = re.compile(f.extract).search
-
-  def first_group(cell):
-    found = None if pd.isna(cell) else search(str(cell))
-    return found[1] if found else np.nan
-
-  return raw.map(first_group)
-
-
-def texts(chunk, column: str, offsets, path) -> np.ndarray:
-  """object [n] of a column's text; missing is a DataError."""
-  raw = chunk[column]
-  missing = pd.isna(raw).to_numpy()
-  if missing.any():
-    i = int(np.argmax(missing))
-    raise DataError(
-      f'{path}: row {offsets[i] + 1} column {column!r} is empty, expected a '
-      'value'
-    )
-  return raw.astype(str).to_numpy(object)
 
 
 class TableConfig(tfds.core.BuilderConfig):
