@@ -1,11 +1,10 @@
 """Streaming CSV reading for the builders: no raw file is held in memory.
 
-Used by the table builder (table_builder.py), MovieLens' join
-(movielens.py) and census-income's reader (census_income_builder.py):
+Used by the table path (table_files.py, table_builder.py) and
+census-income's reader (census_income_builder.py):
 
-- `read_chunks` reads a file with pandas in chunks of `chunksize` rows;
-  `column` checks one column of a chunk and names the file, the 1-based data
-  row (a header line is not counted) and the column of a bad value;
+- `read_chunks` reads a file with pandas in chunks of `chunksize` rows
+  (every value a string; a row with too many fields is one DataError);
   `not_utf8` and `check_rows` name a byte that is not UTF-8 (file, row,
   column, offset) and an empty or header-only file.
 - `Moments` takes a numeric column's mean and population std in one
@@ -110,7 +109,7 @@ def read_chunks(
 ) -> Iterator[tuple[int, pd.DataFrame]]:
   """Yields (index of its first data row, chunk) over a CSV file.
 
-  Every value is read as a string, empty fields as NaN; `column` converts.
+  Every value is read as a string, empty fields as NaN.
   """
   if not isinstance(chunksize, int) or chunksize <= 0:
     raise DataError(f'chunksize is {chunksize!r}, expected a positive int')
@@ -139,41 +138,6 @@ def read_chunks(
     raise not_utf8(
       path, sep=read_csv_kwargs.get('sep', ','), names=names, header=header
     ) from err
-
-
-def column(
-  chunk: pd.DataFrame, name: str, start: int, path, kind: str
-) -> np.ndarray:
-  """One column of a chunk as int64 ('id', 'label') or float64 ('number').
-
-  Raises:
-    DataError: an empty field, a non-number, an id that is not an integer or
-      a label that is not 0 or 1, named by file, data row and column.
-  """
-  raw = chunk[name]
-  numeric = pd.to_numeric(raw, errors='coerce')
-  if kind == 'id' and pd.api.types.is_integer_dtype(numeric):
-    return numeric.to_numpy(np.int64)  # exact, also beyond 2**53
-  values = numeric.to_numpy(np.float64)
-  expected = {
-    'id': 'an integer id',
-    'label': '0 or 1',
-    'number': 'a finite number',
-  }[kind]
-  if kind == 'number':
-    bad = ~np.isfinite(values)
-  elif kind == 'id':
-    bad = ~np.isfinite(values) | (values != np.round(values))
-  else:
-    bad = ~np.isin(values, (0.0, 1.0))
-  if bad.any():
-    i = int(np.argmax(bad))
-    found = 'empty' if pd.isna(raw.iloc[i]) else repr(raw.iloc[i])
-    raise DataError(
-      f'{path}: row {start + i + 1} column {name!r} is {found}, '
-      f'expected {expected}'
-    )
-  return values if kind == 'number' else values.astype(np.int64)
 
 
 class Moments:
