@@ -657,8 +657,7 @@ CASES = {
 
 
 def _env(tmp: pathlib.Path) -> dict:
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # One device, as a plain user run.
+  env = cli.one_device_env()  # One device, as a plain user run.
   env['JAX_PLATFORMS'] = 'cpu'
   env['WANDB_MODE'] = 'disabled'
   env['TFDS_DATA_DIR'] = str(tmp / 'tfds-default')

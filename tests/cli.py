@@ -48,6 +48,7 @@ PRELOAD = [
   'absl.app',
   'mtl.shell.main',
 ]
+DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
 _server = {}
 
 
@@ -59,6 +60,17 @@ def _context():
     _server['ctx'] = ctx
     _server['jax_env'] = _jax_env(os.environ)
   return _server['ctx']
+
+
+def one_device_env(**overrides) -> dict:
+  """This process's environment for a plain one-device run: XLA_FLAGS
+  without the 8 emulated devices of tests/conftest.py (the optimisation
+  level it sets stays, so runs compare with each other bit for bit)."""
+  env = dict(os.environ, **overrides)
+  flags = env.get('XLA_FLAGS', '').split()
+  flags = [f for f in flags if not f.startswith(DEVICE_COUNT_FLAG)]
+  env['XLA_FLAGS'] = ' '.join(flags)
+  return env
 
 
 def _jax_env(env) -> dict:

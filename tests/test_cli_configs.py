@@ -6,7 +6,6 @@ against the members' own configs).
 """
 
 import json
-import os
 import pathlib
 
 import pytest
@@ -17,7 +16,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(workdir, *args, data_dir=None):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ''}
+  env = cli.one_device_env(JAX_PLATFORMS='cpu')
   args = [f'--workdir={workdir}', *args]
   if data_dir is not None:
     args.append(f'--config.dataset.data_dir={data_dir}')

@@ -8,7 +8,6 @@ TFDS's progress bars are off unless `-v 0`. Each case runs
 tests/test_main.py does.
 """
 
-import os
 import pathlib
 import re
 import textwrap
@@ -23,8 +22,7 @@ RECORD = re.compile(r'^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ ', re.MULTILINE)
 
 
 def _env(tmp_path: pathlib.Path) -> dict:
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # One device, as a plain user run.
+  env = cli.one_device_env()  # One device, as a plain user run.
   env['WANDB_MODE'] = 'disabled'
   env['TFDS_DATA_DIR'] = str(tmp_path / 'tfds')
   return env

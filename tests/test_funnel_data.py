@@ -6,7 +6,6 @@ task must count exactly the clicked impressions.
 """
 
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -42,7 +41,7 @@ def test_ali_ccp_entire_space_labels_match_the_raw_csv(data_dir, model):
   [('ali_ccp.py:esmm', ali_ccp), ('aliexpress.py:aitm', aliexpress)],
 )
 def test_trains_from_its_config(tmp_path, data_dir, config_arg, module):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = cli.one_device_env()
   proc = cli.run(
     [
       f'--config=configs/{config_arg}',

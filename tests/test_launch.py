@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mtl.shell import checkpoint
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = 'configs/smoke.py:mmoe'
@@ -23,7 +24,7 @@ RTOL, ATOL = 1e-4, 1e-6
 
 
 def _env():
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = cli.one_device_env()
   bin_dir = str(pathlib.Path(sys.executable).parent)
   env.update(JAX_PLATFORMS='cpu', PATH=f'{bin_dir}:{env.get("PATH", "")}')
   return env

@@ -6,7 +6,6 @@ ones.
 """
 
 import json
-import os
 import pathlib
 
 import pytest
@@ -18,8 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def run_main(*args, timeout=300):
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # One device, as a plain user run.
+  env = cli.one_device_env()  # One device, as a plain user run.
   env['WANDB_MODE'] = env.get('WANDB_MODE', 'offline')
   return cli.run(args, env=env, timeout=timeout)
 

@@ -10,7 +10,6 @@ trained model separates almost perfectly.
 """
 
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -51,7 +50,7 @@ def write_csv(path, n_users=100, per_user=24, seed=0) -> pd.DataFrame:
 def test_a_csv_trains_from_the_example_config(tmp_path):
   write_csv(tmp_path / 'interactions.csv')
   df = pd.read_csv(tmp_path / 'interactions.csv')  # As the oracle reads it.
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ''}
+  env = cli.one_device_env(JAX_PLATFORMS='cpu')
   proc = cli.run(
     [
       '--config=configs/example_table.py',

@@ -5,7 +5,6 @@ the whole global batch: both backends must reproduce its parameters, losses,
 weights and eval counts on 8 emulated devices (tests/conftest.py).
 """
 
-import os
 import pathlib
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from mtl.core.model import make_model
 from mtl.core.tasks import Task
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import pipeline
+from tests import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -311,7 +311,7 @@ def _free_port():
 def test_two_processes_with_local_batches_equal_one_device(tmp_path, batches):
   script = tmp_path / 'worker.py'
   script.write_text(WORKER)
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = cli.one_device_env()
   env.update(
     JAX_PLATFORMS='cpu',
     PYTHONPATH=f'{REPO}:{REPO / "tests"}',

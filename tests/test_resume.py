@@ -6,7 +6,6 @@ bitwise identical, and so must the reported metrics.
 """
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -46,9 +45,7 @@ def command(workdir, *extra):
 
 
 def env():
-  e = dict(os.environ)
-  e.pop('XLA_FLAGS', None)
-  return e
+  return cli.one_device_env()
 
 
 def run(workdir, *extra):

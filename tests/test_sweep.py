@@ -7,7 +7,6 @@ results.
 
 import csv
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -41,7 +40,7 @@ def get_sweep():
 
 
 def run_cli(*args):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = cli.one_device_env()
   return cli.run(args, env=env, timeout=900, module='mtl.search.sweep')
 
 
