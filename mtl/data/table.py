@@ -45,9 +45,10 @@ feature, table and pooling, so the model embeds every feature with its own
 table (a history with its item's) and pools sequences.
 
 The prepared cache lives under `data_dir` (default TFDS's), one directory
-per description (files, their sizes and times, split and schema): changing
-any prepares again. A multi-host run passes `process_index` /
-`process_count` (each process reads its share of the training rows).
+per description (files, their sizes and times or their sha256 sums, split
+and schema): changing any prepares again. A multi-host run passes
+`process_index` / `process_count` (each process reads its share of the
+training rows).
 """
 
 import os
