@@ -113,7 +113,7 @@ def _flags(tfds_dir, workdir, *extra):
 
 
 def _env(root):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = cli.one_device_env()
   bin_dir = str(pathlib.Path(sys.executable).parent)
   env.update(
     MTL_SCALE_DIR=str(root),
@@ -177,12 +177,72 @@ def reference(table, tfds_dir, tmp_path_factory):
   return workdir
 
 
-def test_a_stream_run_equals_a_device_run(table, tfds_dir, tmp_path):
+def test_eval_chunks_give_each_device_its_in_memory_rows(table):
+  """Streamed evaluation reads, for every device of a process, the rows
+  the in-memory evaluation gives it: the d-th contiguous part of the split
+  padded to the eval batch (process_rows, then put_batch's split)."""
+  from mtl.data import DATASETS
+
+  _, kwargs = table
+  memory = DATASETS['table'](**kwargs).splits['validation']
+  rows = streaming.row_file(
+    streaming.load_streaming(kwargs, write=False), 'validation'
+  )
+  batch, devices = 96, 4
+  padded = pipeline.pad_split(memory, batch)
+  n = padded['labels'].shape[1]
+  assert n > memory['labels'].shape[1]  # The last batch is padded.
+  for local in ([0, 1, 2, 3], [2, 3], [1]):  # 1 process of 4, 2 of 2, 4 of 1.
+    chunks = list(
+      streaming.eval_chunks(
+        rows, batch, devices=devices, local=local, chunk_batches=2
+      )
+    )
+    assert len(chunks) > 1
+    for j, d in enumerate(local):
+      parts = [
+        pipeline.take_rows(
+          c, np.array_split(np.arange(c['labels'].shape[1]), len(local))[j]
+        )
+        for c in chunks
+      ]
+      got = {
+        k: np.concatenate(
+          [p[k] for p in parts], 1 if k in ('labels', 'mask') else 0
+        )
+        for k in parts[0]
+      }
+      want = pipeline.take_rows(
+        padded, np.arange(d * n // devices, (d + 1) * n // devices)
+      )
+      jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+@pytest.mark.parametrize('devices', [1, 2])
+def test_a_stream_run_equals_an_in_memory_run(
+  table, tfds_dir, tmp_path, monkeypatch, devices
+):
+  """Training and evaluation streamed from disk, evaluation a batch per
+  chunk (the validation split is 4 batches of 64 rows, the last padded),
+  equal the in-memory run bit for bit: on one device against device mode,
+  data-parallel on two against host mode."""
   from mtl.shell import trainer
 
-  for mode in ('device', 'stream'):  # In this process: no start-up cost.
-    trainer.train(_config(tfds_dir, mode), tmp_path / mode)
-  _assert_same(tmp_path / 'stream', tmp_path / 'device')
+  monkeypatch.setattr(streaming, 'EVAL_CHUNK_BATCHES', 1)
+  memory = 'device' if devices == 1 else 'host'
+  for mode in (memory, 'stream'):  # In this process: no start-up cost.
+    config = _config(tfds_dir, mode)
+    config.eval_batch_size = 64
+    if devices > 1:
+      config.parallel.num_devices = devices
+      config.steps_per_dispatch = 1
+    trainer.train(config, tmp_path / mode)
+  _assert_same(tmp_path / 'stream', tmp_path / memory)
+  _, kwargs = table
+  ds = streaming.load_streaming(kwargs, write=False)
+  for split in ('validation', 'test'):  # Several chunks each.
+    rows = streaming.row_file(ds, split)
+    assert len(list(streaming.eval_chunks(rows, 64, devices=devices))) >= 3
 
 
 def test_two_streaming_processes_equal_one(

@@ -291,20 +291,31 @@ def make_scanned_steps(step, *, batch_size: int, num_steps: int):
 
 
 def make_scanned_eval(eval_step, *, batch_size: int):
-  """`run(params, data) -> summed counts` over a split padded to batches."""
+  """`run(params, data, total=None) -> summed counts` over a split padded
+  to batches, batch after batch.
 
-  def run(params, data):
+  `total` carries the counts of the batches before `data` (a split read in
+  chunks, mtl/data/streaming.py): the sum then runs in the same order as
+  over the whole split at once, so both give the same bits. None: zeros
+  (x + 0.0 is x).
+  """
+
+  def run(params, data, total=None):
     n = data['labels'].shape[1]
     if n % batch_size:
       raise ValueError(f'eval data of {n} rows is not padded to {batch_size}')
 
-    def body(total, k):
+    def batch(k):
       idx = k * batch_size + jnp.arange(batch_size)
-      counts = eval_step(params, gather_rows(data, idx))
-      return jax.tree.map(jnp.add, total, counts), None
+      return eval_step(params, gather_rows(data, idx))
 
-    first = eval_step(params, gather_rows(data, jnp.arange(batch_size)))
-    total, _ = lax.scan(body, first, jnp.arange(1, n // batch_size))
+    def body(total, k):
+      return jax.tree.map(jnp.add, total, batch(k)), None
+
+    if total is None:
+      shapes = jax.eval_shape(batch, 0)
+      total = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = lax.scan(body, total, jnp.arange(n // batch_size))
     return total
 
   return run

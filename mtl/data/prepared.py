@@ -1,38 +1,18 @@
 """Reading a prepared TFDS builder's records back, per process.
 
-`manual_dir` finds a loader's raw files (the `manual_dir` keyword, else
-$MTL_DATA_DIR/<folder>; movielens.py); `is_prepared` asks TFDS quietly;
-`read_splits` reads the splits back, only the training rows [start, stop)
-of one process's share (`process_share`), checking every record
-(`check_record`, `read_rows`).
+`is_prepared` asks TFDS quietly; `read_splits` reads the splits back, only
+the training rows [start, stop) of one process's share (`process_share`),
+checking every record (`check_record`, `read_rows`).
 """
 
 import logging
-import os
-import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
-from mtl.data.csv_builder import DataError, RawFilesMissingError
+from mtl.data.csv_builder import DataError
 from mtl.errors import ConfigError
-
-
-def manual_dir(
-  name: str, given: str | os.PathLike | None, folder: str, how_to_get: str
-) -> pathlib.Path:
-  """`given`, else $MTL_DATA_DIR/folder; raises if neither is set."""
-  if given is not None:
-    return pathlib.Path(given).expanduser()
-  root = os.environ.get('MTL_DATA_DIR')
-  if not root:
-    raise RawFilesMissingError(
-      f'{name}: the data is not prepared yet and neither manual_dir nor '
-      f'$MTL_DATA_DIR is set; {how_to_get}, and pass the folder as '
-      f'manual_dir (or put it at $MTL_DATA_DIR/{folder})'
-    )
-  return pathlib.Path(root) / folder
 
 
 class _NotYetPrepared(logging.Filter):
@@ -177,8 +157,12 @@ def read_splits(
   builder: tfds.core.GeneratorBasedBuilder,
   process_index: int,
   process_count: int,
+  eval_rows: int | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
   """This process's share of 'train' and the whole of the other splits.
+
+  eval_rows: read only the first rows of the other splits (streamed
+    evaluation reads them from disk: a sample for shapes).
 
   Returns:
     ({split: {feature: array}}, a description of the share for the stats).
@@ -187,7 +171,8 @@ def read_splits(
   start, stop = process_share(total, process_index, process_count)
   arrays = {'train': read_rows(builder, 'train', start, stop)}
   for split in ('validation', 'test'):
-    arrays[split] = read_rows(builder, split)
+    n = num_rows(builder, split)
+    arrays[split] = read_rows(builder, split, 0, min(n, eval_rows or n))
   share = {
     'process_index': process_index,
     'process_count': process_count,

@@ -36,6 +36,13 @@ from the shared file, so the global order is the same for any process
 count. The iterator's state (grain's {'next_index': b}) is the batch
 position within the epoch; the trainer stores it with the epoch in the
 checkpoint's meta and a resumed run continues from it.
+
+Evaluation streams as well: validation and test are row files too, read
+in chunks of EVAL_CHUNK_BATCHES batches per device (`eval_chunks`), each
+device the contiguous part of the padded split the in-memory evaluation
+gives it; the engine carries the running sum of the counts from chunk to
+chunk (train_step.make_scanned_eval), so the sums, and the metrics, have
+the bits of the in-memory evaluation.
 """
 
 import inspect
@@ -48,6 +55,9 @@ from mtl.errors import ConfigError, DataError
 
 ROWS_DIR = 'stream_rows'
 ROWS_FILE = 'train.rows'
+SPLITS = ('train', 'validation', 'test')
+# Evaluation reads this many batches of each device's rows at a time.
+EVAL_CHUNK_BATCHES = 64
 STREAMABLE = ('table',)  # Datasets prepared as TFDS array_record tables.
 
 
@@ -170,6 +180,31 @@ class RowFile:
     words = np.frombuffer(data, '<i4').reshape(len(rows), self.layout.words)
     return self.layout.decode(words)
 
+  def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows [start, stop) in one sequential read; rows from num_rows on are
+    padding (zeros, mask 0), as pipeline.pad_split pads a split.
+
+    Raises:
+      DataError: the file became shorter than the rows asked for.
+    """
+    size = self.layout.words * 4
+    end = min(stop, self.num_rows)
+    data = b''
+    if end > start:
+      with open(self.path, 'rb') as f:
+        data = os.pread(f.fileno(), (end - start) * size, start * size)
+      if len(data) != (end - start) * size:
+        raise DataError(
+          f'{self.path}: rows {start:,} to {end:,} read short '
+          f'({len(data):,} of {(end - start) * size:,} bytes); the file '
+          'changed since it was opened'
+        )
+    words = np.zeros((stop - start, self.layout.words), '<i4')
+    words[: max(end - start, 0)] = np.frombuffer(data, '<i4').reshape(
+      -1, self.layout.words
+    )
+    return self.layout.decode(words)
+
 
 class _ReadBatch:
   """grain map: batch index -> this process's rows of that global batch."""
@@ -218,6 +253,42 @@ def epoch_iterator(
   return it
 
 
+def eval_chunks(
+  rows: RowFile,
+  batch_size: int,
+  *,
+  devices: int = 1,
+  local=(0,),
+  chunk_batches: int | None = None,
+):
+  """This process's rows of an evaluation split, a chunk at a time.
+
+  The split, padded to a multiple of `batch_size`, is cut as the in-memory
+  evaluation cuts it: device d of `devices` evaluates the d-th contiguous
+  part, batch_size // devices rows a step. A chunk is the next
+  `chunk_batches` steps of every device; this process's chunk holds its
+  `local` devices' rows, one device after the other (the layout put_batch
+  splits). Each is one sequential read per device. Yields batch layouts.
+  """
+  chunk_batches = chunk_batches or EVAL_CHUNK_BATCHES
+  padded = -(-rows.num_rows // batch_size) * batch_size
+  per_device, step = padded // devices, batch_size // devices
+  steps = per_device // step
+  for first in range(0, steps, chunk_batches):
+    last = min(steps, first + chunk_batches)
+    parts = [
+      rows.read(d * per_device + first * step, d * per_device + last * step)
+      for d in local
+    ]
+    yield {
+      k: np.concatenate([p[k] for p in parts], 1 if k in TRANSPOSED else 0)
+      for k in parts[0]
+    }
+
+
+TRANSPOSED = ('labels', 'mask')  # [tasks, rows] in the batch layout.
+
+
 def _table_builder(kwargs: dict):
   """The prepared TFDS builder of the `table` dataset's keywords, as
   load_table makes it (prepared if needed), without reading any split."""
@@ -235,12 +306,13 @@ def _table_builder(kwargs: dict):
 
 
 def load_streaming(dataset_kwargs: dict, *, write: bool = True):
-  """The Dataset of the metadata and evaluation splits; `row_file` opens
-  its training rows.
+  """The Dataset of the metadata; `row_file(dataset, split)` opens a
+  split's rows on disk.
 
-  The Dataset's 'train' split holds only the first rows of the training
-  split (a sample for shapes and the leakage guard); `stats['stream']`
-  says the full count. The validation and test splits are in memory.
+  Every split is a row file (`stream_rows/<split>.rows`): training reads
+  it in the epoch's order, evaluation in chunks (`eval_chunks`). The
+  Dataset's splits hold only their first rows (a sample for shapes and the
+  leakage guard); `stats['stream']` says the full counts.
 
   Args:
     dataset_kwargs: the `table` dataset's keywords (config.dataset).
@@ -255,22 +327,38 @@ def load_streaming(dataset_kwargs: dict, *, write: bool = True):
   builder, schema = _table_builder(kwargs)
   dense, sparse, tasks = builder.widths()
   layout = Layout(dense, sparse, tasks)
-  total = prepared.num_rows(builder, 'train')
-  path = pathlib.Path(builder.data_path) / ROWS_DIR / ROWS_FILE
-  if not path.exists():
-    if not write:
-      raise DataError(f'{path}: missing, expected process 0 to write it')
-    write_rows(builder, 'train', path, layout)
-  # The metadata and splits as load_table gives them, train cut short: its
+  counts = {s: prepared.num_rows(builder, s) for s in SPLITS}
+  paths = {}
+  for split in SPLITS:
+    name = ROWS_FILE if split == 'train' else f'{split}.rows'
+    paths[split] = pathlib.Path(builder.data_path) / ROWS_DIR / name
+    if not paths[split].exists():
+      if not write:
+        raise DataError(
+          f'{paths[split]}: missing, expected process 0 to write it'
+        )
+      write_rows(builder, split, paths[split], layout)
+  # The metadata and splits as load_table gives them, cut short: train's
   # first `sample` rows are process 0's share among total // sample.
+  total = counts['train']
   sample = min(total, builder.info.metadata['block_rows'])
   dataset = tl._dataset(
-    builder, schema, kwargs.get('name') or 'table', 0, total // sample
+    builder,
+    schema,
+    kwargs.get('name') or 'table',
+    0,
+    total // sample,
+    eval_rows=sample,
   )
   dataset.stats['share'] = {'train_rows': [0, dataset.num_rows('train')]}
+  dataset.stats['rows'] = counts
+  for split in ('validation', 'test'):  # Of the sample only: not kept.
+    dataset.stats['label_mean'].pop(split, None)
   dataset.stats['stream'] = {
     'train_rows': total,
-    'row_file': str(path),
+    'row_file': str(paths['train']),
+    'rows': counts,
+    'row_files': {s: str(p) for s, p in paths.items()},
     'layout': [layout.dense, layout.sparse, layout.tasks],
   }
   return dataset
@@ -283,9 +371,11 @@ def train_rows(dataset) -> int:
   )
 
 
-def row_file(dataset) -> RowFile:
-  """The training row file of a dataset loaded by `load_streaming`."""
+def row_file(dataset, split: str = 'train') -> RowFile:
+  """A split's row file, of a dataset loaded by `load_streaming`."""
   stream = dataset.stats['stream']
   return RowFile(
-    stream['row_file'], Layout(*stream['layout']), stream['train_rows']
+    stream['row_files'][split],
+    Layout(*stream['layout']),
+    stream['rows'][split],
   )

@@ -68,7 +68,9 @@ class Single:
     eval_step = train_step.make_eval_step(
       model, tasks, num_bins=config.num_auc_bins, axis_name=axis
     )
-    padded = _pad(dataset, config.eval_batch_size)
+    stream = config.input_mode == 'stream'
+    # Streamed: the evaluation splits stay on disk, read in chunks.
+    padded = {} if stream else _pad(dataset, config.eval_batch_size)
     self._parallel = None
     if self.devices is None:
       self._eval = jax.jit(
@@ -77,14 +79,17 @@ class Single:
         )
       )
       self._eval_data = {k: jax.device_put(v) for k, v in padded.items()}
+      self._put = jax.device_put
     else:
       self._parallel = parallel.make_parallel_train_step(
         step_fn, backend=config.parallel.backend, devices=self.devices
       )
+      scanned = train_step.make_scanned_eval(
+        eval_step, batch_size=config.eval_batch_size // len(self.devices)
+      )
+      # The state slot is replicated: params and the running total.
       ev = parallel.make_parallel_eval_step(
-        train_step.make_scanned_eval(
-          eval_step, batch_size=config.eval_batch_size // len(self.devices)
-        ),
+        lambda carry, data: scanned(carry[0], data, carry[1]),
         backend=config.parallel.backend,
         devices=self.devices,
       )
@@ -95,8 +100,20 @@ class Single:
         )
         for k, v in padded.items()
       }
-      self._eval = lambda params, placed: to_local(ev.on_placed(params, placed))
-    stream = config.input_mode == 'stream'
+      self._eval = lambda params, placed, total=None: ev.on_placed(
+        (params, total), placed
+      )
+      self._put = ev.put_batch
+    self._eval_rows = {}
+    if stream:  # This process's devices of the mesh, as process_rows.
+      d = 1 if self.devices is None else len(self.devices)
+      per = d // jax.process_count()
+      p = jax.process_index()
+      self._eval_rows = {
+        s: (streaming.row_file(dataset, s), range(p * per, (p + 1) * per))
+        for s in ('validation', 'test')
+      }
+    self._eval_batch = config.eval_batch_size
     rows = streaming.row_file(dataset) if stream else None
     self._runner = EpochRunner(
       config, step_fn, split, data_key, self._parallel, rows=rows
@@ -122,8 +139,24 @@ class Single:
     self._runner.restore_data_state(data)
 
   def evaluate(self, params, split: str):
-    counts = jax.device_get(self._eval(params, self._eval_data[split]))
+    if split in self._eval_rows:
+      counts = self._evaluate_streamed(params, split)
+    else:
+      counts = self._eval(params, self._eval_data[split])
+    counts = jax.device_get(to_local(counts))
     return jax.tree.map(lambda x: np.asarray(x)[None], counts)
+
+  def _evaluate_streamed(self, params, split: str):
+    """The split's counts, chunk by chunk from its row file, the running
+    total carried: the same sum, in the same order, as in memory."""
+    rows, local = self._eval_rows[split]
+    devices = 1 if self.devices is None else len(self.devices)
+    total = None
+    for chunk in streaming.eval_chunks(
+      rows, self._eval_batch, devices=devices, local=local
+    ):
+      total = self._eval(params, self._put(chunk), total)
+    return total
 
   def globalize(self, state):
     # pmap returns each process's copy on its own devices; orbax saves
