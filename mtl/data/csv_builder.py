@@ -29,7 +29,6 @@ import pandas as pd
 from mtl import errors
 
 DataError = errors.DataError
-RawFilesMissingError = errors.DataFileNotFound
 DEFAULT_CHUNKSIZE = 65_536
 
 
