@@ -81,18 +81,19 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(
     f'--config.parallel.backend={backend}',
     '--config.wandb.mode=offline',
   ]
-  rc, out = _run(
+  proc = cli.run(  # `mtl-train ...` in a forked process (tests/cli.py).
     [
-      'mtl-train',
       f'--config={CONFIG}',
       f'--workdir={one}',
       '--num_cpu_devices=4',
       '--config.parallel.num_devices=0',
       '--config.input_mode=host',
       *flags,
-    ]
+    ],
+    env=_env(),
+    timeout=240,
   )
-  assert rc == 0, out[-3000:]
+  assert proc.returncode == 0, proc.stderr[-3000:]
   rc, out = _run(
     ['launch/multiprocess_cpu.sh', '2', '2', CONFIG, str(two), *flags]
   )
