@@ -14,8 +14,10 @@
     epoch's permutation, each batch read by grain and put on the device)
     over every full batch, in a subprocess of its own; rows/s and its peak
     RSS (getrusage ru_maxrss). Then the trainer itself in stream mode on
-    that split for `--train_seconds`, stopped by SIGTERM: its peak RSS with
-    the model, optimizer state and evaluation splits. Goal: peak RSS < 2 GB.
+    that split for `--train_seconds`, stopped by SIGTERM, or with
+    `--train_epoch` for one whole epoch and its evaluation (streamed too):
+    its examples/s and peak RSS with the model and optimizer state. Goal:
+    peak RSS < 2 GB.
     `--direct`: the row file is encoded straight from the generated Parquet
     (`direct_row_file`, vectorised) instead of by the `table` dataset's
     preparation, which takes hours at 50M rows on this machine (Python per
@@ -45,6 +47,9 @@ _MEMORY_ROWS = flags.DEFINE_integer('memory_rows', 1_000_000, '(a) rows.')
 _SCALE_ROWS = flags.DEFINE_integer('scale_rows', 50_000_000, '(b) rows.')
 _EPOCHS = flags.DEFINE_integer('epochs', 3, '(a) epochs per mode.')
 _TRAIN_SECONDS = flags.DEFINE_integer('train_seconds', 240, '(b) trainer.')
+_TRAIN_EPOCH = flags.DEFINE_bool(
+  'train_epoch', False, '(b) the trainer for a whole epoch instead.'
+)
 _ROOT = flags.DEFINE_string('root', '/tmp/scale', 'Tables and caches.')
 _DIRECT = flags.DEFINE_bool(
   'direct', False, '(b) encode the row file directly (direct_row_file).'
@@ -273,9 +278,10 @@ def direct_row_file(rows: int, root) -> pathlib.Path:
   return path
 
 
-def train_rss(rows: int, root, *, seconds: int = 240) -> dict:
+def train_rss(rows: int, root, *, seconds: int | None = 240) -> dict:
   """(b) The stream-mode trainer on `rows` rows for `seconds`, then
-  SIGTERM: its peak RSS and the steps it reached."""
+  SIGTERM: its peak RSS and the steps it reached. seconds=None: one whole
+  epoch and the evaluation, with its examples/s and test metrics too."""
   root = pathlib.Path(root)
   ensure_table(rows, root)
   workdir = root / 'runs' / f'train_{rows}_{time.time():.0f}'
@@ -293,7 +299,7 @@ def train_rss(rows: int, root, *, seconds: int = 240) -> dict:
   steps = sorted(
     int(p.name) for p in (workdir / 'checkpoints').glob('*') if p.name.isdigit()
   )
-  found['steps'] = steps[-1] if steps else 0
+  found.setdefault('steps', steps[-1] if steps else 0)
   return found
 
 
@@ -340,7 +346,18 @@ def markdown(record: dict) -> list[str]:
       '',
     ]
   train = record.get('train')
-  if train:
+  if train and 'examples_per_s' in train:
+    lines += [
+      f'The stream-mode trainer, one whole epoch on that split and its '
+      f'streamed evaluation ({train["steps"]:,} steps, '
+      f'{train["seconds"]:.0f} s in all): {train["examples_per_s"]:,.0f} '
+      f'examples/s, peak RSS {train["peak_rss_gb"]:.2f} GB (goal < '
+      f'{GOAL_RSS_GB} GB); test '
+      + ', '.join(f'{k} {v:.4f}' for k, v in sorted(train['test'].items()))
+      + '.',
+      '',
+    ]
+  elif train:
     lines += [
       f'The stream-mode trainer on that split ({train["seconds"]:.0f} s, '
       f'stopped by SIGTERM at step {train["steps"]}): peak RSS '
@@ -365,9 +382,11 @@ def part_epoch():
   epoch = stream_epoch(_SCALE_ROWS.value, root, direct=_DIRECT.value)
   record = {'epoch': epoch}
   record['epoch']['direct_row_file'] = _DIRECT.value
-  if _TRAIN_SECONDS.value:
+  if _TRAIN_EPOCH.value or _TRAIN_SECONDS.value:
     record['train'] = train_rss(
-      _SCALE_ROWS.value, root, seconds=_TRAIN_SECONDS.value
+      _SCALE_ROWS.value,
+      root,
+      seconds=None if _TRAIN_EPOCH.value else _TRAIN_SECONDS.value,
     )
   return record, markdown(record)
 

@@ -502,3 +502,29 @@ def test_joins_and_extract_against_pandas(tmp_path):
     f"{tmp_path / 't.csv'}: row 5 column 'item' is '99', which "
     f'{tmp_path / "items.psv"} does not list'
   )
+
+
+def test_a_split_beyond_tfds_memory_buffer_is_one_data_error(
+  tmp_path, monkeypatch
+):
+  """TFDS's writer keeps a split's records in memory up to 1 GiB, then
+  spills them to disk through TensorFlow, which mtl does not install:
+  with the limit lowered to 0 bytes a small table takes that path. Without
+  TensorFlow that is one DataError naming the table and the limit, and no
+  half-written cache is left; with it, the table prepares."""
+  from tensorflow_datasets.core import shuffle
+
+  monkeypatch.setattr(shuffle, 'MAX_MEM_BUFFER_SIZE', 0)
+  small().to_csv(tmp_path / 't.csv', index=False)
+  if importlib.util.find_spec('tensorflow') is not None:
+    assert load(tmp_path).num_rows('train') > 0
+    return
+  with pytest.raises(DataError) as e:
+    load(tmp_path)
+  message = str(e.value)
+  assert '\n' not in message
+  assert 'more than 0.00 GiB of prepared records' in message
+  assert 'TensorFlow is not installed' in message
+  assert 'pip install tensorflow-cpu' in message
+  monkeypatch.undo()
+  assert load(tmp_path).num_rows('train') > 0  # Nothing half-written kept.
