@@ -109,3 +109,46 @@ def coverage(row) -> str:
       'training (each row its own group)'
     )
   return line + '.'
+
+
+def run_row(config, workdir, *, force: bool, **names) -> dict:
+  """Trains (or reuses) the population `config` in `workdir` and returns
+  its results row: `names` (e.g. dataset=..., model=...), the seeds,
+  epochs, selected epochs, wall time, the test-split facts and
+  {metric/task: [value per member]}; prints the first metric."""
+  from experiments import harness
+
+  result = harness.run(config, workdir, force=force)
+  members, facts = member_metrics(config, workdir)
+  test = by_key(members)
+  row = {
+    **names,
+    'seeds': len(members),
+    'epochs': config.num_epochs,
+    'selected_epochs': [m['selected_epoch'] for m in result['members']],
+    'wall_time_s': result['wall_time_s'],
+    'test_split': facts,
+    'test': test,
+  }
+  first = next(iter(test))
+  m, s = stats.mean_std(test[first])
+  label = ' '.join(f'{v:16s}' for v in names.values())
+  print(f'{label} {first} {m:.4f} +- {s:.4f}', flush=True)
+  return row
+
+
+def tables(rows, key: str, base: str, header: str) -> str:
+  """The markdown of `rows`: `header`, then per dataset its table (one
+  `key` per column, (z) against `base`) and its test-split coverage."""
+  lines = [header, '']
+  for dataset in dict.fromkeys(r['dataset'] for r in rows):
+    part = [r for r in rows if r['dataset'] == dataset]
+    lines += [
+      f'### {dataset} ({part[0]["epochs"]} epochs)',
+      '',
+      *table(part, key, base),
+      '',
+      coverage(part[0]),
+      '',
+    ]
+  return '\n'.join(lines) + '\n'

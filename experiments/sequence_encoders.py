@@ -31,7 +31,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from experiments import harness, ranking_report  # noqa: E402
-from experiments.harness import stats  # noqa: E402
 
 _DATASETS = flags.DEFINE_list(
   'datasets', ['movielens_table', 'kuairand'], 'configs/<name>.py (mmoe).'
@@ -70,48 +69,26 @@ def main(argv):
     for encoder in _ENCODERS.value:
       config = config_of(dataset, encoder, FLAGS.seeds)
       workdir = pathlib.Path(FLAGS.workdirs) / dataset / encoder
-      result = harness.run(config, workdir, force=FLAGS.force)
-      members, facts = ranking_report.member_metrics(config, workdir)
-      test = ranking_report.by_key(members)
       rows.append(
-        {
-          'dataset': dataset,
-          'encoder': encoder,
-          'seeds': len(members),
-          'epochs': config.num_epochs,
-          'selected_epochs': [m['selected_epoch'] for m in result['members']],
-          'wall_time_s': result['wall_time_s'],
-          'test_split': facts,
-          'test': test,
-        }
+        ranking_report.run_row(
+          config, workdir, force=FLAGS.force, dataset=dataset, encoder=encoder
+        )
       )
-      first = next(iter(test))
-      m, s = stats.mean_std(test[first])
-      print(f'{dataset:16s} {encoder:12s} {first} {m:.4f} +- {s:.4f}')
   harness.write_results('sequence_encoders', rows, table(rows), out=FLAGS.out)
 
 
 def table(rows) -> str:
-  lines = [
+  return ranking_report.tables(
+    rows,
+    'encoder',
+    'mean',
     'MMoE with the history dropped (none) or encoded by each sequence '
     'encoder; test metrics of each member (its epoch chosen on validation), '
     'mean +- std over seeds; (z) = difference to mean pooling in standard '
     'errors. AUC, GAUC (per-user AUC weighted by rows) of binary tasks; '
     'XAUC (same-user pairs ordered right) and RMSE (lower is better) of '
     'regressions. `python experiments/sequence_encoders.py`.',
-    '',
-  ]
-  for dataset in dict.fromkeys(r['dataset'] for r in rows):
-    part = [r for r in rows if r['dataset'] == dataset]
-    lines += [
-      f'### {dataset} ({part[0]["epochs"]} epochs)',
-      '',
-      *ranking_report.table(part, 'encoder', 'mean'),
-      '',
-      ranking_report.coverage(part[0]),
-      '',
-    ]
-  return '\n'.join(lines) + '\n'
+  )
 
 
 if __name__ == '__main__':

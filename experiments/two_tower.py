@@ -36,7 +36,6 @@ sys.path.insert(0, str(REPO))
 
 from configs import kuairand_video, movielens_table  # noqa: E402
 from experiments import harness, ranking_report  # noqa: E402
-from experiments.harness import stats  # noqa: E402
 
 _DATASETS = flags.DEFINE_list(
   'datasets', ['kuairand_video', 'movielens_table'], 'configs/<name>.py.'
@@ -101,29 +100,19 @@ def main(argv):
   for dataset, model in itertools.product(_DATASETS.value, _MODELS.value):
     config = config_of(dataset, model)
     workdir = pathlib.Path(FLAGS.workdirs) / dataset / model.replace(':', '_')
-    result = harness.run(config, workdir, force=FLAGS.force)
-    members, facts = ranking_report.member_metrics(config, workdir)
-    test = ranking_report.by_key(members)
     rows.append(
-      {
-        'dataset': dataset,
-        'model': model,
-        'seeds': len(members),
-        'epochs': config.num_epochs,
-        'selected_epochs': [m['selected_epoch'] for m in result['members']],
-        'wall_time_s': result['wall_time_s'],
-        'test_split': facts,
-        'test': test,
-      }
+      ranking_report.run_row(
+        config, workdir, force=FLAGS.force, dataset=dataset, model=model
+      )
     )
-    first = next(iter(test))
-    m, s = stats.mean_std(test[first])
-    print(f'{dataset:16s} {model:20s} {first} {m:.4f} +- {s:.4f}', flush=True)
   harness.write_results('two_tower', rows, table(rows), out=FLAGS.out)
 
 
 def table(rows) -> str:
-  lines = [
+  return ranking_report.tables(
+    rows,
+    'model',
+    'mmoe',
     "<dataset>:<model> (experiments/two_tower.py's docstring); test "
     'metrics of each member (its epoch chosen on validation AUC of the '
     'first task), mean +- std over seeds; (z) = difference to mmoe in '
@@ -131,19 +120,7 @@ def table(rows) -> str:
     'tasks; XAUC (same-user pairs ordered right) of watch time and '
     'regressions; RMSE of regressions (lower is better). '
     '`python experiments/two_tower.py`.',
-    '',
-  ]
-  for dataset in dict.fromkeys(r['dataset'] for r in rows):
-    part = [r for r in rows if r['dataset'] == dataset]
-    lines += [
-      f'### {dataset} ({part[0]["epochs"]} epochs)',
-      '',
-      *ranking_report.table(part, 'model', 'mmoe'),
-      '',
-      ranking_report.coverage(part[0]),
-      '',
-    ]
-  return '\n'.join(lines) + '\n'
+  )
 
 
 if __name__ == '__main__':
