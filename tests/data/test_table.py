@@ -446,6 +446,15 @@ def test_joins_and_extract_against_pandas(tmp_path):
     }
   )
   items.to_csv(tmp_path / 'items.psv', sep='|', header=False, index=False)
+  joins = {
+    'items': {
+      'path': str(tmp_path / 'items.psv'),
+      'on': 'item',
+      'column_names': ('item', 'code', 'price'),
+      'delimiter': '|',
+      'file_format': 'csv',
+    }
+  }
   ds = load(
     tmp_path,
     features={
@@ -454,15 +463,7 @@ def test_joins_and_extract_against_pandas(tmp_path):
       'price': {'kind': 'dense', 'normalize': 'none'},
       'num': {'kind': 'dense', 'column': 'code', 'extract': r'(\d+)'},
     },
-    joins={
-      'items': {
-        'path': str(tmp_path / 'items.psv'),
-        'on': 'item',
-        'column_names': ('item', 'code', 'price'),
-        'delimiter': '|',
-        'file_format': 'csv',
-      }
-    },
+    joins=joins,
     chunksize=9,
   )
   # The oracle: pandas' merge, then the same split (a numpy permutation).
@@ -488,15 +489,7 @@ def test_joins_and_extract_against_pandas(tmp_path):
     load(
       tmp_path,
       features={'price': {'kind': 'dense'}},
-      joins={
-        'items': {
-          'path': str(tmp_path / 'items.psv'),
-          'on': 'item',
-          'column_names': ('item', 'code', 'price'),
-          'delimiter': '|',
-          'file_format': 'csv',
-        }
-      },
+      joins=joins,
     )
   assert str(e.value) == (
     f"{tmp_path / 't.csv'}: row 5 column 'item' is '99', which "
