@@ -50,6 +50,12 @@ _TRAIN_SECONDS = flags.DEFINE_integer('train_seconds', 240, '(b) trainer.')
 _TRAIN_EPOCH = flags.DEFINE_bool(
   'train_epoch', False, '(b) the trainer for a whole epoch instead.'
 )
+_SPARSE_MIN_ROWS = flags.DEFINE_integer(
+  'sparse_min_rows',
+  0,
+  "(b) trainer: optimizer.sparse.min_rows (0: the config's, dense Adam); "
+  'tables of at least this many rows get lazy Adam.',
+)
 _ROOT = flags.DEFINE_string('root', '/tmp/scale', 'Tables and caches.')
 _DIRECT = flags.DEFINE_bool(
   'direct', False, '(b) encode the row file directly (direct_row_file).'
@@ -123,6 +129,8 @@ config.num_epochs = {epochs}
 config.dataset.data_dir = {data_dir!r}
 config.progress_bar = False
 config.checkpoint.every_steps = {every}
+if {sparse_min_rows}:
+  config.optimizer.sparse.min_rows = {sparse_min_rows}
 r = trainer.train(config, {workdir!r})
 print(json.dumps({{'examples_per_s': r['train_examples_per_s'],
                    'steps': r['steps'], 'wall_time_s': r['wall_time_s'],
@@ -144,6 +152,7 @@ def compare_modes(rows: int, root, *, epochs: int = 3, modes=MODES) -> dict:
       data_dir=str(root / 'tfds'),
       workdir=str(workdir),
       every=0,
+      sparse_min_rows=0,
     )
     out[mode] = _child(code, root)
   return out
@@ -278,7 +287,9 @@ def direct_row_file(rows: int, root) -> pathlib.Path:
   return path
 
 
-def train_rss(rows: int, root, *, seconds: int | None = 240) -> dict:
+def train_rss(
+  rows: int, root, *, seconds: int | None = 240, sparse_min_rows: int = 0
+) -> dict:
   """(b) The stream-mode trainer on `rows` rows for `seconds`, then
   SIGTERM: its peak RSS and the steps it reached. seconds=None: one whole
   epoch and the evaluation, with its examples/s and test metrics too."""
@@ -292,6 +303,7 @@ def train_rss(rows: int, root, *, seconds: int | None = 240) -> dict:
     data_dir=str(root / 'tfds'),
     workdir=str(workdir),
     every=0,
+    sparse_min_rows=sparse_min_rows,
   )
   t = time.time()
   found = _child(code, root, stop_after=seconds)
@@ -387,7 +399,9 @@ def part_epoch():
       _SCALE_ROWS.value,
       root,
       seconds=None if _TRAIN_EPOCH.value else _TRAIN_SECONDS.value,
+      sparse_min_rows=_SPARSE_MIN_ROWS.value,
     )
+    record['train']['sparse_min_rows'] = _SPARSE_MIN_ROWS.value
   return record, markdown(record)
 
 
