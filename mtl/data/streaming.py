@@ -58,6 +58,7 @@ ROWS_FILE = 'train.rows'
 SPLITS = ('train', 'validation', 'test')
 # Evaluation reads this many batches of each device's rows at a time.
 EVAL_CHUNK_BATCHES = 64
+TRANSPOSED = ('labels', 'mask')  # [tasks, rows] in the batch layout.
 STREAMABLE = ('table',)  # Datasets prepared as TFDS array_record tables.
 
 
@@ -284,9 +285,6 @@ def eval_chunks(
       k: np.concatenate([p[k] for p in parts], 1 if k in TRANSPOSED else 0)
       for k in parts[0]
     }
-
-
-TRANSPOSED = ('labels', 'mask')  # [tasks, rows] in the batch layout.
 
 
 def _table_builder(kwargs: dict):
