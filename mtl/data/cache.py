@@ -52,7 +52,7 @@ def describe(error: BaseException, limit: int = 300) -> str:
   return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
-class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _NamesItsCache:
   """A builder whose damaged cache fails construction as `Unreadable`.
 
   TFDS reads dataset_info.json when a builder is made: a damaged file
@@ -68,6 +68,22 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if path is None:
         raise
       raise Unreadable(path, describe(e)) from e
+
+
+class Builder(
+  _NamesItsCache, tfds.core.GeneratorBasedBuilder, skip_registration=True
+):
+  """A generator-based builder (examples through TFDS's writer, which
+  holds a split in memory up to 1 GiB, then spills it through TensorFlow):
+  for splits that fit in memory."""
+
+
+class ShardBuilder(
+  _NamesItsCache, tfds.core.ShardBasedBuilder, skip_registration=True
+):
+  """A shard-based builder: each shard written straight from its generator,
+  in order, with no shuffle buffer, so a split of any size is prepared in
+  bounded memory and without TensorFlow (table_builder.py)."""
 
 
 def is_prepared(builder: tfds.core.DatasetBuilder) -> bool | None:

@@ -324,6 +324,13 @@ class Encoder:
       ms.append(m)
     return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
 
+  def _lookup(self, table: str, tables: dict) -> sc.Lookup:
+    """The table's sc.Lookup, made once (a vocabulary's index is costly)."""
+    lookups = self.__dict__.setdefault('_lookups', {})
+    if table not in lookups:
+      lookups[table] = sc.Lookup(tables[table])
+    return lookups[table]
+
   def _table(self, chunk, offsets, path) -> dict:
     """As table_builder.Table._encoded_chunks, feature by feature."""
     s, enc = self.schema, self.artefact['encoding']
@@ -335,17 +342,13 @@ class Encoder:
         dense += _TableRows()._dense(f, chunk, offsets, source, enc)
       elif isinstance(f, sc.Categorical):
         values = tb.cell_values(f, chunk).to_numpy(object)
-        ids = sc.encode_ids(values, tables[f.name])
-        sparse.append(ids[:, None])
+        sparse.append(self._lookup(f.name, tables)(values)[:, None])
       else:
-        table = tables[s.table_of(f.name)]
+        lookup = self._lookup(s.table_of(f.name), tables)
         column = f.column if isinstance(f, sc.Sequence) else f.name
         delimiter = f.delimiter if isinstance(f, sc.Sequence) else '|'
-        lists = [sc.split_values(c, delimiter) for c in chunk[column]]
         sparse.append(
-          sc.pad_sequences(
-            lists, f.max_len, lambda v, e=table: sc.encode_ids(v, e)
-          )
+          sc.encode_sequences(chunk[column], delimiter, f.max_len, lookup)
         )
     n = len(chunk)
     return {

@@ -577,18 +577,36 @@ def fit_vocabulary(counts: Mapping[str, int], min_count: int) -> list[str]:
   return sorted(v for v, c in counts.items() if c >= min_count)
 
 
+class Lookup:
+  """`encode_ids` under one encoding, its vocabulary indexed once: building
+  the pd.Index of a million values costs more than looking up a chunk, so
+  the builder makes one Lookup per table, not one per chunk."""
+
+  def __init__(self, encoding: Mapping):
+    self.buckets = encoding.get('hash_buckets')
+    self.index = None
+    if not self.buckets:
+      self.index = pd.Index(encoding['vocabulary'], dtype=object)
+
+  def __call__(self, values) -> np.ndarray:
+    values = np.asarray(values, dtype=object)
+    missing = pd.isna(values)
+    text = values.copy()
+    text[missing] = ''
+    if pd.api.types.infer_dtype(text.reshape(-1), skipna=False) != 'string':
+      text = text.astype(str).astype(object)
+    if self.buckets:
+      ids = FIRST_ID + stable_hash(text, self.buckets)
+    else:
+      at = self.index.get_indexer(text.reshape(-1)).reshape(text.shape)
+      ids = np.where(at < 0, OOV_ID, FIRST_ID + at)
+    return np.where(missing, OOV_ID, ids).astype(np.int32)
+
+
 def encode_ids(values, encoding: Mapping) -> np.ndarray:
   """int32 ids of values (strings; None or NaN: missing -> OOV_ID) under an
   encoding {'vocabulary': [...]} or {'hash_buckets': N}."""
-  values = np.asarray(values, dtype=object)
-  missing = pd.isna(values)
-  text = np.where(missing, '', values).astype(str)
-  if encoding.get('hash_buckets'):
-    ids = FIRST_ID + stable_hash(text, encoding['hash_buckets'])
-  else:
-    at = pd.Index(encoding['vocabulary'], dtype=object).get_indexer(text)
-    ids = np.where(at < 0, OOV_ID, FIRST_ID + at)
-  return np.where(missing, OOV_ID, ids).astype(np.int32)
+  return Lookup(encoding)(values)
 
 
 def table_size(encoding: Mapping) -> int:
@@ -607,17 +625,63 @@ def split_values(cell, delimiter: str) -> list[str]:
   return [v for v in str(cell).split(delimiter) if v != '']
 
 
+def last_values(cells, delimiter: str, max_len: int):
+  """(values object [total], lengths int64 [n]): each cell's values
+  (split_values), the last `max_len` of them, concatenated oldest first.
+
+  Text cells (or missing ones) are split by pyarrow in one call; cells that
+  are lists go through split_values one by one.
+  """
+  import pyarrow as pa
+  import pyarrow.compute as pc
+
+  cells = np.asarray(cells, dtype=object)
+  n = len(cells)
+  if n and pd.api.types.infer_dtype(cells, skipna=True) in ('string', 'empty'):
+    parts = pc.split_pattern(
+      pa.array(cells, pa.string(), from_pandas=True), delimiter
+    )
+    lengths = (
+      pc.list_value_length(parts).fill_null(0).to_numpy().astype(np.int64)
+    )
+    values = parts.flatten().to_numpy(zero_copy_only=False).astype(object)
+    rows = np.repeat(np.arange(n), lengths)
+    kept = values != ''
+    values, rows = values[kept], rows[kept]
+    lengths = np.bincount(rows, minlength=n).astype(np.int64)
+  else:
+    lists = [split_values(c, delimiter) for c in cells]
+    lengths = np.array([len(v) for v in lists], np.int64)
+    values = np.array([x for v in lists for x in v], dtype=object)
+  starts = np.cumsum(lengths) - lengths
+  position = np.arange(len(values)) - np.repeat(starts, lengths)
+  last = position >= np.repeat(lengths - max_len, lengths)
+  return values[last], np.minimum(lengths, max_len)
+
+
+def pad_ids(ids: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
+  """int32 [n, max_len]: row r holds the next lengths[r] of `ids` (each at
+  most max_len), padded with PAD_ID at the end."""
+  out = np.full((len(lengths), max_len), PAD_ID, np.int32)
+  rows = np.repeat(np.arange(len(lengths)), lengths)
+  cols = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+  out[rows, cols] = ids
+  return out
+
+
 def pad_sequences(lists, max_len: int, encode) -> np.ndarray:
   """int32 [n, max_len]: each list's last max_len values encoded, oldest
   first, padded with PAD_ID at the end."""
-  out = np.full((len(lists), max_len), PAD_ID, np.int32)
   kept = [v[-max_len:] for v in lists]
   flat = [x for v in kept for x in v]
+  lengths = np.array([len(v) for v in kept], np.int64)
   if not flat:
-    return out
-  ids = encode(np.array(flat, dtype=object))
-  lengths = np.array([len(v) for v in kept])
-  rows = np.repeat(np.arange(len(kept)), lengths)
-  cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-  out[rows, cols] = ids
-  return out
+    return np.full((len(kept), max_len), PAD_ID, np.int32)
+  return pad_ids(encode(np.array(flat, dtype=object)), lengths, max_len)
+
+
+def encode_sequences(cells, delimiter: str, max_len: int, lookup) -> np.ndarray:
+  """int32 [n, max_len]: pad_sequences of the cells' split_values, split
+  and encoded vectorised (last_values, one `lookup` call)."""
+  values, lengths = last_values(cells, delimiter, max_len)
+  return pad_ids(lookup(values), lengths, max_len)

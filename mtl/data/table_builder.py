@@ -33,14 +33,22 @@ table is ever whole in memory. Three streaming passes:
    categorical feature one column, a sequence or history `max_len`),
    'labels' and 'mask' [n, T] f32, 'row' [n] i64 (the row's position in the
    concatenated files). The encoding (vocabularies, moments, history index
-   sizes) is the builder's metadata.
+   sizes) is the builder's metadata. The records go straight to array_record
+   shards of SHARD_RECORDS records (a tfds.core.ShardBasedBuilder): no
+   shuffle buffer, so memory stays one shard (~80 MB at the scale table's
+   80-byte rows) whatever the split's size, and TensorFlow is not needed
+   (TFDS's GeneratorBasedBuilder holds a split's records until it ends, and
+   spills past 1 GiB through tf.io; with keys in order, it then sorts the
+   whole spill in memory: 6.5 GB at 50M rows).
 
 A bad value is one DataError line naming the file, its 1-based data row
 (the header not counted), the column, what was found and what was expected.
 """
 
 import dataclasses
+import functools
 import hashlib
+import itertools
 import json
 import pathlib
 from collections import Counter
@@ -53,11 +61,20 @@ import tensorflow_datasets as tfds
 from mtl.data import cache
 from mtl.data import csv_builder as cb
 from mtl.data import schema as sc
-from mtl.data.table_files import Joined, Source, cell_values, numbers, texts
+from mtl.data.table_files import (
+  Joined,
+  Source,
+  cell_values,
+  numbers,
+  texts,
+  to_float,
+)
 from mtl.errors import DataError
 
 SPLITS = ('train', 'validation', 'test')
 SPLIT_RULES = ('files', 'random', 'time', 'user_last')
+# Records (of `chunksize` rows) per array_record shard: 16 x 65,536 rows.
+SHARD_RECORDS = 16
 
 
 class TableConfig(tfds.core.BuilderConfig):
@@ -270,7 +287,7 @@ def history_ids(index: dict, item_ids: np.ndarray, rows, max_len: int):
   return np.where(valid, picked, sc.PAD_ID).astype(np.int32)
 
 
-class Table(cache.Builder):
+class Table(cache.ShardBuilder):
   """A table prepared by its schema (see the module docstring)."""
 
   name = 'table'
@@ -345,7 +362,7 @@ class Table(cache.Builder):
       ]
     return [(wrap(source('table')), None)]
 
-  def _split_generators(self, dl_manager):
+  def _shard_iterators_per_split(self, dl_manager):
     del dl_manager
     sources = self._sources()
     for source, _ in sources:
@@ -360,12 +377,33 @@ class Table(cache.Builder):
         )
     encoding = self._fit(plan)
     self.info.metadata.update(encoding)
+    self.info.metadata['block_rows'] = self.chunksize
     return {
-      name: self._generate_examples(
-        split_name=name, plan=plan, code=code, encoding=encoding
-      )
+      name: self._shards(plan, code, encoding)
       for code, name in enumerate(SPLITS)
     }
+
+  def _shards(self, plan, code, encoding) -> list:
+    """The split's shards: generators of SHARD_RECORDS records of
+    `chunksize` rows each (keys 0, 1, ...; the last record and shard may be
+    shorter), all drawing on one pass over the split's rows. TFDS writes
+    them one after the other, and holds one shard's records while it does
+    (writer.ShardWriter counts them after writing): memory is bounded by
+    the shard, whatever the split's size."""
+    records = -(-encoding['rows'][SPLITS[code]] // self.chunksize)
+    blocks = None
+
+    def shard(count):
+      nonlocal blocks
+      if blocks is None:
+        chunks = self._encoded_chunks(plan, code, encoding)
+        blocks = enumerate(cb.fixed_blocks(chunks, self.chunksize))
+      return itertools.islice(blocks, count)
+
+    return [
+      functools.partial(shard, min(SHARD_RECORDS, records - first))
+      for first in range(0, records, SHARD_RECORDS)
+    ]
 
   def _rows(self, plan: Plan, code: int) -> Iterator:
     """(source, first data row, chunk, global rows) of split `code`."""
@@ -396,11 +434,7 @@ class Table(cache.Builder):
       offsets = start + np.flatnonzero(keep)
       for f in counted:
         if isinstance(f, sc.Sequence):
-          values = [
-            v
-            for cell in chunk[f.column]
-            for v in sc.split_values(cell, f.delimiter)[-f.max_len :]
-          ]
+          values = sc.last_values(chunk[f.column], f.delimiter, f.max_len)[0]
         else:
           values = cell_values(f, chunk).dropna().astype(str)
         counts[f.name].update(pd.Series(values).value_counts().to_dict())
@@ -468,7 +502,7 @@ class Table(cache.Builder):
         )
 
     raw = chunk[t.label]
-    values = pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
+    values = to_float(raw)
     check(
       ~np.isfinite(values),
       t.label,
@@ -513,20 +547,13 @@ class Table(cache.Builder):
       values = np.where(on, np.log1p(np.maximum(values, -0.5)), 0.0)
     return values.astype(np.float64), mask
 
-  def _generate_examples(self, split_name, plan, code, encoding):
-    """Records of `chunksize` rows; keys 0, 1, ... (see csv_builder.py)."""
-    del split_name
-    self.info.metadata['block_rows'] = self.chunksize
-    chunks = self._encoded_chunks(plan, code, encoding)
-    yield from enumerate(cb.fixed_blocks(chunks, self.chunksize))
-
   def _encoded_chunks(self, plan, code, encoding):
     s = self.schema
-    tables = encoding['tables']
+    lookups = {
+      name: sc.Lookup(table) for name, table in encoding['tables'].items()
+    }
     item_ids = {
-      h.name: sc.encode_ids(
-        plan.history[h.name]['items'], tables[s.table_of(h.name)]
-      )
+      h.name: lookups[s.table_of(h.name)](plan.history[h.name]['items'])
       for h in s.of(sc.History)
     }
     for source, start, chunk, rows, keep in self._rows(plan, code):
@@ -537,18 +564,15 @@ class Table(cache.Builder):
         if isinstance(f, sc.Dense):
           dense += self._dense(f, chunk, offsets, source, encoding)
         elif isinstance(f, sc.Categorical):
-          ids = sc.encode_ids(
-            cell_values(f, chunk).to_numpy(object), tables[f.name]
-          )
+          ids = lookups[f.name](cell_values(f, chunk).to_numpy(object))
           sparse.append(ids[:, None])
         elif isinstance(f, sc.Sequence):
-          table = tables[s.table_of(f.name)]
-          lists = [sc.split_values(c, f.delimiter) for c in chunk[f.column]]
           sparse.append(
-            sc.pad_sequences(
-              lists, f.max_len, lambda v, e=table: sc.encode_ids(v, e)
+            sc.encode_sequences(
+              chunk[f.column], f.delimiter, f.max_len,
+              lookups[s.table_of(f.name)],
             )
-          )
+          )  # fmt: skip
         elif isinstance(f, sc.History):
           sparse.append(
             history_ids(plan.history[f.name], item_ids[f.name], rows, f.max_len)

@@ -111,8 +111,8 @@ class Source:
       for name, array in zip(batch.schema.names, batch.columns, strict=True):
         if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
           columns[name] = array.cast(pa.list_(pa.string())).to_pylist()
-        else:
-          columns[name] = array.cast(pa.string()).to_pandas().to_numpy(object)
+        else:  # pandas' string dtype over the Arrow strings: no copy.
+          columns[name] = array.cast(pa.string()).to_pandas()
       yield start, pd.DataFrame(columns)
       start += batch.num_rows
 
@@ -193,6 +193,23 @@ def _side_table(source: Source, key: str) -> pd.DataFrame:
 DEFAULT_SIDE_CHUNK = 65_536
 
 
+def to_float(raw: pd.Series) -> np.ndarray:
+  """float64 [n] of text cells, NaN where missing or not a number (as
+  pd.to_numeric(errors='coerce')). Arrow's cast parses a column of numbers
+  ~10x faster; a column it rejects (a cell that is not a number) goes to
+  pandas, whose NaN the caller names as a bad value."""
+  import pyarrow as pa
+  import pyarrow.compute as pc
+
+  try:
+    array = pa.array(raw, from_pandas=True)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+      return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+  except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    pass
+  return pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
+
+
 def numbers(chunk, column: str, offsets, path, missing: str = 'error'):
   """float64 values of a column whose rows are the file's 0-based data rows
   `offsets`; an empty field is NaN unless `missing` is 'error'.
@@ -202,7 +219,7 @@ def numbers(chunk, column: str, offsets, path, missing: str = 'error'):
       is 'error'), named by file, 1-based row and column.
   """
   raw = chunk[column]
-  values = pd.to_numeric(raw, errors='coerce').to_numpy(np.float64)
+  values = to_float(raw)
   empty = pd.isna(raw).to_numpy()
   bad = ~np.isfinite(values) & ~(empty & (missing != 'error'))
   if bad.any():

@@ -19,7 +19,7 @@ from absl import logging as absl_logging
 from mtl.data import schema as sc
 from mtl.data import table_builder as tb
 from mtl.data import table_files
-from mtl.errors import ConfigError, DataError, DataFileNotFound
+from mtl.errors import ConfigError, DataFileNotFound
 
 FILE_KEYWORDS = (
   'path', 'validation_path', 'test_path', 'manual_dir', 'sha256', 'source',
@@ -308,27 +308,8 @@ def describe(**kw) -> Described:
       raise DataFileNotFound(_missing(name, raw_missing(), files['source']))
     for role, expected in sums.items():
       table_files.check_sha256(name, sources[role].path, expected)
-    try:
-      builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-      )
-    except ModuleNotFoundError as e:
-      if e.name != 'tensorflow':
-        raise
-      raise DataError(_spill_needs_tensorflow(name)) from e
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
 
   return Described(schema, make_builder, prepare, raw_missing)
-
-
-def _spill_needs_tensorflow(name: str) -> str:
-  """TFDS's writer holds a split's serialized records in memory up to
-  MAX_MEM_BUFFER_SIZE, then spills them to disk through tf.io.gfile."""
-  from tensorflow_datasets.core import shuffle
-
-  limit = shuffle.MAX_MEM_BUFFER_SIZE
-  return (
-    f'{name}: a split holds more than {limit / 2**30:.2f} GiB of prepared '
-    'records, which TFDS writes through TensorFlow, and TensorFlow is not '
-    'installed; expected a smaller table, or `pip install tensorflow-cpu` '
-    'to prepare this one'
-  )

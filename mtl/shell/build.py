@@ -18,7 +18,7 @@ from mtl.core.architectures import ARCHITECTURES
 from mtl.core.layers import embedding
 from mtl.core.model import make_model
 from mtl.core.weighting import WEIGHTINGS
-from mtl.data import DATASETS, streaming
+from mtl.data import DATASETS, prepared, streaming
 from mtl.errors import ConfigError
 from mtl.shell import keywords, members
 
@@ -77,6 +77,7 @@ def load_dataset(config: ml_collections.ConfigDict):
     dataset = loader(**kwargs)
   if multi and chief:
     multihost_utils.sync_global_devices('mtl: dataset prepared')
+  prepared.forget_builders()  # TFDS would keep the vocabularies alive.
   # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
   adapted = ARCHITECTURES[config.model_name].adapt_dataset(dataset)
   if config.input_mode == 'stream' and adapted is not dataset:

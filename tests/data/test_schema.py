@@ -155,6 +155,39 @@ def test_sequences_truncate_to_the_latest_and_pad():
   assert (got > 0).sum(1).tolist() == [3, 1, 0, 0, 2, 2]  # the mask
 
 
+@pytest.mark.parametrize('with_a_list', [False, True])
+def test_vectorised_sequences_equal_a_per_cell_oracle(with_a_list):
+  """encode_sequences (pyarrow split of text cells; per cell when a cell
+  is a list) against Python's str.split, empty parts dropped, the last 4
+  kept, ids by the vocabulary, padded with 0."""
+  rng = np.random.default_rng(0)
+  cells = [
+    '|'.join(rng.choice(['a', 'b', 'c', 'zz', ''], rng.integers(0, 9)))
+    for _ in range(500)
+  ]
+  cells[3], cells[7], cells[11] = None, np.nan, '|||'
+  if with_a_list:
+    cells[20] = ['b', 'q', 'a', 'c', 'c']
+  vocab = {'a': 2, 'b': 3, 'c': 4}
+  got = sc.encode_sequences(
+    pd.Series(cells, dtype=object),
+    '|',
+    4,
+    sc.Lookup({'vocabulary': list(vocab)}),
+  )
+  want = np.zeros((500, 4), np.int32)
+  for r, cell in enumerate(cells):
+    if isinstance(cell, list):
+      values = cell
+    elif isinstance(cell, str):
+      values = [v for v in cell.split('|') if v]
+    else:
+      values = []
+    for j, v in enumerate(values[-4:]):
+      want[r, j] = vocab.get(v, 1)
+  np.testing.assert_array_equal(got, want)
+
+
 def brute_force_history(df, max_len):
   """Row r's history: the rows of its user with time < its time, ordered by
   (time, row), the last max_len."""
