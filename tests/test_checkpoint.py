@@ -317,16 +317,25 @@ def test_flipped_bytes_in_newest_are_skipped_by_checksum(tmp_path, caplog):
 
 
 def test_checkpoint_without_checksums_restores(tmp_path):
-  """A checkpoint of an earlier mtl (meta without checksums) restores."""
+  """A checkpoint of an earlier mtl restores: written by orbax's own
+  StandardCheckpointHandler (zstd-compressed arrays), meta without
+  checksums."""
+  ocp = checkpoint.ocp
   state = _random_state(3)
-  with checkpoint.Checkpointer(tmp_path) as ckpt:
-    ckpt._manager.save(
-      3,
-      args=checkpoint.ocp.args.Composite(
-        state=checkpoint.ocp.args.StandardSave(state),
-        meta=checkpoint.ocp.args.JsonSave({'s': 3}),
-      ),
-    )
+  manager = ocp.CheckpointManager(
+    tmp_path,
+    item_handlers={
+      'state': ocp.StandardCheckpointHandler(),
+      'meta': ocp.JsonCheckpointHandler(),
+    },
+  )
+  manager.save(
+    3,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({'s': 3})
+    ),
+  )
+  manager.close()
   with checkpoint.Checkpointer(tmp_path) as ckpt:
     got, meta = ckpt.restore_latest(jax.eval_shape(lambda: state))
   assert meta == {'s': 3}

@@ -10,7 +10,6 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from mtl.shell import checkpoint
@@ -58,9 +57,7 @@ def _params(workdir):
     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
     ckpt._saved_tree(step),
   )
-  tree = ckpt._manager.restore(
-    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-  )['state']
+  tree = ckpt.read_tree(step, target)
   ckpt.close()
   return step, tree['params']
 

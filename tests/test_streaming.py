@@ -142,8 +142,7 @@ def _final(workdir):
     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
     ckpt._saved_tree(step),
   )
-  args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-  state = ckpt._manager.restore(step, args=args)['state']
+  state = ckpt.read_tree(step, target)
   ckpt.close()
   return state
 
@@ -228,7 +227,7 @@ def test_a_stream_run_equals_an_in_memory_run(
   data-parallel on two against host mode."""
   from mtl.shell import trainer
 
-  monkeypatch.setattr(streaming, 'EVAL_CHUNK_BATCHES', 1)
+  monkeypatch.setattr(streaming, 'EVAL_CHUNK_ROWS', 1)
   memory = 'device' if devices == 1 else 'host'
   for mode in (memory, 'stream'):  # In this process: no start-up cost.
     config = _config(tfds_dir, mode)

@@ -38,7 +38,7 @@ position within the epoch; the trainer stores it with the epoch in the
 checkpoint's meta and a resumed run continues from it.
 
 Evaluation streams as well: validation and test are row files too, read
-in chunks of EVAL_CHUNK_BATCHES batches per device (`eval_chunks`), each
+in chunks of about EVAL_CHUNK_ROWS rows per device (`eval_chunks`), each
 device the contiguous part of the padded split the in-memory evaluation
 gives it; the engine carries the running sum of the counts from chunk to
 chunk (train_step.make_scanned_eval), so the sums, and the metrics, have
@@ -56,8 +56,10 @@ from mtl.errors import ConfigError, DataError
 ROWS_DIR = 'stream_rows'
 ROWS_FILE = 'train.rows'
 SPLITS = ('train', 'validation', 'test')
-# Evaluation reads this many batches of each device's rows at a time.
-EVAL_CHUNK_BATCHES = 64
+# Evaluation reads whole batches of each device's rows, about this many
+# rows at a time (at least one batch): 131,072 scale rows are 10 MB, held a
+# few times over (read, decoded, put on the device).
+EVAL_CHUNK_ROWS = 131_072
 TRANSPOSED = ('labels', 'mask')  # [tasks, rows] in the batch layout.
 STREAMABLE = ('table',)  # Datasets prepared as TFDS array_record tables.
 
@@ -267,13 +269,14 @@ def eval_chunks(
   The split, padded to a multiple of `batch_size`, is cut as the in-memory
   evaluation cuts it: device d of `devices` evaluates the d-th contiguous
   part, batch_size // devices rows a step. A chunk is the next
-  `chunk_batches` steps of every device; this process's chunk holds its
+  `chunk_batches` steps of every device (default: EVAL_CHUNK_ROWS rows of
+  each, at least one step); this process's chunk holds its
   `local` devices' rows, one device after the other (the layout put_batch
   splits). Each is one sequential read per device. Yields batch layouts.
   """
-  chunk_batches = chunk_batches or EVAL_CHUNK_BATCHES
   padded = -(-rows.num_rows // batch_size) * batch_size
   per_device, step = padded // devices, batch_size // devices
+  chunk_batches = chunk_batches or max(1, EVAL_CHUNK_ROWS // step)
   steps = per_device // step
   for first in range(0, steps, chunk_batches):
     last = min(steps, first + chunk_batches)

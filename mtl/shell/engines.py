@@ -163,9 +163,12 @@ class Single:
     # global arrays, one replicated array over every process's devices.
     return state if self._parallel is None else self._parallel.put_state(state)
 
-  def select(self, improved, new, old):
-    # A copy: the state's own arrays are donated to the next step.
-    return jax.tree.map(jnp.copy, new) if improved[0] else old
+  def select(self, improved, new, old, *, copy: bool = True):
+    # A copy: the state's own arrays are donated to the next step (after
+    # the last epoch there is none: `copy=False` spares the model's size).
+    if not improved[0]:
+      return old
+    return jax.tree.map(jnp.copy, new) if copy else new
 
   def member_params(self, params, j: int):
     del j
@@ -296,8 +299,12 @@ class Population:
   def globalize(self, state):
     return state
 
-  def select(self, improved, new, old):
-    """Member k of `new` where improved[k], else of `old`."""
+  def select(self, improved, new, old, *, copy: bool = True):
+    """Member k of `new` where improved[k], else of `old` (None: no member
+    has a best yet, `new`: a copy unless `copy` is False, after the last
+    step)."""
+    if old is None:
+      return jax.tree.map(jnp.copy, new) if copy else new
     mask = jnp.asarray(improved)
     return jax.tree.map(
       lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),

@@ -186,7 +186,10 @@ def _train(config, wd, t_start: float) -> dict:
   best = meta.get('best') or {'score': [None] * size, 'epoch': [None] * size}
   if not isinstance(best['score'], list):  # Written by a single run.
     best = {'score': [best['score']], 'epoch': [best['epoch']]}
-  best_params = state.params
+  # The params of the best epoch so far, a copy (the state's own arrays are
+  # donated to the next step); None until an evaluation picks one, so no
+  # second copy of the model is held while the first epoch trains.
+  best_params = None
   if any(e is not None for e in best['epoch']):
     saved = best_ckpt.restore_latest(abstract)
     if saved is None:
@@ -194,8 +197,7 @@ def _train(config, wd, t_start: float) -> dict:
         f'{workdir / "checkpoints_best"}: the best-epoch checkpoint '
         f'(epoch {best["epoch"]}) is missing'
       )
-    best_params = saved[0].params
-  best_params = jax.tree.map(jax.numpy.copy, best_params)  # Not donated.
+    best_params = saved[0].params  # Restored: arrays of their own.
   every = config.checkpoint.every_steps or spe
 
   outputs = outputs_lib.Outputs(
@@ -350,7 +352,9 @@ def _train(config, wd, t_start: float) -> dict:
             outputs_lib.eval_line(epoch + 1, config.num_epochs, val, 'val')
           )
         if improved.any():
-          best_params = engine.select(improved, state.params, best_params)
+          best_params = engine.select(
+            improved, state.params, best_params, copy=not last
+          )
           save(epoch + 1, 0, to=best_ckpt, params=best_params)
       if step // every > (step - k) // every or last:
         save(epoch + 1, 0)
@@ -360,7 +364,9 @@ def _train(config, wd, t_start: float) -> dict:
   ckpt.close()
   best_ckpt.close()
 
-  final_params = best_params if config.select_best else state.params
+  final_params = state.params
+  if config.select_best and best_params is not None:
+    final_params = best_params
   final = [{} for _ in range(size)]
   for split, prefix in (('validation', 'val'), ('test', 'test')):
     for j, s in enumerate(
