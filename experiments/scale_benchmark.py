@@ -31,6 +31,8 @@ results):
   epoch  (experiments/scale_streaming.py) one streaming epoch over a
          generated split of --scale_rows rows: rows/s and peak RSS. Goal:
          peak RSS < 2 GB.
+  prepare (experiments/scale_streaming.py) the `table` preparation of the
+         --scale_rows table: seconds, rows/s, peak RSS.
 
 Writes experiments/results/scale_benchmark.json and .md (or --out).
 """

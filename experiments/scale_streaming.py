@@ -1,6 +1,6 @@
 """The streaming parts of experiments/scale_benchmark.py (issue 14).
 
-  python experiments/scale_benchmark.py --parts=modes,epoch
+  python experiments/scale_benchmark.py --parts=prepare,modes,epoch
       [--memory_rows=1000000] [--scale_rows=50000000] [--root=/tmp/scale]
 
 (a) `modes` (`part_modes`): the same model (configs/scale.py, MMoE) and
@@ -18,11 +18,10 @@
     `--train_epoch` for one whole epoch and its evaluation (streamed too):
     its examples/s and peak RSS with the model and optimizer state. Goal:
     peak RSS < 2 GB.
-    `--direct`: the row file is encoded straight from the generated Parquet
-    (`direct_row_file`, vectorised) instead of by the `table` dataset's
-    preparation, which takes hours at 50M rows on this machine (Python per
-    value); `--train_seconds=0` then skips the trainer, which needs the
-    prepared table.
+(c) `prepare` (`part_prepare`): the `table` preparation of the
+    `--scale_rows` table (mtl/data/table_builder.py) in a subprocess of its
+    own: seconds, rows/s over every split, and its peak RSS. Only a table
+    not yet prepared under `--root` is measured (else: reused).
 
 The tables are generated (mtl/data/scale.py) and prepared under `--root`
 once and reused.
@@ -57,9 +56,6 @@ _SPARSE_MIN_ROWS = flags.DEFINE_integer(
   'tables of at least this many rows get lazy Adam.',
 )
 _ROOT = flags.DEFINE_string('root', '/tmp/scale', 'Tables and caches.')
-_DIRECT = flags.DEFINE_bool(
-  'direct', False, '(b) encode the row file directly (direct_row_file).'
-)
 MODES = ('device', 'host', 'stream')
 GOAL_RATIO, GOAL_RSS_GB = 0.7, 2.0
 
@@ -186,105 +182,48 @@ print(json.dumps({{'train_rows': rows.num_rows, 'rows_read': n,
 """
 
 
-def stream_epoch(
-  rows: int, root, *, batch_size: int = 1024, direct: bool = False
-) -> dict:
-  """(b) One streaming epoch's reading over `rows` training rows.
-
-  direct: read the row file `direct_row_file` wrote instead of the one the
-  `table` dataset's preparation writes (see there).
-  """
+def stream_epoch(rows: int, root, *, batch_size: int = 1024) -> dict:
+  """(b) One streaming epoch's reading over `rows` training rows."""
   root = pathlib.Path(root)
   ensure_table(rows, root)
-  if direct:
-    path = direct_row_file(rows, root)
-    load = (
-      f'rows = streaming.RowFile({str(path)!r}, '
-      f'streaming.Layout(*{list(DIRECT_LAYOUT)}), {rows})'
-    )
-    code = _EPOCH.format(rows=str(rows), data_dir='', batch=batch_size)
-    code = code.replace(_LOAD, load)
-  else:
-    code = _EPOCH.format(
-      rows=str(rows), data_dir=str(root / 'tfds'), batch=batch_size
-    )
+  code = _EPOCH.format(
+    rows=str(rows), data_dir=str(root / 'tfds'), batch=batch_size
+  )
   return _child(code, root)
 
 
-_LOAD = """ds = streaming.load_streaming(kw)
-rows = streaming.row_file(ds)"""
-# configs/scale.py's record: price | category, history[10], item_id,
-# user_id | click, conversion, watch_time labels and masks.
-DIRECT_LAYOUT = (1, 13, 3)
+_PREPARE = """
+import inspect, json, sys, time
+sys.path.insert(0, '.')
+from configs import scale
+from mtl.data import prepared
+from mtl.data import table as tl
+config = scale.get_config({rows!r})
+kw = config.dataset.to_dict()
+kw['data_dir'] = {data_dir!r}
+kw.pop('process_index', None), kw.pop('process_count', None)
+params = inspect.signature(tl.load_table).parameters
+described = tl.describe(**({{k: p.default for k, p in params.items()}} | kw))
+builder = described.make_builder()
+if prepared.is_prepared(builder):
+  print(json.dumps({{'reused': True}}))
+else:
+  t0 = time.time()
+  described.prepare(builder)
+  seconds = time.time() - t0
+  splits = ('train', 'validation', 'test')
+  counts = {{s: prepared.num_rows(builder, s) for s in splits}}
+  print(json.dumps({{'reused': False, 'seconds': seconds, 'rows': counts,
+    'rows_per_s': sum(counts.values()) / seconds}}))
+"""
 
 
-def direct_row_file(rows: int, root) -> pathlib.Path:
-  """The training row file of configs/scale.py:<rows>, encoded straight
-  from the generator's Parquet file by vectorised numpy.
-
-  The `table` dataset prepares the file through TFDS in Python per value
-  (about 50-80 us a row on this machine under load): 50M rows take hours.
-  This writes the same record layout (DIRECT_LAYOUT) with ids offset by 2
-  (padding 0, OOV 1) instead of the training vocabulary, price log1p and
-  standardised by the first chunk's moments; the reader's cost does not
-  depend on the values. Written once, to <root>/direct_<rows>/.
-  """
-  import numpy as np
-  import pyarrow.compute as pc
-  import pyarrow.parquet as pq
-
-  from configs import scale as scale_config
-  from mtl.data import streaming
-
-  path = pathlib.Path(root) / f'direct_{rows}' / streaming.ROWS_FILE
-  if path.exists():
-    return path
-  source = scale_config.scale_dir(rows, root) / 'train.parquet'
-  writer = streaming.RowWriter(path)
-  moments = None
-  for batch in pq.ParquetFile(source).iter_batches(batch_size=1 << 20):
-    col = {n: batch.column(n) for n in batch.schema.names}
-    n = batch.num_rows
-    price = np.log1p(col['price'].to_numpy())
-    if moments is None:
-      moments = price.mean(), price.std()
-    hist = np.zeros((n, 10), np.int32)
-    text = col['history']
-    parts = pc.split_pattern(pc.if_else(pc.equal(text, ''), None, text), '|')
-    lengths = pc.fill_null(pc.list_value_length(parts), 0).to_numpy()
-    flat = pc.list_flatten(parts).to_numpy(zero_copy_only=False)
-    flat = flat.astype(np.int64) + 2
-    rows_of = np.repeat(np.arange(n), lengths)
-    cols = np.arange(len(flat)) - np.repeat(
-      np.cumsum(lengths) - lengths, lengths
-    )
-    hist[rows_of, cols] = flat
-    click = col['click'].to_numpy().astype(np.float32)
-    block = {
-      'dense': ((price - moments[0]) / moments[1])[:, None],
-      'sparse': np.concatenate(
-        [
-          col['category'].to_numpy()[:, None] + 2,
-          hist,
-          col['item_id'].to_numpy()[:, None] + 2,
-          col['user_id'].to_numpy()[:, None] + 2,
-        ],
-        1,
-      ),
-      'labels': np.stack(
-        [
-          click,
-          col['conversion'].to_numpy().astype(np.float32),
-          np.log1p(col['watch_time'].to_numpy()).astype(np.float32),
-        ],
-        1,
-      ),
-      'mask': np.stack([np.ones(n, np.float32), click, click], 1),
-      'row': np.zeros(n),
-    }
-    writer.write(streaming.Layout(*DIRECT_LAYOUT).encode(block))
-  writer.close()
-  return path
+def prepare_table(rows: int, root) -> dict:
+  """(c) The `table` preparation of configs/scale.py:<rows>, timed."""
+  root = pathlib.Path(root)
+  ensure_table(rows, root)
+  code = _PREPARE.format(rows=str(rows), data_dir=str(root / 'tfds'))
+  return _child(code, root)
 
 
 def train_rss(
@@ -345,13 +284,7 @@ def markdown(record: dict) -> list[str]:
   if epoch:
     lines += [
       f'(b) one streaming epoch over {epoch["train_rows"]:,} training rows '
-      + (
-        '(the row file encoded straight from the generated Parquet by '
-        '`direct_row_file`, not by the table preparation) '
-        if epoch.get('direct_row_file')
-        else ''
-      )
-      + f'(batch 1024): {epoch["rows_per_s"]:,.0f} rows/s read and put on '
+      f'(batch 1024): {epoch["rows_per_s"]:,.0f} rows/s read and put on '
       f'the device ({epoch["epoch_s"]:.0f} s; the permutation '
       f'{epoch["permutation_s"]:.1f} s), peak RSS {epoch["peak_rss_gb"]:.2f}'
       f' GB (goal < {GOAL_RSS_GB} GB).',
@@ -391,9 +324,8 @@ def part_modes():
 def part_epoch():
   """(b) as a scale_benchmark part: (record, markdown lines)."""
   root = pathlib.Path(_ROOT.value)
-  epoch = stream_epoch(_SCALE_ROWS.value, root, direct=_DIRECT.value)
+  epoch = stream_epoch(_SCALE_ROWS.value, root)
   record = {'epoch': epoch}
-  record['epoch']['direct_row_file'] = _DIRECT.value
   if _TRAIN_EPOCH.value or _TRAIN_SECONDS.value:
     record['train'] = train_rss(
       _SCALE_ROWS.value,
@@ -405,4 +337,27 @@ def part_epoch():
   return record, markdown(record)
 
 
-PARTS = {'modes': part_modes, 'epoch': part_epoch}
+def part_prepare():
+  """(c) as a scale_benchmark part: (record, markdown lines)."""
+  prep = prepare_table(_SCALE_ROWS.value, pathlib.Path(_ROOT.value))
+  record = {'prepare': prep, 'scale_rows': _SCALE_ROWS.value}
+  if prep['reused']:
+    lines = [
+      f'(c) the {_SCALE_ROWS.value:,}-row table was already prepared under '
+      '--root: not measured (a fresh --root measures it).',
+      '',
+    ]
+  else:
+    rows = prep['rows']
+    lines = [
+      f'(c) preparing the {_SCALE_ROWS.value:,}-row scale table through the '
+      f'`table` dataset ({rows["train"]:,} training, {rows["validation"]:,} '
+      f'validation and {rows["test"]:,} test rows): {prep["seconds"]:.1f} s, '
+      f'{prep["rows_per_s"]:,.0f} rows/s, peak RSS '
+      f'{prep["peak_rss_gb"]:.2f} GB.',
+      '',
+    ]
+  return record, lines
+
+
+PARTS = {'prepare': part_prepare, 'modes': part_modes, 'epoch': part_epoch}
