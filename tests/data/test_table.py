@@ -551,6 +551,7 @@ def test_loading_lets_go_of_the_tfds_builder(tmp_path):
   config.dataset.data_dir = str(tmp_path / 'tfds')
   config.dataset.features = {'user': {'kind': 'categorical'}}
   config.dataset.tasks = {'y': {'label': 'y'}}
+  prepared.forget_builders()  # Other tests' builders, in this process.
   before = live_builders()
   dataset = build.load_dataset(config)
   assert dataset.num_rows('train') == 32
