@@ -16,8 +16,8 @@ turns a raw row into those inputs:
 
 `Encoder(artefact)` encodes raw rows (a pandas chunk of strings, as
 table_builder.Source reads them) through the SAME functions the builders use:
-table_builder.Table's `_dense` / `_label`, schema.encode_ids and
-pad_sequences, census_income_builder.encode. A value never seen in training
+table_builder.Table's `_dense` / `_label`, schema.Lookup and
+encode_sequences, census_income_builder.encode. A value never seen in training
 gets the OOV id (table: 1, census: 0). tests/test_after_training.py checks
 that the training file encoded here equals the prepared training split.
 
@@ -190,6 +190,7 @@ class Encoder:
         f'preprocessing kind {self.kind!r}, expected one of {", ".join(KINDS)}'
       )
     self.tasks = [t['name'] for t in artefact['tasks']]
+    self._lookups = {}  # Table name -> sc.Lookup, made on first use.
     if self.kind == 'table':
       self.schema = _schema(artefact)
       self.inputs = []
@@ -326,10 +327,9 @@ class Encoder:
 
   def _lookup(self, table: str, tables: dict) -> sc.Lookup:
     """The table's sc.Lookup, made once (a vocabulary's index is costly)."""
-    lookups = self.__dict__.setdefault('_lookups', {})
-    if table not in lookups:
-      lookups[table] = sc.Lookup(tables[table])
-    return lookups[table]
+    if table not in self._lookups:
+      self._lookups[table] = sc.Lookup(tables[table])
+    return self._lookups[table]
 
   def _table(self, chunk, offsets, path) -> dict:
     """As table_builder.Table._encoded_chunks, feature by feature."""

@@ -653,35 +653,28 @@ def last_values(cells, delimiter: str, max_len: int):
     lists = [split_values(c, delimiter) for c in cells]
     lengths = np.array([len(v) for v in lists], np.int64)
     values = np.array([x for v in lists for x in v], dtype=object)
-  starts = np.cumsum(lengths) - lengths
-  position = np.arange(len(values)) - np.repeat(starts, lengths)
-  last = position >= np.repeat(lengths - max_len, lengths)
+  last = _positions(lengths) >= np.repeat(lengths - max_len, lengths)
   return values[last], np.minimum(lengths, max_len)
+
+
+def _positions(lengths: np.ndarray) -> np.ndarray:
+  """int [sum(lengths)]: each value's position within its row, for rows
+  of `lengths` values laid end to end."""
+  starts = np.cumsum(lengths) - lengths
+  return np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
 
 
 def pad_ids(ids: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
   """int32 [n, max_len]: row r holds the next lengths[r] of `ids` (each at
   most max_len), padded with PAD_ID at the end."""
   out = np.full((len(lengths), max_len), PAD_ID, np.int32)
-  rows = np.repeat(np.arange(len(lengths)), lengths)
-  cols = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-  out[rows, cols] = ids
+  out[np.repeat(np.arange(len(lengths)), lengths), _positions(lengths)] = ids
   return out
 
 
-def pad_sequences(lists, max_len: int, encode) -> np.ndarray:
-  """int32 [n, max_len]: each list's last max_len values encoded, oldest
-  first, padded with PAD_ID at the end."""
-  kept = [v[-max_len:] for v in lists]
-  flat = [x for v in kept for x in v]
-  lengths = np.array([len(v) for v in kept], np.int64)
-  if not flat:
-    return np.full((len(kept), max_len), PAD_ID, np.int32)
-  return pad_ids(encode(np.array(flat, dtype=object)), lengths, max_len)
-
-
 def encode_sequences(cells, delimiter: str, max_len: int, lookup) -> np.ndarray:
-  """int32 [n, max_len]: pad_sequences of the cells' split_values, split
+  """int32 [n, max_len]: the last max_len of each cell's split_values,
+  encoded by `lookup`, oldest first, padded with PAD_ID at the end; split
   and encoded vectorised (last_values, one `lookup` call)."""
   values, lengths = last_values(cells, delimiter, max_len)
   return pad_ids(lookup(values), lengths, max_len)

@@ -1,9 +1,9 @@
 """Checkpoints of the whole TrainState plus the data position (shell code).
 
 One orbax `CheckpointManager` per workdir (`<workdir>/checkpoints/<step>/`),
-each step holding `state` (the TrainState, StandardSave, uncompressed:
-`_StateHandler`) and `meta` (a JSON
-dict: the data position and anything else the loop wants back). Saves are
+each step holding `state` (the TrainState, StandardSave, written
+uncompressed by `_StateHandler`) and `meta` (a JSON dict: the data position
+and anything else the loop wants back). Saves are
 asynchronous: the device-to-host copy is synchronous (orbax's default), so the
 loop may donate the state right after `save` returns; the write to disk runs
 in the background until `wait()`.

@@ -146,7 +146,9 @@ def test_sequences_truncate_to_the_latest_and_pad():
   lists = [sc.split_values(c, '|') for c in cells]
   assert lists == [['a', 'b', 'c', 'd'], ['b'], [], [], ['c', 'a'], ['x', 'a']]
   enc = {'vocabulary': ['a', 'b', 'c']}
-  got = sc.pad_sequences(lists, 3, lambda v: sc.encode_ids(v, enc))
+  got = sc.encode_sequences(
+    pd.Series(cells, dtype=object), '|', 3, sc.Lookup(enc)
+  )
   want = np.zeros((6, 3), np.int32)
   for r, values in enumerate(lists):
     for j, v in enumerate(values[-3:]):
