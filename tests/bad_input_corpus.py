@@ -742,7 +742,9 @@ def check(outcomes: dict, name: str) -> None:
   proc, ctx = got['proc'], got['ctx']
   stderr = proc.stderr
   assert 'Traceback' not in stderr, stderr[-3000:]
-  assert proc.returncode == case.code, stderr[-3000:]
+  assert proc.returncode == case.code, (
+    f'exit code {proc.returncode}, expected {case.code}: {stderr[-3000:]}'
+  )
   if case.code == 2:
     lines = stderr.strip().splitlines()
     errors = [x for x in lines if x.startswith('mtl-train: error:')]

@@ -49,6 +49,11 @@ PRELOAD = [
   'mtl.shell.main',
 ]
 DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
+# What multiprocessing reports when the forkserver did not send a child's
+# exit status: under load it sometimes does not (CPython issue #140867; seen
+# once in CI, a case that printed its error line and exited 2 came back as
+# 255). The child then wrote the code it exited with to a file, read instead.
+_FORKSERVER_LOST_STATUS = 255
 _server = {}
 
 
@@ -77,8 +82,9 @@ def _jax_env(env) -> dict:
   return {k: v for k, v in env.items() if k.startswith('JAX_')}
 
 
-def _child(module, argv, env, cwd, out, err, patch):
-  """In the fork: become the command `argv` and exit with its code."""
+def _child(module, argv, env, cwd, out, err, patch, code_path):
+  """In the fork: become the command `argv` and exit with its code, which
+  it also writes to `code_path` (see `run`)."""
   os.environ.clear()
   os.environ.update(env)
   os.chdir(cwd)
@@ -110,6 +116,7 @@ def _child(module, argv, env, cwd, out, err, patch):
   finally:
     sys.stdout.flush()
     sys.stderr.flush()
+    pathlib.Path(code_path).write_text(str(code))
     os._exit(code)
 
 
@@ -141,10 +148,11 @@ def run(
     )
   with tempfile.TemporaryDirectory() as tmp:
     out, err = pathlib.Path(tmp, 'stdout'), pathlib.Path(tmp, 'stderr')
+    code_path = pathlib.Path(tmp, 'exit_code')
     argv = [str(pathlib.Path(REPO, *module.split('.'))) + '.py', *args]
     process = ctx.Process(
       target=_child,
-      args=(module, argv, env, str(cwd), str(out), str(err), patch),
+      args=(module, argv, env, str(cwd), str(out), str(err), patch, code_path),
     )
     process.start()
     process.join(timeout)
@@ -152,9 +160,12 @@ def run(
       process.kill()
       process.join()
       raise subprocess.TimeoutExpired(command, timeout)
+    code = process.exitcode
+    if code == _FORKSERVER_LOST_STATUS and code_path.exists():
+      code = int(code_path.read_text())
     return subprocess.CompletedProcess(
       command,
-      process.exitcode,
+      code,
       out.read_text(errors='replace') if out.exists() else '',
       err.read_text(errors='replace') if err.exists() else '',
     )
