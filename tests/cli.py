@@ -49,11 +49,6 @@ PRELOAD = [
   'mtl.shell.main',
 ]
 DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
-# What multiprocessing reports when the forkserver did not send a child's
-# exit status: under load it sometimes does not (CPython issue #140867; seen
-# once in CI, a case that printed its error line and exited 2 came back as
-# 255). The child then wrote the code it exited with to a file, read instead.
-_FORKSERVER_LOST_STATUS = 255
 _server = {}
 
 
@@ -160,8 +155,15 @@ def run(
       process.kill()
       process.join()
       raise subprocess.TimeoutExpired(command, timeout)
+    # The code the child wrote just before os._exit, if it got there: the
+    # forkserver under load sometimes loses a child's exit status and
+    # multiprocessing then reports 255 (CPython issue #140867, 'forkserver
+    # fails silently under load causing Popen.poll() to return 255'). Seen
+    # once in CI: a case that printed its one error line, so exited 2, came
+    # back with another code. A child killed before it wrote the file keeps
+    # the status the forkserver sent (-signal).
     code = process.exitcode
-    if code == _FORKSERVER_LOST_STATUS and code_path.exists():
+    if code_path.exists():
       code = int(code_path.read_text())
     return subprocess.CompletedProcess(
       command,
