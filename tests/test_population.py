@@ -18,9 +18,18 @@ from mtl.shell import trainer
 from mtl.shell.writers import read_offline_run
 
 
-def config(**population):
+def one_epoch():
+  """The smoke run in one epoch of 8 steps, 4 of them logged (the log is
+  written once a dispatch: 2 steps each): members are compared with such
+  runs step by step, so a second epoch would only repeat that."""
   c = smoke.get_config()
+  c.num_epochs, c.steps_per_dispatch = 1, 2
   c.checkpoint.async_save = False
+  return c
+
+
+def config(**population):
+  c = one_epoch()
   with c.unlocked():
     for k, v in population.items():
       c.population[k] = v
@@ -50,8 +59,7 @@ def test_members_match_single_runs(tmp_path):
     (3, 2e-3, None),
     (3, 1e-2, (0.5, 2.0)),
   ):
-    s = smoke.get_config()
-    s.checkpoint.async_save = False
+    s = one_epoch()
     s.seed, s.optimizer.learning_rate = seed, lr
     if weights:
       s.weighting_name = 'fixed'
@@ -89,8 +97,7 @@ def test_balancing_hyperparameters_per_member(tmp_path):
   pop = trainer.train(c, tmp_path / 'pop')
   for member, lr in zip(pop['members'], (1e-2, 0.2), strict=True):
     assert member['weighting']['learning_rate'] == lr
-    s = smoke.get_config()
-    s.checkpoint.async_save = False
+    s = one_epoch()
     s.seed, s.weighting_name = 1, 'uncertainty'
     s.weighting.uncertainty.learning_rate = lr
     single = trainer.train(s, tmp_path / f'single_{lr}')
@@ -113,6 +120,7 @@ def test_balancing_hyperparameters_per_member(tmp_path):
 
 def test_resume_is_exact(tmp_path):
   c = config(size=2)
+  c.num_epochs = 2  # Resumed at the first epoch's end.
   c.checkpoint.every_steps = 4
   c.checkpoint.max_to_keep = 10
   straight = trainer.train(c, tmp_path / 'straight')
