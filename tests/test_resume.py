@@ -7,8 +7,8 @@ bitwise identical, and so must the reported metrics.
 
 import json
 import pathlib
+import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests import cli
+from tests import cli, forked
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # 8 epochs x 16 steps, a checkpoint every 8 steps, 4 steps per dispatch; the
@@ -96,15 +96,20 @@ def test_half_then_resume_is_bitwise_identical(tmp_path, reference):
   assert_same_run(tmp_path, reference)
 
 
-def _start(workdir):
-  return subprocess.Popen(
-    command(workdir),
-    cwd=REPO,
-    env=env(),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+@pytest.fixture
+def start():
+  """Starts `mtl-train` in the background: a process of its own, forked
+  from tests/cli.py's server (tests/forked.py), which SIGKILL and SIGTERM
+  reach like any other, without paying the imports again."""
+  runs = []
+
+  def _start(workdir):
+    runs.append(forked.start(command(workdir)[3:], env()))
+    return runs[-1]
+
+  yield _start
+  for run_ in runs:
+    run_.close()
 
 
 def _wait_for_checkpoint(proc, workdir, timeout=120):
@@ -114,14 +119,16 @@ def _wait_for_checkpoint(proc, workdir, timeout=120):
     done = (workdir / 'checkpoints').glob('*/commit_success.txt')
     if any(p.parent.name.isdigit() for p in done):  # Not a tmp dir.
       return
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert proc.poll() is None, proc.stderr()[-3000:]
     time.sleep(0.05)
   proc.kill()
   pytest.fail('no checkpoint was written in time')
 
 
-def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path, reference):
-  proc = _start(tmp_path)
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(
+  tmp_path, reference, start
+):
+  proc = start(tmp_path)
   _wait_for_checkpoint(proc, tmp_path)
   time.sleep(np.random.default_rng().uniform(0.0, 0.5))
   proc.kill()  # SIGKILL: no handler runs, an async save may be cut short.
@@ -131,14 +138,17 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path, reference):
   assert_same_run(tmp_path, reference)
 
 
-def test_sigterm_saves_the_current_step_and_exits_143(tmp_path, reference):
-  proc = _start(tmp_path)
+def test_sigterm_saves_the_current_step_and_exits_143(
+  tmp_path, reference, start
+):
+  proc = start(tmp_path)
   _wait_for_checkpoint(proc, tmp_path)
   proc.send_signal(signal.SIGTERM)
-  _, stderr = proc.communicate(timeout=60)
-  if proc.returncode == 0:  # It finished first; nothing to interrupt.
+  returncode = proc.wait(timeout=60)
+  stderr = proc.stderr()
+  if returncode == 0:  # It finished first; nothing to interrupt.
     pytest.skip('the run ended before SIGTERM arrived')
-  assert proc.returncode == 143, stderr[-3000:]
+  assert returncode == 143, stderr[-3000:]
   line = [x for x in stderr.splitlines() if 'preempted at step' in x]
   assert len(line) == 1, stderr[-3000:]
   step = int(line[0].split('preempted at step ')[1].split(':')[0])
@@ -149,8 +159,12 @@ def test_sigterm_saves_the_current_step_and_exits_143(tmp_path, reference):
   assert_same_run(tmp_path, reference)
 
 
-def test_workdir_of_another_model_shape_is_one_line_and_untouched(tmp_path):
-  run(tmp_path, '--config.num_epochs=1')
+def test_workdir_of_another_model_shape_is_one_line_and_untouched(
+  tmp_path, reference
+):
+  # A finished run of ARGS: a copy of the reference's workdir (which
+  # records no path of its own) rather than a run of its own.
+  shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
   before = sorted(str(p) for p in tmp_path.rglob('*') if p.name != '.lock')
 
   def rerun(*args):
