@@ -57,8 +57,11 @@ def esmm(tmp_path_factory):
   """Two ESMM members (seeds 0 and 1) in one population."""
   config = es_config.get_config('esmm')
   config.dataset.update(
-    dict(n_train=4096, n_validation=1024, n_test=1024, num_items=100)
+    dict(n_train=2048, n_validation=1024, n_test=1024, num_items=100)
   )
+  # One hidden layer a network, not 64-32 and 16: fewer parameters for the
+  # population's (eager) init to compile, the same funnel and outputs.
+  config.model.hidden, config.towers.hidden = (8,), (8,)
   config.update(
     dict(
       batch_size=512,
