@@ -24,7 +24,7 @@ from mtl.data import pipeline, streaming
 from mtl.data.scale import write_scale_table
 from mtl.errors import ConfigError, DataError
 from mtl.shell import checkpoint
-from tests import cli
+from tests import cli, forked
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ROWS, BATCH = 2000, 128
@@ -77,7 +77,7 @@ OVERRIDES = {
   'model.expert_hidden': (16,),
   'embedding.dim': 4,
   'towers.hidden': (8,),
-  'eval_batch_size': 512,
+  'eval_batch_size': 64,
   'steps_per_dispatch': 4,
   'checkpoint.every_steps': 4,
   'progress_bar': False,
@@ -159,8 +159,8 @@ def _assert_same(workdir, reference):
 
 
 STREAM = ('--config.input_mode=stream',)
-# One process of two devices, the data-parallel step: the reference of the
-# two-process run and of the killed run.
+# One process of two devices, the data-parallel step, from the command line:
+# the killed run (its reference is the same, trained in-process).
 TWO_DEVICES = (
   *STREAM,
   '--num_cpu_devices=2',
@@ -168,11 +168,31 @@ TWO_DEVICES = (
 )
 
 
+def _run_config(tfds_dir, mode: str, devices: int):
+  """The config of an in-process run on `devices` devices, evaluation in
+  batches of 64 (the validation split is 4 batches of 64 rows, the last
+  padded; OVERRIDES' eval batch, so the command-line runs match)."""
+  config = _config(tfds_dir, mode)
+  assert config.eval_batch_size == 64
+  if devices > 1:
+    config.parallel.num_devices = devices
+    config.steps_per_dispatch = 1
+  return config
+
+
 @pytest.fixture(scope='module')
 def reference(table, tfds_dir, tmp_path_factory):
-  root, _ = table
+  """One process of two devices, the data-parallel step, streamed, its
+  evaluation a batch per chunk: the stream run that
+  test_a_stream_run_equals_an_in_memory_run[2] compares with host mode and
+  the reference of the two-process run and of the killed run. Trained once,
+  in this process, on its first two devices."""
+  from mtl.shell import trainer
+
   workdir = tmp_path_factory.mktemp('reference')
-  _train(root, tfds_dir, workdir, *TWO_DEVICES)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(streaming, 'EVAL_CHUNK_ROWS', 1)
+    trainer.train(_run_config(tfds_dir, 'stream', 2), workdir)
   return workdir
 
 
@@ -219,24 +239,24 @@ def test_eval_chunks_give_each_device_its_in_memory_rows(table):
 
 @pytest.mark.parametrize('devices', [1, 2])
 def test_a_stream_run_equals_an_in_memory_run(
-  table, tfds_dir, tmp_path, monkeypatch, devices
+  table, tfds_dir, reference, tmp_path, monkeypatch, devices
 ):
   """Training and evaluation streamed from disk, evaluation a batch per
   chunk (the validation split is 4 batches of 64 rows, the last padded),
   equal the in-memory run bit for bit: on one device against device mode,
-  data-parallel on two against host mode."""
+  data-parallel on two against host mode (that stream run is `reference`,
+  trained once for this test and the multi-process ones)."""
   from mtl.shell import trainer
 
   monkeypatch.setattr(streaming, 'EVAL_CHUNK_ROWS', 1)
   memory = 'device' if devices == 1 else 'host'
-  for mode in (memory, 'stream'):  # In this process: no start-up cost.
-    config = _config(tfds_dir, mode)
-    config.eval_batch_size = 64
-    if devices > 1:
-      config.parallel.num_devices = devices
-      config.steps_per_dispatch = 1
-    trainer.train(config, tmp_path / mode)
-  _assert_same(tmp_path / 'stream', tmp_path / memory)
+  # In this process: no start-up cost.
+  trainer.train(_run_config(tfds_dir, memory, devices), tmp_path / memory)
+  stream = reference
+  if devices == 1:
+    stream = tmp_path / 'stream'
+    trainer.train(_run_config(tfds_dir, 'stream', devices), stream)
+  _assert_same(stream, tmp_path / memory)
   _, kwargs = table
   ds = streaming.load_streaming(kwargs, write=False)
   for split in ('validation', 'test'):  # Several chunks each.
@@ -290,22 +310,18 @@ def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
   table, tfds_dir, reference, tmp_path
 ):
   root, _ = table
-  proc = subprocess.Popen(
-    [sys.executable, '-m', 'mtl.shell.main']
-    + _flags(tfds_dir, tmp_path, *TWO_DEVICES),
-    cwd=REPO,
-    env=_env(root),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-  deadline = time.time() + 240
-  while not _committed_steps(tmp_path):
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
-    assert time.time() < deadline, 'no checkpoint in time'
-    time.sleep(0.02)
-  proc.kill()  # SIGKILL at the first checkpoint: mid-epoch 0.
-  proc.wait(timeout=30)
+  # A process of its own, forked from tests/cli.py's server (tests/forked.py).
+  proc = forked.start(_flags(tfds_dir, tmp_path, *TWO_DEVICES), _env(root))
+  try:
+    deadline = time.time() + 240
+    while not _committed_steps(tmp_path):
+      assert proc.poll() is None, proc.stderr()[-3000:]
+      assert time.time() < deadline, 'no checkpoint in time'
+      time.sleep(0.02)
+    proc.kill()  # SIGKILL at the first checkpoint: mid-epoch 0.
+    proc.wait(timeout=30)
+  finally:
+    proc.close()
   # The newest committed checkpoint is what the rerun resumes from; its
   # meta holds the stream's position (read now: retention drops it later).
   step = max(_committed_steps(tmp_path))
