@@ -4,8 +4,8 @@ forkserver, for the tests that signal or kill a run mid-way.
 A fork of the server is a process of its own, like `python -m
 mtl.shell.main`, with the same argv, environment, working directory and exit
 code (tests/cli.py's `_child`), so SIGKILL and SIGTERM reach a real process;
-it only skips the ~3 s of importing JAX, Flax, Optax and Orbax again. Its
-stderr goes to a file, read when it has ended.
+it only skips the ~4 s of importing JAX, Flax, Optax, Orbax, TFDS and the
+trainer again. Its stderr goes to a file, read when it has ended.
 """
 
 import os
@@ -21,10 +21,14 @@ class Run:
   """A background `mtl-train *args` (see `start`)."""
 
   def __init__(self, args, env: dict, cwd=cli.REPO):
-    # The server imported JAX with this process's JAX_* settings: a run
-    # must share them (tests/cli.py runs any other as a plain subprocess).
-    assert _jax(env) == _jax(os.environ), 'JAX_* differ from the server'
+    # The server imported JAX, TFDS and tqdm with this process's settings:
+    # a run must share them (tests/cli.py runs any other as a plain
+    # subprocess).
     ctx = cli._context()
+    assert cli._import_time_env(env) == cli._server['import_env'], (
+      'import-time settings (JAX_*, TQDM_*, TFDS_RETRY_*) differ from the '
+      'server'
+    )
     self._tmp = tempfile.TemporaryDirectory()
     tmp = pathlib.Path(self._tmp.name)
     self._err, self._code = tmp / 'stderr', tmp / 'exit_code'
@@ -77,10 +81,6 @@ class Run:
       self.kill()
       self._process.join()
     self._tmp.cleanup()
-
-
-def _jax(env) -> dict:
-  return {k: v for k, v in env.items() if k.startswith('JAX_')}
 
 
 def start(args, env: dict) -> Run:
