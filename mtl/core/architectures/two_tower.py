@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl.core.architectures.base import Backbone, dense_kernel
+from mtl.core.layers import initializers
 from mtl.core.layers.embedding import FeatureEmbedding
 from mtl.core.layers.experts import ExpertBank, Gates, mix
 from mtl.core.layers.mlp import MLP
@@ -116,7 +117,7 @@ class TwoTower(Backbone):
     self.user_out = nn.Dense(hu)
     self.item_mlp = MLP(self.item_hidden[:-1], self.dropout)
     self.item_out = nn.Dense(hi)
-    init = nn.initializers.normal(hi**-0.5)
+    init = initializers.normal(hi**-0.5)
     if self.interaction == 'bilinear':
       self.bilinear = self.param('bilinear', init, (self.num_tasks, hu, hi))
     elif self.interaction == 'bilinear_shared':

@@ -35,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl.core.layers import initializers
 from mtl.errors import ConfigError
 
 
@@ -143,7 +144,7 @@ class Transformer(nn.Module):
     """[B, L, d], [B, L], candidate [B, d] or None -> [B, d]."""
     _, length, d = embeddings.shape
     positions = self.param(
-      'positions', nn.initializers.normal(0.02), (length, d), jnp.float32
+      'positions', initializers.normal(0.02), (length, d), jnp.float32
     )
     x = embeddings * jnp.sqrt(d) + positions
     x = jnp.where(mask[..., None], x, 0.0)
@@ -167,7 +168,7 @@ class Transformer(nn.Module):
       out = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
     else:
       if query is None:
-        query = self.param('query', nn.initializers.normal(0.02), (d,))
+        query = self.param('query', initializers.normal(0.02), (d,))
         query = jnp.broadcast_to(query, x[:, 0].shape)
       logits = jnp.einsum('bd,bld->bl', query, x) / jnp.sqrt(d)
       w = jax.nn.softmax(jnp.where(mask, logits, -1e9), axis=-1)
