@@ -25,14 +25,7 @@ def init_train_state(
 ) -> TrainState:
   """Initialises params from `key` and every state that hangs off them."""
   init_key, rng = jax.random.split(key)
-  # One compiled program, not one per op and shape: op by op, a model with
-  # many features compiled an init for every table shape (cold, on CPU:
-  # Ali-CCP's AITM 19.5 s -> 10.0 s, KuaiRand video MMoE 15.2 -> 9.1 s).
-  # Same bits as op by op (mtl/core/layers/initializers.py), at the
-  # process's own XLA optimisation level (compiled at another, the
-  # truncated normals differ).
-  init = jax.jit(functools.partial(model.init, train=False))
-  params = init(init_key, example_features)['params']
+  params = _init_params(_Static(model), init_key, example_features)
   return TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,
@@ -42,3 +35,35 @@ def init_train_state(
     weighting_state=jax.tree.map(jnp.array, weighting.init(num_tasks)),
     rng=rng,
   )
+
+
+class _Static:
+  """A model as a jit static argument, equal to another model with the same
+  repr. Linen modules compare by their fields, but a vocabulary `Column`
+  compares as its int (mtl/core/layers/embedding.py): two models with other
+  sequence poolings would be equal; their reprs, which print every Column
+  attribute, are not."""
+
+  def __init__(self, model):
+    self.model = model
+    self._key = repr(model)
+
+  def __eq__(self, other):
+    return isinstance(other, _Static) and self._key == other._key
+
+  def __hash__(self):
+    return hash(self._key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(static: _Static, key, example_features):
+  """The model's params: one compiled program, not one per op and shape.
+
+  Op by op, a model with many features compiled an init for every table
+  shape (cold, on CPU: Ali-CCP's AITM 19.5 s -> 10.0 s, KuaiRand video MMoE
+  15.2 -> 9.1 s). Same bits as op by op (mtl/core/layers/initializers.py),
+  at the process's own XLA optimisation level (compiled at another, the
+  truncated normals differ). A process that inits an equal model again
+  reuses the program (tests/test_parallel.py 94 -> 68 s; op by op, 72 s).
+  """
+  return static.model.init(key, example_features, train=False)['params']

@@ -13,6 +13,7 @@ import pytest
 
 from mtl.core import train_state
 from mtl.core.layers import initializers
+from mtl.core.layers.embedding import Column
 from mtl.core.weighting import WEIGHTINGS
 from tests.architectures import test_contract as contract
 
@@ -81,3 +82,36 @@ def test_a_models_jitted_init_equals_its_init_op_by_op():
     model, contract.features(contract.batch_of(0, 2, 2))
   )
   _same(jitted, op_by_op)
+
+
+def test_models_that_differ_only_in_a_columns_pooling_init_apart():
+  """A Column compares as its int: the jitted init must not take one model's
+  compiled program for another's (mtl/core/train_state.py keys it by repr).
+  Keyed by equality, the transformer's init would return mean pooling's
+  params, without the transformer's."""
+  from tests import test_two_tower as tt
+
+  mean = tt.model_of('bilinear')
+  cols = tuple(
+    Column(c, feature=c.feature, table=c.table, pooling='transformer_attn')
+    if c.pooling
+    else c
+    for c in tt.COLUMNS
+  )
+  attn = mean.clone(vocab_sizes=cols)
+  assert attn == mean  # What a cache keyed by equality would confuse.
+  example = tt.features()
+  for model in (mean, attn):
+    state = train_state.init_train_state(
+      model,
+      optax.sgd(0.1),
+      WEIGHTINGS['equal'](),
+      example,
+      num_tasks=2,
+      key=jax.random.key(3),
+    )
+    declared = jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.key(0), example
+    )['params']
+    assert jax.tree.structure(state.params) == jax.tree.structure(declared)
+  assert 'attention_0' in str(jax.tree.structure(declared))
