@@ -51,7 +51,11 @@ def _real_rate_split(base_rate):
   return logits, labels, roc_auc_score(labels, logits)
 
 
+# Jitted: op by op, every op of auc_counts compiles on its own for every
+# input shape (the small tests below were ~1-2 s each, nearly all compiling).
 _auc_counts = jax.jit(metrics.auc_counts, static_argnames='num_bins')
+# The in-program (jax, float32) form, as the step computes it.
+_auc_in_program = jax.jit(metrics.auc_from_counts)
 
 
 @pytest.mark.parametrize('num_bins', CONFIG_BINS)
@@ -73,13 +77,15 @@ def test_binned_auc_within_1e4_of_sklearn():
   logits = np.stack([r[0] for r in rows]).astype(np.float32)
   labels = np.stack([r[1] for r in rows])
   mask = np.ones_like(labels)
-  pos, neg = metrics.auc_counts(logits, labels, mask)
+  pos, neg = _auc_counts(logits, labels, mask)
   got = metrics.auc_from_counts(np.asarray(pos), np.asarray(neg))
   for t in range(2):
     exact = roc_auc_score(labels[t], logits[t])
     assert abs(got[t] - exact) < 1e-4, (t, got[t], exact)
   # The in-program (jax, float32) form agrees with the host form.
-  np.testing.assert_allclose(metrics.auc_from_counts(pos, neg), got, atol=1e-5)
+  in_program = _auc_in_program(pos, neg)
+  assert in_program.dtype == jnp.float32
+  np.testing.assert_allclose(in_program, got, atol=1e-5)
 
 
 def test_counts_respect_mask_and_sum_over_batches():
@@ -87,11 +93,16 @@ def test_counts_respect_mask_and_sum_over_batches():
   s, y = _logits(rng, 1000, 1.0, 0.3)
   logits, labels = s[None].astype(np.float32), y[None]
   mask = (rng.random((1, 1000)) > 0.2).astype(np.float32)
-  pos, neg = metrics.auc_counts(logits, labels, mask)
+  pos, neg = jax.device_get(_auc_counts(logits, labels, mask))
   assert int(pos.sum()) == int(((labels > 0) & (mask > 0)).sum())
   assert int(neg.sum()) == int(((labels == 0) & (mask > 0)).sum())
-  p1, n1 = metrics.auc_counts(logits[:, :600], labels[:, :600], mask[:, :600])
-  p2, n2 = metrics.auc_counts(logits[:, 600:], labels[:, 600:], mask[:, 600:])
+  # Two halves of one shape: one more program to compile, not two.
+  p1, n1 = jax.device_get(
+    _auc_counts(logits[:, :500], labels[:, :500], mask[:, :500])
+  )
+  p2, n2 = jax.device_get(
+    _auc_counts(logits[:, 500:], labels[:, 500:], mask[:, 500:])
+  )
   np.testing.assert_array_equal(p1 + p2, pos)
   np.testing.assert_array_equal(n1 + n2, neg)
   keep = mask[0] > 0
@@ -101,10 +112,10 @@ def test_counts_respect_mask_and_sum_over_batches():
 
 
 def test_logits_beyond_the_range_count_in_the_end_bins():
-  logits = jnp.array([[-1e4, -25.0, 0.0, 25.0, 1e4]])
-  labels = jnp.array([[0.0, 1.0, 0.0, 1.0, 0.0]])
-  pos, neg = metrics.auc_counts(
-    logits, labels, jnp.ones_like(labels), num_bins=64
+  logits = np.float32([[-1e4, -25.0, 0.0, 25.0, 1e4]])
+  labels = np.float32([[0.0, 1.0, 0.0, 1.0, 0.0]])
+  pos, neg = jax.device_get(
+    _auc_counts(logits, labels, np.ones_like(labels), num_bins=64)
   )
   np.testing.assert_array_equal(np.nonzero(pos[0])[0], [0, 63])
   np.testing.assert_array_equal(np.nonzero(neg[0])[0], [0, 32, 63])
@@ -113,15 +124,15 @@ def test_logits_beyond_the_range_count_in_the_end_bins():
 def test_hand_computed_auc_with_ties():
   # Positives at logits 2 and 0, negatives at 0 and -2: of 4 pairs, 3 wins
   # and one tie -> (3 + 0.5) / 4.
-  logits = jnp.array([[2.0, 0.0, 0.0, -2.0]])
-  labels = jnp.array([[1.0, 1.0, 0.0, 0.0]])
-  pos, neg = metrics.auc_counts(logits, labels, jnp.ones_like(labels))
+  logits = np.float32([[2.0, 0.0, 0.0, -2.0]])
+  labels = np.float32([[1.0, 1.0, 0.0, 0.0]])
+  pos, neg = _auc_counts(logits, labels, np.ones_like(labels))
   got = metrics.auc_from_counts(np.asarray(pos), np.asarray(neg))
   assert got[0] == 0.875
 
 
 def test_auc_is_nan_without_both_classes():
-  logits = jnp.array([[-1.0, 0.5]])
-  labels = jnp.array([[1.0, 1.0]])
-  pos, neg = metrics.auc_counts(logits, labels, jnp.ones_like(labels))
+  logits = np.float32([[-1.0, 0.5]])
+  labels = np.float32([[1.0, 1.0]])
+  pos, neg = _auc_counts(logits, labels, np.ones_like(labels))
   assert np.isnan(metrics.auc_from_counts(np.asarray(pos), np.asarray(neg))[0])
