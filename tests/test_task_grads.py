@@ -40,7 +40,9 @@ WANT_PATH = {
 }
 
 
+@functools.cache
 def _model(name='mmoe'):
+  """One model object per name, so jitted functions keyed on it hit."""
   return make_model(
     name,
     KWARGS[name],
@@ -63,15 +65,37 @@ def _batch(seed=0, n=16):
   }
 
 
-def _params(model, batch):
-  init = jax.jit(functools.partial(model.init, train=False))  # One compile.
-  return init(jax.random.key(0), train_step.features_of(batch))['params']
+def _param_shapes(model, batch):
+  """The params tree `init` gives (every key and shape), traced by
+  eval_shape and never compiled: gradnorm_path only reads its structure."""
+  init = functools.partial(model.init, train=False)
+  shapes = jax.eval_shape(
+    init, jax.random.key(0), train_step.features_of(batch)
+  )
+  return shapes['params']
 
 
-def _separate_grads(model, params, batch):
-  """Per-task gradients, one jax.grad per task: the oracle."""
+def _random_params(model, batch):
+  """Random normals of the shapes `init` declares, scaled like its fan-in
+  init: compiling PLE's init (RNG code) took 3 of the test's 7.5 s. Real
+  inits are tested in tests/test_model.py and tests/layers."""
+  rng = np.random.default_rng(0)
 
-  def loss(p, t):
+  def draw(s):
+    scale = 1.0 / np.sqrt(s.shape[-2]) if len(s.shape) >= 2 else 0.1
+    return jnp.asarray(scale * rng.normal(size=s.shape), s.dtype)
+
+  return jax.tree.map(draw, _param_shapes(model, batch))
+
+
+@functools.cache
+def _separate_grads_fn(name):
+  """Per-task gradients, one jax.grad per task: the oracle. One program per
+  model for both tasks (jitted: op by op, each primitive compiles on its
+  own, 25 s for PLE), shared by the tests of that model."""
+  model = _model(name)
+
+  def loss(p, batch, t):
     logits = model.apply(
       {'params': p}, train_step.features_of(batch), train=False
     )
@@ -80,15 +104,18 @@ def _separate_grads(model, params, batch):
     )
     return (sums / jnp.maximum(counts, 1.0))[t]
 
-  # Jitted: op by op, each primitive compiles on its own (25 s for PLE).
-  grad = jax.jit(jax.grad(loss), static_argnums=1)
-  return [grad(params, t) for t in range(2)]
+  grad = jax.grad(loss)
+  return jax.jit(lambda p, batch: [grad(p, batch, t) for t in range(2)])
+
+
+def _separate_grads(name, params, batch):
+  return jax.device_get(_separate_grads_fn(name)(params, batch))
 
 
 @pytest.mark.parametrize('name', sorted(WANT_PATH))
 def test_gradnorm_layer_is_declared_and_exists(name):
   model = _model(name)
-  params = _params(model, _batch())
+  params = _param_shapes(model, _batch())
   assert tg.gradnorm_path(model, params) == WANT_PATH[name]
   # It is the last Dense kernel of a shared network, by construction.
   leaf = tg.get_path(params, WANT_PATH[name])
@@ -98,12 +125,12 @@ def test_gradnorm_layer_is_declared_and_exists(name):
 def test_single_task_has_no_shared_layer():
   model = _model('single_task')
   with pytest.raises(ConfigError, match='shares no layer'):
-    tg.gradnorm_path(model, _params(model, _batch()))
+    tg.gradnorm_path(model, _param_shapes(model, _batch()))
 
 
 def test_a_misdeclared_layer_fails_loudly():
   model = _model('mmoe')
-  params = _params(model, _batch())
+  params = _param_shapes(model, _batch())
   bad = model.clone(backbone=model.backbone.clone(expert_hidden=(4, 4, 4)))
   with pytest.raises(ValueError, match='params have no'):
     tg.gradnorm_path(bad, params)
@@ -154,7 +181,7 @@ def _flat(tree):
 def test_step_gives_norms_and_gram_of_separate_task_gradients():
   model, batch = _model('mmoe'), _batch()
   state, (new_state, _) = _one_step(model, _recorder(), batch)
-  g = _separate_grads(model, state.params, batch)
+  g = _separate_grads('mmoe', state.params, batch)
   path = WANT_PATH['mmoe']
   want_norms = [np.linalg.norm(tg.get_path(gt, path)) for gt in g]
   np.testing.assert_allclose(
@@ -170,12 +197,13 @@ def test_gradient_space_step_uses_coefficients_on_backbone_only():
   model, batch = _model('mmoe'), _batch()
   c = (2.0, 0.5)
   state, (new_state, metrics) = _one_step(model, _recorder(c), batch, lr=0.1)
-  g = _separate_grads(model, state.params, batch)
+  g = _separate_grads('mmoe', state.params, batch)
+  params = jax.device_get(state.params)  # The oracle's update in numpy.
   for part in ('embed', 'backbone', 'towers'):
     w = c if part == 'backbone' else (1.0, 1.0)
     want = jax.tree.map(
       lambda p, a, b, w=w: p - 0.1 * (w[0] * a + w[1] * b),
-      state.params[part],
+      params[part],
       g[0][part],
       g[1][part],
     )
@@ -197,9 +225,9 @@ def test_unknown_need_is_a_clear_error():
 
 def test_diagnostics_against_separate_gradients_and_gates():
   model, batch = _model('ple'), _batch(1)
-  params = _params(model, batch)
+  params = _random_params(model, batch)
   out = jax.jit(diagnostics.make_diagnostics(model, TASKS))(params, batch)
-  g = _separate_grads(model, params, batch)
+  g = _separate_grads('ple', params, batch)
   flat = np.stack([_flat(gt['backbone']) for gt in g])
   scalars = diagnostics.summarize(out, TASKS)
   norms = np.linalg.norm(flat, axis=1)
@@ -213,12 +241,12 @@ def test_diagnostics_against_separate_gradients_and_gates():
     flat[0] @ flat[1] / (norms[0] * norms[1]),
     rtol=1e-4,
   )
-  _, inter = model.apply(
-    {'params': params},
-    train_step.features_of(batch),
-    train=False,
-    mutable=['intermediates'],
-  )
+  # Jitted: op by op, PLE's apply compiles every op on its own.
+  _, inter = jax.jit(
+    lambda p, x: model.apply(
+      {'params': p}, x, train=False, mutable=['intermediates']
+    )
+  )(params, train_step.features_of(batch))
   gates = np.asarray(inter['intermediates']['backbone']['level_1']['gates'][0])
   for e in range(gates.shape[-1]):
     np.testing.assert_allclose(
