@@ -87,8 +87,13 @@ def test_combine_sums_duplicates_as_the_dense_gradient():
   table = init_table()
   bad = np.array([2, -1, V, 2], np.int32)
   ct = np.ones((4, D), np.float32)
-  g = jax.grad(lambda t: jnp.sum(sparse.lookup(t, bad) * ct))(table)
-  rows = sparse.combine(bad, ct, num_rows=V)
+
+  @jax.jit  # One program, not one compile per op.
+  def grad_and_combine(table, bad, ct):
+    g = jax.grad(lambda t: jnp.sum(sparse.lookup(t, bad) * ct))(table)
+    return g, sparse.combine(bad, ct, num_rows=V)
+
+  g, rows = grad_and_combine(table, bad, ct)
   np.testing.assert_array_equal(rows.ids[0], 2)
   np.testing.assert_array_equal(rows.grads[0], g[2])
   np.testing.assert_array_equal(rows.grads[1:], 0)
@@ -195,11 +200,18 @@ def test_scale_and_apply_if():
   opt = sparse.lazy_adam(0.1)
   (ids, grads), table = batches(5, 1)[0], init_table()
   state = opt.init(table)
-  same = opt.apply(table, state, ids, grads, step=0, apply_if=jnp.array(False))
+
+  @jax.jit  # The three updates in one program, not one compile per op.
+  def updates(table, state, ids, grads, no):
+    return (
+      opt.apply(table, state, ids, grads, step=0, apply_if=no),
+      opt.apply(table, state, ids, grads, step=0, scale=0.5)[0],
+      opt.apply(table, state, ids, grads, step=0)[0],
+    )
+
+  same, half, full = updates(table, state, ids, grads, jnp.array(False))
   np.testing.assert_array_equal(same[0], table)
   np.testing.assert_array_equal(same[1]['mu'], 0)
-  half, _ = opt.apply(table, state, ids, grads, step=0, scale=0.5)
-  full, _ = opt.apply(table, state, ids, grads, step=0)
   np.testing.assert_allclose(half - table, 0.5 * (full - table), **TOL)
 
 
@@ -281,22 +293,31 @@ def test_the_step_differentiates_the_rows_not_the_table():
   """
   model = Tiny()
   ids = np.concatenate([np.arange(V), [0, 5, 5]]).astype(np.int32)
-  variables = model.init(jax.random.key(0), ids)
+  # Each side is one jitted program (op by op, every op compiled: 6 s).
+  variables = jax.jit(model.init)(jax.random.key(0), ids)
   params, perturbations = variables['params'], variables['perturbations']
   table = params['table']
 
-  dense_g = jax.grad(lambda p: model.apply({'params': p}, ids))(params)
-  tx = optax.adam(0.1)
-  updates, _ = tx.update(dense_g['table'], tx.init(table))
-  want = optax.apply_updates(table, updates)
+  @jax.jit
+  def dense_adam(params):
+    dense_g = jax.grad(lambda p: model.apply({'params': p}, ids))(params)
+    tx = optax.adam(0.1)
+    updates, _ = tx.update(dense_g['table'], tx.init(params['table']))
+    return optax.apply_updates(params['table'], updates)
+
+  want = dense_adam(params)
 
   others = {k: v for k, v in params.items() if k != 'table'}
 
-  def loss(others, perturbations):  # The table is a constant here.
-    p = dict(others, table=table)
-    return model.apply({'params': p, 'perturbations': perturbations}, ids)
+  @jax.jit
+  def sparse_step(others, perturbations):
+    def loss(others, perturbations):  # The table is a constant here.
+      p = dict(others, table=table)
+      return model.apply({'params': p, 'perturbations': perturbations}, ids)
 
-  _, row_g = jax.grad(loss, argnums=(0, 1))(others, perturbations)
-  opt = sparse.lazy_adam(0.1)
-  got, _ = opt.apply(table, opt.init(table), ids, row_g['rows'], step=0)
+    _, row_g = jax.grad(loss, argnums=(0, 1))(others, perturbations)
+    opt = sparse.lazy_adam(0.1)
+    return opt.apply(table, opt.init(table), ids, row_g['rows'], step=0)[0]
+
+  got = sparse_step(others, perturbations)
   np.testing.assert_allclose(got, want, **TOL)
