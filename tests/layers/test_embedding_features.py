@@ -1,8 +1,12 @@
 """Per-feature embedding tables and pooled sequences (issue 14 item 4):
-mtl/core/layers/embedding.py, checked against numpy."""
+mtl/core/layers/embedding.py, checked against numpy.
+
+Speed: init and apply run jitted, one program per module and input shape,
+shared by the tests (op by op, every op compiled on its own per shape)."""
+
+import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -26,6 +30,19 @@ def layout():
     *[Column(11, feature='history', table='item', pooling='mean')] * 5,
     *[Column(6, feature='tags', pooling='sum')] * 3,
   )
+
+
+@functools.cache
+def _embedding(vocab_sizes=None):
+  """FeatureEmbedding(vocab_sizes or layout(), DIM)'s jitted init (key 0)
+  and apply."""
+  module = FeatureEmbedding(vocab_sizes or layout(), DIM)
+  init = jax.jit(lambda d, s: module.init(jax.random.key(0), d, s)['params'])
+  apply = jax.jit(lambda p, d, s: module.apply({'params': p}, d, s))
+  return init, apply
+
+
+_encoders = {name: jax.jit(emb_lib.SEQUENCE_ENCODERS[name]) for name in POOLS}
 
 
 def batch(rng, n=6):
@@ -68,14 +85,14 @@ def numpy_embedding(params, dense, sparse):
 def test_one_table_per_feature_shared_by_history_pooled_as_numpy():
   rng = np.random.default_rng(0)
   dense, sparse = batch(rng)
-  module = FeatureEmbedding(layout(), DIM)
-  params = module.init(jax.random.key(0), dense, sparse)['params']
+  init, apply = _embedding()
+  params = init(dense, sparse)
   assert {k: v.shape for k, v in params.items()} == {
     'user': (7, 3),
     'item': (11, DIM),
     'tags': (6, DIM),
   }
-  x = module.apply({'params': params}, dense, sparse)
+  x = apply(params, dense, sparse)
   assert x.shape == (6, 2 + 3 + DIM * 3)
   np.testing.assert_allclose(
     x, numpy_embedding(params, dense, sparse), rtol=1e-6, atol=1e-6
@@ -87,18 +104,20 @@ def test_padding_never_leaks():
   table, and the embeddings an encoder is given there) changes nothing."""
   rng = np.random.default_rng(1)
   dense, sparse = batch(rng)
-  module = FeatureEmbedding(layout(), DIM)
-  params = module.init(jax.random.key(0), dense, sparse)['params']
-  x = module.apply({'params': params}, dense, sparse)
-  noisy = {k: v.at[0].set(100.0 + k.__len__()) for k, v in params.items()}
-  np.testing.assert_array_equal(
-    x, module.apply({'params': noisy}, dense, sparse)
-  )
-  e = jnp.asarray(rng.normal(size=(4, 5, DIM)), jnp.float32)
-  mask = jnp.asarray(rng.random((4, 5)) < 0.5).at[0].set(False)
-  junk = jnp.where(mask[..., None], e, 1e6 * jnp.sign(e) + 3.0)
+  init, apply = _embedding()
+  params = jax.device_get(init(dense, sparse))
+  x = apply(params, dense, sparse)
+  noisy = {k: v.copy() for k, v in params.items()}
+  for k, v in noisy.items():
+    v[0] = 100.0 + k.__len__()
+  np.testing.assert_array_equal(x, apply(noisy, dense, sparse))
+  e = rng.normal(size=(4, 5, DIM)).astype(np.float32)
+  mask = rng.random((4, 5)) < 0.5
+  mask[0] = False
+  junk = np.where(mask[..., None], e, 1e6 * np.sign(e) + 3.0)
+  junk = junk.astype(np.float32)
   for name in POOLS:  # Learned encoders: tests/test_sequence.py.
-    encode = emb_lib.SEQUENCE_ENCODERS[name]
+    encode = _encoders[name]
     np.testing.assert_allclose(
       encode(e, mask), encode(junk, mask), rtol=1e-6, err_msg=name
     )
@@ -110,7 +129,7 @@ def test_encoders_against_numpy(name):
   e = rng.normal(size=(5, 7, 3)).astype(np.float32)
   mask = rng.random((5, 7)) < 0.4
   mask[0] = False
-  got = np.asarray(emb_lib.SEQUENCE_ENCODERS[name](e, mask))
+  got = np.asarray(_encoders[name](e, mask))
   for b in range(5):
     kept = e[b][mask[b]]
     want = (
@@ -127,16 +146,14 @@ def test_plain_vocab_sizes_keep_the_one_shared_table():
   rng = np.random.default_rng(3)
   sparse = rng.integers(0, 5, (4, 3)).astype(np.int32)
   dense = np.zeros((4, 1), np.float32)
-  module = FeatureEmbedding((5, 6, 7), DIM)
-  params = module.init(jax.random.key(0), dense, sparse)['params']
+  init, apply = _embedding((5, 6, 7))
+  params = init(dense, sparse)
   assert {k: v.shape for k, v in params.items()} == {'table': (18, DIM)}
   table = np.asarray(params['table'])
   offsets = (0, 5, 11)
   rows = [table[sparse[:, s] + offsets[s]] for s in range(3)]
   want = np.concatenate([dense, *rows], axis=1)
-  np.testing.assert_allclose(
-    module.apply({'params': params}, dense, sparse), want, rtol=1e-6
-  )
+  np.testing.assert_allclose(apply(params, dense, sparse), want, rtol=1e-6)
 
 
 @pytest.mark.parametrize('model_name', ['mmoe', 'single_task'])
@@ -153,20 +170,20 @@ def test_every_architecture_takes_sequence_features(model_name):
     tower_hidden=(8,),
   )
   features = {'dense': dense, 'sparse': sparse}
-  params = model.init(jax.random.key(0), features, train=False)['params']
-  logits = model.apply({'params': params}, features, train=False)
+  init = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))
+  params = jax.device_get(init(features)['params'])
+  apply = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))
+  logits = apply(params, features)
   assert logits.shape == (2, 6) and np.isfinite(logits).all()
-  pad = jax.tree_util.tree_map_with_path(
-    lambda p, v: (
-      v.at[..., 0, :].set(5.0)
-      if p[0].key == 'embed' and p[-1].key in ('item', 'tags')
-      else v
-    ),
-    params,
-  )
-  np.testing.assert_allclose(
-    logits, model.apply({'params': pad}, features, train=False), rtol=1e-6
-  )
+
+  def padded(p, v):
+    if p[0].key == 'embed' and p[-1].key in ('item', 'tags'):
+      v = v.copy()
+      v[..., 0, :] = 5.0
+    return v
+
+  pad = jax.tree_util.tree_map_with_path(padded, params)
+  np.testing.assert_allclose(logits, apply(pad, features), rtol=1e-6)
 
 
 def test_inconsistent_layouts_fail():
@@ -200,20 +217,17 @@ def test_padding_and_unseen_id_rows_start_at_zero():
   at init, the rest flax's default init drawn from the same key; the shared
   table of plain vocab sizes is flax's default everywhere."""
   dense, sparse = batch(np.random.default_rng(0))
-  params = FeatureEmbedding(layout(), DIM).init(
-    jax.random.key(0), dense, sparse
-  )['params']
+  init, apply = _embedding()
+  params = init(dense, sparse)
   for name, table in params.items():
     table = np.asarray(table)
     np.testing.assert_array_equal(table[:2], 0.0, err_msg=name)
     assert np.all(np.abs(table[2:]).sum(1) > 0), name
-  shared = FeatureEmbedding((5, 6), DIM).init(
-    jax.random.key(0), dense[:, :1], sparse[:, :2]
-  )['params']['table']
+  shared = _embedding((5, 6))[0](dense[:, :1], sparse[:, :2])['table']
   assert np.all(np.abs(np.asarray(shared)).sum(1) > 0)
   # An unseen item (id 1) is embedded as the zero vector.
   sparse = sparse.copy()
   sparse[0, 1] = 1
-  x = FeatureEmbedding(layout(), DIM).apply({'params': params}, dense, sparse)
+  x = apply(params, dense, sparse)
   item = slice(dense.shape[1] + 3, dense.shape[1] + 3 + DIM)  # after user
   np.testing.assert_array_equal(np.asarray(x)[0, item], 0.0)
