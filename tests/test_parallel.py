@@ -5,6 +5,7 @@ the whole global batch: both backends must reproduce its parameters, losses,
 weights and eval counts on 8 emulated devices (tests/conftest.py).
 """
 
+import functools
 import pathlib
 import socket
 import subprocess
@@ -70,13 +71,18 @@ def _batch(rng, n=GLOBAL_BATCH):
   }
 
 
-@pytest.fixture(scope='module')
-def batches():
+@functools.cache
+def _batches():
   rng = np.random.default_rng(0)
   out = [_batch(rng) for _ in range(NUM_STEPS)]
   per_shard = out[0]['mask'].reshape(2, N_DEV, -1).sum(-1)
   assert len(set(per_shard[0].tolist())) > 2, 'masks must be uneven'
   return out
+
+
+@pytest.fixture(scope='module')
+def batches():
+  return _batches()
 
 
 def _setup(name):
@@ -95,6 +101,27 @@ def _init(model, tx, weighting, batch):
     num_tasks=2,
     key=jax.random.key(0),
   )
+
+
+@functools.cache
+def _single_device_run(name):
+  """The oracle: NUM_STEPS single-device steps, final state and metrics.
+
+  Computed once per weighting and shared by both backends (and the
+  two-process test): it does not depend on the backend under test.
+  """
+  model, tx, weighting = _setup(name)
+  # steps_per_epoch=1: every step is a new epoch, so schedules move.
+  single = jax.jit(
+    train_step.make_train_step(model, tx, weighting, TASKS, steps_per_epoch=1)
+  )
+  state = _init(model, tx, weighting, _batches()[0])
+  metrics = []
+  for batch in _batches():
+    state, m = single(state, batch)
+    jax.block_until_ready(m)
+    metrics.append(m)
+  return state, metrics
 
 
 def _as_numbers(x):
@@ -116,10 +143,7 @@ def _assert_trees_close(got, want):
 def test_parallel_steps_equal_single_device_steps(name, backend, batches):
   assert jax.device_count() == N_DEV, 'tests/conftest.py emulates 8 devices'
   model, tx, weighting = _setup(name)
-  # steps_per_epoch=1: every step is a new epoch, so schedules move.
-  single = jax.jit(
-    train_step.make_train_step(model, tx, weighting, TASKS, steps_per_epoch=1)
-  )
+  want, want_ms = _single_device_run(name)
   body = train_step.make_train_step(
     model, tx, weighting, TASKS, steps_per_epoch=1, axis_name='data'
   )
@@ -130,14 +154,12 @@ def test_parallel_steps_equal_single_device_steps(name, backend, batches):
     return body(state, batch)
 
   run = parallel.make_parallel_train_step(counted, backend=backend)
-  want = _init(model, tx, weighting, batches[0])
   got = _init(model, tx, weighting, batches[0])
-  for batch in batches:
-    want, want_m = single(want, batch)
+  for batch, want_m in zip(batches, want_ms, strict=True):
     got, got_m = run(got, batch)
     # Several emulated devices in one process can deadlock with many queued
     # steps (DESIGN §4): wait on every step here.
-    jax.block_until_ready((want_m, got_m))
+    jax.block_until_ready(got_m)
     for key in ('loss', 'weight', 'total_loss'):
       np.testing.assert_allclose(
         got_m[key], want_m[key], rtol=RTOL, atol=ATOL, err_msg=key
@@ -308,7 +330,7 @@ def _free_port():
     return sock.getsockname()[1]
 
 
-def test_two_processes_with_local_batches_equal_one_device(tmp_path, batches):
+def test_two_processes_with_local_batches_equal_one_device(tmp_path):
   script = tmp_path / 'worker.py'
   script.write_text(WORKER)
   env = cli.one_device_env()
@@ -343,13 +365,8 @@ def test_two_processes_with_local_batches_equal_one_device(tmp_path, batches):
       proc.kill()
   for proc, log in zip(procs, logs, strict=True):
     assert proc.returncode == 0, log[-3000:]
-  model, tx, weighting = _setup('fixed')
-  single = jax.jit(
-    train_step.make_train_step(model, tx, weighting, TASKS, steps_per_epoch=1)
-  )
-  want = _init(model, tx, weighting, batches[0])
-  for batch in batches:
-    want, want_m = single(want, batch)
+  want, want_ms = _single_device_run('fixed')
+  want_m = want_ms[-1]
   want_leaves = jax.tree.leaves(want.params)
   for pid in range(2):
     got = np.load(tmp_path / f'{pid}.npz')
