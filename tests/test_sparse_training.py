@@ -118,9 +118,10 @@ _INITS = {}
 
 def _init(model, tx, weighting, features):
   """init_train_state from key 0, once per (model, optimizer, method,
-  features); a fresh copy each call (the step donates its state). Eager
-  initialisation compiles every primitive it meets: the tests that start
-  several runs from one state share it instead of paying again."""
+  features); a fresh copy each call (the step donates its state). The
+  optimizer's and the method's states are made op by op, each primitive
+  compiled: the tests that start several runs from one state share it
+  instead of paying again."""
   k = (id(model), id(tx), id(weighting))
   k += tuple((a.shape, a.dtype.name) for a in jax.tree.leaves(features))
   if k not in _INITS:
