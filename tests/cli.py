@@ -158,20 +158,64 @@ def run(
     return subprocess.run(
       command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
-  with tempfile.TemporaryDirectory() as tmp:
-    out, err = pathlib.Path(tmp, 'stdout'), pathlib.Path(tmp, 'stderr')
-    code_path = pathlib.Path(tmp, 'exit_code')
-    argv = [str(pathlib.Path(REPO, *module.split('.'))) + '.py', *args]
-    process = ctx.Process(
-      target=_child,
-      args=(module, argv, env, str(cwd), str(out), str(err), patch, code_path),
+  fork = Fork(module, args, env, cwd, patch)
+  try:
+    code = fork.wait(timeout, command)
+    return subprocess.CompletedProcess(
+      command, code, fork.stdout(), fork.stderr()
     )
-    process.start()
-    process.join(timeout)
-    if process.exitcode is None:
-      process.kill()
-      process.join()
-      raise subprocess.TimeoutExpired(command, timeout)
+  finally:
+    fork.close()
+
+
+class Fork:
+  """`module`'s entry point with `args`, started as a fork of this worker's
+  server: its own process, so signals reach it (tests/forked.py starts
+  runs in the background this way). Its output goes to files, read when
+  asked."""
+
+  def __init__(self, module, args, env: dict, cwd=REPO, patch: str = ''):
+    self._tmp = tempfile.TemporaryDirectory()
+    tmp = pathlib.Path(self._tmp.name)
+    self._out, self._err = tmp / 'stdout', tmp / 'stderr'
+    self._code = tmp / 'exit_code'
+    argv = [str(pathlib.Path(REPO, *module.split('.'))) + '.py', *args]
+    self._process = _context().Process(
+      target=_child,
+      args=(
+        module,
+        [str(a) for a in argv],
+        dict(env),
+        str(cwd),
+        str(self._out),
+        str(self._err),
+        patch,
+        str(self._code),
+      ),
+    )
+    self._process.start()
+    self.pid = self._process.pid
+
+  def poll(self):
+    """The exit code, or None while it runs."""
+    return None if self._process.exitcode is None else self._exit_code()
+
+  def kill(self):
+    self._process.kill()  # SIGKILL.
+
+  def send_signal(self, signum):
+    os.kill(self.pid, signum)
+
+  def wait(self, timeout: float, command=('mtl-train',)) -> int:
+    """The exit code; killed, and TimeoutExpired, after `timeout` s."""
+    self._process.join(timeout)
+    if self._process.exitcode is None:
+      self.kill()
+      self._process.join()
+      raise subprocess.TimeoutExpired(list(command), timeout)
+    return self._exit_code()
+
+  def _exit_code(self) -> int:
     # The code the child wrote just before os._exit, if it got there: the
     # forkserver under load sometimes loses a child's exit status and
     # multiprocessing then reports 255 (CPython issue #140867, 'forkserver
@@ -179,12 +223,22 @@ def run(
     # once in CI: a case that printed its one error line, so exited 2, came
     # back with another code. A child killed before it wrote the file keeps
     # the status the forkserver sent (-signal).
-    code = process.exitcode
-    if code_path.exists():
-      code = int(code_path.read_text())
-    return subprocess.CompletedProcess(
-      command,
-      code,
-      out.read_text(errors='replace') if out.exists() else '',
-      err.read_text(errors='replace') if err.exists() else '',
-    )
+    if self._code.exists():
+      return int(self._code.read_text())
+    return self._process.exitcode
+
+  def stdout(self) -> str:
+    return _read(self._out)
+
+  def stderr(self) -> str:
+    return _read(self._err)
+
+  def close(self):
+    if self._process.exitcode is None:
+      self.kill()
+      self._process.join()
+    self._tmp.cleanup()
+
+
+def _read(path: pathlib.Path) -> str:
+  return path.read_text(errors='replace') if path.exists() else ''
