@@ -8,23 +8,59 @@ metrics.jsonl, never to the console. Every line is written through the bar
 
 import logging
 import sys
+import time
 
 import tqdm
 from absl import logging as absl_logging
 
+# Without a terminal (a log file, a batch job) the bar is one plain line at
+# most this often, instead of redraws joined by carriage returns.
+LINE_EVERY_S = 30.0
+
 
 def progress_bar(*, total: int, initial: int, enabled: bool, desc=None):
-  """The run's tqdm bar on stderr (steps/s; losses set as its postfix)."""
+  """The run's tqdm bar on stderr (steps/s; losses set as its postfix).
+
+  On a terminal it redraws in place. When stderr is not a terminal (a log
+  file, a batch job), the bar's state is written as a plain line once every
+  LINE_EVERY_S seconds, and nothing else: no carriage returns, no line for
+  a run shorter than that.
+  """
+  tty = sys.stderr.isatty()
   return tqdm.tqdm(
     total=total,
     initial=min(initial, total),
     disable=not enabled,
     unit='step',
     desc=desc,
-    dynamic_ncols=True,
-    file=sys.stderr,
+    dynamic_ncols=tty,
+    ncols=None if tty else 100,
+    file=sys.stderr if tty else _Lines(sys.stderr, LINE_EVERY_S),
     leave=False,
   )
+
+
+class _Lines:
+  """tqdm's redraws ('\\r' + bar) as whole lines on `stream`, at most one
+  every `every_s` seconds (the first after `every_s`); clearing writes and
+  the states in between are dropped."""
+
+  def __init__(self, stream, every_s: float):
+    self._stream, self._every = stream, every_s
+    self._last = time.monotonic()
+
+  def write(self, text: str) -> None:
+    now = time.monotonic()
+    parts = [p for p in text.replace('\r', '\n').split('\n') if p.strip()]
+    if parts and now - self._last >= self._every:
+      self._last = now
+      self._stream.write(parts[-1].rstrip() + '\n')
+
+  def flush(self) -> None:
+    self._stream.flush()
+
+  def isatty(self) -> bool:
+    return False
 
 
 def say(line: str) -> None:
