@@ -12,12 +12,40 @@ a config file or a command-line override fails with the key's name. Keys:
   embedding.dim        embedding size of every categorical feature
   towers.hidden        hidden sizes of each task's tower (a final Dense(1)
                        is added); towers.dropout its dropout rate
+  task_loss            binary tasks' training loss, any dataset, as
+                       ((task, value), ...) per key: pos_weight (w > 0 on
+                       the positives' BCE), focal_gamma (>= 0) and
+                       focal_alpha (in (0, 1)) of the focal loss (Lin et
+                       al. 2017; mtl/core/losses.py); () each: plain BCE.
+                       Over a table task entry's own keys of those names.
+                       Evaluation's logloss stays the plain BCE
+  wide                 Wide & Deep's wide part: enabled (False: none), dense
+                       (a linear term on the dense columns too), crosses
+                       (pairs of categorical feature names, each hashed
+                       into cross_buckets rows); a linear model per output
+                       over the ids added to the towers' logits, params
+                       `wide`, zero at init (docs/models.md)
+  interaction          'none' | 'fm' (factorization machine's second-order
+                       vector over the sparse fields) | 'dcn_v2' (DCN-V2's
+                       cross network): the backbone takes concat(x, it(x));
+                       not with two towers
+  cross                num_layers and low_rank (0: full-rank W) of 'dcn_v2'
   optimizer            name, learning_rate, weight_decay, grad_clip_norm,
                        schedule ('constant' | 'cosine'), warmup_steps;
                        sparse: tables (names), min_rows (0: off) and method
-                       ('lazy_adam' | 'adagrad' | 'rowwise_adagrad') of the
-                       embedding tables updated sparsely (the touched rows
-                       only; the default: none)
+                       ('lazy_adam' | 'adagrad' | 'rowwise_adagrad' |
+                       'ftrl') of the embedding tables updated sparsely (the
+                       touched rows only; the default: none); 'ftrl' is
+                       FTRL-Proximal, alpha the learning rate without its
+                       schedule, sparse.ftrl its beta, l1 and l2.
+                       wide: the Wide & Deep wide part's (params `wide`)
+                       own optimizer: name 'same' (the default: the main
+                       optimizer) | 'ftrl' | 'adagrad', learning_rate
+                       (constant), l1 (ftrl only), l2, beta (ftrl); clipped
+                       with the rest. embedding_l2: lambda of lambda *
+                       ||row||^2 on each distinct embedding row a step looks
+                       up (0: off; not in the reported losses);
+                       embedding_l2_tables ((table, lambda), ...) per table
   weighting_name       a key of mtl.core.weighting.WEIGHTINGS
   weighting.<method>   keyword arguments of each method; only the chosen
                        method's are used, so `--config.weighting_name=X`
@@ -31,8 +59,16 @@ a config file or a command-line override fails with the key's name. Keys:
   steps_per_dispatch   train steps per compiled call in 'device' mode
   eval_batch_size      evaluation batch (the split is padded, masked)
   eval_every_epochs    validation during training
-  select_best          report the epoch with the best validation AUC of the
-                       first task (the papers' model selection); else last
+  select_best          the reported params (mtl/shell/selection.py): 'first'
+                       the epoch with the best validation score of the first
+                       task (the papers' model selection; True the same),
+                       'last' the last epoch (False the same), 'mean' the
+                       best mean score of the trained tasks, 'per_task' each
+                       task from its own best epoch (a single run); a score
+                       is the AUC, or minus the MSE of a regression
+  early_stopping       patience: stop after this many evaluations without an
+                       improvement of the selection (per_task: of any task;
+                       a population: of any member); 0: off
   num_auc_bins         bins of the in-program AUC histogram, equal-width on
                        the logit over [-20, 20]: pairs within a bin count as
                        ties, an error of at most half their share whatever
@@ -75,6 +111,7 @@ a config file or a command-line override fails with the key's name. Keys:
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from mtl.core import model as model_lib
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
@@ -105,6 +142,12 @@ def base_config(
   c.model = keywords.union_of(ARCHITECTURES)
   c.embedding = dict(dim=8)
   c.towers = dict(hidden=(32,), dropout=0.0)
+  c.task_loss = dict(pos_weight=(), focal_gamma=(), focal_alpha=())
+  # Wide & Deep and feature crosses (mtl/core/layers/wide.py,
+  # interactions.py): their keywords and defaults; off by default.
+  c.wide = dict(model_lib.WIDE_DEFAULTS)
+  c.interaction = 'none'
+  c.cross = dict(model_lib.CROSS_DEFAULTS)
   c.optimizer = dict(
     name='adam',
     learning_rate=2e-3,
@@ -114,7 +157,17 @@ def base_config(
     warmup_steps=0,
     # Sparse embedding updates (mtl/core/optim.py): these tables, and every
     # table of >= min_rows rows (0: none by size), take `method`.
-    sparse=dict(tables=(), min_rows=0, method='lazy_adam'),
+    sparse=dict(
+      tables=(),
+      min_rows=0,
+      method='lazy_adam',
+      ftrl=dict(beta=1.0, l1=0.0, l2=0.0),  # method 'ftrl' only
+    ),
+    # The wide part's optimizer ('same': the main one) and L2 on the
+    # embedding rows a step touches (mtl/core/optim.py); off by default.
+    wide=dict(name='same', learning_rate=0.05, l1=0.0, l2=0.0, beta=1.0),
+    embedding_l2=0.0,
+    embedding_l2_tables=(),
   )
   c.weighting_name = 'equal'
   c.weighting = {k: keywords.defaults(f) for k, f in WEIGHTINGS.items()}
@@ -124,7 +177,9 @@ def base_config(
   c.steps_per_dispatch = 64
   c.eval_batch_size = 8192
   c.eval_every_epochs = 1
-  c.select_best = True
+  # A str, or a bool (True: 'first', False: 'last') as configs once set it.
+  c.select_best = ml_collections.FieldReference('first', field_type=object)
+  c.early_stopping = dict(patience=0)
   c.num_auc_bins = 2**16
   c.log_every_steps = 50
   c.progress_bar = True

@@ -102,7 +102,10 @@ def test_eval_reproduces_results_exactly(census):
     assert out['checkpoint'].endswith('checkpoints_best')
     for name, value in results[key].items():
       assert out['metrics'][name] == value, name  # Bit for bit.
-    written = json.loads((census / f'eval_{split}.json').read_text())
+    written = json.loads(pathlib.Path(out['file']).read_text())
+    assert out['file'] == str(
+      census / f'eval_{split}_best_step{out["step"]}.json'
+    )
     assert written['metrics'] == out['metrics']
   m = out['metrics']
   for task in ('income', 'marital'):
@@ -120,7 +123,7 @@ def test_eval_of_a_population_per_member(esmm):
   for r, e in zip(results, out['members'], strict=True):
     assert {k: e['metrics'][k] for k in r['test']} == r['test']
     assert 0 < e['metrics']['test/ece/ctcvr'] < 0.5
-    own = esmm / 'members' / r['member'] / 'eval_test.json'
+    own = esmm / 'members' / r['member'] / pathlib.Path(out['file']).name
     assert json.loads(own.read_text())['metrics'] == e['metrics']
 
 
@@ -180,7 +183,8 @@ def test_predict_equals_the_eval_step(census, census_rows, tmp_path):
 def test_eval_on_a_file_of_rows(census, census_rows):
   path, raw, split = census_rows
   out = evaluate.evaluate(census, split=str(path))
-  assert (census / 'eval_rows.json').exists() and out['rows'] == len(raw)
+  assert pathlib.Path(out['file']).name.startswith('eval_rows_best_step')
+  assert pathlib.Path(out['file']).exists() and out['rows'] == len(raw)
   z, run = _forward(census, split, logits=True)
   for t, task in enumerate(run.tasks):
     y = split['labels'][t]

@@ -29,7 +29,15 @@ def test_smoke_run_writes_the_workdir(tmp_path):
   config = json.loads((workdir / 'config.json').read_text())
   assert config['model_name'] == 'mmoe'
   results = json.loads((workdir / 'results.json').read_text())
-  assert set(results['test']) == {'test/mse/y1', 'test/mse/y2'}
+  assert set(results['test']) == {
+    'test/mse/y1',
+    'test/mse/y2',
+    'test/rmse/y1',  # sqrt(mse): the synthetic labels are not rescaled
+    'test/rmse/y2',
+  }
+  for t in ('y1', 'y2'):
+    mse = results['test'][f'test/mse/{t}']
+    assert results['test'][f'test/rmse/{t}'] == pytest.approx(mse**0.5)
   assert all(v > 0 for v in results['test'].values())
   rows = [json.loads(line) for line in open(workdir / 'metrics.jsonl')]
   train_rows = [r for r in rows if 'train/loss/y1' in r]

@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests import cli
 
@@ -87,3 +88,11 @@ def test_a_csv_trains_from_the_example_config(tmp_path):
   assert tables['item_id']['vocabulary'] == sorted(counts[counts >= 2].index)
   tags = train.tags.dropna().str.split('|').explode()
   assert tables['tags']['vocabulary'] == sorted(tags.unique())
+
+  # dwell is log1p'd and standardised: its rmse is in log1p(seconds), the
+  # mse's root times the training std of log1p(dwell_s) on clicked rows.
+  std = np.log1p(train.dwell_s[train.click == 1]).std(ddof=0)
+  mse = result['test']['test/mse/dwell']
+  assert result['test']['test/rmse/dwell'] == pytest.approx(
+    np.sqrt(mse) * std, rel=1e-6
+  )

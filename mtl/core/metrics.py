@@ -90,7 +90,10 @@ def auc_from_counts(pos, neg):
 
 
 def summarize_eval(counts, tasks, prefix: str) -> dict[str, float]:
-  """Host-side metrics from summed eval counts (float64 AUC)."""
+  """Host-side metrics from summed eval counts (float64 AUC): a binary
+  task's auc and logloss (the plain BCE, whatever its training loss), a
+  regression's mse (in its trained units) and rmse (in its label's,
+  `rmse_in_label_units`)."""
   counts = jax.device_get(counts)
   out = {}
   loss = counts['loss_sum'] / np.maximum(counts['count'], 1.0)
@@ -104,7 +107,15 @@ def summarize_eval(counts, tasks, prefix: str) -> dict[str, float]:
       out[f'{prefix}/weighted_logloss/{task.name}'] = float(loss[t])
     else:
       out[f'{prefix}/mse/{task.name}'] = float(loss[t])
+      out[f'{prefix}/rmse/{task.name}'] = rmse_in_label_units(loss[t], task)
   return out
+
+
+def rmse_in_label_units(mse, task) -> float:
+  """sqrt(mse) * task.label_std: a regression's RMSE in its label's units
+  (after a table's `transform`, before its `scale`: a standardised label's
+  mse is in units of its std; centring changes no difference)."""
+  return float(np.sqrt(np.float64(mse)) * task.label_std)
 
 
 def selection_score(summary: dict, tasks, prefix: str) -> float:

@@ -10,6 +10,12 @@ GradNorm's "last shared layer" find parts by these names):
             (nothing to learn there).
   backbone  ARCHITECTURES[model_name], x -> z [T, B, H].
   towers    Towers, params stacked [T, ...].
+  wide      (config.wide.enabled) layers/wide.Wide: a linear model per
+            tower over the ids, dense columns and hashed crosses, added to
+            the towers' logits before `head_logits`; absent by default.
+  interaction  (config.interaction 'dcn_v2') layers/interactions: the
+            cross network between embed and backbone (the backbone takes
+            concat(x, cross(x))); 'fm' has no params; absent by default.
 """
 
 import dataclasses
@@ -21,7 +27,9 @@ import jax
 import numpy as np
 
 from mtl.core.architectures import ARCHITECTURES
+from mtl.core.layers import interactions
 from mtl.core.layers.embedding import Column, FeatureEmbedding, feature_groups
+from mtl.core.layers.wide import Wide, cross_columns
 from mtl.core.towers import Towers
 from mtl.errors import ConfigError
 
@@ -39,6 +47,11 @@ class MultiTaskModel(nn.Module):
     tower_dropout: drop rate inside the towers.
     feature_names: the dataset's dense_names then sparse_names, for a
       backbone with `input_layout` (feature_layout); () if unknown.
+    wide: the wide part (layers/wide.Wide, one output per tower), or None.
+    interaction: a key of interactions.INTERACTIONS, put between the
+      embedding and the backbone.
+    cross_layers: DCN-V2's number of cross layers.
+    cross_low_rank: DCN-V2's rank (0: full-rank W_l).
   """
 
   num_tasks: int
@@ -48,6 +61,10 @@ class MultiTaskModel(nn.Module):
   tower_hidden: tuple[int, ...]
   tower_dropout: float = 0.0
   feature_names: tuple[str, ...] = ()
+  wide: nn.Module | None = None
+  interaction: str = 'none'
+  cross_layers: int = 2
+  cross_low_rank: int = 0
 
   @nn.compact
   def __call__(
@@ -73,6 +90,15 @@ class MultiTaskModel(nn.Module):
     else:
       embed = FeatureEmbedding(self.vocab_sizes, self.embed_dim, name='embed')
     x = embed(features['dense'], features['sparse'])  # [B, D] or [T, B, D]
+    if self.interaction != 'none':  # x -> concat(x, interaction(x))
+      x = interactions.Interaction(
+        self.interaction,
+        interactions.field_widths(self.vocab_sizes, self.embed_dim),
+        self.cross_layers,
+        self.cross_low_rank,
+        self.num_tasks if self.backbone.per_task_inputs else 0,
+        name='interaction',
+      )(x)
     if self.backbone.input_layout:  # Two towers: which columns are whose.
       layout = feature_layout(
         self.vocab_sizes, self.embed_dim, self.feature_names, x.shape[-1]
@@ -86,7 +112,10 @@ class MultiTaskModel(nn.Module):
     towers = Towers(
       num_towers, self.tower_hidden, self.tower_dropout, name='towers'
     )
-    return type(self.backbone).head_logits(towers(z, train=train))
+    logits = towers(z, train=train)  # [num_towers, B]
+    if self.wide is not None:  # Wide & Deep: the logits' sum (eq. 3).
+      logits = logits + self.wide(features['dense'], features['sparse'])
+    return type(self.backbone).head_logits(logits)
 
 
 def feature_layout(vocab_sizes, embed_dim: int, feature_names, width: int):
@@ -183,14 +212,103 @@ def make_model(
   tower_hidden: tuple[int, ...],
   tower_dropout: float = 0.0,
   feature_names: tuple[str, ...] = (),
+  wide: dict[str, Any] | None = None,
+  interaction: str = 'none',
+  cross: dict[str, Any] | None = None,
 ) -> MultiTaskModel:
-  """The MultiTaskModel of a named backbone; see make_backbone for errors."""
+  """The MultiTaskModel of a named backbone; see make_backbone for errors.
+
+  `wide` ({'enabled', and Wide's keywords `WIDE_KEYS`}; None or enabled
+  False: no wide part), `interaction` (interactions.INTERACTIONS) and
+  `cross` (CrossNetwork's num_layers, low_rank) are the config's keys of
+  the same names; at their defaults the model is the plain one.
+  """
+  backbone = make_backbone(model_name, model_kwargs, num_tasks=num_tasks)
+  vocab_sizes = tuple(vocab_sizes)
+  cross = {**CROSS_DEFAULTS, **dict(cross or {})}
+  _check_keys('cross', cross, CROSS_DEFAULTS)
+  if interaction not in interactions.INTERACTIONS:
+    raise ConfigError(
+      f'interaction is {interaction!r}, expected one of '
+      f'{", ".join(interactions.INTERACTIONS)}'
+    )
+  if interaction != 'none' and backbone.input_layout:
+    raise ConfigError(
+      f'interaction is {interaction!r} with model {model_name!r}, expected '
+      "'none': two towers split x by feature, a cross of all features has no "
+      'tower'
+    )
+  if interaction == 'fm':
+    widths = interactions.field_widths(vocab_sizes, embed_dim)
+    if not widths or len(set(widths)) != 1:
+      raise ConfigError(
+        f"interaction is 'fm' with sparse fields of widths {widths}, "
+        'expected at least one field, all of one embedding width'
+      )
   return MultiTaskModel(
     num_tasks=num_tasks,
-    vocab_sizes=tuple(vocab_sizes),
+    vocab_sizes=vocab_sizes,
     embed_dim=embed_dim,
-    backbone=make_backbone(model_name, model_kwargs, num_tasks=num_tasks),
+    backbone=backbone,
     tower_hidden=tuple(tower_hidden),
     tower_dropout=tower_dropout,
     feature_names=tuple(feature_names),
+    wide=_wide(
+      wide, backbone, model_name, num_tasks, vocab_sizes, feature_names
+    ),
+    interaction=interaction,
+    cross_layers=int(cross['num_layers']),
+    cross_low_rank=int(cross['low_rank']),
+  )
+
+
+# The config's wide.<key> besides `enabled`, and cross.<key>: the keywords
+# of Wide and CrossNetwork, with their defaults.
+WIDE_KEYS = ('dense', 'crosses', 'cross_buckets')
+WIDE_DEFAULTS = {
+  'enabled': False,
+  **{
+    f.name: f.default for f in dataclasses.fields(Wide) if f.name in WIDE_KEYS
+  },
+}
+CROSS_DEFAULTS = {
+  f.name: f.default
+  for f in dataclasses.fields(interactions.CrossNetwork)
+  if f.name in ('num_layers', 'low_rank')
+}
+
+
+def _check_keys(section: str, values: dict, accepted: dict) -> None:
+  for key in sorted(values):
+    if key not in accepted:
+      raise ConfigError(
+        f'{section}.{key} is not a key of {section}, expected one of '
+        f'{", ".join(accepted)}' + _suggest(key, accepted)
+      )
+
+
+def _wide(wide, backbone, model_name, num_tasks, vocab_sizes, feature_names):
+  """The Wide module of the config's `wide` section, or None."""
+  wide = {**WIDE_DEFAULTS, **dict(wide or {})}
+  _check_keys('wide', wide, WIDE_DEFAULTS)
+  if not wide['enabled']:
+    return None
+  if backbone.input_layout:
+    raise ConfigError(
+      f'wide.enabled is True with model {model_name!r}, expected False: a '
+      "two-tower score factors into the towers' embeddings, a wide term "
+      'would not'
+    )
+  sparse_names = tuple(feature_names)[
+    len(tuple(feature_names)) - len(vocab_sizes) :
+  ]
+  crosses = tuple(tuple(pair) for pair in wide['crosses'])
+  cross_columns(vocab_sizes, sparse_names, crosses)  # Names known?
+  return Wide(
+    vocab_sizes=vocab_sizes,
+    num_outputs=backbone.num_towers or num_tasks,
+    sparse_names=sparse_names,
+    dense=bool(wide['dense']),
+    crosses=crosses,
+    cross_buckets=int(wide['cross_buckets']),
   )

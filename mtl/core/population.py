@@ -11,11 +11,13 @@ batched matmuls may sum in another order).
 Per-member values enter the step as `hparams` (`make_train_step`):
 `task_weights` [T] multiply the tasks' base weights, `lr_scale` multiplies
 the optimizer's updates (exact for every optimizer of `mtl.core.optim`: their
-updates are proportional to the learning rate), and `member` selects the
-member's balancing method when members differ in its hyper-parameters
-(`switch_methods`: each member's own `WeightingMethod`, built from concrete
-values, chosen with `lax.switch`; the methods are [T]-sized, so evaluating
-all K branches under vmap costs nothing next to the model).
+updates are proportional to the learning rate; FTRL's, of the wide part or a
+sparse table, are not: scaled, they are not FTRL at a scaled alpha), and
+`member` selects the member's balancing method when members differ in its
+hyper-parameters (`switch_methods`: each member's own `WeightingMethod`,
+built from concrete values, chosen with `lax.switch`; the methods are
+[T]-sized, so evaluating all K branches under vmap costs nothing next to the
+model).
 """
 
 from collections.abc import Sequence

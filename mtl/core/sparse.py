@@ -47,6 +47,10 @@ The optimizers, as row rules applied to the touched rows:
   them by lr * m_hat / (sqrt(v_hat) + eps) with a zero gradient; lazy Adam
   leaves them and their moments as they are, and a row touched again later
   resumes from its old moments. On a step that touches every row they agree.
+- `ftrl`: FTRL-Proximal (McMahan et al. 2013, Algorithm 1; mtl/core/ftrl.py)
+  with state z and n [V, d]. A coordinate without gradient keeps w, z and
+  n, so the touched rows' update IS the dense one (`ftrl.ftrl`). alpha is
+  the optimizer's learning rate without its schedule (mtl/core/optim.py).
 
 Data parallel (`axis_name`): each device passes its shard's ids and row
 gradients (of its share of the global loss, as `train_step` writes it);
@@ -57,12 +61,12 @@ batch. That moves N*(d+1) numbers per device, never V*d.
 Ids outside [0, V) update nothing (the dense gradient of `jnp.take` drops
 them too); `lookup` is `jnp.take`, the embedding layer's gather.
 
-Configuration (issue 14): `config.optimizer.sparse = {'tables': names,
-'min_rows': N, 'method': name}` chooses the sparse tables (named ones, and
-every table of >= N rows; 0: none by size) and their optimizer, one of
-`SPARSE_OPTIMIZERS`, at the optimizer's learning rate and schedule
-(mtl/core/optim.py); the train step integrates them by the perturb recipe
-(mtl/core/sparse_train.py). Dense stays the default.
+Configuration: `config.optimizer.sparse = {'tables': names,
+'min_rows': N, 'method': name, 'ftrl': {beta, l1, l2}}` chooses the sparse
+tables (named ones, and every table of >= N rows; 0: none by size) and
+their optimizer, one of `SPARSE_OPTIMIZERS`, at the optimizer's learning
+rate and schedule (mtl/core/optim.py); the train step integrates them by
+the perturb recipe (mtl/core/sparse_train.py). Dense stays the default.
 """
 
 from collections.abc import Callable
@@ -72,6 +76,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+
+from mtl.core import ftrl as ftrl_lib
 
 
 class Rows(NamedTuple):
@@ -310,8 +316,36 @@ def lazy_adam(
   return SparseOptimizer(init, rule)
 
 
+def ftrl(
+  learning_rate: float,
+  beta: float = 1.0,
+  l1: float = 0.0,
+  l2: float = 0.0,
+) -> SparseOptimizer:
+  """FTRL-Proximal (McMahan et al. 2013, Algorithm 1) on touched rows.
+
+  `ftrl.ftrl_coordinates` on the gathered rows, z and n; learning_rate is
+  alpha, a constant (mtl/core/ftrl.py). State: z and n, [V, d] each.
+  """
+  ftrl_lib.ftrl(learning_rate, beta, l1, l2)  # Checks the values.
+  hyper = dict(alpha=learning_rate, beta=beta, l1=l1, l2=l2)
+
+  def init(table):
+    return {'z': jnp.zeros_like(table), 'n': jnp.zeros_like(table)}
+
+  def rule(rows, state, g, step):
+    del step  # alpha is constant.
+    w, z, n = ftrl_lib.ftrl_coordinates(
+      rows, state['z'], state['n'], g, **hyper
+    )
+    return w - rows, {'z': z, 'n': n}
+
+  return SparseOptimizer(init, rule)
+
+
 SPARSE_OPTIMIZERS = {
   'adagrad': adagrad,
   'rowwise_adagrad': rowwise_adagrad,
   'lazy_adam': lazy_adam,
+  'ftrl': ftrl,
 }

@@ -1,4 +1,4 @@
-"""Sparse embedding updates in the train step (issue 14 item 5).
+"""Sparse embedding updates in the train step.
 
 Chosen per embedding table (`config.optimizer.sparse`, `optim.
 make_optimizer`): a sparse table is updated by a `mtl.core.sparse`
@@ -39,6 +39,20 @@ and sparse rows, while the dense optax state advances as it does for a
 non-finite loss with finite gradients. Gradient clipping (grad_clip_norm)
 clips by the global norm of the dense gradients and the sparse tables'
 combined row gradients: the norm of the full dense gradient.
+
+L2 on the touched embedding rows (`row_l2`, config.optimizer.embedding_l2;
+DeepCTR's `l2_reg_embedding`, but per distinct row a step looks up): the
+penalty lambda * sum over the distinct rows of the global batch of
+||row||^2, its gradient 2 * lambda * row added to those rows' gradients
+after the weighting method (it is no task's loss, and not in the reported
+losses) and before clipping and the optimizer. A dense table gets it on the
+rows of a [V] mask of the all-gathered ids, after the psum; a sparse table
+on its combined rows (after `combine`'s all-gather), before its row rule:
+with a data axis every device adds the same term, as one device would. A
+per-feature table's padding row (id 0) is never penalised; the shared
+table's row 0 is a category. A run with `row_l2` and no sparse table is a
+SparseTables without tables: the same dense optimizer, its state
+{'dense', 'sparse': {}}.
 """
 
 from typing import Any, NamedTuple
@@ -57,16 +71,20 @@ ROWS = 'embed_rows'
 
 
 class SparseTables(NamedTuple):
-  """A run's optimizer when some embedding tables are sparse.
+  """A run's optimizer when some embedding tables are sparse, or when the
+  rows a step touches get an L2 penalty (`row_l2`; no table need be sparse).
 
   dense: the optax optimizer of every other param (no clipping inside).
   tables: {table name: sparse.SparseOptimizer}, static.
   clip_norm: clip the global gradient norm (dense and sparse) to this; 0 off.
+  row_l2: {table name: lambda > 0}, L2 on the rows a step touches (module
+    docstring); None or {}: none.
   """
 
   dense: optax.GradientTransformation
   tables: dict
   clip_norm: float = 0.0
+  row_l2: dict | None = None
 
   def init(self, params) -> dict:
     dense, tables = split(params, self.tables)
@@ -222,6 +240,35 @@ def task_gram(per_task, shared, model, sparse_ids, task_rows, part, axis_name):
   return total
 
 
+def add_row_l2(row_l2, model, params, dense_grads, rows, sparse_ids, axis):
+  """(dense_grads, rows) with 2 * lambda * row added on the touched rows of
+  each table of `row_l2`: in `rows` (combined) for a sparse table, on the
+  dense gradient [(T,) V, d] for a dense one (module docstring)."""
+  layout, shapes = _layout(model, tuple(row_l2))
+  padded = {lk.table for lk in layout if lk.offsets is None}
+  embed, rows = dict(dense_grads[EMBED]), dict(rows)
+  for name, lam in sorted(row_l2.items()):
+    table, v = params[EMBED][name], shapes[name][0]
+    first = embedding.PAD_ID + 1 if name in padded else 0
+    if name in rows:  # Sparse: ids ascending, >= V padding.
+      r = rows[name]
+      keep = ((r.ids >= first) & (r.ids < v))[:, None]
+      w = jnp.take(table, r.ids, axis=-2, mode='fill', fill_value=0)
+      g = jnp.where(keep, r.grads + (2 * lam) * w, r.grads)
+      rows[name] = r._replace(grads=g)
+      continue
+    ids = jnp.concatenate(
+      [lk.ids(sparse_ids).reshape(-1) for lk in layout if lk.table == name]
+    )
+    if axis is not None:
+      ids = jax.lax.all_gather(ids, axis, tiled=True)
+    ids = jnp.where((ids >= first) & (ids < v), ids, v)
+    keep = jnp.zeros((v,), bool).at[ids].set(True, mode='drop')[:, None]
+    g = embed[name]
+    embed[name] = jnp.where(keep, g + (2 * lam) * table, g)
+  return {**dense_grads, EMBED: embed}, rows
+
+
 def _sum_squares(tree):
   return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
 
@@ -245,6 +292,7 @@ def apply_updates(
 
   dense_grads: of the dense params (psummed); row_grads: the perturbations'
   cotangents (this device's, not psummed). scale: a member's lr scale.
+  part.row_l2: L2 on the touched rows, added first (module docstring).
   With skip_nonfinite (part.dense wrapped in optax.apply_if_finite), a step
   whose losses, dense or row gradients are not finite changes no param.
 
@@ -252,6 +300,10 @@ def apply_updates(
   """
   dense, tables = split(params, part.tables)
   rows = combine_rows(model, sparse_ids, row_grads, part.tables, axis_name)
+  if part.row_l2:
+    dense_grads, rows = add_row_l2(
+      part.row_l2, model, params, dense_grads, rows, sparse_ids, axis_name
+    )
   if part.clip_norm:
     # optax.clip_by_global_norm over the dense gradient of every param.
     norm = jnp.sqrt(

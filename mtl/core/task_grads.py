@@ -1,6 +1,9 @@
 """Per-task gradients: what balancing methods and diagnostics look at.
 
-The model's top-level params are `embed`, `backbone` and `towers`.
+The model's top-level params are `embed`, `backbone` and `towers` (and,
+when enabled, `wide`, per tower like the towers, and `interaction`, shared
+like the embeddings: neither is a shared group, so both take the weighted
+sum of the task gradients).
 Gradient-space methods combine the per-task gradients of the shared params
 (`shared_group`: the architecture's `shared_params`, the `backbone`, or
 `embed` for a model whose backbone is task-specific, as ESMM's and AITM's

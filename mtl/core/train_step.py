@@ -249,7 +249,7 @@ def make_eval_step(
     if not identity:
       logits = logits[out_rows]  # Each task scored on its model output.
     loss_sum, count = losses_lib.masked_loss_sums(
-      logits, batch['labels'], batch['mask'], tasks=tasks
+      logits, batch['labels'], batch['mask'], tasks=tasks, metric=True
     )
     pos, neg = metrics_lib.auc_counts(
       logits, batch['labels'], batch['mask'], num_bins=num_bins

@@ -41,6 +41,7 @@ import tensorflow_datasets as tfds
 
 from mtl import errors
 from mtl.data import cache, csv_builder
+from mtl.data.table_files import numbers
 
 COLUMNS = (
   'age',  # 0
@@ -288,3 +289,39 @@ class CensusIncome(cache.Builder):
     n = len(arrays['row'])
     for key, start in enumerate(range(0, n, BLOCK_ROWS)):
       yield key, {k: a[start : start + BLOCK_ROWS] for k, a in arrays.items()}
+
+
+def encode_rows(chunk, offsets, path, artefact: dict, labels: bool = False):
+  """(inputs {'dense', 'sparse'}, `encode`'s arrays) of raw rows (a chunk
+  of text, `offsets` their 0-based file rows) under a run's
+  preprocessing artefact (mtl.data.preprocessing.Encoder)."""
+  df = pd.DataFrame(index=chunk.index)
+  for c in COLUMNS:
+    if c in DENSE:
+      df[c] = numbers(chunk, c, offsets, path)
+    elif c in chunk:
+      df[c] = chunk[c].astype(object).where(chunk[c].notna(), '?')
+      df[c] = df[c].astype(str).str.lstrip()  # skipinitialspace, as read_raw
+    else:
+      df[c] = '?'  # Not an input: a placeholder encode() reads past.
+  if labels and 'income' in chunk:
+    bad = ~df['income'].isin(INCOME_VALUES)
+    if bad.any():
+      i = int(np.argmax(bad.to_numpy()))
+      raise errors.DataError(
+        f'{path}: row {offsets[i] + 1} income label is '
+        f'{df["income"].iloc[i]!r}, expected one of {INCOME_VALUES}'
+      )
+  enc = artefact['encoding']  # JSON keys are sorted: builder order.
+  arrays = encode(
+    df,
+    {
+      'dense': {n: enc['dense'][n] for n in DENSE},
+      'vocabularies': {n: enc['vocabularies'][n] for n in CATEGORICAL},
+    },
+  )
+  cols = [CATEGORICAL.index(c) for c in artefact['sparse_names']]
+  return {
+    'dense': arrays['dense'],
+    'sparse': np.ascontiguousarray(arrays['categorical'][:, cols]),
+  }, arrays

@@ -7,8 +7,8 @@ turns a raw row into those inputs:
 
   kind 'table'          the feature schema (features, tasks, task_order) and
                         its fitted encoding (vocabularies or hash settings per
-                        table, dense moments, label moments), as the table
-                        builder stored them (table_builder.py)
+                        table, dense and label moments, count features'
+                        totals), as the table builder stored them
   kind 'census_income'  protocol, task group and the builder's encoding
                         (training vocabularies, dense log1p and moments)
   kind 'encoded'        no raw form (generated or already-encoded data): a row
@@ -18,7 +18,8 @@ turns a raw row into those inputs:
 table_builder.Source reads them) through the SAME functions the builders use:
 table_builder.Table's `_dense` / `_label`, schema.Lookup and
 encode_sequences, census_income_builder.encode. A value never seen in training
-gets the OOV id (table: 1, census: 0). tests/test_after_training.py checks
+gets the OOV id (table: 1, census: 0); count features continue the training
+log with the given rows (counts.Given). tests/test_after_training.py checks
 that the training file encoded here equals the prepared training split.
 
 Only numpy, pandas and mtl.data are imported: serving (mtl/serving.py) uses
@@ -33,14 +34,15 @@ import pandas as pd
 
 from mtl.core.layers.embedding import Column
 from mtl.data import census_income_builder as cib
+from mtl.data import derived, table_files
 from mtl.data import schema as sc
 from mtl.data import table_builder as tb
-from mtl.data import table_files
 from mtl.errors import DataError
 
 FILE = 'preprocessing.json'
 FORMAT = 1
 KINDS = ('table', 'census_income', 'encoded')
+ENCODING = ('tables', 'dense', 'labels', 'counts', 'histories')  # If fitted.
 
 
 def _column_json(c):
@@ -118,7 +120,7 @@ def artefact(dataset_name: str, kwargs: dict, dataset) -> dict:
         'tasks': kwargs['tasks'],
         'task_order': list(kwargs.get('task_order') or ()),
       },
-      encoding={k: meta[k] for k in ('tables', 'dense', 'labels')},
+      encoding={k: meta[k] for k in ENCODING if k in meta},
       user_column=kwargs.get('user_column'),
     )
   elif dataset_name == 'census_income':
@@ -193,10 +195,17 @@ class Encoder:
     self._lookups = {}  # Table name -> sc.Lookup, made on first use.
     if self.kind == 'table':
       self.schema = _schema(artefact)
+      self._derived = derived.Derived(
+        self.schema, artefact['encoding'], self.source, self._table_lookup
+      )
       self.inputs = []
       for f in self.schema.features:
+        if isinstance(f, sc.Count):  # Derived from its key and time.
+          self.inputs += [f.key, f.time]
+          continue
         # A history is derived from the training log: a row brings it as a
-        # '|'-separated column of the user's earlier items, oldest first.
+        # '|'-separated column of the user's earlier items, oldest first,
+        # or it is derived from the row's user, time and item (derived.py).
         self.inputs.append(f.name if isinstance(f, sc.History) else f.column)
       self.labels = [t.label for t in self.schema.tasks]
       self.labels += [t.where.column for t in self.schema.tasks if t.where]
@@ -212,6 +221,8 @@ class Encoder:
       c for c in dict.fromkeys(self.labels) if c not in self.inputs
     ]
     self.allowed = set(self.inputs) | set(self.labels)
+    if self.kind == 'table':  # Columns derived features are made of.
+      self.allowed |= self._derived.allowed
     if self.kind == 'census_income':
       self.allowed |= set(cib.COLUMNS)
 
@@ -237,7 +248,10 @@ class Encoder:
   def check_columns(self, found, path, *, labels: bool, keep=()) -> None:
     """One DataError line naming a missing or unexpected column."""
     found = list(found)
-    need = self.inputs + (self.labels_needed() if labels else [])
+    inputs = self.inputs
+    if self.kind == 'table':  # A history the rows lack is derived.
+      inputs = self._derived.inputs(inputs, found)
+    need = inputs + (self.labels_needed() if labels else [])
     for c in need + list(keep):
       if c not in found:
         close = sc._suggest(c, found)
@@ -250,7 +264,7 @@ class Encoder:
     if extra:
       raise DataError(
         f'{path}: has column {extra[0]!r}, which the model does not read, '
-        f'expected only {", ".join(self.inputs)} (and labels '
+        f'expected only {", ".join(inputs)} (and labels '
         f'{", ".join(self.labels)}); pass --keep={extra[0]} to copy it '
         'to the output'
       )
@@ -275,7 +289,7 @@ class Encoder:
     if self.kind == 'table':
       return self._table(chunk, offsets, path)
     if self.kind == 'census_income':
-      return self._census(chunk, offsets, path)[0]
+      return cib.encode_rows(chunk, offsets, path, self.artefact)[0]
     dense = np.zeros((len(chunk), len(self.artefact['dense_names'])))
     for j, c in enumerate(self.artefact['dense_names']):
       dense[:, j] = tb.numbers(chunk, c, offsets, path)
@@ -299,7 +313,7 @@ class Encoder:
     chunk = chunk.reset_index(drop=True)
     n = len(chunk)
     if self.kind == 'census_income':
-      arrays = self._census(chunk, offsets, path, labels=True)[1]
+      arrays = cib.encode_rows(chunk, offsets, path, self.artefact, True)[1]
       y = np.stack([arrays[t] for t in self.tasks]).astype(np.float32)
       return y, np.ones_like(y)
     if self.kind == 'encoded':
@@ -325,6 +339,9 @@ class Encoder:
       ms.append(m)
     return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
 
+  def _table_lookup(self, table: str) -> sc.Lookup:
+    return self._lookup(table, self.artefact['encoding']['tables'])
+
   def _lookup(self, table: str, tables: dict) -> sc.Lookup:
     """The table's sc.Lookup, made once (a vocabulary's index is costly)."""
     if table not in self._lookups:
@@ -340,6 +357,10 @@ class Encoder:
     for f in s.features:
       if isinstance(f, sc.Dense):
         dense += _TableRows()._dense(f, chunk, offsets, source, enc)
+      elif isinstance(f, sc.Count):
+        dense += self._derived.dense(f, chunk, path, offsets)
+      elif isinstance(f, sc.History) and f.name not in chunk:
+        sparse.append(self._derived.history(f, chunk, path, offsets))
       elif isinstance(f, sc.Categorical):
         values = tb.cell_values(f, chunk).to_numpy(object)
         sparse.append(self._lookup(f.name, tables)(values)[:, None])
@@ -359,36 +380,3 @@ class Encoder:
       if sparse
       else np.zeros((n, 0), np.int32),
     }
-
-  def _census(self, chunk, offsets, path, labels=False):
-    """Through census_income_builder.encode, the builder's own encoder."""
-    df = pd.DataFrame(index=chunk.index)
-    for c in cib.COLUMNS:
-      if c in cib.DENSE:
-        df[c] = tb.numbers(chunk, c, offsets, path)
-      elif c in chunk:
-        df[c] = chunk[c].astype(object).where(chunk[c].notna(), '?')
-        df[c] = df[c].astype(str).str.lstrip()  # skipinitialspace, as read_raw
-      else:
-        df[c] = '?'  # Not an input: a placeholder encode() reads past.
-    if labels and 'income' in chunk:
-      bad = ~df['income'].isin(cib.INCOME_VALUES)
-      if bad.any():
-        i = int(np.argmax(bad.to_numpy()))
-        raise DataError(
-          f'{path}: row {offsets[i] + 1} income label is '
-          f'{df["income"].iloc[i]!r}, expected one of {cib.INCOME_VALUES}'
-        )
-    enc = self.artefact['encoding']  # JSON keys are sorted: builder order.
-    arrays = cib.encode(
-      df,
-      {
-        'dense': {n: enc['dense'][n] for n in cib.DENSE},
-        'vocabularies': {n: enc['vocabularies'][n] for n in cib.CATEGORICAL},
-      },
-    )
-    cols = [cib.CATEGORICAL.index(c) for c in self.artefact['sparse_names']]
-    return {
-      'dense': arrays['dense'],
-      'sparse': np.ascontiguousarray(arrays['categorical'][:, cols]),
-    }, arrays

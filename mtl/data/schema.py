@@ -63,6 +63,13 @@ Feature kinds and their keys (defaults in the dataclasses below):
   the session follow it), as labels, conditions or `where`. They are
   computed over the whole log, every split's rows, so a session may run
   past a split boundary.
+- count: derived dense inputs (counts.py): over the rows of the same `key`
+  column value strictly before the row's `time` (equal times excluded, as
+  history), log1p of how many there are and, for each of `labels` (0/1
+  columns or conditions), their positive rate smoothed toward the label's
+  training-split rate by `prior_strength` rows; standardised with training
+  moments as dense inputs '<name>.count' and '<name>.<label>'. Every
+  split's rows count, as for history; a missing key gives n = 0, the prior.
 
 Task keys: `label` (a column, or a condition 'column op number' with op one
 of == != >= <= > <, which makes a binary label), `kind` ('binary',
@@ -75,7 +82,10 @@ divisor must be > 0, else a DataError naming the row), `transform` ('none'
 or 'log1p', of a regression or weighted_logistic label), `scale` ('none',
 'center' or 'standard': training moments of the transformed label on its
 sample space), `where` (the sample space: a condition, or a 0/1 column name
-meaning 'column == 1'; default every row) and `weight` (its loss weight).
+meaning 'column == 1'; default every row), `weight` (its loss weight) and
+a binary task's training loss (mtl/core/tasks.py): `pos_weight` (> 0, its
+positives' BCE weight), `focal_gamma` (>= 0) and `focal_alpha` (in (0, 1))
+of the focal loss (Lin et al., ICCV 2017); evaluation reports plain BCE.
 A task's label column may not be a feature (ConfigError).
 
 Errors: a schema mistake is one ConfigError line naming the entry and key
@@ -92,6 +102,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from mtl.core import tasks as tasks_lib
 from mtl.errors import ConfigError, DataError
 
 PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
@@ -174,6 +185,15 @@ class Session:
 
 
 @dataclasses.dataclass(frozen=True)
+class Count:
+  name: str
+  key: str
+  time: str
+  labels: tuple[str, ...] = ()
+  prior_strength: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Condition:
   """`column op value` on a column's numbers."""
 
@@ -199,6 +219,9 @@ class TaskSpec:
   where: Condition | None = None
   weight: float = 1.0
   divide_by: str | None = None  # label = column / divide_by (a ratio)
+  pos_weight: float = 1.0  # The loss keys of mtl.core.tasks.Task.
+  focal_gamma: float = 0.0
+  focal_alpha: float | None = None
 
 
 KINDS = {
@@ -207,8 +230,9 @@ KINDS = {
   'sequence': Sequence,
   'history': History,
   'session': Session,
+  'count': Count,
 }
-Feature = Dense | Categorical | Sequence | History | Session
+Feature = Dense | Categorical | Sequence | History | Session | Count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +263,8 @@ class Schema:
         out += [f.user, f.time, self[f.item].column]
       elif isinstance(f, Session):
         out += [f.user, f.time]
+      elif isinstance(f, Count):
+        out += [f.key, f.time] + [_label_column(t) for t in f.labels]
       else:
         out.append(f.column)
     for t in self.tasks:
@@ -255,6 +281,12 @@ class Schema:
     return tuple(
       f'{f.name}.{label}' for f in self.of(Session) for label in SESSION_LABELS
     )
+
+
+def _label_column(text: str) -> str:
+  """The column a count label reads (a column, or a condition's)."""
+  m = _CONDITION.match(text)
+  return m[1] if m and re.search(r'[=<>!]', text) else text.strip()
 
 
 def _suggest(word: str, options) -> str:
@@ -329,7 +361,7 @@ def _feature(name: str, entry: Mapping) -> Feature:
   kind = entry.pop('kind', None)
   _check_choice(where, 'kind', kind, tuple(KINDS))
   cls = KINDS[kind]
-  derived = cls in (History, Session)
+  derived = cls in (History, Session, Count)
   column = name if derived else entry.pop('column', name)
   fields = _fields(cls, where, entry, skip=('name', 'column'))
   if cls is Session and 'gap' in fields:
@@ -382,11 +414,46 @@ def _feature(name: str, entry: Mapping) -> Feature:
         f'{where}.delimiter is {d!r}, expected one character that is not '
         "blank (e.g. '|' or ';')"
       )
-  for key in ('user', 'item', 'time', 'shared_with'):
+  if cls is Count:
+    fields = _count_fields(where, fields)
+  for key in ('user', 'item', 'time', 'shared_with', 'key'):
     if key in fields and fields[key] is not None:
       if not isinstance(fields[key], str) or not fields[key]:
         raise ConfigError(f'{where}.{key} is {fields[key]!r}, expected a name')
   return cls(name=name, **fields)
+
+
+def _count_fields(where: str, fields: dict) -> dict:
+  """A count entry's labels (a tuple of columns or conditions, each
+  parsed) and prior_strength (a number > 0), checked."""
+  labels = fields.get('labels', ())
+  if isinstance(labels, str):
+    labels = (labels,)
+  if not isinstance(labels, list | tuple):
+    raise ConfigError(
+      f'{where}.labels is {labels!r}, expected a tuple of 0/1 columns or '
+      "conditions like 'rating >= 4'"
+    )
+  labels = tuple(labels)
+  for text in labels:
+    parse_condition(text, f'{where}.labels')
+  texts = [t.strip() for t in labels]
+  if len(set(texts)) != len(texts) or 'count' in texts:
+    raise ConfigError(
+      f'{where}.labels is {labels!r}, expected distinct labels, none named '
+      "'count' (the dense inputs are '<name>.count' and '<name>.<label>')"
+    )
+  a = fields.get('prior_strength', 10.0)
+  if isinstance(a, bool) or not isinstance(a, int | float) or not a > 0:
+    raise ConfigError(
+      f'{where}.prior_strength is {a!r}, expected a number > 0 (rows of '
+      'the prior)'
+    )
+  if not np.isfinite(a):
+    raise ConfigError(
+      f'{where}.prior_strength is {a!r}, expected a finite number > 0'
+    )
+  return {**fields, 'labels': tuple(texts), 'prior_strength': float(a)}
 
 
 def _task(name: str, entry: Mapping) -> TaskSpec:
@@ -401,6 +468,7 @@ def _task(name: str, entry: Mapping) -> TaskSpec:
     'where',
     'weight',
     'divide_by',
+    *tasks_lib.LOSS_DEFAULTS,
   )
   for key in entry:
     if key not in known:
@@ -467,6 +535,7 @@ def _task(name: str, entry: Mapping) -> TaskSpec:
     where=where_c,
     weight=float(weight),
     divide_by=divide_by.strip() if divide_by else None,
+    **tasks_lib.loss_keys(entry, where, kind),
   )
 
 

@@ -37,7 +37,8 @@ table_files.Joined). Ali-CCP, AliExpress and MovieLens are such configs
 (configs/ali_ccp.py, aliexpress.py, movielens.py).
 
 The Dataset's batch layout is the usual one (dataset.py): 'dense' [N, F]
-(dense features, then '<name>_missing' indicators after their feature),
+(dense features, then '<name>_missing' indicators after their feature; a
+count feature's '<name>.count' and '<name>.<label>', counts.py),
 'sparse' [N, S] (a categorical feature one column; a sequence or history
 `max_len` columns '<name>[j]', padding id 0), labels and mask [T, N]. Its
 `vocab_sizes` are `Column`s (mtl/core/layers/embedding.py): each says its
@@ -58,8 +59,8 @@ import numpy as np
 from ml_collections import FrozenConfigDict
 
 from mtl.core.layers.embedding import Column
-from mtl.core.tasks import Task
-from mtl.data import cache, prepared
+from mtl.core.tasks import task_of
+from mtl.data import cache, counts, prepared
 from mtl.data import csv_builder as cb
 from mtl.data import schema as sc
 from mtl.data.dataset import Dataset
@@ -80,6 +81,9 @@ def layout(schema: sc.Schema, encoding: dict):
       dense.append(f.name)
       if f.missing_indicator:
         dense.append(f'{f.name}_missing')
+      continue
+    if isinstance(f, sc.Count):  # '<name>.count', '<name>.<label>'
+      dense += counts.outputs(f)
       continue
     table = schema.table_of(f.name)
     size = sc.table_size(tables[table])
@@ -197,7 +201,7 @@ def _dataset(
     for s, a in raw.items()
   }
   dense, sparse, columns = layout(schema, encoding)
-  tasks = tuple(Task(t.name, t.kind, t.weight) for t in schema.tasks)
+  tasks = tuple(task_of(t, encoding['labels']) for t in schema.tasks)
   task_names = tuple(t.name for t in tasks)
   check_no_label_leakage(
     **splits['train'],

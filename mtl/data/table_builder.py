@@ -20,10 +20,14 @@ table is ever whole in memory. Three streaming passes:
    History (schema kind 'history'): rows sorted by (user, time, row); a row's
    history is the sorted rows of its user with a time strictly below its
    own (an equal time is excluded, so is the row itself), the last
-   `max_len` of them, oldest first. Every split's rows count as behaviour:
-   a test row's history holds the user's earlier train rows, and a train
-   row's the earlier test rows (their items, never their labels).
+   `max_len` of them, oldest first; each user's last `max_len` items are
+   kept with the encoding (history_tails.py, for prediction). Every
+   split's rows count as behaviour: a test row's history holds the user's
+   earlier train rows, and a train row's the earlier test rows (their
+   items, never their labels).
    Sessions (schema kind 'session'): `sessions` on the held users and times.
+   Counts (schema kind 'count'): each row's key, time and 0/1 labels are
+   held; cf.Log sums every split's strictly earlier rows of its key.
 2. fit, on the training rows only: each vocabulary (value counts, then
    `min_count`), each dense feature's moments after its transform and over
    its present values (cb.Moments), each regression label's moments on its
@@ -59,7 +63,9 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from mtl.data import cache
+from mtl.data import counts as cf
 from mtl.data import csv_builder as cb
+from mtl.data import history_tails as ht
 from mtl.data import schema as sc
 from mtl.data.table_files import (
   Joined,
@@ -148,16 +154,25 @@ class Plan:
     texts_ |= set(holdout.get('stratify', ()))
     need = sorted(times | texts_)
     held = {c: [] for c in need}
+    count_features = schema.of(sc.Count)
+    logs = {f.name: (cf.Keys(), [], []) for f in count_features}
+    count_columns = [c for f in count_features for c in cf.columns(f)]
     self.sizes = []
     for source, _ in sources:
       n = 0
-      usecols = need or source.columns()[:1]
+      usecols = list(dict.fromkeys(need + count_columns))
+      usecols = usecols or source.columns()[:1]
       for start, chunk in source.chunks(chunksize, usecols):
         offsets = start + np.arange(len(chunk))
         n += len(chunk)
         for c in need:
           read = numbers if c in times else texts
           held[c].append(read(chunk, c, offsets, source.path))
+        for f in count_features:
+          keys, time, labels = logs[f.name]
+          keys.add(cf.keys_of(chunk, f.key))
+          time.append(cf.times_of(f, chunk, offsets, source.path))
+          labels.append(cf.labels_of(f, chunk, offsets, source.path))
       if not n:
         raise DataError(f'{source.path}: has no data rows, expected some')
       self.sizes.append(n)
@@ -165,6 +180,11 @@ class Plan:
     self.num_rows = int(self.bases[-1])
     held = {c: np.concatenate(v) for c, v in held.items()}
     self.codes = self._codes(split, held)
+    self.counts = {}
+    for f in count_features:
+      keys, time, labels = logs[f.name]
+      time, labels = np.concatenate(time), np.concatenate(labels)
+      self.counts[f.name] = cf.Log(f, keys, time, labels, self.codes == 0)
     self.history = {
       h.name: self._history(h, held, schema) for h in schema.of(sc.History)
     }
@@ -230,7 +250,8 @@ class Plan:
     end[order] = run_start  # earlier rows of the user: [user_start, run)
     begin[order] = np.maximum(user_start, run_start - h.max_len)
     items = held[schema[h.item].column][order]
-    return {'begin': begin, 'end': end, 'items': items}
+    tails = ht.tails(held[h.user][order], items, h.max_len)
+    return {'begin': begin, 'end': end, 'items': items, 'tails': tails}
 
 
 def holdout(by, n: int, *, fraction: float, seed: int, stratify) -> np.ndarray:
@@ -310,6 +331,7 @@ class Table(cache.ShardBuilder):
     """(F dense, S sparse, T tasks) columns of a record."""
     s = self.schema
     dense = sum(1 + f.missing_indicator for f in s.of(sc.Dense))
+    dense += sum(len(cf.outputs(f)) for f in s.of(sc.Count))
     sparse = len(s.of(sc.Categorical)) + sum(
       f.max_len for f in s.of(sc.Sequence) + s.of(sc.History)
     )
@@ -366,6 +388,8 @@ class Table(cache.ShardBuilder):
     del dl_manager
     sources = self._sources()
     for source, _ in sources:
+      for f in self.schema.of(sc.Count):
+        cf.check_columns(f, source.columns(), source.path)
       sc.check_columns(self.schema, source.columns(), source.path)
     split = self.builder_config.spec['split']
     plan = Plan(sources, split, self.schema, self.chunksize)
@@ -429,7 +453,10 @@ class Table(cache.ShardBuilder):
     counts = {f.name: Counter() for f in counted}
     dense = {f.name: cb.Moments((f.name,)) for f in s.of(sc.Dense)}
     labels = {t.name: cb.Moments((t.name,)) for t in s.tasks}
-    for source, start, chunk, _, keep in self._rows(plan, 0):
+    fitted = {f.name: cb.Moments(tuple(cf.outputs(f))) for f in s.of(sc.Count)}
+    for source, start, chunk, rows, keep in self._rows(plan, 0):
+      for name, log in plan.counts.items():
+        fitted[name].update(log.values(rows[keep]))
       chunk = chunk[keep]
       offsets = start + np.flatnonzero(keep)
       for f in counted:
@@ -455,7 +482,7 @@ class Table(cache.ShardBuilder):
         tables[f.name] = {
           'vocabulary': sc.fit_vocabulary(counts[f.name], f.min_count)
         }
-    return {
+    out = {
       'tables': tables,
       'dense': {n: m.finish()[n] for n, m in dense.items()},
       'labels': {n: m.finish()[n] for n, m in labels.items()},
@@ -464,6 +491,18 @@ class Table(cache.ShardBuilder):
         for code, name in enumerate(SPLITS)
       },
     }
+    if plan.history:  # Each user's latest items, for prediction.
+      out['histories'] = {n: h['tails'] for n, h in plan.history.items()}
+    if fitted:  # Only then: other tables' metadata keeps its keys.
+      out['counts'] = {
+        name: {
+          'moments': fitted[name].finish(),
+          'priors': log.priors,
+          'totals': log.totals,
+        }
+        for name, log in plan.counts.items()
+      }
+    return out
 
   def _dense_raw(self, f: sc.Dense, chunk, offsets, source) -> np.ndarray:
     """float64 [n] after the transform; NaN where missing."""
@@ -563,6 +602,9 @@ class Table(cache.ShardBuilder):
       for f in s.features:
         if isinstance(f, sc.Dense):
           dense += self._dense(f, chunk, offsets, source, encoding)
+        elif isinstance(f, sc.Count):
+          x = plan.counts[f.name].values(rows)
+          dense += cf.standardise(f, x, encoding['counts'][f.name])
         elif isinstance(f, sc.Categorical):
           ids = lookups[f.name](cell_values(f, chunk).to_numpy(object))
           sparse.append(ids[:, None])

@@ -6,6 +6,7 @@ keyword arguments of the pure builders, so a wrong key fails at construction
 with the key's name.
 """
 
+import dataclasses
 import difflib
 
 import jax
@@ -78,6 +79,9 @@ def load_dataset(config: ml_collections.ConfigDict):
   if multi and chief:
     multihost_utils.sync_global_devices('mtl: dataset prepared')
   prepared.forget_builders()  # TFDS would keep the vocabularies alive.
+  tasks = tasks_lib.with_task_loss(dataset.tasks, config.get('task_loss'))
+  if tasks != dataset.tasks:  # config.task_loss: binary tasks' own losses
+    dataset = dataclasses.replace(dataset, tasks=tasks)
   # Entire-space models (ESMM, AITM) re-target a click/conversion dataset.
   adapted = ARCHITECTURES[config.model_name].adapt_dataset(dataset)
   if config.input_mode == 'stream' and adapted is not dataset:
@@ -96,6 +100,11 @@ def make_weighting(config: ml_collections.ConfigDict):
   return WEIGHTINGS[config.weighting_name](**kwargs)
 
 
+def _section(config, key: str) -> dict | None:
+  section = config.get(key)
+  return None if section is None else section.to_dict()
+
+
 def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   """Model, optimizer and weighting method of a config, for a dataset."""
   _choose('input_mode', config.input_mode, INPUT_MODES)
@@ -109,6 +118,11 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
     tower_dropout=config.towers.dropout,
     # Two towers split the embedded features by name (input_layout).
     feature_names=tuple(dataset.dense_names) + tuple(dataset.sparse_names),
+    # Wide & Deep and feature crosses; a workdir recorded before these keys
+    # existed has none of them: the plain model.
+    wide=_section(config, 'wide'),
+    interaction=config.get('interaction', 'none'),
+    cross=_section(config, 'cross'),
   )
   # Sparse embedding updates (optimizer.sparse) choose among these tables.
   _, tables = embedding.lookups(model.vocab_sizes, model.embed_dim)

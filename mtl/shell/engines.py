@@ -37,6 +37,37 @@ def _pad(dataset, batch):
   }
 
 
+def stack_select(mask, new, old):
+  """Per-task params [S, ...]: slot t is `new` where mask[t], else `old`'s
+  (old None: `new` in every slot). New arrays, never `new`'s own."""
+  if old is None:
+    return jax.tree.map(lambda x: jnp.stack([x] * len(mask)), new)
+  m = jnp.asarray(mask)
+  return jax.tree.map(
+    lambda a, b: jnp.where(m.reshape((-1,) + (1,) * a.ndim), a[None], b),
+    new,
+    old,
+  )
+
+
+def per_task_abstract(abstract, slots: int):
+  """The abstract state of a best checkpoint: per-task params (slots > 1)
+  stacked [slots, ...], else as trained."""
+  if slots <= 1:
+    return abstract
+  return abstract._replace(
+    params=jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((slots, *x.shape), x.dtype),
+      abstract.params,
+    )
+  )
+
+
+def task_params(stacked, t: int):
+  """Slot t of per-task params stacked [S, ...]."""
+  return jax.tree.map(lambda x: x[t], stacked)
+
+
 class Single:
   """One member; every input mode and data-parallel backend."""
 
@@ -164,10 +195,16 @@ class Single:
     return state if self._parallel is None else self._parallel.put_state(state)
 
   def select(self, improved, new, old, *, copy: bool = True):
+    """`new` where improved[0] (one slot per selection, [1, S]), else
+    `old`; with per-task slots (S > 1) a tree stacked [S, ...], slot t of
+    `new` where improved[0][t] (old None: `new` in every slot)."""
     # A copy: the state's own arrays are donated to the next step (after
     # the last epoch there is none: `copy=False` spares the model's size).
-    if not improved[0]:
+    (row,) = improved
+    if not any(row):
       return old
+    if len(row) > 1:
+      return stack_select(row, new, old)
     return jax.tree.map(jnp.copy, new) if copy else new
 
   def member_params(self, params, j: int):
@@ -300,12 +337,12 @@ class Population:
     return state
 
   def select(self, improved, new, old, *, copy: bool = True):
-    """Member k of `new` where improved[k], else of `old` (None: no member
-    has a best yet, `new`: a copy unless `copy` is False, after the last
-    step)."""
+    """Member k of `new` where improved[k] (its one slot), else of `old`
+    (None: no member has a best yet, `new`: a copy unless `copy` is False,
+    after the last step)."""
     if old is None:
       return jax.tree.map(jnp.copy, new) if copy else new
-    mask = jnp.asarray(improved)
+    mask = jnp.asarray([any(row) for row in improved])
     return jax.tree.map(
       lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
       new,

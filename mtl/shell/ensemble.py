@@ -30,7 +30,9 @@ from mtl.core import ranking_metrics as rm
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES
 from mtl.data import pipeline
+from mtl.errors import ConfigError
 from mtl.shell import build, checkpoint, keywords, members
+from mtl.shell import selection as selection_lib
 from mtl.shell.workdir import write_json
 
 
@@ -60,8 +62,8 @@ class Members:
 
 
 def load(config, workdir) -> Members:
-  """The best-epoch params (checkpoints_best; checkpoints without
-  select_best) of the run or population trained in `workdir`.
+  """The best-epoch params (checkpoints_best; checkpoints with select_best
+  'last') of the run or population trained in `workdir`.
 
   `config` gives the architecture and the data (any seed); the members are
   those the workdir's results.json lists (else the config's population).
@@ -105,7 +107,13 @@ def load(config, workdir) -> Members:
     )
   else:
     names, abstract = [workdir.name], one
-  sub = 'checkpoints_best' if config.select_best else 'checkpoints'
+  mode = selection_lib.mode_of(config.select_best)
+  if mode == 'per_task':
+    raise ConfigError(
+      f"{workdir}: select_best is 'per_task' (params per task), expected "
+      "'first', 'mean' or 'last': a member is one model's params"
+    )
+  sub = 'checkpoints' if mode == 'last' else 'checkpoints_best'
   params, _ = checkpoint.restore_params(workdir / sub, abstract)
   if abstract is not one:
     params = [jax.tree.map(lambda x, j=j: x[j], params) for j in range(k)]

@@ -1,14 +1,19 @@
 """`mtl-eval --workdir=W [--checkpoint=best|latest|<step>]
 [--split=validation|test|<file>]`: every metric of a trained run's tasks.
 
-Writes <W>/eval_<split>.json (a file split: eval_<file stem>.json; a
-population: one per member under members/<name>/ and a list of them in W).
+Writes <W>/eval_<split>_<checkpoint>.json, the checkpoint named by its step:
+'best_step<N>' (checkpoints_best/) or 'step<N>' (checkpoints/); a file split
+is named by its stem (eval_<stem>_<checkpoint>.json). An existing file that
+holds another evaluation (another file of that stem) is never replaced: the
+next free name, eval_<split>_<checkpoint>-2.json, ... is taken. A population
+writes one per member under members/<name>/ and a list of them in W.
 The metrics results.json reports are computed by the same compiled program
 as training's evaluation (the eval step, scanned over the split padded to
 eval_batch_size), so for the same checkpoint they are equal to results.json's
 bit for bit: `val/auc/<task>` (binned, mtl/core/metrics.py),
-`val/logloss/<task>`, `val/mse/<task>`. On top, from per-row outputs on the
-host (float64):
+`val/logloss/<task>` (the plain BCE, also for a task trained with
+pos_weight or a focal loss), `val/mse/<task>` and `val/rmse/<task>` (in the
+label's units). On top, from per-row outputs on the host (float64):
 
   <p>/gauc/<task>            impression-weighted mean of per-user AUCs (users
                              with both classes), where a user column exists
@@ -19,12 +24,19 @@ host (float64):
   <p>/predicted_mean/<task>  mean probability; observed_rate: the label mean
   <p>/mae/<task>             mean absolute error of a regression (in the
                              trained label space, as its mse)
+  <p>/xauc/<task>            a regression's or weighted_logistic task's
+                             share of same-user pairs with different labels
+                             ordered like them, where a user column exists
 
 The checkpoint defaults to what results.json reports: the best epoch's
-(checkpoints_best/) when select_best, else the latest. Bad input is one line
-(`mtl-eval: error: ...`, exit 2).
+(checkpoints_best/) unless select_best is 'last', else the latest; with
+'per_task' each task's metrics are those of its own best epoch's params, as
+in results.json. Bad input is one line (`mtl-eval: error: ...`, exit 2).
 """
 
+import dataclasses
+import itertools
+import json
 import pathlib
 
 import jax
@@ -104,9 +116,9 @@ def _eval_program(run: restore.Run):
   return jax.jit(scanned)
 
 
-def _logits(run: restore.Run, params, split: dict) -> np.ndarray:
+def _logits(run: restore.Run, params, split: dict, per_task=False):
   """Per-row logits [K, T, N] (each task on its head row)."""
-  fn = restore.make_outputs(run, logits=True)
+  fn = restore.make_outputs(run, logits=True, per_task=per_task)
   if run.is_population:
     fn = jax.vmap(fn, in_axes=(0, None, None))
   else:
@@ -155,6 +167,9 @@ def host_metrics(run, logits, split, prefix, users=None) -> tuple[dict, dict]:
     z, y = logits[t][keep], split['labels'][t][keep].astype(np.float64)
     if not keep.any():
       continue
+    if task.kind != 'binary' and users is not None:
+      x = ranking_metrics.xauc(y, z, users[keep])
+      scalars[f'{prefix}/xauc/{task.name}'] = None if np.isnan(x) else x
     if task.kind == 'regression':
       scalars[f'{prefix}/mae/{task.name}'] = ranking_metrics.mae(y, z)
       continue
@@ -175,6 +190,48 @@ def host_metrics(run, logits, split, prefix, users=None) -> tuple[dict, dict]:
       g = ranking_metrics.gauc(y, p, users[keep])
       scalars[f'{prefix}/gauc/{task.name}'] = None if np.isnan(g) else g
   return scalars, tables
+
+
+def label_stds(run: restore.Run) -> tuple:
+  """The run's tasks with the std each regression's label was divided by
+  (a table's `scale: 'standard'`; preprocessing.json's label moments), so
+  that rmse is in the label's units, as the trainer's results.json."""
+  _, scale, _, _ = restore.output_transform(run)
+  return tuple(
+    dataclasses.replace(t, label_std=float(scale[i]))
+    if t.kind == 'regression'
+    else t
+    for i, t in enumerate(run.tasks)
+  )
+
+
+def file_stem(name: str, where: dict) -> str:
+  """'eval_<split>_best_step<N>' or 'eval_<split>_step<N>': which split
+  and which checkpoint (checkpoints_best/ or checkpoints/) was evaluated."""
+  best = pathlib.Path(where['checkpoint']).name == 'checkpoints_best'
+  return f'eval_{name}_{"best_" if best else ""}step{where["step"]}'
+
+
+def _text(value: dict) -> str:
+  return json.dumps(value, indent=2, sort_keys=True) + '\n'  # write_json's
+
+
+def write_new(files: list[tuple[pathlib.Path, str, dict]]) -> list:
+  """Writes each (directory, stem, value) to <directory>/<stem>.json, or,
+  when any of them holds another evaluation, all to the first free
+  <stem>-<i>.json (i = 2, 3, ...): an existing file is only ever rewritten
+  with the same contents. Returns the paths written."""
+  for i in itertools.count(1):
+    end = '.json' if i == 1 else f'-{i}.json'
+    paths = [d / (stem + end) for d, stem, _ in files]
+    if all(
+      not q.exists() or q.read_text() == _text(v)
+      for q, (_, _, v) in zip(paths, files, strict=True)
+    ):
+      for q, (_, _, v) in zip(paths, files, strict=True):
+        write_json(q, v)
+      return paths
+  raise AssertionError('unreachable')
 
 
 def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
@@ -202,10 +259,13 @@ def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
     data, prefix, name = read_file(run, path), 'eval', path.name.split('.')[0]
   params, where = restore.restore_params(run, checkpoint)
   padded = pipeline.pad_split(data, run.config.eval_batch_size)
-  counts = jax.device_get(_eval_program(run)(params, jax.device_put(padded)))
+  per_task = where.get('per_task', False)  # select_best 'per_task'
+  counts = restore.eval_counts(
+    run, _eval_program(run), params, jax.device_put(padded), per_task=per_task
+  )
   if not run.is_population:
     counts = jax.tree.map(lambda x: np.asarray(x)[None], counts)
-  logits = _logits(run, params, data)
+  logits = _logits(run, params, data, per_task)
   user = preprocessing.user_feature(run.artefact)
   users = (
     None
@@ -214,10 +274,10 @@ def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
   )
   if user is not None and run.artefact['kind'] == 'table':
     users = np.where(users == sc.OOV_ID, -1 - np.arange(len(users)), users)
-  results = []
+  results, tasks = [], label_stds(run)
   for j, m in enumerate(run.members):
     metrics = metrics_lib.summarize_eval(
-      jax.tree.map(lambda x, j=j: x[j], counts), run.tasks, prefix
+      jax.tree.map(lambda x, j=j: x[j], counts), tasks, prefix
     )
     extra, tables = host_metrics(run, logits[j], data, prefix, users)
     out = {
@@ -229,13 +289,15 @@ def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
       'metrics': {**metrics, **extra},
       'calibration': tables,
     }
-    write_json(restore.member_dir(run, j) / f'eval_{name}.json', out)
     results.append(out)
+  stem = file_stem(name, where)
+  files = [(restore.member_dir(run, j), stem, r) for j, r in enumerate(results)]
   if run.is_population:
     summary = {'split': split, **where, 'members': results}
-    write_json(workdir / f'eval_{name}.json', summary)
-    return summary
-  return results[0]
+    files.append((workdir, stem, summary))
+  paths = write_new(files)
+  out = summary if run.is_population else results[0]
+  return {**out, 'file': str(paths[-1])}
 
 
 def _add_flags(p) -> None:
@@ -258,6 +320,7 @@ def _main(args) -> None:
     shown = {k: v for k, v in r['metrics'].items() if v is not None}
     who = f'{r["member"]}  ' if r['member'] else ''
     print(who + '  '.join(f'{k} {v:.4f}' for k, v in shown.items()), flush=True)
+  print(f'wrote {out["file"]}', flush=True)
 
 
 def run(argv=None) -> None:

@@ -11,7 +11,9 @@ DIR holds:
                       Lowered for cpu and, where lowering works, cuda and
                       tpu (--platforms); no accelerator is needed to lower.
   params.npz          the checkpoint's parameters ('000', '001', ...); a
-                      population has members/<name>/params.npz per member
+                      population has members/<name>/params.npz per member;
+                      select_best 'per_task': each task's params stacked
+                      [T, ...], task t's output from params t
   preprocessing.json  the run's encoding of raw rows (mtl.data
                       .preprocessing), for serving from raw rows
   signature.json      inputs, outputs (tasks, kinds), platforms, members,
@@ -85,7 +87,7 @@ def export(
   params, where = restore.restore_params(run, checkpoint)
   members = _member_params(run, params)
   leaves, treedef = jax.tree.flatten(members[0])
-  outputs = restore.make_outputs(run)
+  outputs = restore.make_outputs(run, per_task=where.get('per_task', False))
 
   def infer(flat, dense, sparse):
     return outputs(jax.tree.unflatten(treedef, list(flat)), dense, sparse)

@@ -10,7 +10,7 @@ import numpy as np
 
 from mtl.core import metrics as metrics_lib
 from mtl.data import preprocessing
-from mtl.shell import console
+from mtl.shell import console, engines, selection
 from mtl.shell import members as members_lib
 from mtl.shell.workdir import truncate_metrics, write_json
 from mtl.shell.writers import Writers
@@ -85,6 +85,59 @@ def eval_lines(engine, params, split, tasks, prefix):
   ]
 
 
+def selected_epochs(best: dict, j: int, tasks, num_epochs: int):
+  """Member j's selected epoch (the last where no evaluation selects);
+  with 'per_task' {task: its epoch}."""
+  epochs = selection.selected_epochs(best, j, num_epochs)
+  if best['mode'] == 'per_task':
+    return {t.name: e for t, e in zip(tasks, epochs, strict=True)}
+  return epochs[0] if epochs else num_epochs
+
+
+def final_lines(engine, params, tasks, task_epochs=None) -> list[dict]:
+  """Each member's validation and test metrics of `params`; with
+  `task_epochs` ({task: epoch}, 'per_task': params stacked [T, ...]) each
+  task's metrics are those of its own params, evaluated once per epoch."""
+  final = [{} for _ in range(engine.size)]
+  for split, prefix in (('validation', 'val'), ('test', 'test')):
+    if task_epochs is None:
+      for j, s in enumerate(eval_lines(engine, params, split, tasks, prefix)):
+        final[j].update(s)
+      continue
+    epochs = list(task_epochs.values())
+    lines = {}  # epoch -> the metrics of its params
+    for t, task in enumerate(tasks):
+      if epochs[t] not in lines:
+        one = engines.task_params(params, t)
+        lines[epochs[t]] = eval_lines(engine, one, split, tasks, prefix)[0]
+      final[0].update(
+        (k, v)
+        for k, v in lines[epochs[t]].items()
+        if k.split('/', 2)[-1] == task.name
+      )
+  return final
+
+
+def stopped_early(best, patience, step, spe, total):
+  """results.json's record of an early stop (None: trained to the end)."""
+  if not (selection.exhausted(best, patience) and step < total):
+    return None
+  epoch = step // spe
+  what = {'per_task': 'any task', 'mean': "the tasks' mean"}.get(
+    best['mode'], 'the first task'
+  )
+  many = ' of any member' if len(best['wait']) > 1 else ''
+  return {
+    'epoch': epoch,
+    'patience': patience,
+    'why': (
+      f'stopped early after epoch {epoch} of {total // spe}: {patience} '
+      f'evaluation(s) in a row without a better validation score of {what}'
+      f'{many} (early_stopping.patience={patience})'
+    ),
+  }
+
+
 def eval_line(epoch, num_epochs, per_member, prefix) -> str:
   """'epoch 3/12  val auc/income 0.9412 ...' (a population: the mean)."""
   if len(per_member) == 1:
@@ -107,7 +160,7 @@ def member_result(
   tasks,
   final: dict,
   *,
-  selected_epoch: int,
+  selected_epoch,
   steps: int,
   resumed_from_step: int,
   num_params: int,
@@ -116,6 +169,7 @@ def member_result(
   nonfinite_skipped: int,
   examples_per_s,
   wall_time_s: float,
+  stopped_early=None,
 ) -> dict:
   """One member's results.json: the same schema for a single run."""
   return {
@@ -130,7 +184,9 @@ def member_result(
     'learning_rate': m['learning_rate'],
     'task_weights': list(m['task_weights']),
     'tasks': [t.name for t in tasks],
+    'select_best': selection.mode_of(config.select_best),
     'selected_epoch': selected_epoch,
+    'stopped_early': stopped_early,
     'num_epochs': config.num_epochs,
     'steps': steps,
     'resumed_from_step': resumed_from_step,
@@ -158,9 +214,12 @@ def print_summary(results, workdir, is_population) -> None:
     console.say(line.split('  ', 1)[1])
   else:
     r = results[0]
+    epoch = r['selected_epoch']
+    if isinstance(epoch, dict):  # per_task
+      epoch = ', '.join(f'{t} {e}' for t, e in epoch.items())
     console.say(
       f'val   {console.format_metrics(r["validation"], "val")}  '
-      f'(epoch {r["selected_epoch"]} of {r["num_epochs"]})'
+      f'(epoch {epoch} of {r["num_epochs"]})'
     )
     console.say(f'test  {console.format_metrics(r["test"], "test")}')
   console.say(f'workdir {workdir}')

@@ -9,7 +9,9 @@ builders' own encoders; an unseen category gets the OOV id) and written to
 the output Parquet (or CSV) file as it goes. Columns: one per task, a
 probability (binary) or a value in the label's units (regression; a table's
 scale and log1p undone); a population has one per task and member,
-`<task>/<member>`. --keep=COL copies input columns (ids) to the output first.
+`<task>/<member>`; a run of select_best 'per_task' outputs each task from
+its own best epoch's params. --keep=COL copies input columns (ids) to the
+output first.
 
 The input's columns must be the run's inputs, optionally its label columns
 and the --keep columns: a missing or an unknown column is one line
@@ -37,10 +39,11 @@ def output_names(run: restore.Run) -> list[str]:
   return [f'{t}/{m["name"]}' for m in run.members for t in names]
 
 
-def make_predict(run: restore.Run, params, batch_size: int):
+def make_predict(run: restore.Run, params, batch_size: int, per_task=False):
   """`predict(dense, sparse) -> [n, outputs]` f32 on numpy rows, in padded
-  batches of `batch_size` (one compiled shape)."""
-  fn = restore.make_outputs(run)
+  batches of `batch_size` (one compiled shape); per_task: params stacked
+  [T, ...], task t from params t (select_best 'per_task')."""
+  fn = restore.make_outputs(run, per_task=per_task)
   if run.is_population:
     fn = jax.vmap(fn, in_axes=(0, None, None))
   fn = jax.jit(fn)
@@ -120,9 +123,9 @@ def predict(
   source = enc.source(input_path)
   columns = source.columns()
   enc.check_columns(columns, input_path, labels=False, keep=keep)
-  params, _ = restore.restore_params(run, checkpoint)
+  params, where = restore.restore_params(run, checkpoint)
   names = output_names(run)
-  fn = make_predict(run, params, batch_size)
+  fn = make_predict(run, params, batch_size, where.get('per_task', False))
   writer, rows = _Writer(output_path), 0
   try:
     for start, chunk in source.chunks(batch_size, columns):

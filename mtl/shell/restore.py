@@ -8,7 +8,9 @@ may be writing; checkpoints are read as they were committed):
   preprocessing.json  inputs, vocabulary sizes and tasks (mtl.data
                       .preprocessing); a workdir written before it existed
                       loads its dataset instead
-  checkpoints_best/   'best' (what results.json reports when select_best)
+  checkpoints_best/   'best' (what results.json reports unless select_best
+                      is 'last'); with 'per_task' one params per task,
+                      stacked [T, ...]: task t's output is that of params t
   checkpoints/        'latest' or a step number
 
 `make_outputs` is the inference function of them all: the eval step's
@@ -29,7 +31,7 @@ import numpy as np
 from mtl.core import tasks as tasks_lib
 from mtl.data import preprocessing
 from mtl.errors import CheckpointError, WorkdirError
-from mtl.shell import build, checkpoint, members
+from mtl.shell import build, checkpoint, members, selection
 from mtl.shell.workdir import CONFIG_FILE
 
 
@@ -104,7 +106,7 @@ def open_run(workdir, *, dataset=None) -> Run:
   return Run(workdir, config, artefact, tasks, model, who)
 
 
-def abstract_params(run: Run):
+def abstract_params(run: Run, *, per_task: bool = False):
   example = {
     'dense': jnp.zeros((2, len(run.artefact['dense_names'])), jnp.float32),
     'sparse': jnp.zeros((2, len(run.artefact['sparse_names'])), jnp.int32),
@@ -112,9 +114,9 @@ def abstract_params(run: Run):
   one = jax.eval_shape(
     lambda: run.model.init(jax.random.key(0), example, train=False)['params']
   )
-  if not run.is_population:
+  if not (run.is_population or per_task):
     return one
-  k = len(run.members)
+  k = len(run.tasks) if per_task else len(run.members)
   return jax.tree.map(
     lambda x: jax.ShapeDtypeStruct((k, *x.shape), x.dtype), one
   )
@@ -131,7 +133,7 @@ def choose(run: Run, which: str) -> tuple[pathlib.Path, list[int]]:
   'latest' or a step number; 'default' is what results.json reports."""
   best, latest = run.workdir / 'checkpoints_best', run.workdir / 'checkpoints'
   if which == 'default':
-    which = 'best' if run.config.select_best and _steps(best) else 'latest'
+    which = 'best' if _mode(run) != 'last' and _steps(best) else 'latest'
   if which in ('best', 'latest'):
     directory = best if which == 'best' else latest
     steps = _steps(directory)[::-1]
@@ -157,14 +159,21 @@ def choose(run: Run, which: str) -> tuple[pathlib.Path, list[int]]:
   )
 
 
+def _mode(run: Run) -> str:
+  return selection.mode_of(run.config.select_best)
+
+
 def restore_params(run: Run, which: str = 'default'):
   """(params, {'checkpoint': directory, 'step': step}) of a checkpoint.
 
   A corrupt checkpoint (checksums) is skipped for 'best' and 'latest', as
-  training's resume does, and an error for a step asked by number.
+  training's resume does, and an error for a step asked by number. The
+  best params of a 'per_task' run are stacked [T, ...], and the second
+  value says so ('per_task': True).
   """
   directory, steps = choose(run, which)
-  abstract = checkpoint._to_disk(abstract_params(run))
+  per_task = _mode(run) == 'per_task' and directory.name == 'checkpoints_best'
+  abstract = checkpoint._to_disk(abstract_params(run, per_task=per_task))
   ckpt = checkpoint.Checkpointer(directory, read_only=True, async_save=False)
   problems = []
   try:
@@ -182,11 +191,27 @@ def restore_params(run: Run, which: str = 'default'):
         problems.append(f'step {step}: {e}')
         continue
       params = jax.tree.map(jnp.asarray, state['params'])
-      return params, {'checkpoint': str(directory), 'step': int(step)}
+      where = {'checkpoint': str(directory), 'step': int(step)}
+      return params, {**where, 'per_task': True} if per_task else where
   finally:
     ckpt.close()
   raise CheckpointError(
     f'{directory}: no checkpoint restores ({"; ".join(problems)})'
+  )
+
+
+def eval_counts(run: Run, program, params, data, *, per_task: bool = False):
+  """The eval program's counts (each [T, ...]) of `params` on `data`; with
+  per_task (params stacked [T, ...]) task t's row from params t, as the
+  trainer's per-task results."""
+  if not per_task:
+    return jax.device_get(program(params, data))
+  each = [
+    jax.device_get(program(jax.tree.map(lambda x, t=t: x[t], params), data))
+    for t in range(len(run.tasks))
+  ]
+  return jax.tree.map(
+    lambda *xs: np.stack([x[t] for t, x in enumerate(xs)]), *each
   )
 
 
@@ -212,17 +237,29 @@ def output_transform(run: Run) -> tuple[np.ndarray, ...]:
   return binary, scale, shift, log1p
 
 
-def make_outputs(run: Run, *, logits: bool = False):
+def make_outputs(run: Run, *, logits: bool = False, per_task: bool = False):
   """`outputs(params, dense, sparse) -> [T, B] f32` (or the eval step's
-  logits [T, B], each task on its head row, with logits=True)."""
+  logits [T, B], each task on its head row, with logits=True). With
+  per_task, params are stacked [T, ...] and row t is params t's task t."""
   rows = np.asarray(tasks_lib.head_rows(run.tasks))
   binary, scale, shift, log1p = (jnp.asarray(a) for a in output_transform(run))
   scale, shift = scale.astype(jnp.float32), shift.astype(jnp.float32)
 
-  def outputs(params, dense, sparse):
-    z = run.model.apply(
+  def forward(params, dense, sparse):
+    return run.model.apply(
       {'params': params}, {'dense': dense, 'sparse': sparse}, train=False
     )[rows]
+
+  def outputs(params, dense, sparse):
+    if per_task:  # Each task's own forward pass, as it was evaluated.
+      z = jnp.stack(
+        [
+          forward(jax.tree.map(lambda x, t=t: x[t], params), dense, sparse)[t]
+          for t in range(len(run.tasks))
+        ]
+      )
+    else:
+      z = forward(params, dense, sparse)
     if logits:
       return z
     value = z * scale[:, None] + shift[:, None]

@@ -22,11 +22,10 @@ import ml_collections
 import numpy as np
 
 from mtl.core import diagnostics
-from mtl.core import metrics as metrics_lib
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES
 from mtl.data import pipeline, streaming
-from mtl.errors import ConfigError, WorkdirError
+from mtl.errors import WorkdirError
 from mtl.shell import (
   build,
   checkpoint,
@@ -34,6 +33,7 @@ from mtl.shell import (
   engines,
   keywords,
   preemption,
+  selection,
   validate,
 )
 from mtl.shell import members as members_lib
@@ -46,34 +46,6 @@ from mtl.shell.workdir import write_json
 # backends deadlock with ~32-64 queued steps (docs/ARCHITECTURE.md);
 # waiting on a tiny result every few dispatches costs nothing.
 MAX_INFLIGHT_DISPATCHES = 8
-
-
-def _check(config, spe: int) -> None:
-  """Settings checked before any training work."""
-  for key, low in (
-    ('num_epochs', 1),
-    ('log_every_steps', 1),
-    ('eval_every_epochs', 1),
-    ('eval_batch_size', 1),
-    ('batch_size', 1),
-    ('steps_per_dispatch', 1),
-    ('diagnostics_every_steps', 0),
-    ('checkpoint.every_steps', 0),
-    ('max_consecutive_nonfinite', 1),
-  ):
-    value = config
-    for part in key.split('.'):
-      value = value[part]
-    if value < low:
-      raise ConfigError(f'{key} is {value}, expected >= {low}')
-  if config.init_from and not (
-    (pathlib.Path(config.init_from) / 'checkpoints').is_dir()
-  ):
-    raise ConfigError(
-      f'init_from {config.init_from} holds no checkpoints/ directory, '
-      'expected the workdir of an earlier run'
-    )
-  del spe
 
 
 def _init_from(config, state, engine):
@@ -132,7 +104,6 @@ def _train(config, wd, t_start: float) -> dict:
   spe = pipeline.steps_per_epoch(
     streaming.train_rows(dataset), config.batch_size
   )
-  _check(config, spe)
   model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
   if is_population:
     members = members_lib.members_of(config, len(train_tasks))
@@ -183,15 +154,17 @@ def _train(config, wd, t_start: float) -> dict:
       f'{config.num_epochs} ({spe * config.num_epochs} steps): use another '
       '--workdir, or as many epochs or more'
     )
-  best = meta.get('best') or {'score': [None] * size, 'epoch': [None] * size}
-  if not isinstance(best['score'], list):  # Written by a single run.
-    best = {'score': [best['score']], 'epoch': [best['epoch']]}
+  mode = selection.mode_of(config.select_best)
+  best = selection.restored(meta.get('best'), size, mode, len(tasks))
   # The params of the best epoch so far, a copy (the state's own arrays are
   # donated to the next step); None until an evaluation picks one, so no
-  # second copy of the model is held while the first epoch trains.
+  # second copy of the model is held while the first epoch trains. With
+  # 'per_task' one per task, stacked [T, ...].
   best_params = None
-  if any(e is not None for e in best['epoch']):
-    saved = best_ckpt.restore_latest(abstract)
+  if any(e is not None for row in best['epoch'] for e in row):
+    saved = best_ckpt.restore_latest(
+      engines.per_task_abstract(abstract, len(best['epoch'][0]))
+    )
     if saved is None:
       raise checkpoint.CheckpointError(
         f'{workdir / "checkpoints_best"}: the best-epoch checkpoint '
@@ -270,8 +243,10 @@ def _train(config, wd, t_start: float) -> dict:
   max_inflight = 1 if jax.process_count() > 1 else MAX_INFLIGHT_DISPATCHES
   k_max = engine.dispatch_steps
   guard = preemption.PreemptionGuard()
+  patience = config.early_stopping.patience
+  stopped = selection.exhausted(best, patience)  # A rerun trains no more.
   with guard:
-    for epoch in range(start_step // spe, config.num_epochs):
+    for epoch in range(start_step // spe, 0 if stopped else config.num_epochs):
       t_epoch = time.time()
       timed = epoch > start_step // spe  # The first epoch here compiles.
       perms = engine.permutation(epoch)
@@ -337,42 +312,47 @@ def _train(config, wd, t_start: float) -> dict:
         val = outputs_lib.eval_lines(
           engine, state.params, 'validation', tasks, 'val'
         )
-        improved = np.zeros(size, bool)
-        for j, scalars in enumerate(val):
+        for scalars in val:
           scalars['val/epoch'] = epoch + 1
-          score = metrics_lib.selection_score(scalars, tasks, 'val')
-          if config.select_best and (
-            best['score'][j] is None or score > best['score'][j]
-          ):
-            best['score'][j], best['epoch'][j] = score, epoch + 1
-            improved[j] = True
+        improved = selection.update(
+          best,
+          [selection.scores(s, tasks, 'val', mode) for s in val],
+          epoch + 1,
+        )
         outputs.write(step, val)
         if chief:
           console.say(
             outputs_lib.eval_line(epoch + 1, config.num_epochs, val, 'val')
           )
-        if improved.any():
+        if np.any(improved):
           best_params = engine.select(
             improved, state.params, best_params, copy=not last
           )
           save(epoch + 1, 0, to=best_ckpt, params=best_params)
-      if step // every > (step - k) // every or last:
+        stopped = selection.exhausted(best, patience)
+      if step // every > (step - k) // every or last or stopped:
         save(epoch + 1, 0)
+      if stopped:
+        break
       if guard.should_stop():
         stop(epoch + 1, 0)
   bar.close()
   ckpt.close()
   best_ckpt.close()
 
-  final_params = state.params
-  if config.select_best and best_params is not None:
-    final_params = best_params
-  final = [{} for _ in range(size)]
-  for split, prefix in (('validation', 'val'), ('test', 'test')):
-    for j, s in enumerate(
-      outputs_lib.eval_lines(engine, final_params, split, tasks, prefix)
-    ):
-      final[j].update(s)
+  selected = [
+    outputs_lib.selected_epochs(best, j, tasks, config.num_epochs)
+    for j in range(size)
+  ]
+  final = outputs_lib.final_lines(
+    engine,
+    state.params if best_params is None else best_params,
+    tasks,
+    selected[0] if mode == 'per_task' and best_params is not None else None,
+  )
+  stopped = outputs_lib.stopped_early(best, patience, step, spe, total)
+  if stopped and chief:
+    console.say(stopped['why'])
   if timed_steps == 0:  # One epoch here: the number includes compilation.
     train_time, timed_steps = time.time() - t_start, max(step - start_step, 1)
   per_s = (
@@ -386,7 +366,8 @@ def _train(config, wd, t_start: float) -> dict:
       m,
       tasks,
       final[j],
-      selected_epoch=best['epoch'][j] or config.num_epochs,
+      selected_epoch=selected[j],
+      stopped_early=stopped,
       steps=int(step),
       resumed_from_step=start_step,
       num_params=int(num_params),

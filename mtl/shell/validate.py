@@ -23,7 +23,8 @@ Rules:
   build.check_names. towers.hidden may be empty (a tower straight to its
   logit, as tests/test_model.py builds); its entries are widths >= 1.
   Across keys: a weight_decay only with 'adamw'; init_from must hold
-  checkpoints/.
+  checkpoints/; wide.crosses are pairs; two towers take neither
+  wide.enabled nor an interaction.
 - Component keywords (architecture, weighting method, dataset loader): the
   type from the component's signature (an int is not a bool or a float; a
   float may be an int; a tuple's entries have their annotated type); an
@@ -57,17 +58,20 @@ import types
 import typing
 
 from mtl.core import optim, parallel, sparse
+from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES, two_tower
+from mtl.core.layers import interactions
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
 from mtl.errors import ConfigError, MtlError
-from mtl.shell import build, members, writers
+from mtl.shell import build, members, selection, writers
 
 
 @dataclasses.dataclass(frozen=True)
 class _Rule:
   """What a value may be: its kind ('int', 'float', 'probability', 'bool',
-  'str', 'choice', 'tuple'), its lower bound, and for a tuple its entries."""
+  'str', 'choice', 'tuple'; 'any': checked elsewhere), its lower bound, and
+  for a tuple its entries."""
 
   kind: str
   low: float = -math.inf
@@ -76,6 +80,7 @@ class _Rule:
   each: '_Rule | None' = None  # a tuple's entries
   nonempty: bool = False  # a tuple
   optional: bool = False  # None is allowed (an unset placeholder)
+  bools: bool = False  # a choice: True and False too (a legacy meaning)
 
 
 def _count(low=1):
@@ -111,7 +116,36 @@ _FIXED = {
   'optimizer.sparse.method': _Rule(
     'choice', choices=tuple(sparse.SPARSE_OPTIMIZERS), optional=True
   ),
-  'select_best': _Rule('bool'),
+  'optimizer.sparse.ftrl.beta': _Rule('float', 0, optional=True),
+  'optimizer.sparse.ftrl.l1': _Rule('float', 0, optional=True),
+  'optimizer.sparse.ftrl.l2': _Rule('float', 0, optional=True),
+  # The wide part's optimizer and L2 on touched embedding rows; the
+  # pairs of embedding_l2_tables are checked in check_config (optim).
+  'optimizer.wide.name': _Rule('choice', choices=optim.WIDE_OPTIMIZERS),
+  'optimizer.wide.learning_rate': _Rule('float', 0, strict=True),
+  'optimizer.wide.l1': _Rule('float', 0),
+  'optimizer.wide.l2': _Rule('float', 0),
+  'optimizer.wide.beta': _Rule('float', 0),
+  'optimizer.embedding_l2': _Rule('float', 0),
+  'optimizer.embedding_l2_tables': _Rule(
+    'tuple', each=_Rule('tuple', each=_Rule('any'))
+  ),  # (table, lambda) pairs: optim.embedding_l2_of
+  # Wide & Deep and crosses (mtl/core/layers/wide.py, interactions.py);
+  # cross feature names are checked when the model sees the data.
+  'wide.enabled': _Rule('bool'),
+  'wide.dense': _Rule('bool'),
+  'wide.crosses': _Rule('tuple', each=_Rule('tuple', each=_Rule('str'))),
+  'wide.cross_buckets': _count(),
+  'interaction': _Rule('choice', choices=interactions.INTERACTIONS),
+  'cross.num_layers': _count(),
+  'cross.low_rank': _count(0),  # 0: full rank
+  'select_best': _Rule('choice', choices=selection.MODES, bools=True),
+  # (task, value) pairs; names, values: tasks_lib.task_loss_pairs.
+  **{
+    f'task_loss.{key}': _Rule('tuple', each=_Rule('tuple', each=_Rule('any')))
+    for key in tasks_lib.LOSS_DEFAULTS
+  },
+  'early_stopping.patience': _count(0),  # 0: off
   'progress_bar': _Rule('bool'),
   'wandb.mode': _Rule('choice', choices=writers.WANDB_MODES),
   'wandb.project': _Rule('str'),
@@ -206,7 +240,12 @@ def _check(key: str, v, rule: _Rule) -> None:
     raise ConfigError(f'{key} is {v!r} ({_what(v)}), expected True or False')
   elif kind == 'str' and not isinstance(v, str):
     raise ConfigError(f'{key} is {v!r} ({_what(v)}), expected a string')
-  elif kind == 'choice' and v not in rule.choices:
+  elif kind == 'choice' and rule.bools and not isinstance(v, bool | str):
+    raise ConfigError(
+      f'{key} is {v!r} ({_what(v)}), expected True or False, or one of '
+      f'{", ".join(rule.choices)}'
+    )
+  elif kind == 'choice' and not isinstance(v, bool) and v not in rule.choices:
     close = difflib.get_close_matches(str(v), list(rule.choices), n=1)
     hint = f' (did you mean {close[0]!r}?)' if close else ''
     raise ConfigError(
@@ -413,6 +452,29 @@ def _check_two_tower(config) -> None:
     )
 
 
+def _check_wide(config) -> None:
+  """Crosses are pairs; two towers take neither a wide part nor an
+  interaction (their score factors into the towers' embeddings)."""
+  for i, pair in enumerate(_get(config, 'wide.crosses') or ()):
+    if len(pair) != 2:
+      raise ConfigError(
+        f'wide.crosses[{i}] is {tuple(pair)}, expected a pair of feature names'
+      )
+  if not issubclass(ARCHITECTURES[config.model_name], two_tower.TwoTower):
+    return
+  interaction = _get(config, 'interaction')
+  if interaction != 'none':
+    raise ConfigError(
+      f'interaction is {interaction!r} with model {config.model_name!r}, '
+      "expected 'none': two towers split x by feature"
+    )
+  if _get(config, 'wide.enabled'):
+    raise ConfigError(
+      f'wide.enabled is True with model {config.model_name!r}, expected '
+      "False: a two-tower score factors into the towers' embeddings"
+    )
+
+
 def check_config(config) -> None:
   """Raises a one-line ConfigError on the first wrong key of `config`."""
   for key in NAMED:
@@ -427,6 +489,8 @@ def check_config(config) -> None:
     'model', 'model.', ARCHITECTURES[name], dict(model.items()) if model else {}
   )
   _check_two_tower(config)
+  _check_wide(config)
+  tasks_lib.task_loss_pairs(_get(config, 'task_loss'))  # names: at load
   _check_weighting(config)
   dataset = _get(config, 'dataset')
   _check_keywords(
@@ -441,11 +505,18 @@ def check_config(config) -> None:
       f'optimizer.weight_decay is {opt.weight_decay} with optimizer '
       f"{opt.name!r}, expected 0, or >= 0 with 'adamw'"
     )
+  optim.wide_optimizer(opt.wide.to_dict())  # l1 only with 'ftrl'.
+  optim.embedding_l2_of(opt.embedding_l2, opt.embedding_l2_tables, None)
   if _get(config, 'population.bagging') and not members.is_population(config):
     raise ConfigError(
       'population.bagging is True without a population, expected '
       'population.size or per-member lists (bagging resamples per member)'
     )
+  selection.check(
+    config.select_best,
+    config.early_stopping.patience,
+    population=members.is_population(config),
+  )
   init_from = _get(config, 'init_from')
   if init_from and not (pathlib.Path(init_from) / 'checkpoints').is_dir():
     raise ConfigError(

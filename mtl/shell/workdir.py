@@ -226,6 +226,18 @@ def _excluded(key: str, chosen_weighting) -> bool:
   )
 
 
+# Values a key once had, as the value that means the same now.
+_LEGACY = {'select_best': {True: 'first', False: 'last'}}
+
+
+def _current(keys: dict) -> dict:
+  """`keys` with legacy values as today's (select_best True: 'first')."""
+  return {
+    k: _LEGACY[k].get(v, v) if k in _LEGACY and isinstance(v, bool) else v
+    for k, v in keys.items()
+  }
+
+
 def _canonical(value) -> str:
   return json.dumps(value, sort_keys=True, separators=(',', ':'))
 
@@ -241,7 +253,7 @@ def fingerprint(config_dict: dict) -> tuple[str, dict[str, Any]]:
     but EXCLUDED_KEYS and the unchosen weighting methods' parameters) to its
     JSON value; `digest` is the sha256 of their canonical JSON.
   """
-  flat = _flatten(_plain(config_dict))
+  flat = _current(_flatten(_plain(config_dict)))
   chosen = flat.get('weighting_name')
   keys = {k: v for k, v in sorted(flat.items()) if not _excluded(k, chosen)}
   return hashlib.sha256(_canonical(keys).encode()).hexdigest(), keys
@@ -370,7 +382,7 @@ def check_config(
       '--config.workdir_allow_changes=True to continue it with this config'
     )
   digest, keys = fingerprint(config_dict)
-  old = record['keys']
+  old = _current(record['keys'])
   one_sided = sorted(old.keys() ^ keys.keys())
   if one_sided:
     logging.warning(

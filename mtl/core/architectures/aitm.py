@@ -35,7 +35,6 @@ from mtl.core.architectures import esmm
 from mtl.core.architectures.base import Backbone
 from mtl.core.layers.experts import ExpertBank
 from mtl.core.layers.mlp import MLP
-from mtl.core.tasks import Task
 
 if TYPE_CHECKING:  # The core does not import the data layer at run time.
   from mtl.data.dataset import Dataset
@@ -55,7 +54,7 @@ def adapt_dataset(ds: 'Dataset') -> 'Dataset':
     }
   tasks = (
     click,
-    Task('ctcvr', 'binary', weight=conversion.weight),
+    dataclasses.replace(conversion, name='ctcvr'),  # Its loss keys.
     dataclasses.replace(conversion, train=False, head='ctcvr'),
   )
   return dataclasses.replace(ds, tasks=tasks, splits=splits)

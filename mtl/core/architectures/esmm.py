@@ -75,7 +75,7 @@ def entire_space(ds: 'Dataset', name: str = 'ctcvr') -> dict:
 def adapt_dataset(ds: 'Dataset') -> 'Dataset':
   """(click, conversion, ...) -> (click, ctcvr, conversion metric-only, ...)."""
   click, conversion = click_and_conversion(ds)
-  ctcvr = Task('ctcvr', 'binary', weight=conversion.weight)
+  ctcvr = dataclasses.replace(conversion, name='ctcvr')  # Its loss keys.
   labels = entire_space(ds)
   splits = {}
   for split, a in ds.splits.items():
