@@ -25,14 +25,18 @@ from mtl.errors import ConfigError
 STEPS_PER_EPOCH = 194
 
 
-def get_config(model_name: str = 'mmoe'):
-  if model_name not in census_models():
+def get_config(arg: str = 'mmoe'):
+  """'MODEL' (the paper's setup) or 'MODEL,PART+PART' (configs/common.py
+  PARTS: the wide part, crosses, selection; census has no 'counts')."""
+  model_name, parts = common.split_arg(arg, 'census', census_models(), 'plain')
+  if 'counts' in parts:
     raise ConfigError(
-      f'configs/census.py: model {model_name!r}, expected one of '
-      f'{", ".join(census_models())}'
+      f"configs/census.py: argument {arg!r}, expected no 'counts' part "
+      '(census rows are people, with no time order to count over)'
     )
   config = common.base_config(model_name, 'census_income')
   config.weighting.dwa.window_steps = STEPS_PER_EPOCH
+  common.apply_parts(config, parts)
   return config
 
 

@@ -258,3 +258,71 @@ def generated_table_config(stem: str, env: str, arg: str):
   d.test_path = f'{folder}/test.parquet'
   d.split = 'files'
   return config
+
+
+# The parts a real-data config (configs/kuairand.py, movielens_table.py,
+# census.py) combines after its model: 'MODEL,PART+PART'. 'plain' is the
+# model alone; the configs' default is the combination chosen on validation
+# by experiments/real_data.py.
+PARTS = (
+  'plain',
+  'counts',
+  'wide',
+  'ftrl',
+  'dcn',
+  'fm',
+  'per_task',
+  'mean',
+  'rare',
+  'l2',
+  'long',
+)
+
+
+def split_arg(arg, stem: str, models, default: str):
+  """'MODEL' or 'MODEL,PART+PART' -> (model, frozenset of parts): MODEL one
+  of `models`, each PART one of PARTS; 'MODEL' alone takes `default`.
+
+  Raises:
+    ConfigError: an unknown model or part, naming the config file.
+  """
+  model_name, _, parts = str(arg or '').partition(',')
+  model_name = model_name or 'mmoe'
+  chosen = frozenset(p for p in (parts or default).split('+') if p)
+  if model_name not in models:
+    raise ConfigError(
+      f'configs/{stem}.py: model {model_name!r}, expected one of '
+      f'{", ".join(sorted(models))} (argument MODEL[,PART+PART...])'
+    )
+  unknown = sorted(chosen - set(PARTS))
+  if unknown:
+    raise ConfigError(
+      f'configs/{stem}.py: part {unknown[0]!r} of argument {arg!r}, '
+      f'expected one of {", ".join(PARTS)}'
+    )
+  return model_name, chosen - {'plain'}
+
+
+def apply_parts(config, parts, rare=()) -> None:
+  """The model and training parts of `parts` (the features are the
+  config's own: 'counts'). wide: the Wide & Deep wide part (ftrl: trained by
+  FTRL-Proximal); dcn / fm: config.interaction; per_task / mean:
+  config.select_best; rare: positive weight 10 on the `rare` tasks; l2:
+  L2 1e-4 on the embedding rows a batch touches; long: 1.5x the epochs."""
+  if 'rare' in parts:
+    config.task_loss.pos_weight = tuple((task, 10.0) for task in rare)
+  if 'l2' in parts:
+    config.optimizer.embedding_l2 = 1e-4
+  if 'long' in parts:
+    config.num_epochs = config.num_epochs * 3 // 2
+  if 'wide' in parts or 'ftrl' in parts:
+    config.wide.enabled = True
+  if 'ftrl' in parts:
+    config.optimizer.wide.name = 'ftrl'
+  if 'dcn' in parts:
+    config.interaction = 'dcn_v2'
+  if 'fm' in parts:
+    config.interaction = 'fm'
+  for mode in ('per_task', 'mean'):
+    if mode in parts:
+      config.select_best = mode

@@ -45,12 +45,15 @@ MODELS = {
 }
 
 
-def get_config(model_name: str = 'mmoe'):
-  if model_name not in MODELS:
-    raise ValueError(
-      f'configs/kuairand.py: model {model_name!r} is not one of '
-      f'{sorted(MODELS)}'
-    )
+# Labels whose earlier rates the 'counts' part derives per user and video.
+COUNTED = ('is_click', 'long_view', 'label', 'is_comment', 'is_follow')
+DEFAULT_PARTS = 'counts+ftrl+per_task+rare+l2+long'
+# Under 1 % positives: positive weight 10 with the 'rare' part.
+RARE = ('comment', 'follow')
+
+
+def get_config(arg: str = 'mmoe'):
+  model_name, parts = common.split_arg(arg, 'kuairand', MODELS, DEFAULT_PARTS)
   config = common.base_config(model_name, 'table')
   config.model.update(MODELS[model_name])
   d = config.dataset
@@ -73,6 +76,14 @@ def get_config(model_name: str = 'mmoe'):
       'max_len': 20,
     },
   }
+  if 'counts' in parts:
+    for key in ('user_id', 'video_id'):
+      d.features[f'{key[:-3]}_rates'] = {
+        'kind': 'count',
+        'key': key,
+        'time': 'time_ms',
+        'labels': COUNTED,
+      }
   d.tasks = {
     'click': {'label': 'is_click'},
     'long_view': {'label': 'long_view'},
@@ -94,4 +105,5 @@ def get_config(model_name: str = 'mmoe'):
   config.steps_per_dispatch = 16
   config.eval_batch_size = 4096
   config.log_every_steps = 50
+  common.apply_parts(config, parts, rare=RARE)
   return config

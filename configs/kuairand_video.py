@@ -6,7 +6,7 @@
 
 The KuaiRand feedback slice as configs/kuairand.py reads it (its caveats
 hold: a biased slice of liked or hated impressions), with the video
-objectives of issue 15 as tasks:
+objectives as tasks:
 - click (is_click; first, so it picks the best epoch) and long_view (the
   slice's long-view flag, KuaiRand's play-ratio-based label);
 - watch: YouTube's weighted logistic regression on play_time_ms
@@ -39,7 +39,7 @@ def get_config(model_name: str = 'mmoe'):
       f'configs/kuairand_video.py: model {model_name!r} is not one of '
       f'{sorted(MODELS)}'
     )
-  config = kuairand.get_config('mmoe')
+  config = kuairand.get_config('mmoe,plain')
   config.model_name = model_name
   config.model.num_experts = None
   config.model.expert_hidden = None

@@ -29,12 +29,15 @@ MODELS = {
 }
 
 
-def get_config(model_name: str = 'mmoe'):
-  if model_name not in MODELS:
-    raise ValueError(
-      f'configs/movielens_table.py: model {model_name!r} is not one of '
-      f'{sorted(MODELS)}'
-    )
+# Conditions whose earlier rates the 'counts' part derives per user and item.
+COUNTED = ('rating >= 4', 'rating >= 5', 'rating <= 2')
+DEFAULT_PARTS = 'ftrl+per_task'
+
+
+def get_config(arg: str = 'mmoe'):
+  model_name, parts = common.split_arg(
+    arg, 'movielens_table', MODELS, DEFAULT_PARTS
+  )
   config = common.base_config(model_name, 'table')
   config.model.update(MODELS[model_name])
   d = config.dataset
@@ -55,6 +58,14 @@ def get_config(model_name: str = 'mmoe'):
       'pooling': 'mean',
     },
   }
+  if 'counts' in parts:
+    for key in ('user_id', 'item_id'):
+      d.features[f'{key[:-3]}_rates'] = {
+        'kind': 'count',
+        'key': key,
+        'time': 'timestamp',
+        'labels': COUNTED,
+      }
   d.tasks = {
     'like': {'label': 'rating >= 4'},
     'rating': {'label': 'rating', 'kind': 'regression', 'scale': 'center'},
@@ -67,4 +78,5 @@ def get_config(model_name: str = 'mmoe'):
   config.steps_per_dispatch = 16
   config.eval_batch_size = 4096
   config.log_every_steps = 50
+  common.apply_parts(config, parts)
   return config

@@ -49,7 +49,7 @@ TRANSFORMS = ('logit', 'logit', 'logit', 'identity')
 def config(**population):
   from configs import kuairand
 
-  c = kuairand.get_config('mmoe')
+  c = kuairand.get_config('mmoe,plain')
   c.progress_bar = False
   for k, v in population.items():
     c.population[k] = v

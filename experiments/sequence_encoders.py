@@ -1,4 +1,4 @@
-"""History encoders under MMoE on the `table` configs (issue 15.5).
+"""History encoders under MMoE on the `table` configs.
 
   MTL_DATA_DIR=../shared/data python experiments/sequence_encoders.py \
       [--datasets=movielens_table,kuairand] \
@@ -47,7 +47,9 @@ FLAGS = flags.FLAGS
 
 
 def config_of(dataset: str, encoder: str, seeds: int):
-  config = importlib.import_module(f'configs.{dataset}').get_config('mmoe')
+  config = importlib.import_module(f'configs.{dataset}').get_config(
+    'mmoe,plain'
+  )
   features = config.dataset.features.to_dict()
   if encoder == 'none':
     del features['history']

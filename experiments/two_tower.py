@@ -12,7 +12,7 @@ duration). movielens_table: configs/movielens_table.py (like, centred
 rating; mean-pooled history) with the same towers as kuairand_video's
 (user tower user id and history, item tower item id; (64, 32) each;
 two_tower_mmoe's 4 experts of (64,)). Each model is one population of
---seeds members (issue 15.5), each member's epoch chosen on its validation
+--seeds members, each member's epoch chosen on its validation
 AUC of the first task. 'two_tower:<interaction>' is two_tower with
 model.interaction set (docs/models.md): bilinear and dot end in the bare
 per-task form (towers.hidden = ()), mlp in the config's task towers (32,)
@@ -60,7 +60,7 @@ MLP_TOWERS = (32,)  # kuairand's towers.hidden, as two_tower_mmoe keeps it.
 
 def movielens(name: str):
   """configs/movielens_table.py with kuairand_video's models and towers."""
-  config = movielens_table.get_config('mmoe')
+  config = movielens_table.get_config('mmoe,plain')
   if name == 'mmoe':
     return config
   config.model_name = name

@@ -28,6 +28,8 @@ ARGS = {
   'entire_space': [None, 'aitm', 'single_task'],
   'ali_ccp': [None, 'aitm', 'mmoe'],
   'aliexpress': [None, 'aitm', 'ple'],
+  'kuairand': [None, 'mmoe,plain', 'ple,counts+dcn+mean'],
+  'movielens_table': [None, 'mmoe,plain', 'shared_bottom,counts+fm'],
 }
 
 
@@ -122,3 +124,44 @@ def test_smoke_rejects_unknown_argument():
   smoke = next(p for p in CONFIGS if p.stem == 'smoke')
   with pytest.raises(ValueError, match="argument 'mmeo'"):
     _load(smoke, 'mmeo')
+
+
+@pytest.mark.parametrize('stem', ['kuairand', 'movielens_table', 'census'])
+def test_real_data_parts(stem):
+  module = importlib.import_module(f'configs.{stem}')
+  plain = module.get_config('mmoe,plain')
+  base = common.base_config('mmoe', plain.dataset_name)
+  # 'plain' is the model alone: every part's key at its default.
+  assert plain.wide.enabled is False and plain.interaction == 'none'
+  assert plain.select_best == base.select_best
+  assert plain.optimizer.wide.name == 'same'
+  assert plain.optimizer.embedding_l2 == 0.0
+  assert plain.task_loss.pos_weight == ()
+  full = module.get_config('mmoe,ftrl+dcn+per_task+l2+long')
+  assert full.wide.enabled and full.optimizer.wide.name == 'ftrl'
+  assert full.interaction == 'dcn_v2' and full.select_best == 'per_task'
+  assert full.optimizer.embedding_l2 == 1e-4
+  assert full.num_epochs == plain.num_epochs * 3 // 2
+  with pytest.raises(ConfigError, match="part 'widee' of argument"):
+    module.get_config('mmoe,widee')
+  with pytest.raises(ConfigError, match="model 'mmo', expected one of"):
+    module.get_config('mmo')
+
+
+def test_counts_add_count_features_and_rare_weights():
+  from configs import kuairand
+
+  plain = kuairand.get_config('mmoe,plain').dataset.features
+  counted = kuairand.get_config('mmoe,counts+rare')
+  added = set(counted.dataset.features) - set(plain)
+  assert added == {'user_rates', 'video_rates'}
+  for name in added:
+    assert counted.dataset.features[name].kind == 'count'
+  assert dict(counted.task_loss.pos_weight) == {'comment': 10.0, 'follow': 10.0}
+  # The default is the combination chosen on validation.
+  assert (
+    kuairand.get_config().to_dict()
+    == kuairand.get_config(f'mmoe,{kuairand.DEFAULT_PARTS}').to_dict()
+  )
+  with pytest.raises(ConfigError, match="no 'counts' part"):
+    census.get_config('mmoe,counts')
