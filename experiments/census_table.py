@@ -3,7 +3,7 @@
   python experiments/census_table.py [--protocols=paper,library]
       [--models=single_task,shared_bottom,omoe,mmoe,cgc,ple] [--seeds=20]
 
-Protocol (Ma et al., KDD 2018, Sec. 6.3; ../shared/docs/REPLICATION.md):
+Protocol (Ma et al., KDD 2018, Sec. 6.3):
 task group 1 (income main, never married auxiliary). For each model:
 
 1. Hyper-parameter search on the VALIDATION AUC of the main task: the

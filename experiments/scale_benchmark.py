@@ -1,4 +1,4 @@
-"""Training at embedding scale (issue 14): step time against table rows.
+"""Training at embedding scale: step time against table rows.
 
   python experiments/scale_benchmark.py [--parts=step] [--rows=1e4,...,1e7]
       [--dim=16] [--batch=1024] [--steps=8] [--repeats=3]

@@ -1,4 +1,4 @@
-"""The streaming parts of experiments/scale_benchmark.py (issue 14).
+"""The streaming parts of experiments/scale_benchmark.py.
 
   python experiments/scale_benchmark.py --parts=prepare,modes,epoch
       [--memory_rows=1000000] [--scale_rows=50000000] [--root=/tmp/scale]

@@ -16,7 +16,7 @@ Two timings, the table and optimizer state donated (updated in place):
 'dispatch', one jitted step per call (dispatch overhead included); 'scan',
 `--steps` steps in one `lax.scan` per call, ms per step. Median of
 `--repeats` timed calls after one warm-up (compilation) call. Writes
-experiments/results/sparse_step.json and .md (or --out). Goal (issue 14):
+experiments/results/sparse_step.json and .md (or --out). Goal:
 the 1e7-row step within 1.5x the 1e4-row step with sparse updates.
 """
 

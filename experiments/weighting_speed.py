@@ -7,7 +7,7 @@ The census MMoE of the config, the dataset resident on the device, `--steps`
 train steps per dispatch (lax.scan), one warm-up dispatch (compilation), then
 `--repeats` timed dispatches; the median milliseconds per step of each method
 and its ratio to `equal` are printed and written to
-experiments/results/weighting_speed.json and .md (or --out). Goals (issue 4):
+experiments/results/weighting_speed.json and .md (or --out). Goals:
 loss-space methods <= 1.2x, GradNorm <= 1.5x, gradient-space methods <= 3x.
 """
 

@@ -1,4 +1,4 @@
-"""Using what was trained (issue 16): mtl-eval, mtl-predict, mtl-export,
+"""Using what was trained: mtl-eval, mtl-predict, mtl-export,
 mtl/serving.py, mtl-report and the preprocessing artefact.
 
 Tiny runs, trained once per module in this process: census MMoE (real data,

@@ -158,7 +158,7 @@ def test_parallel_steps_equal_single_device_steps(name, backend, batches):
   for batch, want_m in zip(batches, want_ms, strict=True):
     got, got_m = run(got, batch)
     # Several emulated devices in one process can deadlock with many queued
-    # steps (DESIGN §4): wait on every step here.
+    # steps (docs/ARCHITECTURE.md §6): wait on every step here.
     jax.block_until_ready(got_m)
     for key in ('loss', 'weight', 'total_loss'):
       np.testing.assert_allclose(
@@ -287,7 +287,7 @@ def test_replicate_gives_pmap_one_copy_per_device():
 
 
 # Two processes of 4 CPU devices each, joined by jax.distributed on localhost
-# (DESIGN §4): each passes only its local half of every global batch.
+# each passes only its local half of every global batch.
 WORKER = textwrap.dedent(
   """
   import sys
@@ -314,7 +314,7 @@ WORKER = textwrap.dedent(
       local = {k: v[:, rows] if k in ('labels', 'mask') else v[rows]
                for k, v in b.items()}
       state, m = run(state, local)
-      jax.block_until_ready(m)  # Every step across processes (DESIGN 4).
+      jax.block_until_ready(m)  # Every step across processes.
     local0 = lambda x: np.asarray(x.addressable_data(0))
     for i, leaf in enumerate(jax.tree.leaves(state.params)):
       result[f'{backend}/{i}'] = local0(leaf)

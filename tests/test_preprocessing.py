@@ -1,5 +1,5 @@
 """A row is encoded the same way at training, evaluation, prediction and
-serving time (issue 16.1): the table builder's prepared training split is
+serving time: the table builder's prepared training split is
 the oracle for mtl.data.preprocessing.Encoder (mtl-eval on a file,
 mtl-predict) and serving.encode_frame, with the artefact read back from JSON
 as preprocessing.json holds it."""

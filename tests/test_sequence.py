@@ -1,4 +1,4 @@
-"""Sequence encoders (issue 15 item 1): mtl/core/layers/sequence.py.
+"""Sequence encoders: mtl/core/layers/sequence.py.
 
 Oracles: each encoder written again in float64 numpy from its paper's
 equations (and flax's cell equations), run item by item over the valid

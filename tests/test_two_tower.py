@@ -1,4 +1,4 @@
-"""Two towers (issue 15 item 2): mtl/core/architectures/two_tower.py.
+"""Two towers: mtl/core/architectures/two_tower.py.
 
 Oracles: the interaction forms in float64 numpy from the towers' outputs
 and the params; the item tower alone against the item half of the full

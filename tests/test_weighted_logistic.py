@@ -1,4 +1,4 @@
-"""YouTube's weighted logistic regression (issue 15 item 3; Covington et
+"""YouTube's weighted logistic regression (Covington et
 al., RecSys 2016, Sec. 4.2): mtl/core/losses.py `weighted_logistic`.
 
 Oracle: synthetic impressions whose expected watch time is known by

@@ -1,6 +1,6 @@
 """The multi-task model: embed -> backbone -> towers, and `make_model`.
 
-Top-level params (DESIGN §3; optimizer partitions, sharding rules and
+Top-level params (optimizer partitions, sharding rules and
 GradNorm's "last shared layer" find parts by these names):
   embed     FeatureEmbedding: one table [sum(vocab_sizes), embed_dim]
             (plain-int vocab sizes), or one table per feature named by it

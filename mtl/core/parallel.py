@@ -1,4 +1,4 @@
-"""Data-parallel train and eval steps over a 1-D device mesh (DESIGN §4).
+"""Data-parallel train and eval steps over a 1-D device mesh.
 
 The step bodies of `mtl.core.train_step` are written per shard: built with
 `axis_name='data'`, they `psum` counts, losses, gradients and eval counts over

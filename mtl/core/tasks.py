@@ -2,7 +2,7 @@
 
 The order of `tasks` is fixed for a run: row t of `labels` and `mask` is
 always task t. Most tasks are trained and scored on their own model output.
-Two fields serve entire-space models and evaluation-only views (DESIGN §7):
+Two fields serve entire-space models and evaluation-only views:
 
 - `train=False`: a metric-only task, evaluated (AUC, loss) but never in the
   training loss nor seen by a balancing method; e.g. ESMM's CVR on clicked

@@ -1,4 +1,4 @@
-"""The pure train and eval steps (DESIGN §4).
+"""The pure train and eval steps (docs/ARCHITECTURE.md §5).
 
 `step(state, batch) -> (state, metrics)` does one forward and one backward:
 

@@ -1,7 +1,7 @@
 """Dataset loaders by name: each takes keyword arguments and returns a Dataset.
 
-See dataset.py for the in-memory layout and DESIGN.md §7 for how real
-datasets are prepared (TFDS builders, array_record, training-split
+See dataset.py for the in-memory layout and docs/ARCHITECTURE.md §4 for how
+real datasets are prepared (TFDS builders, array_record, training-split
 vocabularies). A keyword a loader does not take is a ConfigError naming the
 dataset and the keyword (the config's `dataset` entry is the loader's
 keywords).

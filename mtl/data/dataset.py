@@ -1,6 +1,6 @@
 """The in-memory form every dataset loader returns.
 
-A split is a dict of numpy arrays in the batch layout of DESIGN §7:
+A split is a dict of numpy arrays in the batch layout (ARCHITECTURE.md §3):
 
   dense  [N, F] float32   normalised numeric features
   sparse [N, S] int32     categorical ids, column s in [0, vocab_sizes[s])

@@ -55,7 +55,7 @@ Feature kinds and their keys (defaults in the dataclasses below):
   row, the `item` feature's ids of the same `user`'s interactions strictly
   before its `time` (equal times excluded), the most recent `max_len`,
   oldest first; it shares the item feature's table.
-- session: derived labels, no model input (issue 15.3, depth). Each
+- session: derived labels, no model input (depth). Each
   `user`'s rows ordered by `time` (ties by row) form sessions; a gap above
   `gap` (in the time column's unit) starts a new one. Tasks may name the
   derived columns '<name>.continues' (1 if the user goes on after this

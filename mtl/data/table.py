@@ -1,5 +1,5 @@
 """The generic `table` dataset: a user's CSV, TSV or Parquet file(s) and a
-feature schema, with no Python of the user's own (issue 14 items 1-4).
+feature schema, with no Python of the user's own.
 
 The schema (`features`, `tasks`; schema.py says every key) describes each
 column; table_builder.py prepares the files through TFDS into array_record,

@@ -15,7 +15,7 @@ recomputes them from what it read, so flipped bytes that orbax decodes
 without complaint are caught. A checkpoint written before checksums existed
 restores unverified.
 
-Disk policy (DESIGN §8: nothing already saved is deleted by a failed run):
+Disk policy (nothing already saved is deleted by a failed run):
 - orbax deletes only through the retention policy, and only after a save; it
   never deletes on a failed or corrupt restore. Half-written temporary
   directories (`<step>.orbax-checkpoint-tmp-*`, never committed, never

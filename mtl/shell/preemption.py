@@ -62,7 +62,7 @@ class PreemptionGuard:
   atomic commit leaves at worst an unfinished temporary directory then.
 
   Multi-process (`jax.distributed` initialised): JAX's preemption service
-  owns SIGTERM (DESIGN §4), so no handler is installed and `should_stop`
+  owns SIGTERM, so no handler is installed and `should_stop`
   asks `reached_preemption_sync_point`, so that every host stops at the same
   call. SIGINT keeps its default there (KeyboardInterrupt, no save): a
   Ctrl-C reaches the processes at different times, and a flag set on one

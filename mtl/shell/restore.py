@@ -1,6 +1,6 @@
 """A trained workdir opened again: its config, model, params and inputs.
 
-Shell code shared by mtl-eval, mtl-predict and mtl-export (issue 16). A run
+Shell code shared by mtl-eval, mtl-predict and mtl-export. A run
 is rebuilt from what its workdir recorded, read only (no lock: a live run
 may be writing; checkpoints are read as they were committed):
 

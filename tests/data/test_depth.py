@@ -1,4 +1,4 @@
-"""Depth labels from sessions (issue 15 item 3): schema kind 'session',
+"""Depth labels from sessions: schema kind 'session',
 table_builder.sessions, and a watch-time task of kind weighted_logistic.
 
 Oracles: a hand-made log with its sessions worked out by hand, and for a

@@ -1,4 +1,4 @@
-"""Per-feature embedding tables and pooled sequences (issue 14 item 4):
+"""Per-feature embedding tables and pooled sequences:
 mtl/core/layers/embedding.py, checked against numpy.
 
 Speed: init and apply run jitted, one program per module and input shape,

@@ -1,5 +1,5 @@
 """Nash-MTL, CAGrad and IMTL-G against float64 references written from the
-papers, independent of mtl's code (issue 13).
+papers, independent of mtl's code.
 
 Each reference works on the explicit gradients g [T, P] in float64 numpy:
 

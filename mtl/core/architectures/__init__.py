@@ -24,7 +24,7 @@ ARCHITECTURES = {
   # Entire-space models of a click -> conversion funnel.
   'esmm': ESMM,
   'aitm': AITM,
-  # User and item towers, one interaction per task (issue 15.2).
+  # User and item towers, one interaction per task.
   'two_tower': TwoTower,
   'two_tower_mmoe': TwoTowerMMoE,
 }

@@ -10,7 +10,7 @@ so the CVR network is never trained on the clicked impressions alone (the
 sample selection bias of a CVR model) yet pCVR = pCTCVR / pCTR. CVR AUC is
 measured on clicked impressions, CTCVR AUC on all (Sec. 4.2).
 
-In mtl (DESIGN §7): a click/conversion dataset, whose conversion task lives
+In mtl: a click/conversion dataset, whose conversion task lives
 in the click sample space (mask = click), becomes the tasks (click, ctcvr,
 <conversion>) with `adapt_dataset`: ctcvr = click & conversion over all
 impressions, trained; <conversion> metric-only (`train=False`), scored on

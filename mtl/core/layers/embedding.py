@@ -5,10 +5,10 @@ Two layouts, told apart by the entries of `vocab_sizes` (one per column of
 
 - plain ints (census, synthetic, entire_space): ONE table shared by all
   columns, column s owning rows [offset_s, offset_s + vocab_sizes[s]);
-- `Column`s (the schema-described table, mtl/data/table.py; issue 14 item
-  4): an embedding table PER FEATURE, named by the feature (params
-  embed/<table>), so tables can be sized (`dim`), initialised, optimised and
-  sharded separately; a feature may use another's table (`table=`: a
+- `Column`s (the schema-described table, mtl/data/table.py): an embedding
+  table PER FEATURE, named by the feature (params embed/<table>), so
+  tables can be sized (`dim`), initialised, optimised and sharded
+  separately; a feature may use another's table (`table=`: a
   behaviour history embedded with the item ids' table). A categorical
   feature is one column. A sequence feature is `max_len` consecutive
   columns whose id 0 is padding; its embeddings [B, L, d] and mask
