@@ -13,7 +13,7 @@ time.
 Features: user and video ids, the video's category, its duration (log1p,
 standardised) and the user's last 10 videos (a 'sequence' pooled with the
 video ids' table). The generator's truth columns (session_id, true_*) are
-never read. Tasks, the objectives of issue 15:
+never read. Tasks, the objectives:
 - continues: the schema's session label (kind 'session', gap
   video.SESSION_GAP seconds): 1 if the user goes on after this video in its
   session; first, so its validation AUC picks the best epoch;
