@@ -84,6 +84,31 @@ def test_config_diff_is_canonical_and_ignores_what_does_not_change_results():
   ]
 
 
+def test_a_run_of_an_earlier_mtl_without_the_new_keys_is_the_same_config():
+  c = smoke.get_config()
+  stored = json.loads(json.dumps(c.to_dict()))
+  # What an earlier mtl recorded: no wide, interaction, cross, task_loss or
+  # early_stopping keys, no optimizer.wide, select_best a bool.
+  for key in ('wide', 'interaction', 'cross', 'task_loss', 'early_stopping'):
+    stored.pop(key)
+  stored['optimizer'].pop('wide')
+  stored['select_best'] = True
+  assert runner.config_diff(stored, c.to_dict(), harness.IGNORED) == []
+  # A new key away from its default still counts, and so does a bool that
+  # means another selection.
+  c.wide.enabled = True
+  c.interaction = 'fm'
+  assert runner.config_diff(stored, c.to_dict(), harness.IGNORED) == [
+    "interaction: '(none)' -> 'fm'",
+    "wide.enabled: '(none)' -> True",
+  ]
+  stored['select_best'] = False
+  c = smoke.get_config()
+  assert runner.config_diff(stored, c.to_dict(), harness.IGNORED) == [
+    "select_best: 'last' -> 'first'"
+  ]
+
+
 @pytest.fixture
 def calls(monkeypatch):
   """Counts trainer.train's calls; still trains for real."""

@@ -96,12 +96,32 @@ def config_diff(stored: dict, wanted: dict, ignore=()) -> list[str]:
   chosen = {stored.get('weighting_name'), wanted.get('weighting_name')}
   a = _comparable(stored, ignore, chosen)
   b = _comparable(wanted, ignore, chosen)
+  # An earlier mtl recorded select_best as a bool (True: 'first').
+  for side in (a, b):
+    if isinstance(side.get('select_best'), bool):
+      side['select_best'] = 'first' if side['select_best'] else 'last'
+  # A key an earlier mtl did not have, at its default, changes nothing (the
+  # trainer resumes such a workdir).
+  defaults = _defaults(wanted) if set(b) - set(a) else {}
   missing = object()
   return [
     f'{k}: {a.get(k, "(none)")!r} -> {b.get(k, "(none)")!r}'
     for k in sorted(set(a) | set(b))
     if a.get(k, missing) != b.get(k, missing)
+    and not (k not in a and defaults.get(k, missing) == b[k])
   ]
+
+
+def _defaults(tree: dict) -> dict:
+  """{dotted key: default} of configs/common.py for the tree's model and
+  dataset; {} if it cannot be built."""
+  try:
+    from configs import common
+
+    config = common.base_config(tree['model_name'], tree['dataset_name'])
+  except Exception:  # noqa: BLE001 - another mtl, or no configs/ here
+    return {}
+  return dict(_flatten(canonical(config.to_dict())))
 
 
 def _read(path: pathlib.Path):
