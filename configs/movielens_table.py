@@ -12,7 +12,10 @@ mtl/data/schema.py), embedded with the item ids' table and mean-pooled.
 Tasks: 'like' (rating >= 4, binary; first, so it picks the best epoch) and
 'rating' (regression, centred on the training mean). Split: the ratings at
 random, 80/10/10, seed 0, as the movielens_100k dataset splits them.
-The argument picks the model (default mmoe).
+The argument is MODEL[,PART+PART] (configs/common.py PARTS; default mmoe).
+The default parts, ftrl+per_task (the wide part trained by FTRL, each task
+from its own best epoch), are the combination best on validation
+(experiments/real_data.py; docs/real-data.md); 'mmoe,plain' is MMoE alone.
 """
 
 from configs import common
