@@ -369,3 +369,29 @@ def test_bad_input_is_one_line(census, census_rows, tmp_path, capsys):
   argv[1] = f'--input={extra}'
   err = _fails(predict.run, argv, capsys)
   assert "column 'shoe_size'" in err
+
+
+def test_outputs_that_would_lose_data_are_refused_before_the_work(
+  census, census_rows, tmp_path, capsys
+):
+  path, raw, _ = census_rows
+  rows = tmp_path / 'rows.csv'
+  raw.iloc[:10].to_csv(rows, index=False)
+  before = rows.read_bytes()
+  # --output the input file: the rows would be replaced by predictions.
+  argv = [f'--workdir={census}', f'--input={rows}', f'--output={rows}']
+  err = _fails(predict.run, argv, capsys)
+  assert '--output' in err and 'is the --input file' in err
+  assert rows.read_bytes() == before
+  # mtl-export into the workdir, or over a folder of the user's own files.
+  config_before = (census / 'config.json').read_bytes()
+  err = _fails(export.run, [f'--workdir={census}', f'--out={census}'], capsys)
+  assert 'is the workdir' in err
+  assert (census / 'config.json').read_bytes() == config_before
+  mine = tmp_path / 'mine'
+  mine.mkdir()
+  (mine / 'notes.txt').write_text('keep me')
+  argv = [f'--workdir={census}', f'--out={mine}']
+  err = _fails(export.run, argv, capsys)
+  assert 'non-empty directory that holds no earlier export' in err
+  assert sorted(p.name for p in mine.iterdir()) == ['notes.txt']

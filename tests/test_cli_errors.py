@@ -66,6 +66,10 @@ CONFIG_FILES = {
     'def get_config():\n  pass\n',
     'get_config returned None, expected a ml_collections.ConfigDict',
   ),
+  'no get_config': (
+    'def get_conifg():\n  return None\n',
+    'the file defines no get_config, expected a function',
+  ),
 }
 
 

@@ -73,6 +73,11 @@ def _config_file_error(spec: str, error: BaseException) -> ConfigError | None:
   path_text, colon, argument = spec.partition(':')
   path = pathlib.Path(path_text).resolve()
   root = _root(error)
+  if isinstance(root, AttributeError) and "'get_config'" in str(root):
+    return ConfigError(
+      f'{spec}: the file defines no get_config, expected a function '
+      'get_config(arg=None) that returns the config (see configs/)'
+    )
   if isinstance(root, TypeError) and (
     accepts := _get_config_accepts(path, (argument,) if colon else ())
   ):

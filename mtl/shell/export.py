@@ -26,6 +26,7 @@ JAX's own supported serialisation.
 """
 
 import json
+import os
 import pathlib
 import shutil
 
@@ -83,6 +84,26 @@ def export(
     )
   if out.exists() and not out.is_dir():
     raise ConfigError(f'--out {out} is a file, expected a directory')
+  if out.resolve() == pathlib.Path(workdir).resolve():
+    raise ConfigError(
+      f'--out {out} is the workdir, expected another directory (the export '
+      "would overwrite the run's config.json)"
+    )
+  if (
+    out.is_dir()
+    and any(out.iterdir())
+    and not (out / 'signature.json').is_file()
+  ):
+    raise ConfigError(
+      f'--out {out} is a non-empty directory that holds no earlier export '
+      '(no signature.json), expected a new or empty directory or an earlier '
+      'export to replace'
+    )
+  parent = out.resolve().parent if not out.exists() else out.resolve()
+  while not parent.exists():
+    parent = parent.parent
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError(f'--out {out}: {parent} is not writable, expected it')
   run = restore.open_run(workdir)
   params, where = restore.restore_params(run, checkpoint)
   members = _member_params(run, params)

@@ -118,6 +118,17 @@ def predict(
     )
   if not input_path.is_file():
     raise DataError(f'--input {input_path} is not a file')
+  if output_path.resolve() == input_path.resolve():
+    raise ConfigError(
+      f'--output {output_path} is the --input file, expected another file '
+      '(the predictions would replace the rows)'
+    )
+  folder = output_path.resolve().parent
+  if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    raise ConfigError(
+      f'--output {output_path}: its folder {folder} is not a writable '
+      'directory, expected one (checked before any prediction)'
+    )
   run = restore.open_run(workdir)
   enc = preprocessing.Encoder(run.artefact)
   source = enc.source(input_path)
