@@ -51,6 +51,18 @@ class Model:
     self.dense_names = self.signature['inputs']['dense']
     self.sparse_names = self.signature['inputs']['sparse']
     self._encoder = None
+    # Each sparse column's number of ids (0 padding, 1 out of vocabulary).
+    prep = d / 'preprocessing.json'
+    sizes = (
+      json.loads(prep.read_text()).get('vocab_sizes')
+      if prep.is_file()
+      else None
+    )
+    self._sizes = (
+      None
+      if sizes is None
+      else np.asarray([v['size'] if isinstance(v, dict) else v for v in sizes])
+    )
 
   def predict(self, dense, sparse) -> dict[str, np.ndarray]:
     """Outputs {task: [b]} of encoded features."""
@@ -66,8 +78,26 @@ class Model:
         f'dense {list(dense.shape)} and sparse {list(sparse.shape)}, expected '
         f'[b, {want[0]}] and [b, {want[1]}]'
       )
+    if dense.shape[0] == 0:
+      return {t: np.zeros((0,), np.float32) for t in self.tasks}
+    self._check_ids(sparse)
     y = np.asarray(self._exported.call(self._params, dense, sparse))
     return dict(zip(self.tasks, y, strict=True))
+
+  def _check_ids(self, sparse: np.ndarray) -> None:
+    """A ValueError naming the first id outside its column's table (an id
+    past a table would gather NaN for every task)."""
+    if self._sizes is None or len(self._sizes) != sparse.shape[1]:
+      return
+    bad = (sparse < 0) | (sparse >= self._sizes)
+    if bad.any():
+      row, col = (int(i[0]) for i in np.nonzero(bad))
+      raise ValueError(
+        f'sparse column {self.sparse_names[col]!r} holds id '
+        f'{int(sparse[row, col])} at row {row}, expected 0..'
+        f'{int(self._sizes[col]) - 1} (0 padding, 1 out of vocabulary: '
+        'encode raw values with encode() or predict_rows())'
+      )
 
   @property
   def encoder(self):

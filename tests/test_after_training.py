@@ -224,6 +224,17 @@ for name, job in jobs.items():
   for b in job['batches']:
     y = model.predict(x['dense'][:b], x['sparse'][:b])
     out[f'{name}/encoded/{b}'] = np.stack([y[t] for t in model.tasks]).tolist()
+  if job.get('checks'):
+    y = model.predict(x['dense'][:0], x['sparse'][:0])
+    out[f'check:{name}/empty'] = [len(y[t]) for t in model.tasks]
+    for i, value in enumerate((10**6, -1)):
+      bad = x['sparse'][:3].copy()
+      bad[1, 2] = value
+      try:
+        model.predict(x['dense'][:3], bad)
+        out[f'check:{name}/bad{i}'] = 'no error'
+      except ValueError as e:
+        out[f'check:{name}/bad{i}'] = str(e)
   if job.get('rows'):
     rows = pd.read_csv(job['rows'], dtype=str, keep_default_na=False)
     for b in job['batches']:
@@ -241,7 +252,10 @@ print(json.dumps(out))
     timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return {k: np.asarray(v) for k, v in json.loads(proc.stdout).items()}
+  out = json.loads(proc.stdout)
+  return {
+    k: v if k.startswith('check:') else np.asarray(v) for k, v in out.items()
+  }
 
 
 def test_exported_function_in_a_fresh_process(
@@ -270,9 +284,17 @@ def test_exported_function_in_a_fresh_process(
       'encoded': str(encoded),
       'rows': str(rows),
       'batches': [7, 300],
+      'checks': name == 'census',
     }
     want[name] = np.asarray(_forward(workdir, split)[0])
   got = _serve(tmp_path, jobs)
+  # An empty batch has empty outputs; an id outside its column's table (it
+  # would gather NaN) or a negative one is a ValueError naming the column.
+  assert got.pop('check:census/empty') == [0, 0]
+  column = restore.open_run(census).artefact['sparse_names'][2]
+  for i, value in enumerate((10**6, -1)):
+    message = got.pop(f'check:census/bad{i}')
+    assert f"sparse column '{column}' holds id {value} at row 1" in message
   diffs = {}
   for key, y in got.items():
     name, _, b = key.split('/')
