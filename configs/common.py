@@ -303,6 +303,20 @@ def split_arg(arg, stem: str, models, default: str):
   return model_name, chosen - {'plain'}
 
 
+def count_features(keys, time: str, labels) -> dict:
+  """The 'counts' part's features: '<key without _id>_rates', a `count`
+  feature of each key column over `labels`, by the `time` column."""
+  return {
+    f'{key.removesuffix("_id")}_rates': {
+      'kind': 'count',
+      'key': key,
+      'time': time,
+      'labels': tuple(labels),
+    }
+    for key in keys
+  }
+
+
 def apply_parts(config, parts, rare=()) -> None:
   """The model and training parts of `parts` (the features are the
   config's own: 'counts'). wide: the Wide & Deep wide part (ftrl: trained by

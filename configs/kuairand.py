@@ -86,13 +86,9 @@ def get_config(arg: str = 'mmoe'):
     },
   }
   if 'counts' in parts:
-    for key in ('user_id', 'video_id'):
-      d.features[f'{key[:-3]}_rates'] = {
-        'kind': 'count',
-        'key': key,
-        'time': 'time_ms',
-        'labels': COUNTED,
-      }
+    d.features.update(
+      common.count_features(('user_id', 'video_id'), 'time_ms', COUNTED)
+    )
   d.tasks = {
     'click': {'label': 'is_click'},
     'long_view': {'label': 'long_view'},

@@ -62,13 +62,9 @@ def get_config(arg: str = 'mmoe'):
     },
   }
   if 'counts' in parts:
-    for key in ('user_id', 'item_id'):
-      d.features[f'{key[:-3]}_rates'] = {
-        'kind': 'count',
-        'key': key,
-        'time': 'timestamp',
-        'labels': COUNTED,
-      }
+    d.features.update(
+      common.count_features(('user_id', 'item_id'), 'timestamp', COUNTED)
+    )
   d.tasks = {
     'like': {'label': 'rating >= 4'},
     'rating': {'label': 'rating', 'kind': 'regression', 'scale': 'center'},

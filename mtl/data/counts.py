@@ -123,6 +123,20 @@ def labels_of(f: sc.Count, chunk, offsets, path) -> np.ndarray:
   return out
 
 
+def earlier_rows(keys, time):
+  """(order, key_start, run_start) of the rows sorted by (key, time, row):
+  in that order, the rows of the same key strictly earlier in time than
+  position i are [key_start[i], run_start[i]) (equal times excluded)."""
+  n = len(keys)
+  order = np.lexsort((np.arange(n), time, keys))
+  k, t = keys[order], time[order]
+  new_key = np.r_[True, k[1:] != k[:-1]]
+  new_run = new_key | np.r_[True, t[1:] != t[:-1]]
+  key_start = np.maximum.accumulate(np.where(new_key, np.arange(n), 0))
+  run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+  return order, key_start, run_start
+
+
 def past_counts(codes, time, labels):
   """(n [N], sums [N, L]) of each row, int32 (int64 from 2^31 rows): over
   the rows of its key code (-1: missing, counts nothing and is counted by
@@ -131,13 +145,8 @@ def past_counts(codes, time, labels):
   labels = np.asarray(labels).reshape(len(codes), -1)
   N = len(codes)
   dtype = np.int32 if N < 2**31 else np.int64
-  order = np.lexsort((np.arange(N), time, codes))
-  k, t = codes[order], time[order]
-  new_key = np.r_[True, k[1:] != k[:-1]]
-  new_run = new_key | np.r_[True, t[1:] != t[:-1]]
-  key_start = np.maximum.accumulate(np.where(new_key, np.arange(N), 0))
-  run_start = np.maximum.accumulate(np.where(new_run, np.arange(N), 0))
-  present = k >= 0
+  order, key_start, run_start = earlier_rows(codes, time)
+  present = codes[order] >= 0
   n = np.zeros(N, dtype)
   n[order] = np.where(present, run_start - key_start, 0)
   sums = np.zeros(labels.shape, dtype)

@@ -238,13 +238,7 @@ class Plan:
     and the items in that order (raw text)."""
     n = self.num_rows
     users = pd.factorize(held[h.user])[0]
-    time = held[h.time]
-    order = np.lexsort((np.arange(n), time, users))
-    u, t = users[order], time[order]
-    new_user = np.r_[True, u[1:] != u[:-1]]
-    new_run = new_user | np.r_[True, t[1:] != t[:-1]]
-    user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
-    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    order, user_start, run_start = cf.earlier_rows(users, held[h.time])
     end = np.empty(n, np.int64)
     begin = np.empty(n, np.int64)
     end[order] = run_start  # earlier rows of the user: [user_start, run)
