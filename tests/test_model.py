@@ -188,9 +188,9 @@ def test_unknown_model_name_suggests_the_closest():
   with pytest.raises(ValueError) as info:
     make('mmeo', {})
   assert str(info.value) == (
-    "unknown model 'mmeo': expected one of aitm, cgc, esmm, mmoe, omoe, ple, "
-    'shared_bottom, single_task, two_tower, two_tower_mmoe (did you mean '
-    "'mmoe'?)"
+    "unknown model 'mmeo': expected one of adatt, aitm, cgc, dbmtl, "
+    'dselect_k, esmm, mmoe, omoe, ple, shared_bottom, single_task, '
+    "two_tower, two_tower_mmoe (did you mean 'mmoe'?)"
   )
 
 

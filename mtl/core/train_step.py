@@ -38,6 +38,7 @@ from mtl.core import metrics as metrics_lib
 from mtl.core import sparse_train
 from mtl.core import task_grads as task_grads_lib
 from mtl.core import tasks as tasks_lib
+from mtl.core.architectures.base import training_logits
 from mtl.core.tasks import Task
 from mtl.core.train_state import TrainState
 from mtl.core.weighting.base import KNOWN_NEEDS
@@ -49,6 +50,28 @@ def _psum(x, axis_name):
 
 def features_of(batch):
   return {'dense': batch['dense'], 'sparse': batch['sparse']}
+
+
+def _unit_distances(per_task, shared, sp):
+  """[T, T] ||u_i - u_j||^2 of the shared group's unit task gradients, its
+  sparse tables' (combined) rows included (`task_grads.unit_distances`)."""
+  model, sparse_ids, task_rows, part, axis_name = sp
+  gram = sparse_train.task_gram(per_task, shared, *sp)
+  norms = jnp.sqrt(jnp.maximum(jnp.diag(gram), 0.0))
+  rows = None
+  if task_rows is not None and shared == sparse_train.EMBED:
+
+    def rows(pairs):
+      mixed = jax.tree.map(lambda r: jnp.tensordot(pairs, r, 1), task_rows)
+      out = sparse_train.combine_rows(
+        model, sparse_ids, mixed, part.tables, axis_name
+      )
+      return sum(
+        jnp.sum(jnp.square(r.grads.reshape(len(pairs), -1)), axis=1)
+        for r in out.values()
+      )
+
+  return task_grads_lib.unit_distances(per_task[shared], norms, rows)
 
 
 def make_train_step(
@@ -88,14 +111,8 @@ def make_train_step(
   part = tx if isinstance(tx, sparse_train.SparseTables) else None
 
   def task_losses(variables, batch, rng):
-    logits = model.apply(
-      variables,
-      features_of(batch),
-      train=True,
-      rngs={'dropout': rng},
-    )
-    extra = None
-    extra = model.backbone.extra_losses(logits)  # Per-example terms (AITM).
+    # Per-example terms: AITM's of the logits, DSelect-k's sown ones.
+    logits, extra = training_logits(model, variables, features_of(batch), rng)
     if extra is not None:
       extra = extra[out_rows]
     if not identity:
@@ -149,6 +166,9 @@ def make_train_step(
         extra['task_grad_norms'] = sparse_train.task_norms(per_task, path, *sp)
       if 'task_grad_gram' in needs:
         extra['task_grad_gram'] = sparse_train.task_gram(per_task, shared, *sp)
+      if 'task_grad_unit_distances' in needs:
+        e = _unit_distances(per_task, shared, sp)
+        extra['task_grad_unit_distances'] = e
     weights, weighting_state = weighting.update(
       base,
       state.weighting_state,

@@ -178,6 +178,12 @@ SECTIONS = ('dataset', 'model', 'weighting', 'population.weighting')
 # Component keywords whose rule their name does not tell: (section, key).
 _EXTRA = {
   ('model', 'calibration'): _Rule('float', 0),  # AITM's loss weight
+  ('model', 'gamma'): _Rule('float', 0, strict=True),  # DSelect-k's width
+  ('model', 'entropy_weight'): _Rule('float', 0),  # DSelect-k's lambda
+  # DBMTL's (task, parent) pairs; tasks known and acyclic: DBMTL checks.
+  ('model', 'dependencies'): _Rule(
+    'tuple', each=_Rule('tuple', each=_count(0))
+  ),
   ('model', 'interaction'): _Rule('choice', choices=two_tower.INTERACTIONS),
 }
 

@@ -6,7 +6,10 @@ Every entry is a Linen module built as `ARCHITECTURES[name](num_tasks=T,
 or x [B, D]. Contract tests run over every entry of this dict.
 """
 
+from mtl.core.architectures.adatt import AdaTT
 from mtl.core.architectures.aitm import AITM
+from mtl.core.architectures.dbmtl import DBMTL
+from mtl.core.architectures.dselect_k import DSelectK
 from mtl.core.architectures.esmm import ESMM
 from mtl.core.architectures.mmoe import MMoE, OMoE
 from mtl.core.architectures.ple import CGC, PLE
@@ -21,6 +24,9 @@ ARCHITECTURES = {
   'mmoe': MMoE,
   'cgc': CGC,
   'ple': PLE,
+  'dselect_k': DSelectK,
+  'dbmtl': DBMTL,
+  'adatt': AdaTT,
   # Entire-space models of a click -> conversion funnel.
   'esmm': ESMM,
   'aitm': AITM,
@@ -31,9 +37,12 @@ ARCHITECTURES = {
 
 __all__ = [
   'AITM',
+  'AdaTT',
   'ARCHITECTURES',
   'ESMM',
   'CGC',
+  'DBMTL',
+  'DSelectK',
   'MMoE',
   'OMoE',
   'PLE',

@@ -60,11 +60,18 @@ class Architecture(Protocol):
     """Tower logits [T_towers, B] -> output logits [T, B]."""
 
   def extra_losses(self, logits: jax.Array) -> jax.Array | None:
-    """Per-example loss terms [T, B] added to the tasks' losses, or None."""
+    """Per-example loss terms [T, B] added to the tasks' losses, or None.
+    Terms of the params (DSelect-k's regulariser) are sown instead, into
+    the collection EXTRA_LOSSES while training (`training_logits`)."""
 
   @staticmethod
   def adapt_dataset(dataset):
     """The dataset in the task layout this architecture trains on."""
+
+
+# The collection a backbone sows per-example loss terms [T, B] into when
+# `train` is True; the train step adds them to the tasks' losses.
+EXTRA_LOSSES = 'extra_losses'
 
 
 class Backbone(nn.Module):
@@ -96,3 +103,21 @@ def dense_kernel(*path: str, num_layers: int) -> tuple[str, ...]:
   """('backbone', *path, 'Dense_<num_layers - 1>', 'kernel'): the kernel of
   the last Dense layer of an `MLP` (or a vmapped bank of them) at `path`."""
   return ('backbone', *path, f'Dense_{num_layers - 1}', 'kernel')
+
+
+def training_logits(model, variables, features, rng):
+  """(logits [T, B], per-example extra loss terms [T, B] or None) of a
+  training forward pass of a MultiTaskModel: its backbone's
+  `extra_losses(logits)` plus every term the backbone sowed into
+  EXTRA_LOSSES (DSelect-k's regulariser). The train step's forward."""
+  logits, sown = model.apply(
+    variables,
+    features,
+    train=True,
+    rngs={'dropout': rng},
+    mutable=[EXTRA_LOSSES],
+  )
+  extra = model.backbone.extra_losses(logits)
+  for term in jax.tree.leaves(sown.get(EXTRA_LOSSES, {})):
+    extra = term if extra is None else extra + term
+  return logits, extra
