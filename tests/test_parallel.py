@@ -37,6 +37,7 @@ NUM_BINS = 16
 WEIGHTING_KWARGS = {
   'fixed': dict(weights=(2.0, 0.5)),
   'scheduled': dict(weights=(1.0, 2.0), gammas=(0.5, 1.5)),
+  'stch': dict(warmup_epochs=0),  # nadir at step 0, STCH at steps 1 and 2
 }
 # float32, and a psum adds the 8 shards' partial sums in another order than one
 # device sums 64 rows: a few ulps of difference per step, compounded over 3

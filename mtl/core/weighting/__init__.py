@@ -7,14 +7,18 @@ arguments (`config.weighting`) and returning a `WeightingMethod`.
 from mtl.core.weighting.base import WeightingMethod, chain
 from mtl.core.weighting.cagrad import cagrad
 from mtl.core.weighting.dwa import dwa
+from mtl.core.weighting.famo import famo
 from mtl.core.weighting.fixed import equal, fixed
+from mtl.core.weighting.gls import gls
 from mtl.core.weighting.gradnorm import gradnorm
+from mtl.core.weighting.gradvac import gradvac
 from mtl.core.weighting.imtl import imtl_g
 from mtl.core.weighting.mgda import mgda
 from mtl.core.weighting.nash_mtl import nash_mtl
 from mtl.core.weighting.pcgrad import pcgrad
 from mtl.core.weighting.rlw import rlw
 from mtl.core.weighting.scheduled import scheduled
+from mtl.core.weighting.stch import stch
 from mtl.core.weighting.uncertainty import uncertainty
 
 WEIGHTINGS = {
@@ -25,12 +29,16 @@ WEIGHTINGS = {
   'gradnorm': gradnorm,
   'dwa': dwa,
   'rlw': rlw,
+  'gls': gls,
+  'stch': stch,
+  'famo': famo,
   # Gradient space: combine the per-task backbone gradients.
   'pcgrad': pcgrad,
   'mgda': mgda,
   'cagrad': cagrad,
   'imtl_g': imtl_g,
   'nash_mtl': nash_mtl,
+  'gradvac': gradvac,
 }
 
 __all__ = ['WEIGHTINGS', 'WeightingMethod', 'chain']
