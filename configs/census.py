@@ -36,7 +36,7 @@ def get_config(arg: str = 'mmoe'):
     )
   config = common.base_config(model_name, 'census_income')
   config.weighting.dwa.window_steps = STEPS_PER_EPOCH
-  common.apply_parts(config, parts)
+  common.apply_parts(config, parts, stem='census')
   return config
 
 

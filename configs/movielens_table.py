@@ -77,5 +77,5 @@ def get_config(arg: str = 'mmoe'):
   config.steps_per_dispatch = 16
   config.eval_batch_size = 4096
   config.log_every_steps = 50
-  common.apply_parts(config, parts)
+  common.apply_parts(config, parts, stem='movielens_table')
   return config

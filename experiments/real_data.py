@@ -31,20 +31,17 @@ and whether the best candidate beats both baselines (a task with fewer than
 experiments/results/real_data.{json,md}.
 """
 
-import os
 import pathlib
 import sys
 
 import numpy as np
-import pandas as pd
 from absl import flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from configs import census, kuairand, movielens_table  # noqa: E402
 from experiments import harness, table_baselines  # noqa: E402
-from experiments.harness import runner, stats  # noqa: E402
+from experiments.harness import real_logs, results, runner, stats  # noqa: E402
 
 CANDIDATES = {
   'kuairand': (
@@ -53,6 +50,8 @@ CANDIDATES = {
     'counts+ftrl',
     'counts+ftrl+per_task',
     'counts+ftrl+per_task+rare+l2+long',
+    'counts+ftrl+per_task+rare+l2+long+plr',
+    'counts+ftrl+per_task+rare+l2+long+weights',
   ),
   'movielens': (
     'plain',
@@ -61,7 +60,14 @@ CANDIDATES = {
     'counts+ftrl+per_task',
     'ftrl+dcn+per_task',
   ),
-  'census': ('plain', 'ftrl', 'ftrl+dcn', 'ftrl+dcn+per_task'),
+  'census': (
+    'plain',
+    'ftrl',
+    'ftrl+dcn',
+    'ftrl+dcn+per_task',
+    'plr',
+    'plr+per_task',
+  ),
 }
 CANDIDATES['kuairand_days'] = CANDIDATES['kuairand']
 CANDIDATES['census_paper'] = CANDIDATES['census_library'] = CANDIDATES['census']
@@ -91,64 +97,38 @@ harness.define_flags(out='real_data', workdirs='real_data', seeds=5)
 FLAGS = flags.FLAGS
 
 
-def days_files(root: pathlib.Path) -> dict:
-  """The KuaiRand slice split by whole days, written once under root."""
-  folder = root / 'kuairand_days'
-  paths = {s: folder / f'{s}.tsv.gz' for s in ('train', 'validation', 'test')}
-  if all(p.is_file() for p in paths.values()):
-    return paths
-  folder.mkdir(parents=True, exist_ok=True)
-  source = harness_data() / 'kuairand-feedback-slice'
-  frame = pd.read_csv(source / 'kuairand_feedback_slice.tsv.gz', sep='\t')
-  day = frame['date']
-  parts = {
-    'train': day <= 20220418,
-    'validation': day == 20220419,
-    'test': day >= 20220420,
-  }
-  for split, rows in parts.items():
-    tmp = paths[split].with_suffix('.tmp.gz')
-    frame[rows].to_csv(tmp, sep='\t', index=False)
-    tmp.rename(paths[split])
-  return paths
-
-
-def harness_data() -> pathlib.Path:
-  return pathlib.Path(os.environ['MTL_DATA_DIR'])
-
-
 def config_of(dataset: str, parts: str, seed: int):
-  arg = f'mmoe,{parts}'
-  if dataset.startswith('census'):
-    config = census.get_config(arg)
-    config.dataset.protocol = dataset.split('_')[1]
-  elif dataset == 'movielens':
-    config = movielens_table.get_config(arg)
-  else:
-    config = kuairand.get_config(arg)
-    if dataset == 'kuairand_days':
-      paths = days_files(pathlib.Path(FLAGS.workdirs))
-      d = config.dataset
-      d.name = 'kuairand_days'
-      d.split = 'files'
-      d.path = str(paths['train'])
-      d.validation_path = str(paths['validation'])
-      d.test_path = str(paths['test'])
-  config.seed = seed
-  config.progress_bar = False
-  config.dataset.data_dir = _DATA_DIR.value
-  return config
+  return real_logs.config_of(
+    dataset, parts, seed, data_dir=_DATA_DIR.value, workdirs=FLAGS.workdirs
+  )
 
 
-def load(config):
-  from mtl.shell import build
-
-  config = config.copy_and_resolve_references()
-  return build.load_dataset(config)
+load = real_logs.load
 
 
 def _score(kind: str, value, prior_mse):
   return value if kind == 'auc' else 1.0 - value / prior_mse
+
+
+def baselines(dataset: str, inputs: str, data, gbdt) -> dict:
+  """table_baselines.baselines of `data`, computed once per dataset,
+  input set and grid (deterministic: fixed seeds), then read from
+  --workdirs/<dataset>/baselines_<inputs>.json."""
+  import json
+
+  path = pathlib.Path(FLAGS.workdirs) / dataset / f'baselines_{inputs}.json'
+  rows = {s: int(np.shape(d['labels'])[-1]) for s, d in data.splits.items()}
+  key = dict(gbdt=gbdt, seeds=_GBDT_SEEDS.value, rows=rows)
+  if path.is_file() and not FLAGS.force:
+    stored = json.loads(path.read_text())
+    if stored['key'] == runner.canonical(key):
+      return stored['baselines']
+  out = table_baselines.baselines(
+    data, c_grid=np.logspace(-3, 2, 6), seeds=_GBDT_SEEDS.value, gbdt=gbdt
+  )
+  path.parent.mkdir(parents=True, exist_ok=True)
+  results.write_json(path, dict(key=key, baselines=out))
+  return runner.canonical(out)
 
 
 def run_dataset(dataset: str) -> dict:
@@ -173,11 +153,7 @@ def run_dataset(dataset: str) -> dict:
   plain = load(config_of(dataset, 'plain', 0))
   tasks = [t for t in plain.tasks if t.train]
   gbdt = dict(GBDT_GRID.get(dataset.split('_')[0], GBDT_GRID['default']))
-  bl = {
-    'plain': table_baselines.baselines(
-      plain, c_grid=np.logspace(-3, 2, 6), seeds=_GBDT_SEEDS.value, gbdt=gbdt
-    )
-  }
+  bl = {'plain': baselines(dataset, 'plain', plain, gbdt)}
   prior_mse = {t: bl['plain'][t.name]['prior']['validation'] for t in tasks}
 
   def val_score(parts):
@@ -192,9 +168,7 @@ def run_dataset(dataset: str) -> dict:
   best = max(chosen, key=chosen.get)
   if 'counts' in best:
     counted = load(config_of(dataset, best, 0))
-    bl['counts'] = table_baselines.baselines(
-      counted, c_grid=np.logspace(-3, 2, 6), seeds=_GBDT_SEEDS.value, gbdt=gbdt
-    )
+    bl['counts'] = baselines(dataset, 'counts', counted, gbdt)
   rows = []
   for t in tasks:
     kind = 'auc' if t.kind != 'regression' else 'rmse'

@@ -137,11 +137,20 @@ def test_real_data_parts(stem):
   assert plain.optimizer.wide.name == 'same'
   assert plain.optimizer.embedding_l2 == 0.0
   assert plain.task_loss.pos_weight == ()
-  full = module.get_config('mmoe,ftrl+dcn+per_task+l2+long')
+  assert plain.numeric.embedding == 'none' and plain.weighting_name == 'equal'
+  full = module.get_config('mmoe,ftrl+dcn+per_task+l2+long+plr')
   assert full.wide.enabled and full.optimizer.wide.name == 'ftrl'
   assert full.interaction == 'dcn_v2' and full.select_best == 'per_task'
   assert full.optimizer.embedding_l2 == 1e-4
   assert full.num_epochs == plain.num_epochs * 3 // 2
+  assert full.numeric.to_dict() == common.PLR
+  if getattr(module, 'TASK_WEIGHTS', None) is None:
+    with pytest.raises(ConfigError, match="part 'weights', but this config"):
+      module.get_config('mmoe,weights')
+  else:
+    weighted = module.get_config('mmoe,weights')
+    assert weighted.weighting_name == 'fixed'
+    assert weighted.weighting.fixed.weights == module.TASK_WEIGHTS
   with pytest.raises(ConfigError, match="part 'widee' of argument"):
     module.get_config('mmoe,widee')
   with pytest.raises(ConfigError, match="model 'mmo', expected one of"):

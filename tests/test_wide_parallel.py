@@ -9,7 +9,7 @@ The model is MMoE with a wide part (dense term, an id weight per value of
 both categorical features and their declared hashed cross) trained by
 FTRL-Proximal (optimizer.wide.name 'ftrl', with L1 and L2) beside Adam,
 and DCN-V2 (data parallel) or FM (population) between the embedding and
-the backbone.
+the backbone; the dense columns enter through periodic (PLR) embeddings.
 """
 
 import functools
@@ -57,6 +57,8 @@ POP_RTOL, POP_ATOL = 2e-6, 1e-7
 # Data parallel: the real-data configs' optimizer (rows' L2: SparseTables);
 # the population: the plain one (population lr_scale on multi_transform).
 TX_OF = {'dcn_v2': 'rows', 'fm': 'plain'}
+# The dense columns through PLR embeddings (layers/numeric.py) in both.
+NUMERIC = dict(embedding='periodic', frequencies=3, dim=2, sigma=0.5)
 
 
 @functools.cache
@@ -72,6 +74,7 @@ def _model(interaction):
     wide=dict(enabled=True, crosses=(('user', 'item'),), cross_buckets=BUCKETS),
     interaction=interaction,
     cross=dict(num_layers=2),
+    numeric=NUMERIC,
   )
 
 
@@ -184,13 +187,15 @@ def _single_device_run():
 def test_the_oracle_trains_every_part():
   """What the comparisons below compare: the wide part's tables moved by
   FTRL where ids were seen, exactly 0 where not (and where L1 holds them),
-  the cross network moved, its params under `interaction`."""
+  the cross network and the PLR embeddings moved, their params under
+  `interaction` and `numeric`."""
   state, _ = _single_device_run()
   params, init = state.params, _dcn_init().params
   assert sorted(params) == [
     'backbone',
     'embed',
     'interaction',
+    'numeric',
     'towers',
     'wide',
   ]
@@ -224,7 +229,7 @@ def test_the_oracle_trains_every_part():
   )
   np.testing.assert_allclose(cross, want, rtol=1e-6, atol=1e-7)
   assert np.any((np.abs(z) <= l1) & (n > 0)), 'L1 zeroes no touched weight'
-  for part in ('interaction', 'backbone'):
+  for part in ('interaction', 'numeric', 'backbone'):
     moved = jax.tree.map(
       lambda a, b: not np.allclose(a, b), params[part], init[part]
     )
@@ -295,7 +300,13 @@ def test_population_member_equals_its_single_run_step_by_step():
     init_keys=keys,
   )
   # FM has no params.
-  assert sorted(states.params) == ['backbone', 'embed', 'towers', 'wide']
+  assert sorted(states.params) == [
+    'backbone',
+    'embed',
+    'numeric',
+    'towers',
+    'wide',
+  ]
   hparams = {
     'task_weights': jnp.ones((K, 2)),
     'lr_scale': jnp.ones((K,)),

@@ -28,6 +28,7 @@ import numpy as np
 
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.layers import interactions
+from mtl.core.layers import numeric as numeric_lib
 from mtl.core.layers.embedding import Column, FeatureEmbedding, feature_groups
 from mtl.core.layers.wide import Wide, cross_columns
 from mtl.core.towers import Towers
@@ -52,6 +53,8 @@ class MultiTaskModel(nn.Module):
       embedding and the backbone.
     cross_layers: DCN-V2's number of cross layers.
     cross_low_rank: DCN-V2's rank (0: full-rank W_l).
+    numeric: the dense columns' embedding (layers/numeric, replacing the
+      raw columns in front of the sparse embeddings), or None.
   """
 
   num_tasks: int
@@ -65,6 +68,7 @@ class MultiTaskModel(nn.Module):
   interaction: str = 'none'
   cross_layers: int = 2
   cross_low_rank: int = 0
+  numeric: nn.Module | None = None
 
   @nn.compact
   def __call__(
@@ -89,7 +93,10 @@ class MultiTaskModel(nn.Module):
       )(self.vocab_sizes, self.embed_dim, name='embed')
     else:
       embed = FeatureEmbedding(self.vocab_sizes, self.embed_dim, name='embed')
-    x = embed(features['dense'], features['sparse'])  # [B, D] or [T, B, D]
+    dense = features['dense']
+    if self.numeric is not None:  # [B, F] -> [B, F * d] (PLR).
+      dense = self.numeric(dense)
+    x = embed(dense, features['sparse'])  # [B, D] or [T, B, D]
     if self.interaction != 'none':  # x -> concat(x, interaction(x))
       x = interactions.Interaction(
         self.interaction,
@@ -215,13 +222,15 @@ def make_model(
   wide: dict[str, Any] | None = None,
   interaction: str = 'none',
   cross: dict[str, Any] | None = None,
+  numeric: dict[str, Any] | None = None,
 ) -> MultiTaskModel:
   """The MultiTaskModel of a named backbone; see make_backbone for errors.
 
   `wide` ({'enabled', and Wide's keywords `WIDE_KEYS`}; None or enabled
   False: no wide part), `interaction` (interactions.INTERACTIONS) and
   `cross` (CrossNetwork's num_layers, low_rank) are the config's keys of
-  the same names; at their defaults the model is the plain one.
+  the same names, as is `numeric` (NUMERIC_DEFAULTS: the dense columns'
+  embedding); at their defaults the model is the plain one.
   """
   backbone = make_backbone(model_name, model_kwargs, num_tasks=num_tasks)
   vocab_sizes = tuple(vocab_sizes)
@@ -259,6 +268,7 @@ def make_model(
     interaction=interaction,
     cross_layers=int(cross['num_layers']),
     cross_low_rank=int(cross['low_rank']),
+    numeric=_numeric(numeric, model_name),
   )
 
 
@@ -276,6 +286,31 @@ CROSS_DEFAULTS = {
   for f in dataclasses.fields(interactions.CrossNetwork)
   if f.name in ('num_layers', 'low_rank')
 }
+
+
+NUMERIC_DEFAULTS = numeric_lib.DEFAULTS
+
+
+def check_numeric(numeric, model_name: str) -> dict:
+  """The config's `numeric` section with its defaults, checked against
+  itself and the architecture `model_name` (one-line ConfigErrors)."""
+  numeric = {**NUMERIC_DEFAULTS, **dict(numeric or {})}
+  _check_keys('numeric', numeric, NUMERIC_DEFAULTS)
+  cls = ARCHITECTURES.get(model_name)
+  numeric_lib.check(
+    numeric, model_name, cls and cls.input_layout, cls and cls.per_task_inputs
+  )
+  return numeric
+
+
+def _numeric(numeric, model_name):
+  """The dense columns' embedding of the config's `numeric`, or None."""
+  numeric = check_numeric(numeric, model_name)
+  if numeric['embedding'] == 'none':
+    return None
+  return numeric_lib.PeriodicEmbedding(
+    int(numeric['frequencies']), int(numeric['dim']), float(numeric['sigma'])
+  )
 
 
 def _check_keys(section: str, values: dict, accepted: dict) -> None:

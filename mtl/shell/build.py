@@ -123,6 +123,7 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
     wide=_section(config, 'wide'),
     interaction=config.get('interaction', 'none'),
     cross=_section(config, 'cross'),
+    numeric=_section(config, 'numeric'),
   )
   # Sparse embedding updates (optimizer.sparse) choose among these tables.
   _, tables = embedding.lookups(model.vocab_sizes, model.embed_dim)

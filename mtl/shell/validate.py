@@ -57,10 +57,11 @@ import re
 import types
 import typing
 
+from mtl.core import model as model_lib
 from mtl.core import optim, parallel, sparse
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES, two_tower
-from mtl.core.layers import interactions
+from mtl.core.layers import interactions, numeric
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
 from mtl.errors import ConfigError, MtlError
@@ -139,6 +140,12 @@ _FIXED = {
   'interaction': _Rule('choice', choices=interactions.INTERACTIONS),
   'cross.num_layers': _count(),
   'cross.low_rank': _count(0),  # 0: full rank
+  # The dense columns' embedding (layers/numeric.py); its ranges and the
+  # architectures it suits: model.check_numeric.
+  'numeric.embedding': _Rule('choice', choices=numeric.EMBEDDINGS),
+  'numeric.frequencies': _count(),
+  'numeric.dim': _count(),
+  'numeric.sigma': _Rule('float', 0, strict=True),
   'select_best': _Rule('choice', choices=selection.MODES, bools=True),
   # (task, value) pairs; names, values: tasks_lib.task_loss_pairs.
   **{
@@ -496,6 +503,7 @@ def check_config(config) -> None:
   )
   _check_two_tower(config)
   _check_wide(config)
+  model_lib.check_numeric(_get(config, 'numeric'), name)
   tasks_lib.task_loss_pairs(_get(config, 'task_loss'))  # names: at load
   _check_weighting(config)
   dataset = _get(config, 'dataset')
