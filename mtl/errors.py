@@ -4,8 +4,10 @@ Only these become `mtl-train: error: <one line>` with exit code 2; anything
 else is a bug in mtl and keeps its traceback. Each subclasses the builtin a
 caller would expect (ValueError, FileNotFoundError), so library callers can
 catch either. Messages are one line naming the key, file or row, what was
-found and what was expected.
+found and what was expected; `did_you_mean` is their one suggestion.
 """
+
+import difflib
 
 
 class MtlError(Exception):
@@ -30,3 +32,10 @@ class WorkdirError(MtlError, ValueError):
 
 class CheckpointError(WorkdirError):
   """A checkpoint cannot be restored into this run."""
+
+
+def did_you_mean(word, options, prefix: str = '') -> str:
+  """ " (did you mean '<prefix><closest>'?)" for the option closest to
+  `word`, or '' when none is close (difflib's ratio >= 0.6)."""
+  close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+  return f" (did you mean '{prefix}{close[0]}'?)" if close else ''

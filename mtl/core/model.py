@@ -19,7 +19,6 @@ GradNorm's "last shared layer" find parts by these names):
 """
 
 import dataclasses
-import difflib
 from typing import Any
 
 import flax.linen as nn
@@ -32,7 +31,7 @@ from mtl.core.layers import numeric as numeric_lib
 from mtl.core.layers.embedding import Column, FeatureEmbedding, feature_groups
 from mtl.core.layers.wide import Wide, cross_columns
 from mtl.core.towers import Towers
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, did_you_mean
 
 
 class MultiTaskModel(nn.Module):
@@ -171,9 +170,7 @@ def _required_keys(cls: type[nn.Module]) -> list[str]:
   ]
 
 
-def _suggest(word: str, options) -> str:
-  close = difflib.get_close_matches(word, options, n=1)
-  return f' (did you mean {close[0]!r}?)' if close else ''
+_suggest = did_you_mean
 
 
 def make_backbone(

@@ -22,7 +22,6 @@ in the same layout); the mesh spans the global devices. Nothing here asks for
 `jax.process_index()`.
 """
 
-import difflib
 from collections.abc import Callable, Sequence
 
 import jax
@@ -31,7 +30,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, did_you_mean
 
 BACKENDS = ('pmap', 'shard_map')
 AXIS_NAME = 'data'
@@ -42,8 +41,7 @@ BATCH_AXIS = {'labels': 1, 'mask': 1}
 def check_backend(backend: str) -> None:
   """One-line ValueError naming `BACKENDS` on an unknown backend."""
   if backend not in BACKENDS:
-    close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ''
+    hint = did_you_mean(backend, BACKENDS)
     raise ConfigError(
       f'unknown parallel backend {backend!r}: expected one of '
       f'{", ".join(BACKENDS)}{hint}'

@@ -7,7 +7,6 @@ dataset and the keyword (the config's `dataset` entry is the loader's
 keywords).
 """
 
-import difflib
 import functools
 import inspect
 
@@ -15,7 +14,7 @@ from mtl.data.census_income import load_census_income
 from mtl.data.entire_space import load_entire_space
 from mtl.data.synthetic import load_synthetic
 from mtl.data.table import load_table
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, did_you_mean
 
 
 def _checked(name: str, load):
@@ -31,10 +30,7 @@ def _checked(name: str, load):
   def checked(**kwargs):
     unknown = [k for k in kwargs if k not in known]
     if unknown:
-      close = difflib.get_close_matches(unknown[0], known, n=1)
-      hint = (
-        f" (did you mean '{close[0]}'?)" if close and len(unknown) == 1 else ''
-      )
+      hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ''
       raise ConfigError(
         f'dataset {name!r} got unexpected keyword'
         f'{"s" if len(unknown) > 1 else ""} '

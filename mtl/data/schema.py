@@ -94,7 +94,6 @@ a DataError naming the file (check_columns).
 """
 
 import dataclasses
-import difflib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -103,7 +102,7 @@ import numpy as np
 import pandas as pd
 
 from mtl.core import tasks as tasks_lib
-from mtl.errors import ConfigError, DataError
+from mtl.errors import ConfigError, DataError, did_you_mean
 
 PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
 NORMALIZE = ('standard', 'log1p', 'log1p_standard', 'none')
@@ -289,9 +288,7 @@ def _label_column(text: str) -> str:
   return m[1] if m and re.search(r'[=<>!]', text) else text.strip()
 
 
-def _suggest(word: str, options) -> str:
-  close = difflib.get_close_matches(word, list(options), n=1)
-  return f" (did you mean '{close[0]}'?)" if close else ''
+_suggest = did_you_mean
 
 
 def _check_choice(where: str, key: str, value, choices) -> None:

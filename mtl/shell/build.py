@@ -7,7 +7,6 @@ with the key's name.
 """
 
 import dataclasses
-import difflib
 
 import jax
 import ml_collections
@@ -20,7 +19,7 @@ from mtl.core.layers import embedding
 from mtl.core.model import make_model
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS, prepared, streaming
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, did_you_mean
 from mtl.shell import keywords, members
 
 INPUT_MODES = ('device', 'host', 'stream')
@@ -28,8 +27,7 @@ INPUT_MODES = ('device', 'host', 'stream')
 
 def _choose(kind: str, name: str, options) -> None:
   if name not in options:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ''
+    hint = did_you_mean(name, options)
     raise ConfigError(
       f'unknown {kind} {name!r}: expected one of '
       f'{", ".join(sorted(options))}{hint}'

@@ -10,7 +10,6 @@ from them, so a new component needs no table of defaults anywhere else, and
 
 import collections.abc
 import dataclasses
-import difflib
 import inspect
 import types
 import typing
@@ -18,7 +17,7 @@ import typing
 from absl import logging
 from ml_collections.config_dict import placeholder
 
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, did_you_mean
 
 _SKIP = ('num_tasks', 'parent', 'name')
 
@@ -112,8 +111,7 @@ def resolve_model(config, architectures) -> dict:
           )
       kwargs[key] = tuple(value) if isinstance(value, list) else value
     elif not any(key in keywords(a) for a in architectures.values()):
-      close = difflib.get_close_matches(key, list(own), n=1)
-      hint = f" (did you mean 'model.{close[0]}'?)" if close else ''
+      hint = did_you_mean(key, own, prefix='model.')
       raise ConfigError(
         f'model.{key} is not a keyword of any architecture{hint}; {name!r} '
         f'takes {", ".join(own)}'

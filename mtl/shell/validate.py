@@ -48,7 +48,6 @@ Rules:
 """
 
 import dataclasses
-import difflib
 import math
 import numbers
 import os
@@ -64,7 +63,7 @@ from mtl.core.architectures import ARCHITECTURES, two_tower
 from mtl.core.layers import interactions, numeric
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
-from mtl.errors import ConfigError, MtlError
+from mtl.errors import ConfigError, MtlError, did_you_mean
 from mtl.shell import build, members, selection, writers
 
 
@@ -259,8 +258,7 @@ def _check(key: str, v, rule: _Rule) -> None:
       f'{", ".join(rule.choices)}'
     )
   elif kind == 'choice' and not isinstance(v, bool) and v not in rule.choices:
-    close = difflib.get_close_matches(str(v), list(rule.choices), n=1)
-    hint = f' (did you mean {close[0]!r}?)' if close else ''
+    hint = did_you_mean(v, rule.choices)
     raise ConfigError(
       f'{key} {v!r} is not one of {", ".join(rule.choices)}{hint}'
     )
