@@ -16,7 +16,7 @@ task group are config keys:
 """
 
 from configs import common
-from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures import ARCHITECTURES, two_tower
 from mtl.core.architectures.base import Backbone
 from mtl.errors import ConfigError
 
@@ -43,10 +43,11 @@ def get_config(arg: str = 'mmoe'):
 def census_models() -> list[str]:
   """Every registered architecture that needs no click -> conversion funnel
   (ESMM and AITM re-target a funnel dataset: `adapt_dataset`) and no user
-  and item features (the two-tower models read features by name:
-  `input_layout`; census rows are people, with no items)."""
+  and item features (the two-tower models; census rows are people, with no
+  items). PEPNet reads features by name too, but any features."""
   return sorted(
     n
     for n, a in ARCHITECTURES.items()
-    if a.adapt_dataset is Backbone.adapt_dataset and not a.input_layout
+    if a.adapt_dataset is Backbone.adapt_dataset
+    and not issubclass(a, two_tower.TwoTower)
   )

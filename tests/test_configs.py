@@ -10,6 +10,7 @@ import pytest
 
 from configs import census, common
 from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures.two_tower import TwoTower
 from mtl.core.architectures.base import Backbone
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
@@ -61,8 +62,11 @@ def test_configs_cover_every_architecture():
     if c.adapt_dataset is not Backbone.adapt_dataset
   }
   assert funnel == {'esmm', 'aitm'}
-  towers = {n for n, c in ARCHITECTURES.items() if c.input_layout}
+  towers = {n for n, c in ARCHITECTURES.items() if issubclass(c, TwoTower)}
   assert towers == {'two_tower', 'two_tower_mmoe'}
+  # PEPNet reads features by name too, any features: census runs it.
+  by_name = {n for n, c in ARCHITECTURES.items() if c.input_layout}
+  assert by_name == towers | {'pepnet'}
   # Census has no click -> conversion funnel for ESMM and AITM and no items
   # for the two towers; every other architecture runs from
   # configs/census.py:<name>, with no file of its own.

@@ -191,6 +191,15 @@ _EXTRA = {
     'tuple', each=_Rule('tuple', each=_count(0))
   ),
   ('model', 'interaction'): _Rule('choice', choices=two_tower.INTERACTIONS),
+  # HoME's partition of the tasks (checked against T by HoME) and the
+  # rank of its feature-gates (0: off).
+  ('model', 'task_groups'): _Rule(
+    'tuple', each=_Rule('tuple', each=_count(0), nonempty=True)
+  ),
+  ('model', 'feature_gate_rank'): _count(0),
+  # PEPNet's Gate NU: hidden width and gamma (its gates lie in (0, gamma)).
+  ('model', 'gate_width'): _count(),
+  ('model', 'gate_scale'): _Rule('float', 0, strict=True),
 }
 
 

@@ -11,7 +11,9 @@ from mtl.core.architectures.aitm import AITM
 from mtl.core.architectures.dbmtl import DBMTL
 from mtl.core.architectures.dselect_k import DSelectK
 from mtl.core.architectures.esmm import ESMM
+from mtl.core.architectures.home import HoME
 from mtl.core.architectures.mmoe import MMoE, OMoE
+from mtl.core.architectures.pepnet import PEPNet
 from mtl.core.architectures.ple import CGC, PLE
 from mtl.core.architectures.shared_bottom import SharedBottom
 from mtl.core.architectures.single_task import SingleTask
@@ -27,6 +29,8 @@ ARCHITECTURES = {
   'dselect_k': DSelectK,
   'dbmtl': DBMTL,
   'adatt': AdaTT,
+  'home': HoME,
+  'pepnet': PEPNet,
   # Entire-space models of a click -> conversion funnel.
   'esmm': ESMM,
   'aitm': AITM,
@@ -41,10 +45,12 @@ __all__ = [
   'ARCHITECTURES',
   'ESMM',
   'CGC',
+  'HoME',
   'DBMTL',
   'DSelectK',
   'MMoE',
   'OMoE',
+  'PEPNet',
   'PLE',
   'SharedBottom',
   'SingleTask',
