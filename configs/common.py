@@ -104,6 +104,10 @@ a config file or a command-line override fails with the key's name. Keys:
                        ends the run instead (exit code 3)
   diagnostics_every_steps  per-task gradient norms, gradient cosines and
                        mean gate weights every N steps (0: off)
+  profile              steps: 'A:B' traces the training steps that take
+                       the step counter from A to B with jax.profiler,
+                       rounded out to dispatch boundaries, into
+                       <workdir>/profile/ (mtl/shell/profiling.py); '': off
   population           K members trained in one compiled program
                        (mtl.shell.trainer): size (K; alone: seeds
                        seed..seed+K-1), seeds, learning_rates, task_weights
@@ -209,6 +213,7 @@ def base_config(
   c.divergence_factor = 1000.0
   c.stop_on_divergence = False
   c.diagnostics_every_steps = 200
+  c.profile = dict(steps='')  # 'A:B': a jax.profiler trace (profiling.py)
   c.population = dict(
     size=0,
     seeds=(),

@@ -33,6 +33,7 @@ from mtl.shell import (
   engines,
   keywords,
   preemption,
+  profiling,
   selection,
   validate,
 )
@@ -243,6 +244,7 @@ def _train(config, wd, t_start: float) -> dict:
   max_inflight = 1 if jax.process_count() > 1 else MAX_INFLIGHT_DISPATCHES
   k_max = engine.dispatch_steps
   guard = preemption.PreemptionGuard()
+  run = profiling.Profiled(engine.run, config, workdir, step, chief, spe)
   patience = config.early_stopping.patience
   stopped = selection.exhausted(best, patience)  # A rerun trains no more.
   with guard:
@@ -253,7 +255,7 @@ def _train(config, wd, t_start: float) -> dict:
       first_of_epoch = step - epoch * spe
       for first in range(first_of_epoch, spe, k_max):
         k = min(k_max, spe - first)
-        state, m = engine.run(state, perms, first, k)
+        state, m = run(state, perms, first, k)  # config.profile: traced
         pending.append((step, m['loss']))  # Read only at check points.
         step += k
         inflight += 1

@@ -64,7 +64,7 @@ from mtl.core.layers import interactions, numeric
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
 from mtl.errors import ConfigError, MtlError, did_you_mean
-from mtl.shell import build, members, selection, writers
+from mtl.shell import build, members, profiling, selection, writers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +168,7 @@ _FIXED = {
   'skip_nonfinite': _Rule('bool'),
   'divergence_factor': _Rule('float', 0),  # 0: off
   'stop_on_divergence': _Rule('bool'),
+  'profile.steps': _Rule('str'),  # 'A:B' or '': profiling.parse_steps
   'population.size': _count(0),  # 0: as many as the lists give
   'population.seeds': _Rule('tuple', each=_Rule('int')),
   'population.bagging': _Rule('bool'),
@@ -503,6 +504,7 @@ def check_config(config) -> None:
   parallel.check_backend(_get(config, 'parallel.backend'))
   for key, rule in _FIXED.items():
     _check(key, _get(config, key), rule)
+  profiling.parse_steps(_get(config, 'profile.steps'))  # 'A:B', 0 <= A < B
   name = config.model_name
   model = _get(config, 'model')
   _check_keywords(

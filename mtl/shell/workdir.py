@@ -62,6 +62,7 @@ EXCLUDED_KEYS = {
   'log_every_steps': 'what is logged, not what is trained',
   'diagnostics_every_steps': 'what is logged, not what is trained',
   'wandb.*': 'where metrics are sent',
+  'profile.*': 'which steps a profiler traces, not what they compute',
   'checkpoint.*': 'when and how many checkpoints are kept; resume is exact',
   'eval_batch_size': 'evaluation pads and masks: the same metrics',
   'parallel.*': 'data parallelism runs the same steps on the same batches',
