@@ -20,6 +20,7 @@ A model that shares nothing (single_task: per-task tables) declares none.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mtl.errors import ConfigError
 
@@ -92,6 +93,38 @@ def gram(task_grads) -> jnp.ndarray:
   t = leaves[0].shape[0]
   flat = [x.reshape(t, -1).astype(jnp.float32) for x in leaves]
   return sum(f @ f.T for f in flat)
+
+
+def pair_matrix(norms: jnp.ndarray) -> jnp.ndarray:
+  """[T (T - 1) / 2, T]: row (i, j), i < j, is e_i / n_i - e_j / n_j (a zero
+  gradient's 1 / n taken as 0), so it maps gradients to u_i - u_j."""
+  t = norms.shape[0]
+  i, j = np.triu_indices(t, 1)
+  inverse = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 0.0)
+  eye = jnp.eye(t, dtype=jnp.float32)
+  return eye[i] * inverse[i, None] - eye[j] * inverse[j, None]
+
+
+def unit_distances(task_grads, norms: jnp.ndarray, extra=None) -> jnp.ndarray:
+  """[T, T] ||u_i - u_j||^2, u_t = g_t / ||g_t|| (0 for a zero gradient),
+  from the per-task gradient trees [T, ...] themselves.
+
+  1 - cos_ij from a float32 Gram matrix is known to ~1e-7 only; formed from
+  the gradients, ||u_i - u_j||^2 keeps float32's relative precision however
+  close the directions (IMTL-G's input). `extra(pairs)` adds the squared
+  norms of parts the trees do not hold (sparse rows), given `pair_matrix`.
+  """
+  t = norms.shape[0]
+  pairs = pair_matrix(norms)
+  sq = sum(
+    jnp.sum(jnp.square(jnp.tensordot(pairs, x.reshape(t, -1), 1)), axis=1)
+    for x in jax.tree.leaves(task_grads)
+  )
+  if extra is not None:
+    sq = sq + extra(pairs)
+  i, j = np.triu_indices(t, 1)
+  out = jnp.zeros((t, t), jnp.float32).at[i, j].set(sq)
+  return out + out.T
 
 
 def cosines(g: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:

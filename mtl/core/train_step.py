@@ -151,7 +151,8 @@ def make_train_step(
     extra, task_rows = {}, None
     rows_of = lambda g: sparse_train.pop_rows(g, part)  # noqa: E731
     if want_task_grads:
-      groups = {shared} if combines or 'task_grad_gram' in needs else set()
+      gram_needs = {'task_grad_gram', 'task_grad_unit_distances'}
+      groups = {shared} if combines or needs & gram_needs else set()
       if 'task_grad_norms' in needs:
         path = task_grads_lib.gradnorm_path(model, state.params)
         groups.add(path[0])

@@ -15,7 +15,8 @@ Each reference works on the explicit gradients g [T, P] in float64 numpy:
   IMTL-G (Liu et al., ICLR 2021): their closed form alpha_{2:T} = g_1 U^T
     (D U^T)^{-1}, alpha_1 = 1 - sum alpha_{2:T}, on the explicit vectors.
 
-mtl sees only the float32 Gram matrix (what the train step computes) and
+mtl sees only the float32 Gram matrix (what the train step computes; IMTL-G
+also the unit gradients' squared distances, formed from the gradients) and
 returns the coefficients c of d = sum_t c_t g_t; d is formed here in float64
 from the explicit gradients. Gradient sets for T in {2, 3, 5}: conflicting,
 nearly parallel (cos >= 0.9999), with 100-fold scale differences and (CAGrad)
@@ -38,6 +39,7 @@ import pytest
 from mtl.core.weighting.cagrad import cagrad as _cagrad
 from mtl.core.weighting.imtl import imtl_g as _imtl_g
 from mtl.core.weighting.nash_mtl import nash_mtl as _nash_mtl
+from tests.weighting import hard_cases
 
 # One method (so one compilation per task count) per set of arguments.
 cagrad = functools.cache(_cagrad)
@@ -63,9 +65,9 @@ def run(method, g, *, weights=None, state=None, step=0):
   c, state = _compiled(method)(
     jnp.ones(t) if weights is None else jnp.asarray(weights, jnp.float32),
     state,
-    task_grad_gram=jnp.asarray(g @ g.T, jnp.float32),
     losses=jnp.ones(t),
     step=step,
+    **hard_cases.inputs(g),  # the Gram matrix and the unit distances
   )
   c = np.asarray(c, np.float64)
   return c, c @ g, state

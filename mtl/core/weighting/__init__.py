@@ -4,9 +4,11 @@ Each entry is a factory taking the method's hyper-parameters as keyword
 arguments (`config.weighting`) and returning a `WeightingMethod`.
 """
 
+from mtl.core.weighting.aligned_mtl import aligned_mtl
 from mtl.core.weighting.base import WeightingMethod, chain
 from mtl.core.weighting.cagrad import cagrad
 from mtl.core.weighting.dwa import dwa
+from mtl.core.weighting.fairgrad import fairgrad
 from mtl.core.weighting.famo import famo
 from mtl.core.weighting.fixed import equal, fixed
 from mtl.core.weighting.gls import gls
@@ -20,6 +22,7 @@ from mtl.core.weighting.rlw import rlw
 from mtl.core.weighting.scheduled import scheduled
 from mtl.core.weighting.stch import stch
 from mtl.core.weighting.uncertainty import uncertainty
+from mtl.core.weighting.upgrad import upgrad
 
 WEIGHTINGS = {
   'equal': equal,
@@ -38,6 +41,9 @@ WEIGHTINGS = {
   'cagrad': cagrad,
   'imtl_g': imtl_g,
   'nash_mtl': nash_mtl,
+  'aligned_mtl': aligned_mtl,
+  'fairgrad': fairgrad,
+  'upgrad': upgrad,
   'gradvac': gradvac,
 }
 

@@ -19,6 +19,10 @@ for methods that use them (`KNOWN_NEEDS`):
                    `backbone` params flattened; `embed` for ESMM and AITM,
                    whose backbones are task-specific: see
                    task_grads.shared_group), of the global batch.
+  task_grad_unit_distances  [T, T] ||u_i - u_j||^2 of the unit gradients
+                   u_t = g_t / ||g_t|| of the same shared params, formed
+                   from the gradients (exact where 2 - 2 cos_ij from the
+                   float32 Gram matrix is not: nearly parallel gradients).
 
 All inputs are global (reduced over data-parallel devices) before a method
 sees them. Every update accepts and ignores extra keywords it does not use, so
@@ -45,7 +49,9 @@ import jax.numpy as jnp
 from mtl.errors import ConfigError
 
 # Inputs a method may ask the train step for, beyond losses, step and epoch.
-KNOWN_NEEDS = frozenset({'task_grad_norms', 'task_grad_gram'})
+KNOWN_NEEDS = frozenset(
+  {'task_grad_norms', 'task_grad_gram', 'task_grad_unit_distances'}
+)
 
 
 class WeightingMethod(NamedTuple):

@@ -18,16 +18,29 @@ distances of the unit gradients), every solution is beta ~ E^{-1} 1, so
   alpha_t ~ (E^{-1} 1)_t / ||g_t||,   normalised to sum to 1.
 
 E scales with the spread of the gradients' directions: its conditioning
-depends on their arrangement, not on how close they are, so no ridge is
-needed (for T = 2, alpha = (||g_2||, ||g_1||) / (||g_1|| + ||g_2||) at any
-angle, exactly); what remains is the float32 Gram matrix's own limit, 1 -
-cos known to ~1e-7. E is solved by a symmetric pseudo-inverse whose cutoff
-(CUTOFF * T) bounds float32's noise on E: directions the Gram matrix cannot
-resolve are dropped, so identical or parallel gradients (E = 0: every alpha
-gives the same projections) get alpha ~ 1 / ||g_t||, the limit of nearly
-parallel ones, and a zero gradient gets alpha_t = 0. All float32. Scale:
-alpha sums to 1; mtl returns T * alpha, the scale of equal weighting's sum
-of T task gradients.
+depends on their arrangement, not on how close they are (for T = 2, alpha =
+(||g_2||, ||g_1||) / (||g_1|| + ||g_2||) at any angle, exactly). But 2 - 2
+cos_ij from a float32 Gram matrix is known to ~1e-7 only, which moved alpha
+by up to 1e-2 on nearly parallel gradients (T = 5, 1 - cos ~ 1e-4); so E is
+the need `task_grad_unit_distances`, ||u_i - u_j||^2 formed from the
+gradients in the train step (`task_grads.unit_distances`), which keeps
+float32's relative precision at any angle; the Gram matrix gives the norms.
+E is solved by a symmetric pseudo-inverse whose cutoff (RELATIVE * T times
+E's largest entry, at least FLOOR) bounds float32's noise on E: directions
+E cannot resolve are dropped, so identical or parallel gradients (E = 0:
+every alpha gives the same projections) get alpha ~ 1 / ||g_t||, the limit
+of nearly parallel ones, and a zero gradient gets alpha_t = 0. All float32.
+Accuracy against the paper's closed form in float64 on the explicit
+gradients (tests/weighting/test_exact_mgda_imtl.py): within 1e-5 relative
+in alpha and in d = sum_t alpha_t g_t, plus 32 times the change of the exact
+answer when the gradients move by one float32 ulp or alpha is rounded to
+float32 (measured: 3.8e-5 in d for opposed gradients 100-fold apart, T = 6,
+where d is a small difference of large gradients; 1.7e-4 for T = 6 at 1 -
+cos ~ 1e-6, where the gradients' own float32 rounding moves the exact answer
+by 6e-4, while a float32 Gram cannot resolve E there at all). Called
+without the distances (outside the train step), E is 2 - 2 cos from the
+Gram matrix, with that limit. Scale: alpha sums to 1; mtl returns T *
+alpha, the scale of equal weighting's sum of T task gradients.
 """
 
 import jax.numpy as jnp
@@ -35,10 +48,12 @@ import jax.numpy as jnp
 from mtl.core.weighting import gram as gram_lib
 from mtl.core.weighting.base import EmptyState, WeightingMethod
 
-# An eigenvalue of E below CUTOFF * T can be float32 noise: E's entries carry
-# up to ~5e-7 of rounding (Gram matrix and cosines), and |lambda| <=
+# An eigenvalue of E below RELATIVE * T * max E_ij can be float32 noise: E's
+# entries carry a few ulps (~5e-7 relative) of rounding, and |lambda| <=
 # (T - 1) max |entry| bounds the eigenvalues of a zero-diagonal noise matrix.
-CUTOFF = 5e-7
+# Below FLOOR, E is the rounding of parallel gradients' unit vectors (~1e-14).
+RELATIVE = 5e-7
+FLOOR = 1e-12
 
 
 def imtl_g() -> WeightingMethod:
@@ -48,23 +63,29 @@ def imtl_g() -> WeightingMethod:
     del num_tasks
     return EmptyState()
 
-  def update(weights, state, *, task_grad_gram, **unused):
+  def update(
+    weights, state, *, task_grad_gram, task_grad_unit_distances=None, **unused
+  ):
     g = gram_lib.weighted(task_grad_gram.astype(jnp.float32), weights)
-    return imtl_coefficients(g) * weights, state
+    if task_grad_unit_distances is None:  # Called without the step: 2 - 2 cos.
+      s, n, live = gram_lib.scaled(g)
+      e = 2.0 - 2.0 * gram_lib.cosines(s, n, live)
+    else:  # Of unit gradients: positive weights do not change it.
+      e = task_grad_unit_distances.astype(jnp.float32)
+    return imtl_coefficients(g, e) * weights, state
 
-  return WeightingMethod(
-    init, update, frozenset({'task_grad_gram'}), combines_gradients=True
-  )
+  needs = frozenset({'task_grad_gram', 'task_grad_unit_distances'})
+  return WeightingMethod(init, update, needs, combines_gradients=True)
 
 
-def imtl_coefficients(gram: jnp.ndarray) -> jnp.ndarray:
-  """T * alpha [T] of IMTL-G from the Gram matrix."""
+def imtl_coefficients(gram: jnp.ndarray, distances: jnp.ndarray) -> jnp.ndarray:
+  """T * alpha [T] of IMTL-G from the Gram matrix (norms) and E."""
   t = gram.shape[0]
   gram, n, live = gram_lib.scaled(gram)
-  cos = gram_lib.cosines(gram, n, live)
   on = live[:, None] & live[None, :]
-  e = jnp.where(on & ~jnp.eye(t, dtype=bool), 2.0 - 2.0 * cos, 0.0)
-  y = gram_lib.symmetric_pinv(e, CUTOFF * t) @ live.astype(gram.dtype)
+  e = jnp.where(on & ~jnp.eye(t, dtype=bool), distances, 0.0)
+  cutoff = jnp.maximum(RELATIVE * t * jnp.max(jnp.abs(e)), FLOOR)
+  y = gram_lib.symmetric_pinv(e, cutoff) @ live.astype(gram.dtype)
   y = jnp.where(live, y / n, 0.0)
   # Fallback when E holds nothing above noise (all gradients parallel) or
   # sum y vanishes (no alpha summing to 1 projects equally): the parallel
