@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from mtl.core.weighting import gram as gram_lib
@@ -46,7 +47,8 @@ TOL = 1e-7
 # A final relative residual above this: no solution was reached.
 SOLVED = 1e-4
 # Backtracking step sizes 1, 1/2, ..., 2^-20, tried at once.
-STEPS = 2.0 ** -jnp.arange(21)
+# numpy, not jnp: a jnp op at import starts JAX's backend (forks then hang).
+STEPS = np.exp2(-np.arange(21, dtype=np.float32))
 
 
 class FairGradState(NamedTuple):
