@@ -39,3 +39,7 @@ def did_you_mean(word, options, prefix: str = '') -> str:
   `word`, or '' when none is close (difflib's ratio >= 0.6)."""
   close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
   return f" (did you mean '{prefix}{close[0]}'?)" if close else ''
+
+
+class DiskFull(WorkdirError):
+  """The disk filled up while a checkpoint or a result was written."""

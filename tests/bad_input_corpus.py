@@ -6,13 +6,15 @@ run by tests/test_bad_input_corpus_<kind>.py, one file per kind.
 Every error case asserts exit code 2, one stderr line `mtl-train: error:`
 naming the problem (key, file, row, directory), no traceback, and that a
 finished run's workdir the case points at (a private copy per case) is
-byte for byte what it was. Warning cases (a damaged cache rebuilt from the
-raw files, a corrupt newest checkpoint skipped) assert exit code 0, the
-warning, and what the run then did. A kind's cases run two at a time in
-one module fixture (`run`); each is then its own test (`check`). Cases that
-tests/test_bad_input, tests/test_cli_errors and tests/test_main already
-cover in process or through the CLI are left out. The rules of
-mtl/shell/validate.py are tested in process in tests/test_validate_rules.py.
+byte for byte what it was. A diverged run (exit 3) also ends on one error
+line, and its case checks what was (not) written. Warning cases (a damaged
+cache rebuilt from the raw files, a corrupt newest checkpoint skipped)
+assert exit code 0, the warning, and what the run then did. A kind's cases
+run two at a time in one module fixture (`run`); each is then its own test
+(`check`). Cases that tests/test_bad_input, tests/test_cli_errors and
+tests/test_main already cover in process or through the CLI are left out.
+The rules of mtl/shell/validate.py are tested in process in
+tests/test_validate_rules.py.
 """
 
 import dataclasses
@@ -248,7 +250,35 @@ CONFIG = {
     ['model.expert_hidden[0] is 8.5 (a float), expected an int'],
     setup=_config_file('c.model.expert_hidden = (8.5,)'),
   ),
+  # Adam at lr 1e3: finite losses (~1e19), validation mse ~3e6 (1.35e6x the
+  # first training loss); SGD's losses go non-finite: both end with exit 3.
+  'Adam diverging with finite losses': Case(
+    _smoke('--config.optimizer.learning_rate=1e3'),
+    [
+      "validation mse of task 'y1' is ",
+      'at epoch 1, ',
+      'x its first training loss ',
+      '(divergence_factor=1000): the run diverged; lower '
+      'optimizer.learning_rate; the checkpoint of step 4 is kept',
+    ],
+    code=3,
+    workdir='fresh',
+    alone=False,  # the training losses' warnings come first
+    check=lambda proc, ctx: _stopped_at_the_evaluation(ctx),
+  ),
 }
+
+
+def _stopped_at_the_evaluation(ctx):
+  """The diverged epoch was neither selected, saved nor reported: the
+  checkpoint of step 4 (every_steps=4) stays, none of the epoch's end (8)."""
+  workdir = ctx['workdir']
+  assert not (workdir / 'results.json').exists()
+  saved = {
+    name: sorted(p.name for p in (workdir / name).glob('*') if p.name.isdigit())
+    for name in ('checkpoints', 'checkpoints_best')
+  }
+  assert saved == {'checkpoints': ['4'], 'checkpoints_best': []}, saved
 
 
 # --- data: small CSVs in tmp, Ali-CCP's and AliExpress' 'full' layout -----
@@ -506,7 +536,42 @@ DATA = {
   'cache of since-fixed raw files rebuilt': Case(
     _ali_ccp(), [], code=0, workdir='fresh', setup=_stale_cache, check=_rebuilt
   ),
+  'sequence delimiter that never occurs': Case(
+    [
+      '--config=configs/example_table.py',
+      '--config.dataset.path={file}',
+      '--config.dataset.data_dir={tfds}',
+      '--config.num_epochs=1',
+    ],
+    [
+      "{file}: sequence feature 'tags' (column 'tags') has delimiter '|', "
+      "which occurs in none of its values, but ';' does (e.g. '",
+      "'): expected dataset.features.tags.delimiter=';'",
+    ],
+    workdir='fresh',
+    setup=lambda ctx: _semicolon_tags(ctx),
+    check=lambda proc, ctx: _nothing_prepared(proc, ctx),
+  ),
 }
+
+
+def _semicolon_tags(ctx):
+  """docs/data.md's example file with its tags joined by ';', not '|'."""
+  from tests import test_own_data
+
+  path = ctx['tmp'] / 'interactions.csv'
+  df = test_own_data.write_csv(path, n_users=20, per_user=6)
+  df['tags'] = df.tags.str.replace('|', ';')
+  df.to_csv(path, index=False)
+  joined = {t for t in df.tags if isinstance(t, str) and ';' in t}
+  return {'file': path, 'tfds': ctx['tmp'] / 'tfds', 'joined': joined}
+
+
+def _nothing_prepared(proc, ctx):
+  """The example is a value of the file; TFDS wrote no split."""
+  example = proc.stderr.split("(e.g. '")[1].split("')")[0]
+  assert example in ctx['joined'], example
+  assert not list(ctx['tfds'].rglob('*.array_record*'))
 
 
 # --- workdir and checkpoint faults on a copy of a finished run -------------
@@ -745,7 +810,7 @@ def check(outcomes: dict, name: str) -> None:
   assert proc.returncode == case.code, (
     f'exit code {proc.returncode}, expected {case.code}: {stderr[-3000:]}'
   )
-  if case.code == 2:
+  if case.code in (2, 3):  # bad input; a run that went non-finite/diverged
     lines = stderr.strip().splitlines()
     errors = [x for x in lines if x.startswith('mtl-train: error:')]
     assert len(errors) == 1 and errors[0] == lines[-1], stderr[-3000:]
@@ -753,6 +818,7 @@ def check(outcomes: dict, name: str) -> None:
       assert len(lines) == 1, stderr[-3000:]
     for expected in case.expect:
       assert expected.format(**ctx) in errors[0], errors[0]
+  if case.code == 2:
     # Nothing already written was lost or changed; a new workdir got no
     # results.
     after = _hashes(ctx['workdir'])

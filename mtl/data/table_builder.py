@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from mtl.data import cache
+from mtl.data import cache, delimiters
 from mtl.data import counts as cf
 from mtl.data import csv_builder as cb
 from mtl.data import history_tails as ht
@@ -448,11 +448,14 @@ class Table(cache.ShardBuilder):
     dense = {f.name: cb.Moments((f.name,)) for f in s.of(sc.Dense)}
     labels = {t.name: cb.Moments((t.name,)) for t in s.tasks}
     fitted = {f.name: cb.Moments(tuple(cf.outputs(f))) for f in s.of(sc.Count)}
+    split_by = delimiters.DelimiterCheck(s.of(sc.Sequence))
     for source, start, chunk, rows, keep in self._rows(plan, 0):
       for name, log in plan.counts.items():
         fitted[name].update(log.values(rows[keep]))
       chunk = chunk[keep]
       offsets = start + np.flatnonzero(keep)
+      for f in s.of(sc.Sequence):
+        split_by.update(f, chunk[f.column], source.path)
       for f in counted:
         if isinstance(f, sc.Sequence):
           values = sc.last_values(chunk[f.column], f.delimiter, f.max_len)[0]
@@ -466,6 +469,7 @@ class Table(cache.ShardBuilder):
       for t in s.tasks:
         y, m = self._label(t, chunk, offsets, source)
         labels[t.name].update(y[m > 0][:, None].astype(np.float64))
+    split_by.finish()  # Before any vocabulary is fitted on whole strings.
     tables = {}
     for f in s.of(sc.Categorical) + s.of(sc.Sequence):
       if s.table_of(f.name) != f.name:

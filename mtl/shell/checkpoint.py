@@ -28,25 +28,34 @@ Disk policy (nothing already saved is deleted by a failed run):
   those are kept for a human to inspect, listed in
   `<directory>/corrupt_steps.json` so that later runs keep them too.
 - A save at a step that already exists is skipped, never overwritten.
+- A full disk under a save (ENOSPC) is one line, `DiskFull`, naming the
+  newest committed checkpoint, which stays intact (orbax commits a save by
+  renaming its temporary directory; mtl/shell/storage_faults.py).
 
 Typed PRNG keys are stored as their raw key data and wrapped again on restore
 with the implementation of the abstract state's key, so they round-trip
 bitwise whatever orbax does with key dtypes.
 """
 
-import hashlib
+import contextlib
 import json
 import logging
 import pathlib
 import shutil
+import weakref
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
 from mtl.errors import CheckpointError, ConfigError
+from mtl.shell import storage_faults
+from mtl.shell.checkpoint_integrity import (
+  check_compatible,
+  checksums,
+  verify_checksums,
+)
 from mtl.shell.workdir import write_json
 
 CORRUPT_STEPS_FILE = 'corrupt_steps.json'
@@ -127,94 +136,8 @@ def _from_disk(tree, abstract):
   return jax.tree.map(leaf, tree, abstract)
 
 
-def _path_str(path) -> str:
-  parts = []
-  for k in path:
-    for attr in ('name', 'key', 'idx'):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-  return '/'.join(parts)
-
-
-def _shapes(tree) -> dict[str, tuple]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {_path_str(p): tuple(x.shape) for p, x in leaves}
-
-
-def _host_bytes(x) -> np.ndarray | None:
-  """The leaf's values on this host, None if no process holds all of them."""
-  if isinstance(x, jax.Array):
-    if x.is_fully_addressable:
-      return np.asarray(x)
-    if x.is_fully_replicated:
-      return np.asarray(x.addressable_data(0))
-    return None  # Sharded over processes: not verified.
-  return np.asarray(x)
-
-
-def _leaf_checksum(x) -> str | None:
-  host = _host_bytes(x)
-  if host is None:
-    return None
-  flat = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
-  return f'{host.dtype}:{hashlib.sha256(flat.data).hexdigest()}'
-
-
-def checksums(tree) -> dict[str, str | None]:
-  """{leaf path: "<dtype>:<sha256 of its bytes>"} of an on-disk tree."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {_path_str(p): _leaf_checksum(x) for p, x in leaves}
-
-
-def verify_checksums(tree, saved: dict) -> str | None:
-  """The first problem of a restored on-disk tree against `saved`, or None.
-
-  A leaf whose dtype differs from the saved one (orbax cast it on restore)
-  or whose checksum was not taken (sharded over processes) is not checked.
-  """
-  for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    want = saved.get(_path_str(path))
-    if want is None:
-      continue
-    host = _host_bytes(x)
-    if host is None or str(host.dtype) != want.split(':')[0]:
-      continue
-    got = _leaf_checksum(host)
-    if got != want:
-      return (
-        f'sha256 mismatch in {_path_str(path)} (saved '
-        f'{want.split(":")[1][:12]}..., read {got.split(":")[1][:12]}...)'
-      )
-  return None
-
-
-def check_compatible(saved_tree, abstract_tree, *, directory, step) -> None:
-  """Raises a one-line CheckpointError at the first leaf that does not match.
-
-  Args:
-    saved_tree: the checkpoint's tree metadata (leaves have `.shape`).
-    abstract_tree: what the caller expects (on-disk form, see `_to_disk`).
-    directory: named in the message.
-    step: named in the message.
-  """
-  found, expected = _shapes(saved_tree), _shapes(abstract_tree)
-  problem = None
-  for path, shape in expected.items():
-    if path not in found:
-      problem = f'{path} is missing (expected shape {shape})'
-    elif found[path] != shape:
-      problem = f'{path} has shape {found[path]}, expected {shape}'
-    if problem:
-      break
-  else:
-    extra = [p for p in found if p not in expected]
-    if extra:
-      problem = f'{extra[0]} (shape {found[extra[0]]}) is not in the model'
-  if problem:
-    raise CheckpointError(
-      f'checkpoint {directory} step {step} does not match the model: {problem}'
-    )
+# The open Checkpointers of this process (closed together on a full disk).
+_OPEN = weakref.WeakSet()
 
 
 class _KeepLatestAndCorrupt:
@@ -228,6 +151,12 @@ class _KeepLatestAndCorrupt:
     good = sorted(c.step for c in checkpoints if c.step not in self.corrupt)
     keep = set(good if self.n is None else good[max(len(good) - self.n, 0) :])
     return [c.step in keep or c.step in self.corrupt for c in checkpoints]
+
+
+def corrupt_steps(directory) -> list[int]:
+  """The steps a restore found corrupt under `directory` (kept there)."""
+  path = pathlib.Path(directory) / CORRUPT_STEPS_FILE
+  return json.loads(path.read_text())['steps'] if path.exists() else []
 
 
 class Checkpointer:
@@ -275,6 +204,8 @@ class Checkpointer:
       raise ValueError(f'save_every_steps is {save_every_steps}, expected >= 1')
     self.directory = pathlib.Path(directory).absolute()
     self.save_every_steps = save_every_steps
+    storage_faults.quiet()  # Orbax's threads' tracebacks off the console.
+    _OPEN.add(self)
     self._read_only = read_only
     self._corrupt = set(self._read_corrupt())
     if remove_stale_tmp and not read_only:
@@ -317,8 +248,7 @@ class Checkpointer:
         path.unlink()
 
   def _read_corrupt(self) -> list[int]:
-    path = self.directory / CORRUPT_STEPS_FILE
-    return json.loads(path.read_text())['steps'] if path.exists() else []
+    return corrupt_steps(self.directory)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -354,14 +284,30 @@ class Checkpointer:
     on_disk = _to_disk(state)
     # From the host copy now: the caller may donate `state` after we return.
     meta = {**meta, CHECKSUM_KEY: checksums(on_disk)}
-    return self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=_SaveState(on_disk),
-        meta=ocp.args.JsonSave(meta),
-      ),
-      force=True,
+    args = ocp.args.Composite(
+      state=_SaveState(on_disk), meta=ocp.args.JsonSave(meta)
     )
+    with self._disk_full():  # This save's start, or the one before's end.
+      return self._manager.save(step, args=args, force=True)
+
+  @contextlib.contextmanager
+  def _disk_full(self):
+    """A full disk under a save as one line (DiskFull). Every open
+    manager of the process is closed first (their saves in flight fail on
+    the same disk), so that no save thread outlives the error to print
+    at the interpreter's exit."""
+    try:
+      yield
+    except Exception as e:
+      if not storage_faults.is_disk_full(e):
+        raise
+      for other in list(_OPEN):
+        other._quietly_close()
+      steps = storage_faults.committed_steps(self.directory)
+      steps = [s for s in steps if s not in self._corrupt]
+      raise storage_faults.disk_full(
+        self.directory, doing='saving a checkpoint', steps=steps
+      ) from None
 
   def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores cleanly, or None if there is none.
@@ -400,7 +346,7 @@ class Checkpointer:
       saved = self._manager.item_metadata(step)['state']
       saved = getattr(saved, 'tree', saved)
     except Exception as e:  # Anything unreadable is corrupt.
-      raise _Corrupt(f'{type(e).__name__}: {e}'.splitlines()[0]) from e
+      raise _Corrupt(storage_faults.reason(e, self.directory)) from e
     if saved is None:
       raise _Corrupt('no state metadata')
     return saved
@@ -418,7 +364,7 @@ class Checkpointer:
         ),
       )
     except Exception as e:
-      raise _Corrupt(f'{type(e).__name__}: {e}'.splitlines()[0]) from e
+      raise _Corrupt(storage_faults.reason(e, self.directory)) from e
     meta = dict(out['meta'] or {})
     saved_sums = meta.pop(CHECKSUM_KEY, None)
     if saved_sums is None:
@@ -448,12 +394,21 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until every started save is on disk."""
-    self._manager.wait_until_finished()
+    with self._disk_full():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
     """Waits for pending saves, then releases the manager."""
-    self._manager.wait_until_finished()
+    with self._disk_full():
+      self._manager.wait_until_finished()
     self._manager.close()
+    _OPEN.discard(self)
+
+  def _quietly_close(self) -> None:
+    for end in ('wait_until_finished', 'close'):
+      with contextlib.suppress(Exception):
+        getattr(self._manager, end)()
+    _OPEN.discard(self)
 
   def __enter__(self):
     return self

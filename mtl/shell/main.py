@@ -8,8 +8,10 @@ Errors a user can cause (the config file, a `--config.<key>` value, a flag,
 the data: `mtl.errors.MtlError`) end the run with one line on stderr,
 `mtl-train: error: ...`, and exit code 2; `--traceback` shows the full trace
 instead. Any other exception is a bug in mtl and keeps its traceback (exit
-code 1). A non-finite loss ends the run with exit code 3, a preemption
-(SIGTERM) with 143 after saving.
+code 1). A non-finite loss (or a validation loss that diverged) ends the
+run with exit code 3, a preemption (SIGTERM) with 143 after saving. A full
+disk (ENOSPC) is one line too, naming the file or the workdir and the last
+intact checkpoint (`mtl.shell.storage_faults`).
 
 The console is quiet: the libraries' INFO logs (orbax, JAX, TFDS) and TFDS's
 progress bars are off; `-v 0` (`--verbosity=0`, INFO) turns them on, `-v 1`
@@ -97,6 +99,12 @@ def main(argv):
     if _TRACEBACK.value:
       raise
     _fail(e)
+  except OSError as e:  # A full disk under a result or metrics write.
+    from mtl.shell import storage_faults
+
+    if _TRACEBACK.value or not storage_faults.is_disk_full(e):
+      raise
+    _fail(storage_faults.written(e, _WORKDIR.value))
 
 
 def _set_library_logging() -> None:

@@ -169,7 +169,10 @@ def restore_params(run: Run, which: str = 'default'):
   A corrupt checkpoint (checksums) is skipped for 'best' and 'latest', as
   training's resume does, and an error for a step asked by number. The
   best params of a 'per_task' run are stacked [T, ...], and the second
-  value says so ('per_task': True).
+  value says so ('per_task': True). When nothing restores, the one-line
+  CheckpointError gives each step's short reason and, if the other folder
+  (checkpoints/ or checkpoints_best/) holds a checkpoint, the --checkpoint
+  that reads it.
   """
   directory, steps = choose(run, which)
   per_task = _mode(run) == 'per_task' and directory.name == 'checkpoints_best'
@@ -197,7 +200,21 @@ def restore_params(run: Run, which: str = 'default'):
     ckpt.close()
   raise CheckpointError(
     f'{directory}: no checkpoint restores ({"; ".join(problems)})'
+    + _other_checkpoint(run, directory)
   )
+
+
+def _other_checkpoint(run: Run, failed: pathlib.Path) -> str:
+  """'; try --checkpoint=latest (...)' when the other checkpoint
+  directory than `failed` holds a checkpoint, else ''."""
+  which = 'best' if failed.name == 'checkpoints' else 'latest'
+  other = run.workdir / (
+    'checkpoints_best' if which == 'best' else 'checkpoints'
+  )
+  steps = [s for s in _steps(other) if s not in checkpoint.corrupt_steps(other)]
+  if not steps:
+    return ''
+  return f'; try --checkpoint={which} (step {steps[-1]} in {other})'
 
 
 def eval_counts(run: Run, program, params, data, *, per_task: bool = False):

@@ -193,15 +193,17 @@ def _train(config, wd, t_start: float) -> dict:
   ]
   pending = []
 
-  def check_finite():
+  def check_finite(val=None, epoch=None):
     for first, loss in pending:
       loss = np.asarray(jax.device_get(loss))  # [k, K, T]
       for j, g in enumerate(guards):
         g.add(first, {'loss': loss[:, j]})
     pending.clear()
-    for m, g in zip(members, guards, strict=True):
+    for j, (m, g) in enumerate(zip(members, guards, strict=True)):
       try:
         g.check()
+        if val is not None:  # A diverged evaluation ends the run.
+          g.validation(val[j], epoch)
       except NonFinite as e:
         who = f'member {m["name"]}: ' if is_population else ''
         saved = ckpt.all_steps()
@@ -314,6 +316,7 @@ def _train(config, wd, t_start: float) -> dict:
         val = outputs_lib.eval_lines(
           engine, state.params, 'validation', tasks, 'val'
         )
+        check_finite(val, epoch + 1)
         for scalars in val:
           scalars['val/epoch'] = epoch + 1
         improved = selection.update(
