@@ -178,3 +178,10 @@ def test_counts_add_count_features_and_rare_weights():
   )
   with pytest.raises(ConfigError, match="no 'counts' part"):
     census.get_config('mmoe,counts')
+  # Census: the bare file is the validation-best; 'mmoe' the paper's setup.
+  assert (
+    census.get_config().to_dict()
+    == census.get_config(f'mmoe,{census.DEFAULT_PARTS}').to_dict()
+  )
+  assert census.get_config().numeric.embedding == 'periodic'
+  assert census.get_config('mmoe').numeric.embedding == 'none'
