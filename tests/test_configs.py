@@ -10,8 +10,8 @@ import pytest
 
 from configs import census, common
 from mtl.core.architectures import ARCHITECTURES
-from mtl.core.architectures.two_tower import TwoTower
 from mtl.core.architectures.base import Backbone
+from mtl.core.architectures.two_tower import TwoTower
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
 from mtl.errors import ConfigError
