@@ -36,6 +36,11 @@ a config file or a command-line override fails with the key's name. Keys:
                        frequencies, initialised N(0, sigma^2), to `dim`
                        values; Gorishniy et al. 2022; params `numeric`);
                        not with two towers or single_task
+  precision            'float32' (default: the plain program) | 'bfloat16':
+                       the backbone's and towers' matmuls and activations
+                       in bfloat16; params, optimizer state, embeddings,
+                       logits, losses, AUC counts and balancing stay float32
+                       (mtl/core/precision.py; docs/scaling.md "Precision")
   optimizer            name, learning_rate, weight_decay, grad_clip_norm,
                        schedule ('constant' | 'cosine'), warmup_steps;
                        sparse: tables (names), min_rows (0: off) and method
@@ -161,6 +166,8 @@ def base_config(
   # 'periodic' (PLR), with its keywords.
   c.numeric = dict(model_lib.NUMERIC_DEFAULTS)
   c.cross = dict(model_lib.CROSS_DEFAULTS)
+  # The backbone's and towers' compute dtype (mtl/core/precision.py).
+  c.precision = 'float32'
   c.optimizer = dict(
     name='adam',
     learning_rate=2e-3,

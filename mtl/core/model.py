@@ -16,6 +16,8 @@ GradNorm's "last shared layer" find parts by these names):
   interaction  (config.interaction 'dcn_v2') layers/interactions: the
             cross network between embed and backbone (the backbone takes
             concat(x, cross(x))); 'fm' has no params; absent by default.
+The backbone and the towers compute in `precision` (config.precision,
+mtl/core/precision.py); their params and the logits stay float32.
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from mtl.core import precision as precision_lib
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.layers import interactions
 from mtl.core.layers import numeric as numeric_lib
@@ -54,6 +57,8 @@ class MultiTaskModel(nn.Module):
     cross_low_rank: DCN-V2's rank (0: full-rank W_l).
     numeric: the dense columns' embedding (layers/numeric, replacing the
       raw columns in front of the sparse embeddings), or None.
+    precision: the backbone's and towers' compute dtype, a key of
+      precision.PRECISIONS ('float32': the plain model).
   """
 
   num_tasks: int
@@ -68,6 +73,7 @@ class MultiTaskModel(nn.Module):
   cross_layers: int = 2
   cross_low_rank: int = 0
   numeric: nn.Module | None = None
+  precision: str = 'float32'
 
   @nn.compact
   def __call__(
@@ -105,20 +111,20 @@ class MultiTaskModel(nn.Module):
         self.num_tasks if self.backbone.per_task_inputs else 0,
         name='interaction',
       )(x)
+    kwargs = {'train': train}
     if self.backbone.input_layout:  # Two towers: which columns are whose.
-      layout = feature_layout(
+      kwargs['layout'] = feature_layout(
         self.vocab_sizes, self.embed_dim, self.feature_names, x.shape[-1]
       )
-      z = self.backbone(x, train=train, layout=layout)
-    else:
-      z = self.backbone(x, train=train)  # [T, B, H]
+    # z [T, B, H]; logits [num_towers, B], float32 at any precision.
+    z = precision_lib.run(self, self.precision, self.backbone, x, **kwargs)
     # Entire-space backbones (ESMM) have fewer towers than outputs and
     # derive the outputs from the towers' logits.
     num_towers = self.backbone.num_towers or self.num_tasks
     towers = Towers(
       num_towers, self.tower_hidden, self.tower_dropout, name='towers'
     )
-    logits = towers(z, train=train)  # [num_towers, B]
+    logits = precision_lib.run(self, self.precision, towers, z, train=train)
     if self.wide is not None:  # Wide & Deep: the logits' sum (eq. 3).
       logits = logits + self.wide(features['dense'], features['sparse'])
     return type(self.backbone).head_logits(logits)
@@ -220,6 +226,7 @@ def make_model(
   interaction: str = 'none',
   cross: dict[str, Any] | None = None,
   numeric: dict[str, Any] | None = None,
+  precision: str = 'float32',
 ) -> MultiTaskModel:
   """The MultiTaskModel of a named backbone; see make_backbone for errors.
 
@@ -227,8 +234,14 @@ def make_model(
   False: no wide part), `interaction` (interactions.INTERACTIONS) and
   `cross` (CrossNetwork's num_layers, low_rank) are the config's keys of
   the same names, as is `numeric` (NUMERIC_DEFAULTS: the dense columns'
-  embedding); at their defaults the model is the plain one.
+  embedding); at their defaults the model is the plain one. `precision`
+  (precision.PRECISIONS) is the backbone's and towers' compute dtype.
   """
+  if precision not in precision_lib.PRECISIONS:
+    raise ConfigError(
+      f'precision is {precision!r}, expected one of '
+      f'{", ".join(precision_lib.PRECISIONS)}'
+    )
   backbone = make_backbone(model_name, model_kwargs, num_tasks=num_tasks)
   vocab_sizes = tuple(vocab_sizes)
   cross = {**CROSS_DEFAULTS, **dict(cross or {})}
@@ -266,6 +279,7 @@ def make_model(
     cross_layers=int(cross['num_layers']),
     cross_low_rank=int(cross['low_rank']),
     numeric=_numeric(numeric, model_name),
+    precision=precision,
   )
 
 

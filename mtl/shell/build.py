@@ -122,6 +122,7 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
     interaction=config.get('interaction', 'none'),
     cross=_section(config, 'cross'),
     numeric=_section(config, 'numeric'),
+    precision=config.get('precision', 'float32'),
   )
   # Sparse embedding updates (optimizer.sparse) choose among these tables.
   _, tables = embedding.lookups(model.vocab_sizes, model.embed_dim)

@@ -57,7 +57,7 @@ import types
 import typing
 
 from mtl.core import model as model_lib
-from mtl.core import optim, parallel, sparse
+from mtl.core import optim, parallel, precision, sparse
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES, two_tower
 from mtl.core.layers import interactions, numeric
@@ -145,6 +145,8 @@ _FIXED = {
   'numeric.frequencies': _count(),
   'numeric.dim': _count(),
   'numeric.sigma': _Rule('float', 0, strict=True),
+  # The backbone's and towers' compute dtype (mtl/core/precision.py).
+  'precision': _Rule('choice', choices=tuple(precision.PRECISIONS)),
   'select_best': _Rule('choice', choices=selection.MODES, bools=True),
   # (task, value) pairs; names, values: tasks_lib.task_loss_pairs.
   **{
