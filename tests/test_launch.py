@@ -1,12 +1,16 @@
-"""The multi-host path end to end: launch/multiprocess_cpu.sh starts 2
-processes x 2 emulated CPU devices joined by jax.distributed; the run must
-equal one process with 4 devices, and only process 0 may write."""
+"""The launchers end to end. launch/multiprocess_cpu.sh starts 2 processes
+x 2 emulated CPU devices joined by jax.distributed: the run must equal one
+process with 4 devices, and only process 0 may write. Every launcher
+(launch/lib.sh) shows process 0's evaluations and summary, and a process
+that fails is named with its exit code and last lines."""
 
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -29,12 +33,12 @@ def _env():
   return env
 
 
-def _run(cmd, timeout=240):
+def _run(cmd, timeout=240, env=None):
   # jax.distributed catches SIGTERM: a hang is ended with SIGKILL.
   proc = subprocess.Popen(
     cmd,
     cwd=REPO,
-    env=_env(),
+    env=_env() if env is None else env,
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
     text=True,
@@ -46,6 +50,16 @@ def _run(cmd, timeout=240):
     os.killpg(proc.pid, 9)
     raise
   return proc.returncode, out
+
+
+def _assert_shows_the_summary(out, workdir):
+  """Process 0's evaluations and summary on the console; no wait errors."""
+  lines = out.splitlines()
+  assert any(line.startswith('val ') for line in lines), out[-2000:]
+  assert any(line.startswith('test ') for line in lines), out[-2000:]
+  assert f'workdir {workdir}' in lines, out[-2000:]
+  assert 'wait:' not in out and 'no such job' not in out, out[-2000:]
+  assert 'exited with' not in out, out[-2000:]
 
 
 def _params(workdir):
@@ -103,6 +117,7 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(
   )
   logs = [(two / f'process_{i}.log').read_text() for i in range(2)]
   assert rc == 0, out[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+  _assert_shows_the_summary(out, two)
 
   want, got = (json.loads((d / 'results.json').read_text()) for d in (one, two))
   assert (got['num_processes'], got['num_devices']) == (2, 4)
@@ -170,3 +185,164 @@ def test_processes_sharing_an_empty_data_dir_prepare_it_once(tmp_path):
   # One epoch of a tiny MMoE: a chance model scores 0.5, census income
   # models about 0.93-0.95.
   assert 0.85 < results['test']['test/auc/income'] <= 1.0
+
+
+# One epoch of the smoke config: seconds, and every line of a summary.
+ONE_EPOCH = ('--config.num_epochs=1', '--config.progress_bar=false')
+
+
+def test_local_sh_shows_the_summary(tmp_path):
+  workdir = tmp_path / 'run'
+  rc, out = _run(
+    ['launch/local.sh', CONFIG, str(workdir), '--num_cpu_devices=2', *ONE_EPOCH]
+  )
+  assert rc == 0, out[-3000:]
+  _assert_shows_the_summary(out, workdir)
+  # The console is the log: process 0's lines, each once.
+  assert (workdir / 'process_0.log').read_text().splitlines() == [
+    line for line in out.splitlines() if not line.startswith('[Gloo]')
+  ]
+  results = json.loads((workdir / 'results.json').read_text())
+  assert (results['num_processes'], results['num_devices']) == (1, 2)
+
+
+def test_local_sh_names_a_failed_run_and_exits_with_its_code(tmp_path):
+  workdir = tmp_path / 'run'
+  rc, out = _run(
+    ['launch/local.sh', CONFIG, str(workdir), '--config.num_epochs=0']
+  )
+  error = 'mtl-train: error: num_epochs is 0, expected >= 1'
+  assert rc == 2, out[-3000:]
+  report = (
+    f'launch/local.sh: process 0 exited with 2; its last lines '
+    f'({workdir}/process_0.log):'
+  )
+  lines = out.splitlines()
+  assert report in lines, out[-3000:]
+  assert lines[lines.index(report) + 1 :] == [error], out[-3000:]
+
+
+def test_multiprocess_cpu_sh_names_the_process_that_failed(tmp_path):
+  # A flag after the script's own overrides them in every process:
+  # --num_processes=1 leaves process 0 a valid one-process run, which then
+  # waits for nobody, while process 1 (--process_id=1) fails at once.
+  workdir = tmp_path / 'run'
+  rc, out = _run(
+    [
+      'launch/multiprocess_cpu.sh',
+      '2',
+      '2',
+      CONFIG,
+      str(workdir),
+      *ONE_EPOCH,
+      '--num_processes=1',
+    ]
+  )
+  assert rc == 2, out[-3000:]
+  report = (
+    'launch/multiprocess_cpu.sh: process 1 exited with 2; its last lines '
+    f'({workdir}/process_1.log):'
+  )
+  lines = out.splitlines()
+  assert report in lines, out[-3000:]
+  # Its last lines follow, then nothing (process 0 was killed).
+  assert lines[lines.index(report) + 1 :] == [
+    'mtl-train: error: --process_id is 1, expected 0..0'
+  ], out[-3000:]
+  assert 'wait:' not in out and 'no such job' not in out, out[-3000:]
+
+
+SRUN = """#!/usr/bin/env bash
+# srun --kill-on-bad-exit=1 on one machine: SLURM_NTASKS tasks with the
+# environment jax.distributed reads (its coordinator port is
+# SLURM_JOB_ID % 4096 + 61440, on the step's first node).
+while [[ $1 == -* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_STEP_ID=0 SLURM_STEP_NODELIST=localhost SLURM_PROCID=$i \\
+    SLURM_LOCALID=$i setsid "$@" &
+  pids+=($!)
+done
+status=0
+wait -n "${pids[@]}" || status=$?
+if ((status)); then
+  echo "srun: error: a task exited with exit code $status" >&2
+  for pid in "${pids[@]}"; do kill -9 -- "-$pid" 2>/dev/null; done
+fi
+wait 2>/dev/null
+exit "$status"
+"""
+
+
+def test_slurm_sbatch_names_a_failed_task(tmp_path):
+  # The job script's tasks under an emulated srun (2 tasks on this
+  # machine): both fail on the config; the first to end is named.
+  workdir = tmp_path / 'run'
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'srun').write_text(SRUN)
+  (bin_dir / 'srun').chmod(0o755)
+  env = _env()
+  env.update(
+    PATH=f'{bin_dir}:{env["PATH"]}',
+    CONFIG=CONFIG,
+    WORKDIR=str(workdir),
+    SLURM_NTASKS='2',
+    SLURM_JOB_ID=str(os.getpid() % 4096),
+  )
+  rc, out = _run(['launch/slurm.sbatch', '--config.num_epochs=0'], env=env)
+  assert rc == 2, out[-3000:]
+  lines = out.splitlines()
+  reports = [
+    i
+    for i, line in enumerate(lines)
+    if line.startswith('launch/slurm.sbatch: process ')
+  ]
+  assert reports, out[-3000:]
+  i = reports[0]
+  task = lines[i].split()[2]
+  assert lines[i] == (
+    f'launch/slurm.sbatch: process {task} exited with 2; its last lines '
+    f'({workdir}/process_{task}.log):'
+  ), out[-3000:]
+  assert lines[i + 1] == 'mtl-train: error: num_epochs is 0, expected >= 1'
+  assert 'srun: error: a task exited with exit code 2' in lines, out
+  assert 'wait:' not in out and 'no such job' not in out, out[-3000:]
+
+
+@pytest.mark.parametrize('to', ['launcher', 'process group'])
+def test_a_sigterm_to_local_sh_reaches_the_run_which_saves(tmp_path, to):
+  # A preemption notice to the launcher alone (the run must get it, not be
+  # killed as the launcher exits) or to all its processes, as SLURM sends
+  # it (the console's tee must outlive it while the run saves): the run
+  # saves and exits 143.
+  workdir = tmp_path / 'run'
+  log = workdir / 'process_0.log'
+  proc = subprocess.Popen(
+    ['launch/local.sh', CONFIG, str(workdir), '--config.num_epochs=1000'],
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,
+  )
+  try:
+    deadline = time.monotonic() + 120
+    while not (log.exists() and 'epoch 1/1000' in log.read_text()):
+      assert proc.poll() is None and time.monotonic() < deadline
+      time.sleep(0.2)
+    if to == 'launcher':
+      proc.send_signal(signal.SIGTERM)
+    else:
+      os.killpg(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, 9)
+  assert proc.returncode == 143, out[-3000:]
+  assert 'checkpoint saved' in out, out[-3000:]
+  assert 'launch/local.sh: process 0 exited with 143;' in out, out[-3000:]
+  saved = checkpoint.Checkpointer(workdir / 'checkpoints', read_only=True)
+  assert saved.all_steps(), out[-3000:]
+  saved.close()
