@@ -299,13 +299,16 @@ def test_slurm_sbatch_names_a_failed_task(tmp_path):
     if line.startswith('launch/slurm.sbatch: process ')
   ]
   assert reports, out[-3000:]
-  i = reports[0]
-  task = lines[i].split()[2]
-  assert lines[i] == (
-    f'launch/slurm.sbatch: process {task} exited with 2; its last lines '
-    f'({workdir}/process_{task}.log):'
-  ), out[-3000:]
-  assert lines[i + 1] == 'mtl-train: error: num_epochs is 0, expected >= 1'
+  # Both tasks fail at once, each reporting from its own wrapper: their
+  # lines may interleave, so each report is checked, then the error after.
+  for i in reports:
+    task = lines[i].split()[2]
+    assert lines[i] == (
+      f'launch/slurm.sbatch: process {task} exited with 2; its last lines '
+      f'({workdir}/process_{task}.log):'
+    ), out[-3000:]
+  error = 'mtl-train: error: num_epochs is 0, expected >= 1'
+  assert error in lines[reports[0] + 1 :], out[-3000:]
   assert 'srun: error: a task exited with exit code 2' in lines, out
   assert 'wait:' not in out and 'no such job' not in out, out[-3000:]
 
