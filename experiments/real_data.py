@@ -1,8 +1,8 @@
 """mtl against a tuned logistic regression and a GBDT on the real logs.
 
   MTL_DATA_DIR=../shared/data python experiments/real_data.py \
-      [--datasets=kuairand,kuairand_days,movielens,census_paper,\
-census_library] [--seeds=5] [--jobs=2]
+      [--datasets=kuairand,kuairand_days,movielens,movielens_time,\
+census_paper,census_library] [--seeds=5] [--jobs=2]
 
 For each dataset, every candidate of CANDIDATES (a configs/<file>.py
 argument 'mmoe,PART+PART', configs/common.py PARTS) trains --seeds runs
@@ -21,9 +21,10 @@ Datasets: kuairand (configs/kuairand.py, the latest 10 % of impressions
 test, the 10 % before validation), kuairand_days (the same log split by
 whole days: train 04-08..04-18, validation 04-19, test 04-20 and 04-21,
 written once as three files under --workdirs), movielens
-(configs/movielens_table.py, random 80/10/10) and census (configs/census.py,
-the paper's and the library protocol). A dataset not in --datasets keeps
-its results from the results file.
+(configs/movielens_table.py, random 80/10/10), movielens_time (the same
+ratings split by time) and census (configs/census.py, the paper's and the
+library protocol): experiments/harness/real_logs.py. A dataset not in
+--datasets keeps its results from the results file.
 
 Per task: test AUC (RMSE of a regression, in the label's units after its
 transform) mean +- standard error over seeds; the number of test positives;
@@ -71,6 +72,7 @@ CANDIDATES = {
   ),
 }
 CANDIDATES['kuairand_days'] = CANDIDATES['kuairand']
+CANDIDATES['movielens_time'] = CANDIDATES['movielens']
 CANDIDATES['census_paper'] = CANDIDATES['census_library'] = CANDIDATES['census']
 MIN_POSITIVES = 100
 # The GBDT's grid, chosen on validation (census: 200k rows on 2 cores, so
@@ -82,7 +84,7 @@ GBDT_GRID = {
 
 _DATASETS = flags.DEFINE_list(
   'datasets',
-  ['kuairand', 'kuairand_days', 'movielens', 'census_paper', 'census_library'],
+  list(real_logs.DATASETS),
   'Datasets to run (module docstring).',
 )
 _CANDIDATES = flags.DEFINE_list(

@@ -6,7 +6,9 @@ Datasets: kuairand (configs/kuairand.py, the latest 10 % of impressions
 test, the 10 % before validation), kuairand_days (the same log split by
 whole days: train 04-08..04-18, validation 04-19, test 04-20 and 04-21,
 written once as three files under `workdirs`), movielens
-(configs/movielens_table.py, random 80/10/10) and census_paper /
+(configs/movielens_table.py, random 80/10/10), movielens_time (the same
+ratings split by time: the latest 10 % test, the 10 % before validation)
+and census_paper /
 census_library (configs/census.py under each protocol). `parts` is a
 configs/common.py PARTS string, the config argument after 'mmoe,'.
 
@@ -27,6 +29,7 @@ DATASETS = (
   'kuairand',
   'kuairand_days',
   'movielens',
+  'movielens_time',
   'census_paper',
   'census_library',
 )
@@ -70,8 +73,12 @@ def config_of(dataset: str, parts: str, seed: int, *, data_dir, workdirs):
   if dataset.startswith('census'):
     config = census.get_config(arg)
     config.dataset.protocol = dataset.split('_')[1]
-  elif dataset == 'movielens':
+  elif dataset.startswith('movielens'):
     config = movielens_table.get_config(arg)
+    if dataset == 'movielens_time':
+      config.dataset.name = 'movielens_time'
+      config.dataset.split = 'time'
+      config.dataset.time_column = 'timestamp'
   else:
     config = kuairand.get_config(arg)
     if dataset == 'kuairand_days':
