@@ -40,9 +40,10 @@ def get_config(arg: str = f'mmoe,{DEFAULT_PARTS}'):
   PARTS: the wide part, crosses, the dense columns' embedding, selection;
   census has no 'counts'); no argument: 'mmoe,DEFAULT_PARTS'."""
   model_name, parts = common.split_arg(arg, 'census', census_models(), 'plain')
-  if 'counts' in parts:
+  if parts & {'counts', 'user_rates'}:
     raise ConfigError(
-      f"configs/census.py: argument {arg!r}, expected no 'counts' part "
+      f"configs/census.py: argument {arg!r}, expected no 'counts' or "
+      "'user_rates' part "
       '(census rows are people, with no time order to count over)'
     )
   config = common.base_config(model_name, 'census_income')

@@ -85,6 +85,13 @@ a config file or a command-line override fails with the key's name. Keys:
                        ties, an error of at most half their share whatever
                        the base rate (~6e-5 at 2**16 for an AUC of 0.8 on
                        unit-variance logits; mtl/core/metrics.py)
+  eval_metrics         mtl-eval's host-side metrics, by name (a tuple of
+                       keys of mtl.core.metrics_registry.METRICS; default
+                       its DEFAULT: xauc, mae, ece, predicted_mean,
+                       observed_rate, gauc)
+  plugins              modules imported first, which register the user's
+                       own components (mtl/shell/plugins.py); base_config's
+                       `plugins` argument sets it
   log_every_steps      training metrics to metrics.jsonl / W&B
   progress_bar         tqdm bar with steps/s and the latest losses
   wandb                mode (disabled | offline | online), project, entity,
@@ -126,18 +133,25 @@ a config file or a command-line override fails with the key's name. Keys:
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from mtl.core import metrics_registry
 from mtl.core import model as model_lib
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS
 from mtl.errors import ConfigError
 from mtl.shell import keywords
+from mtl.shell import plugins as plugins_lib
 
 
 def base_config(
-  model_name: str = 'mmoe', dataset_name: str = 'census_income'
+  model_name: str = 'mmoe',
+  dataset_name: str = 'census_income',
+  *,
+  plugins: tuple[str, ...] = (),
 ) -> ml_collections.ConfigDict:
-  """All keys with defaults for `model_name` on `dataset_name`, locked."""
+  """All keys with defaults for `model_name` on `dataset_name`, locked;
+  the `plugins` modules are loaded first, so their components count."""
+  plugins_lib.load(plugins)
   for kind, name, registry in (
     ('model', model_name, ARCHITECTURES),
     ('dataset', dataset_name, DATASETS),
@@ -201,6 +215,8 @@ def base_config(
   c.select_best = ml_collections.FieldReference('first', field_type=object)
   c.early_stopping = dict(patience=0)
   c.num_auc_bins = 2**16
+  c.eval_metrics = metrics_registry.DEFAULT
+  c.plugins = tuple(plugins)
   c.log_every_steps = 50
   c.progress_bar = True
   c.wandb = dict(
@@ -288,6 +304,7 @@ def generated_table_config(stem: str, env: str, arg: str):
 PARTS = (
   'plain',
   'counts',
+  'user_rates',
   'wide',
   'ftrl',
   'dcn',
@@ -332,17 +349,21 @@ def split_arg(arg, stem: str, models, default: str):
   return model_name, chosen - {'plain'}
 
 
-def count_features(keys, time: str, labels) -> dict:
-  """The 'counts' part's features: '<key without _id>_rates', a `count`
-  feature of each key column over `labels`, by the `time` column."""
+def count_features(keys, time: str, labels, parts=('counts',)) -> dict:
+  """The count features of `parts`: '<key without _id>_rates', a `count`
+  feature of each key column by the `time` column. 'counts': every key's
+  earlier rows and rates of `labels`; 'user_rates': the same for the first
+  key (the user), the others' earlier rows only; neither: none."""
+  if 'counts' not in parts and 'user_rates' not in parts:
+    return {}
   return {
     f'{key.removesuffix("_id")}_rates': {
       'kind': 'count',
       'key': key,
       'time': time,
-      'labels': tuple(labels),
+      'labels': tuple(labels) if 'counts' in parts or i == 0 else (),
     }
-    for key in keys
+    for i, key in enumerate(keys)
   }
 
 

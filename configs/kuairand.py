@@ -90,10 +90,9 @@ def get_config(arg: str = 'mmoe'):
       'max_len': 20,
     },
   }
-  if 'counts' in parts:
-    d.features.update(
-      common.count_features(('user_id', 'video_id'), 'time_ms', COUNTED)
-    )
+  d.features.update(
+    common.count_features(('user_id', 'video_id'), 'time_ms', COUNTED, parts)
+  )
   d.tasks = {
     'click': {'label': 'is_click'},
     'long_view': {'label': 'long_view'},

@@ -14,8 +14,9 @@ as the config had it before these parts existed.
 The baselines (experiments/table_baselines.py) see the same split through
 mtl's loader: a logistic / ridge regression with C chosen on validation and
 a HistGradientBoosting tree tuned on validation, each fitted on the plain
-config's inputs and, where the best candidate derives count features, on
-those too; per task the input set better on validation is reported.
+config's inputs and on each set of count features a candidate derives
+(`counts`, `user_rates`); per task the input set better on validation is
+reported.
 
 Datasets: kuairand (configs/kuairand.py, the latest 10 % of impressions
 test, the 10 % before validation), kuairand_days (the same log split by
@@ -61,6 +62,9 @@ CANDIDATES = {
     'ftrl',
     'ftrl+per_task',
     'counts+ftrl+per_task',
+    'counts+ftrl+per_task+l2',
+    'user_rates+ftrl+per_task',
+    'user_rates+ftrl+per_task+l2',
     'ftrl+dcn+per_task',
   ),
   'census': (
@@ -75,6 +79,8 @@ CANDIDATES['kuairand_days'] = CANDIDATES['kuairand']
 CANDIDATES['movielens_time'] = CANDIDATES['movielens']
 CANDIDATES['census_paper'] = CANDIDATES['census_library'] = CANDIDATES['census']
 MIN_POSITIVES = 100
+# The parts that derive count features (configs/common.py count_features).
+COUNTING = {'counts', 'user_rates'}
 # The GBDT's grid, chosen on validation (census: 200k rows on 2 cores, so
 # one learning rate; its chosen iteration counts stay well inside the cap).
 GBDT_GRID = {
@@ -90,7 +96,7 @@ _DATASETS = flags.DEFINE_list(
 _CANDIDATES = flags.DEFINE_list(
   'candidates', [], 'Override: the parts strings to try on every dataset.'
 )
-_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mtl_tfds', 'TFDS cache.')
+_DATA_DIR = flags.DEFINE_string('data_dir', 'workdirs/tfds', 'TFDS cache.')
 _JOBS = flags.DEFINE_integer('jobs', 2, 'Runs trained at once.')
 _GBDT_SEEDS = flags.DEFINE_integer('gbdt_seeds', 1, "The GBDT's seeds.")
 _RENDER = flags.DEFINE_bool(
@@ -107,10 +113,6 @@ def config_of(dataset: str, parts: str, seed: int):
 
 
 load = real_logs.load
-
-
-def _score(kind: str, value, prior_mse):
-  return value if kind == 'auc' else 1.0 - value / prior_mse
 
 
 def baselines(dataset: str, inputs: str, data, gbdt) -> dict:
@@ -157,21 +159,23 @@ def run_dataset(dataset: str) -> dict:
   tasks = [t for t in plain.tasks if t.train]
   gbdt = dict(GBDT_GRID.get(dataset.split('_')[0], GBDT_GRID['default']))
   bl = {'plain': baselines(dataset, 'plain', plain, gbdt)}
-  prior_mse = {t: bl['plain'][t.name]['prior']['validation'] for t in tasks}
+  prior = {t.name: bl['plain'][t.name]['prior']['validation'] for t in tasks}
 
   def val_score(parts):
-    scores = []
-    for t in tasks:
-      kind = 'auc' if t.kind != 'regression' else 'mse'
-      vals = [r['validation'][f'val/{kind}/{t.name}'] for r in runs[parts]]
-      scores.append(_score(kind, np.mean(vals), prior_mse[t]))
+    # The score is affine in each metric, so the seeds' mean score is the
+    # score of the seeds' mean metrics.
+    scores = [real_logs.score(r, tasks, prior) for r in runs[parts]]
     return float(np.mean(scores))
 
   chosen = {p: val_score(p) for p in candidates}
   best = max(chosen, key=chosen.get)
-  if 'counts' in best:
-    counted = load(config_of(dataset, best, 0))
-    bl['counts'] = baselines(dataset, 'counts', counted, gbdt)
+  default = real_logs.default_parts(dataset)
+  # The baselines see every count input set a candidate derives as well,
+  # the better one per task on validation.
+  for inputs in sorted(COUNTING):
+    if any(inputs in p.split('+') for p in candidates):
+      counted = load(config_of(dataset, inputs, 0))
+      bl[inputs] = baselines(dataset, inputs, counted, gbdt)
   rows = []
   for t in tasks:
     kind = 'auc' if t.kind != 'regression' else 'rmse'
@@ -203,11 +207,23 @@ def run_dataset(dataset: str) -> dict:
       if kind == 'rmse':
         test = float(np.sqrt(test) * t.label_std)
       base[name] = {'test': test, 'inputs': inputs}
+
+    def beats(parts, kind=kind, base=base, summary=summary):
+      mean = summary(parts).mean
+      return bool(
+        all(
+          (mean > b['test']) if kind == 'auc' else (mean < b['test'])
+          for b in base.values()
+        )
+      )
+
     mine = summary(best)
-    better = [
-      (mine.mean > b['test']) if kind == 'auc' else (mine.mean < b['test'])
-      for b in base.values()
-    ]
+    if default in runs:
+      d = summary(default)
+      config_default = dict(parts=default, mean=d.mean, se=d.se)
+      config_default['beats_both'] = beats(default)
+    else:
+      config_default = None
     rows.append(
       dict(
         task=t.name,
@@ -217,7 +233,8 @@ def run_dataset(dataset: str) -> dict:
         best=dict(parts=best, mean=mine.mean, se=mine.se),
         today=dict(mean=summary('plain').mean, se=summary('plain').se),
         baselines=base,
-        beats_both=bool(all(better)),
+        beats_both=beats(best),
+        default=config_default,
         judged=kind == 'rmse' or positives >= MIN_POSITIVES,
       )
     )
@@ -248,6 +265,20 @@ def _sampling(row) -> str:
     row['best']['mean'], row['test_positives'], row['test_negatives']
   )
   return f'{se:.4f}'
+
+
+def _default_line(r) -> str:
+  """What the config file's default parts score, where it is not the best."""
+  rows = [row for row in r['tasks'] if row.get('default')]
+  if not rows or rows[0]['default']['parts'] == r['best']:
+    return ''
+  parts = rows[0]['default']['parts']
+  each = '; '.join(
+    f'{row["task"]} {row["default"]["mean"]:.4f} +- {row["default"]["se"]:.4f}'
+    f' ({"beats both" if row["default"]["beats_both"] else "**not both**"})'
+    for row in rows
+  )
+  return f"The config file's default `{parts}` on this split: {each}."
 
 
 def table(record: dict) -> str:
@@ -296,7 +327,8 @@ def table(record: dict) -> str:
       )
     lines += harness.markdown_table(header, body)
     scores = ', '.join(f'`{p}` {s:.4f}' for p, s in r['candidates'].items())
-    lines += ['', f'Validation score per candidate: {scores}.', '']
+    lines += ['', f'Validation score per candidate: {scores}.']
+    lines += [_default_line(r), '']
   return '\n'.join(lines)
 
 

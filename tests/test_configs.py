@@ -176,12 +176,34 @@ def test_counts_add_count_features_and_rare_weights():
     kuairand.get_config().to_dict()
     == kuairand.get_config(f'mmoe,{kuairand.DEFAULT_PARTS}').to_dict()
   )
-  with pytest.raises(ConfigError, match="no 'counts' part"):
-    census.get_config('mmoe,counts')
+  for part in ('counts', 'user_rates'):
+    with pytest.raises(ConfigError, match="no 'counts' or 'user_rates' part"):
+      census.get_config(f'mmoe,{part}')
   # Census: the bare file is the validation-best; 'mmoe' the paper's setup.
   assert (
     census.get_config().to_dict()
     == census.get_config(f'mmoe,{census.DEFAULT_PARTS}').to_dict()
   )
   assert census.get_config().numeric.embedding == 'periodic'
+
+
+def test_user_rates_counts_the_items_and_rates_the_users_only():
+  from configs import movielens_table
+
+  features = movielens_table.get_config('mmoe,user_rates').dataset.features
+  assert features['user_rates'].labels == movielens_table.COUNTED
+  assert features['item_rates'].kind == 'count'
+  assert features['item_rates'].labels == ()
+  full = movielens_table.get_config('mmoe,counts').dataset.features
+  assert full['item_rates'].labels == movielens_table.COUNTED
+  assert (
+    'item_rates'
+    not in movielens_table.get_config('mmoe,plain').dataset.features
+  )
+  assert (
+    movielens_table.get_config().to_dict()
+    == movielens_table.get_config(
+      f'mmoe,{movielens_table.DEFAULT_PARTS}'
+    ).to_dict()
+  )
   assert census.get_config('mmoe').numeric.embedding == 'none'

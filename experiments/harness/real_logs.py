@@ -95,6 +95,15 @@ def config_of(dataset: str, parts: str, seed: int, *, data_dir, workdirs):
   return config
 
 
+def default_parts(dataset: str) -> str:
+  """The parts the dataset's config file takes with no argument."""
+  if dataset.startswith('census'):
+    return census.DEFAULT_PARTS
+  if dataset.startswith('movielens'):
+    return movielens_table.DEFAULT_PARTS
+  return kuairand.DEFAULT_PARTS
+
+
 def load(config):
   """The prepared dataset of `config` (built once, then read)."""
   from mtl.shell import build
