@@ -1,7 +1,7 @@
 """The generated scale table (mtl/data/scale.py) through the `table` dataset.
 
-  python -m mtl.data.scale /tmp/scale/scale_1000000 --rows=1000000
-  MTL_SCALE_DIR=/tmp/scale mtl-train --config=configs/scale.py:1000000 \\
+  python -m mtl.data.scale workdirs/scale/scale_1000000 --rows=1000000
+  MTL_SCALE_DIR=workdirs/scale mtl-train --config=configs/scale.py:1000000 \\
       --config.input_mode=stream --workdir=workdirs/scale
 
 The argument is 'ROWS' or 'ROWS,MODEL' (default 1000000, mmoe); the files

@@ -1,7 +1,7 @@
 """The generated multi-scenario log (mtl/data/scenarios.py): click and like.
 
-  python -m mtl.data.scenarios /tmp/scenarios/scenarios_500000 --rows=500000
-  MTL_SCENARIOS_DIR=/tmp/scenarios mtl-train \\
+  python -m mtl.data.scenarios workdirs/scenarios/scenarios_500000 --rows=500000
+  MTL_SCENARIOS_DIR=workdirs/scenarios mtl-train \\
       --config=configs/scenarios.py:500000 --workdir=workdirs/scenarios
 
 The argument is 'ROWS' or 'ROWS,MODEL' (default 500000, mmoe); the file is

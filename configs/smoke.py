@@ -1,7 +1,7 @@
 """A seconds-long run of every part of the pipeline, used by the tests.
 
-  mtl-train --config=configs/smoke.py --workdir=/tmp/smoke
-  mtl-train --config=configs/smoke.py:ple,census --workdir=/tmp/smoke_census
+  mtl-train --config=configs/smoke.py --workdir=workdirs/smoke
+  mtl-train --config=configs/smoke.py:ple,census --workdir=workdirs/smoke_census
 
 The argument is 'model[,dataset]' (default 'mmoe,synthetic'); census runs read
 the real data from $MTL_DATA_DIR/census-income-kdd.

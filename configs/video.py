@@ -1,7 +1,7 @@
 """The generated short-video log (mtl/data/video.py): watch time and depth.
 
-  python -m mtl.data.video /tmp/video/video_200000 --rows=200000
-  MTL_VIDEO_DIR=/tmp/video mtl-train --config=configs/video.py:200000 \\
+  python -m mtl.data.video workdirs/video/video_200000 --rows=200000
+  MTL_VIDEO_DIR=workdirs/video mtl-train --config=configs/video.py:200000 \\
       --workdir=workdirs/video
 
 The argument is 'ROWS' or 'ROWS,MODEL' (default 200000, mmoe); the files

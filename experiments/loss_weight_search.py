@@ -46,7 +46,7 @@ _GENERATIONS = flags.DEFINE_integer('generations', 4, 'ES generations.')
 _SIGMA = flags.DEFINE_float('sigma', 0.5, 'ES initial step size (logits).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Model seed of every candidate.')
 _JOBS = flags.DEFINE_integer('jobs', 2, 'Runs trained at once.')
-_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mtl_tfds', 'TFDS cache.')
+_DATA_DIR = flags.DEFINE_string('data_dir', 'workdirs/tfds', 'TFDS cache.')
 harness.define_flags(out='', workdirs='loss_weight_search')
 FLAGS = flags.FLAGS
 

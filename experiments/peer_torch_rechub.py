@@ -43,7 +43,7 @@ reports the test AUCs of both tasks.
 Command (from the repository root, in an environment with torch and
 torch-rechub installed, e.g. pip install torch==2.13.0 torch-rechub==0.9.0):
   python experiments/peer_torch_rechub.py \\
-    --data_dir /work/shared/data/census-income-kdd \\
+    --data_dir $MTL_DATA_DIR/census-income-kdd \\
     --batch_size 1024 --threads 2 --epochs 1 --repeats 3 --auc_epochs 1
 It prints examples/s and writes experiments/results/peer_torch_rechub.json
 and .md (or --out).

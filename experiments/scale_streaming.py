@@ -1,7 +1,7 @@
 """The streaming parts of experiments/scale_benchmark.py.
 
   python experiments/scale_benchmark.py --parts=prepare,modes,epoch
-      [--memory_rows=1000000] [--scale_rows=50000000] [--root=/tmp/scale]
+      [--memory_rows=1000000] [--scale_rows=50000000] [--root=workdirs/scale]
 
 (a) `modes` (`part_modes`): the same model (configs/scale.py, MMoE) and
     data that fits in memory (`--memory_rows` training rows) trained
@@ -55,7 +55,7 @@ _SPARSE_MIN_ROWS = flags.DEFINE_integer(
   "(b) trainer: optimizer.sparse.min_rows (0: the config's, dense Adam); "
   'tables of at least this many rows get lazy Adam.',
 )
-_ROOT = flags.DEFINE_string('root', '/tmp/scale', 'Tables and caches.')
+_ROOT = flags.DEFINE_string('root', 'workdirs/scale', 'Tables and caches.')
 MODES = ('device', 'host', 'stream')
 GOAL_RATIO, GOAL_RSS_GB = 0.7, 2.0
 

@@ -17,7 +17,7 @@ predictions): AUC and GAUC (by user) of each binary task, XAUC (by user)
 and RMSE of each regression (MovieLens rating, centred; KuaiRand log1p
 play time, standardised), mean +- std over seeds, and the difference to
 'mean' in standard errors. Prepared data lives under
---data_dir (default /tmp/mtl_tfds). Writes
+--data_dir (default workdirs/tfds). Writes
 experiments/results/sequence_encoders.{json,md} (or --out).
 """
 
@@ -39,7 +39,7 @@ _ENCODERS = flags.DEFINE_list(
   'encoders', ['none', 'mean', 'din', 'gru', 'transformer'], 'History.'
 )
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
-_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mtl_tfds', 'TFDS cache.')
+_DATA_DIR = flags.DEFINE_string('data_dir', 'workdirs/tfds', 'TFDS cache.')
 harness.define_flags(
   out='sequence_encoders', workdirs='sequence_encoders', seeds=5
 )

@@ -52,7 +52,7 @@ _MODELS = flags.DEFINE_list(
   'mmoe, two_tower:<interaction> or two_tower_mmoe.',
 )
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "0: the config's.")
-_DATA_DIR = flags.DEFINE_string('data_dir', '/tmp/mtl_tfds', 'TFDS cache.')
+_DATA_DIR = flags.DEFINE_string('data_dir', 'workdirs/tfds', 'TFDS cache.')
 harness.define_flags(out='two_tower', workdirs='two_tower', seeds=5)
 FLAGS = flags.FLAGS
 MLP_TOWERS = (32,)  # kuairand's towers.hidden, as two_tower_mmoe keeps it.

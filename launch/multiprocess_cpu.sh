@@ -2,7 +2,7 @@
 # N local processes x M emulated CPU devices each, joined by jax.distributed
 # on 127.0.0.1: the multi-host path, runnable on one CPU machine.
 #   launch/multiprocess_cpu.sh N M CONFIG WORKDIR [FLAGS...]
-# e.g. launch/multiprocess_cpu.sh 2 2 configs/smoke.py:mmoe /tmp/mp
+# e.g. launch/multiprocess_cpu.sh 2 2 configs/smoke.py:mmoe workdirs/mp
 # Process i logs to WORKDIR/process_i.log; process 0's lines (evaluations,
 # warnings, summary) are also shown on stderr. The exit code is the first
 # non-zero one: every process is killed if one fails, and that process's

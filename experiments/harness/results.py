@@ -15,6 +15,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = REPO / 'experiments' / 'results'
@@ -47,14 +48,32 @@ def write_json(path, value) -> None:
   _atomic_write(pathlib.Path(path), json.dumps(value, indent=2) + '\n')
 
 
+def portable(text: str) -> str:
+  """`text` without this machine's absolute paths: the repository's become
+  relative to it, $MTL_DATA_DIR's and the temporary directory's are named by
+  their variables."""
+  places = [(str(REPO) + os.sep, '')]
+  if os.environ.get('MTL_DATA_DIR'):
+    data = os.path.realpath(os.environ['MTL_DATA_DIR'])
+    places += [
+      (data, '$MTL_DATA_DIR'),
+      (os.environ['MTL_DATA_DIR'], '$MTL_DATA_DIR'),
+    ]
+  places.append((tempfile.gettempdir(), '$TMPDIR'))
+  for path, name in places:
+    text = text.replace(path, name)
+  return text
+
+
 def command_line() -> str:
-  """The command that is running, as the user would retype it."""
+  """The command that is running, as the user would retype it from the
+  repository's root (portable: no absolute paths of this machine)."""
   script = pathlib.Path(sys.argv[0])
   try:
     script = script.resolve().relative_to(REPO)
   except ValueError:
     pass
-  return shlex.join(['python', str(script), *sys.argv[1:]])
+  return portable(shlex.join(['python', str(script), *sys.argv[1:]]))
 
 
 def _git(*args) -> subprocess.CompletedProcess | None:

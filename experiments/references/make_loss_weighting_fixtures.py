@@ -3,10 +3,10 @@
 Run in a separate environment with PyTorch and LibMTL (never by the tests,
 which must not import torch):
 
-  python3 -m venv /tmp/refenvB
-  /tmp/refenvB/bin/pip install torch==2.13.0 numpy
-  /tmp/refenvB/bin/pip install --no-deps LibMTL-1.1.5-py3-none-any.whl
-  /tmp/refenvB/bin/python \
+  python3 -m venv .refenvB
+  .refenvB/bin/pip install torch==2.13.0 numpy
+  .refenvB/bin/pip install --no-deps LibMTL-1.1.5-py3-none-any.whl
+  .refenvB/bin/python \
     experiments/references/make_loss_weighting_fixtures.py
 
 It writes tests/weighting/fixtures/{gls,gradvac}.json, read by

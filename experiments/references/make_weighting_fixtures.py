@@ -3,10 +3,10 @@
 Run in a separate environment with PyTorch and torchjd (never by the tests,
 which must not import torch):
 
-  python3 -m venv /tmp/refenv
-  /tmp/refenv/bin/pip install torch==2.13.0 numpy scipy torchjd==0.18.0 \
+  python3 -m venv .refenv
+  .refenv/bin/pip install torch==2.13.0 numpy scipy torchjd==0.18.0 \
     qpsolvers quadprog
-  /tmp/refenv/bin/python experiments/references/make_weighting_fixtures.py
+  .refenv/bin/python experiments/references/make_weighting_fixtures.py
 
 It writes tests/weighting/fixtures/{upgrad,aligned_mtl}.json, read by
 tests/weighting/test_torchjd_fixtures.py: for each case the gradients g

@@ -1,6 +1,6 @@
 """A generated interaction log as large as asked, for data beyond memory.
 
-Issue 14 item 8. `write_scale_table(folder, rows=...)` writes Parquet (or
+`write_scale_table(folder, rows=...)` writes Parquet (or
 CSV) train / validation / test files in chunks of `chunk_rows` rows: only
 one chunk, the per-id effects and the users' recent items are ever in
 memory (about `num_users * history_len * 8` bytes plus 16 bytes per id),

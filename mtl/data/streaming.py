@@ -1,6 +1,6 @@
 """Streaming a prepared training split with grain: data beyond memory.
 
-Issue 14 item 6, `input_mode='stream'`. The in-memory modes hold the whole
+`input_mode='stream'`. The in-memory modes hold the whole
 training split in every process; streaming holds one epoch's permutation
 (4 bytes a row) and a few batches.
 

@@ -1,6 +1,6 @@
 """A generated short-video log with known interests, durations and sessions.
 
-Issue 15 (the last "Done when" item). Watch time carries a duration bias:
+Watch time carries a duration bias:
 a longer video gets more watch time whatever the user's interest in it, the
 confounder of Zhan et al., "Deconfounding Duration Bias in Watch-time
 Prediction for Video Recommendation" (D2Q), KDD 2022. Sessions go on with a

@@ -1,7 +1,7 @@
 """Sequence encoders with parameters: a behaviour history [B, L, d] and its
 mask [B, L] (True: a value, False: padding) -> one vector [B, d_out].
 
-Issue 15 item 1. Each is a Linen module called as
+Each is a Linen module called as
 `Encoder(name=...)(embeddings, mask, query)`, `query` [B, d] the candidate
 item's embedding (the categorical feature whose table the sequence shares:
 a history's `item`, a sequence's `shared_with`) or None. The embedding stage
