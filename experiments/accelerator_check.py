@@ -29,7 +29,6 @@ or --data_dir). Target: under 8 minutes on one GPU.
 """
 
 import pathlib
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # configs/ and experiments/
 
 from experiments import harness  # noqa: E402
+from experiments.harness import timing  # noqa: E402
 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny sizes: seconds.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, "Census' TFDS directory.")
@@ -94,76 +94,6 @@ def device_facts() -> dict:
     'kind': device.device_kind,
     'count': jax.device_count(),
     'jax': jax.__version__,
-  }
-
-
-def examples_per_s(config, dataset, *, members: int, repeats: int) -> dict:
-  """The scanned training program of `members` stacked members (1: the
-  single run's own program), timed: median of `repeats` dispatches of
-  steps_per_dispatch steps (at most an epoch) after a compiling one."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-
-  from mtl.core import population, train_state, train_step
-  from mtl.data import pipeline
-  from mtl.shell import build
-
-  split = dataset.splits['train']
-  n = split['labels'].shape[1]
-  bs = config.batch_size
-  spe = pipeline.steps_per_epoch(n, bs)
-  k = min(config.steps_per_dispatch, spe)
-  model, tx, weighting = build.build(config, dataset, spe)
-  step = train_step.make_train_step(
-    model, tx, weighting, dataset.tasks, steps_per_epoch=spe
-  )
-  example = train_step.features_of(pipeline.take_rows(split, np.arange(2)))
-  data = jax.device_put(split)
-  keys = [jax.random.key(i) for i in range(members)]
-  perms = jnp.stack([pipeline.epoch_permutation(key, 0, n) for key in keys])
-  if members == 1:
-    state = train_state.init_train_state(
-      model, tx, weighting, example, num_tasks=dataset.num_tasks, key=keys[0]
-    )
-    run = jax.jit(
-      train_step.make_scanned_steps(step, batch_size=bs, num_steps=k),
-      donate_argnums=0,
-    )
-    call = lambda state, first: run(state, data, perms[0], first)  # noqa: E731
-  else:
-    state = population.init_population(
-      model,
-      tx,
-      [weighting] * members,
-      example,
-      num_tasks=dataset.num_tasks,
-      init_keys=keys,
-    )
-    hparams = {
-      'task_weights': jnp.ones((members, dataset.num_tasks)),
-      'lr_scale': jnp.ones((members,)),
-      'member': jnp.arange(members, dtype=jnp.int32),
-    }
-    run = jax.jit(
-      population.make_population_steps(step, batch_size=bs, num_steps=k),
-      donate_argnums=0,
-    )
-    call = lambda state, first: run(state, hparams, data, perms, first)  # noqa: E731
-  state = jax.block_until_ready(call(state, 0))[0]  # Compiles.
-  times = []
-  for r in range(repeats):
-    first = ((r + 1) * k) % (spe - k + 1)
-    t0 = time.perf_counter()
-    state = jax.block_until_ready(call(state, first))[0]
-    times.append(time.perf_counter() - t0)
-  t = statistics.median(times)
-  return {
-    'batch_size': bs,
-    'members': members,
-    'steps_per_dispatch': k,
-    'ms_per_step': t / k * 1e3,
-    'examples_per_s': members * bs * k / t,
   }
 
 
@@ -230,7 +160,7 @@ def check(*, smoke: bool, data_dir=None, repeats: int = 5, sparse_steps=16):
     rows = []
     for bs in BATCH_SIZES:
       config.batch_size = bs
-      r = examples_per_s(config, dataset, members=1, repeats=repeats)
+      r = timing.examples_per_s(config, dataset, members=1, repeats=repeats)
       rows.append({**r, 'dtype': 'float32'})
       # bfloat16 needs a precision setting, which mtl's config lacks.
       rows.append({'batch_size': bs, 'dtype': 'bfloat16', 'n/a': True})
@@ -242,7 +172,7 @@ def check(*, smoke: bool, data_dir=None, repeats: int = 5, sparse_steps=16):
     rows = [
       single[0]  # K = 1: the single run's program, timed above.
       if k == 1
-      else examples_per_s(config, dataset, members=k, repeats=repeats)
+      else timing.examples_per_s(config, dataset, members=k, repeats=repeats)
       for k in sizes.get('population', POPULATION)
     ]
     return [

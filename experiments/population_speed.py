@@ -22,7 +22,6 @@ overrides reach those commands too.
 import json
 import os
 import pathlib
-import statistics
 import sys
 import time
 
@@ -33,6 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from experiments import harness  # noqa: E402
+from experiments.harness import timing  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config', str(REPO / harness.census_config_path('mmoe')), 'Config file.'
@@ -125,81 +125,20 @@ def main(argv):
     )
     return
   import jax
-  import jax.numpy as jnp
-  import numpy as np
 
-  from mtl.core import population, train_state, train_step
-  from mtl.data import pipeline
   from mtl.shell import build
 
   config = _CONFIG.value
   dataset = build.load_dataset(config)
-  split = dataset.splits['train']
-  n = split['labels'].shape[1]
-  spe = pipeline.steps_per_epoch(n, config.batch_size)
-  model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
-  example = train_step.features_of(pipeline.take_rows(split, np.arange(2)))
-  step = train_step.make_train_step(
-    model, tx, weighting, dataset.tasks, steps_per_epoch=spe
-  )
-  data = jax.device_put(split)
-  bs, k = config.batch_size, _STEPS.value
   rows = []
   for size in [int(s) for s in _SIZES.value]:
-    keys = [jax.random.key(i) for i in range(size)]
-    perms = jnp.stack([pipeline.epoch_permutation(key, 0, n) for key in keys])
-    if size == 1:  # The single run's own program, as mtl-train runs it.
-      state = train_state.init_train_state(
-        model,
-        tx,
-        weighting,
-        example,
-        num_tasks=dataset.num_tasks,
-        key=keys[0],
-      )
-      run = jax.jit(
-        train_step.make_scanned_steps(step, batch_size=bs, num_steps=k),
-        donate_argnums=0,
-      )
-
-      def call(state, first, run=run, perm=perms[0]):
-        return run(state, data, perm, first)
-    else:
-      state = population.init_population(
-        model,
-        tx,
-        [weighting] * size,
-        example,
-        num_tasks=dataset.num_tasks,
-        init_keys=keys,
-      )
-      hparams = {
-        'task_weights': jnp.ones((size, dataset.num_tasks)),
-        'lr_scale': jnp.ones((size,)),
-        'member': jnp.arange(size, dtype=jnp.int32),
-      }
-      run = jax.jit(
-        population.make_population_steps(step, batch_size=bs, num_steps=k),
-        donate_argnums=0,
-      )
-
-      def call(state, first, run=run, hparams=hparams, perms=perms):
-        return run(state, hparams, data, perms, first)
-
-    state, m = call(state, 0)
-    jax.block_until_ready((state, m))
-    times = []
-    for r in range(_REPEATS.value):
-      first = ((r + 1) * k) % (spe - k)
-      t0 = time.perf_counter()
-      state, m = call(state, first)
-      jax.block_until_ready((state, m))
-      times.append(time.perf_counter() - t0)
-    t = statistics.median(times)
+    r = timing.examples_per_s(
+      config, dataset, members=size, repeats=_REPEATS.value, steps=_STEPS.value
+    )
     row = {
       'size': size,
-      'ms_per_step': t / k * 1e3,
-      'examples_per_s': size * bs * k / t,
+      'ms_per_step': r['ms_per_step'],
+      'examples_per_s': r['examples_per_s'],
     }
     rows.append(row)
     print(
@@ -207,6 +146,7 @@ def main(argv):
       f'{row["examples_per_s"]:12,.0f} examples/s',
       flush=True,
     )
+  bs, k = r['batch_size'], r['steps_per_dispatch']
   facts = harness.machine_facts()
   base = next(r['examples_per_s'] for r in rows if r['size'] == 1)
   for r in rows:
