@@ -20,6 +20,8 @@ from mtl.core.tasks import Task
 from mtl.core.weighting import WEIGHTINGS
 from mtl.errors import ConfigError
 from mtl.shell import checkpoint, preemption
+from mtl.shell.checkpoint_retention import CORRUPT_STEPS_FILE
+from mtl.shell.typed_keys import is_key
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -79,7 +81,7 @@ def _abstract(state):
 def _leaves(state):
   """Every leaf as numpy, typed keys as their key data."""
   return [
-    np.asarray(jax.random.key_data(x) if checkpoint._is_key(x) else x)
+    np.asarray(jax.random.key_data(x) if is_key(x) else x)
     for x in jax.tree.leaves(state)
   ]
 
@@ -313,7 +315,7 @@ def test_flipped_bytes_in_newest_are_skipped_by_checksum(tmp_path, caplog):
   ]
   assert len(bad) == 1 and 'step 5' in bad[0] and 'sha256 mismatch' in bad[0]
   assert (tmp_path / '4').is_dir() and (tmp_path / '5').is_dir()
-  assert '5' in (tmp_path / checkpoint.CORRUPT_STEPS_FILE).read_text()
+  assert '5' in (tmp_path / CORRUPT_STEPS_FILE).read_text()
 
 
 def test_checkpoint_without_checksums_restores(tmp_path):

@@ -18,8 +18,11 @@ import warnings
 import pytest
 
 from mtl.errors import WorkdirError
+from mtl.shell import json_files
 from mtl.shell import lock as lock_lib
 from mtl.shell import workdir as wd
+from mtl.shell.config_fingerprint import fingerprint
+from mtl.shell.config_record import check_config, record_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,7 +68,7 @@ def _config(**changes):
 def _trained_workdir(path, config):
   """A workdir recorded with `config` that holds a checkpoint."""
   path.mkdir(parents=True, exist_ok=True)
-  wd.record_config(path, config)
+  record_config(path, config)
   (path / 'checkpoints' / '100').mkdir(parents=True)
   return path
 
@@ -74,7 +77,7 @@ def _trained_workdir(path, config):
 
 
 def test_fingerprint_ignores_the_excluded_keys_only():
-  digest, keys = wd.fingerprint(_config())
+  digest, keys = fingerprint(_config())
   assert len(digest) == 64
   assert keys['optimizer.learning_rate'] == 2e-3
   assert keys['model.expert_hidden'] == [64]  # As config.json holds it.
@@ -109,7 +112,7 @@ def test_fingerprint_ignores_the_excluded_keys_only():
       'weighting.dwa.temperature': 5.0,
     },
   )
-  assert wd.fingerprint(same)[0] == digest
+  assert fingerprint(same)[0] == digest
   for key, value in (
     ('seed', 1),
     ('optimizer.learning_rate', 1e-2),
@@ -117,19 +120,19 @@ def test_fingerprint_ignores_the_excluded_keys_only():
     ('model.expert_hidden', (32,)),
     ('weighting_name', 'dwa'),
   ):
-    assert wd.fingerprint(_config(**{key: value}))[0] != digest, key
+    assert fingerprint(_config(**{key: value}))[0] != digest, key
 
 
 def test_fingerprint_of_the_real_config_is_json_and_excludes_its_keys():
   from configs import common
 
   config = common.base_config().to_dict()
-  digest, keys = wd.fingerprint(config)
+  digest, keys = fingerprint(config)
   assert json.loads(json.dumps(keys)) == keys
   assert 'seed' in keys and 'optimizer.learning_rate' in keys
   assert not [k for k in keys if k.startswith(('wandb.', 'checkpoint.'))]
   # A config read back from config.json has the same fingerprint.
-  assert wd.fingerprint(json.loads(json.dumps(config)))[0] == digest
+  assert fingerprint(json.loads(json.dumps(config)))[0] == digest
 
 
 # --- check_config / record_config ------------------------------------------
@@ -140,7 +143,7 @@ def test_rerun_with_another_config_is_one_line_naming_the_keys(tmp_path):
   before = (path / 'config.json').read_bytes()
   new = _config(seed=1, **{'optimizer.learning_rate': 0.01})
   with pytest.raises(WorkdirError) as err:
-    wd.check_config(path, new)
+    check_config(path, new)
   msg = str(err.value)
   assert '\n' not in msg
   assert str(path) in msg
@@ -159,7 +162,7 @@ def test_many_differences_are_cut_short(tmp_path):
     **{'optimizer.learning_rate': 0.01, 'dataset.task_group': 2},
   )
   with pytest.raises(WorkdirError, match=r', \.\.\. \(2 more\);'):
-    wd.check_config(path, new)
+    check_config(path, new)
 
 
 def test_open_workdir_refuses_another_config_and_keeps_config_json(tmp_path):
@@ -197,29 +200,29 @@ def test_allow_changes_continues_and_records_the_change(tmp_path, caplog):
       assert w.changes == {'optimizer.learning_rate': (0.002, 0.01)}
   assert any('0.002 -> 0.01' in r.getMessage() for r in caplog.records)
   record = json.loads((path / 'fingerprint.json').read_text())
-  assert record['digest'] == wd.fingerprint(new)[0]
+  assert record['digest'] == fingerprint(new)[0]
   assert record['changes'][0]['keys'] == {
     'optimizer.learning_rate': [0.002, 0.01]
   }
   # From now on the new values are the run's.
-  wd.check_config(path, new)
+  check_config(path, new)
   with pytest.raises(WorkdirError, match='0.01 -> 0.002'):
-    wd.check_config(path, _config())
+    check_config(path, _config())
 
 
 def test_workdir_of_an_earlier_mtl_is_checked_from_config_json(tmp_path):
   path = tmp_path / 'run'
   (path / 'checkpoints' / '5').mkdir(parents=True)
-  wd.write_json(path / 'config.json', _config())  # No fingerprint.json.
-  wd.check_config(path, _config(num_epochs=1))
+  json_files.write_json(path / 'config.json', _config())  # No fingerprint.json.
+  check_config(path, _config(num_epochs=1))
   with pytest.raises(WorkdirError, match='seed 0 -> 3'):
-    wd.check_config(path, _config(seed=3))
+    check_config(path, _config(seed=3))
 
 
 def test_a_workdir_that_saved_nothing_takes_the_new_config(tmp_path):
   path = tmp_path / 'run'
   path.mkdir()
-  wd.record_config(path, _config())  # A run that failed before a save.
+  record_config(path, _config())  # A run that failed before a save.
   with wd.open_workdir(path, _config(seed=4)):
     pass
   assert json.loads((path / 'config.json').read_text())['seed'] == 4
@@ -230,7 +233,7 @@ def test_keys_only_one_side_has_are_not_compared(tmp_path, caplog):
   new = _config()
   new['brand_new_key'] = 1  # A newer mtl's key.
   with caplog.at_level(logging.WARNING):
-    wd.check_config(path, new)
+    check_config(path, new)
   assert any('brand_new_key' in r.getMessage() for r in caplog.records)
 
 
@@ -238,8 +241,8 @@ def test_checkpoints_without_a_config_record_are_refused(tmp_path):
   path = tmp_path / 'run'
   (path / 'checkpoints' / '5').mkdir(parents=True)
   with pytest.raises(WorkdirError, match='no config.json'):
-    wd.check_config(path, _config())
-  wd.check_config(path, _config(), allow_changes=True)
+    check_config(path, _config())
+  check_config(path, _config(), allow_changes=True)
 
 
 # --- lock ------------------------------------------------------------------
@@ -474,7 +477,7 @@ def test_half_written_last_metrics_line_is_dropped(tmp_path, caplog):
     '{"step": 1, "a": 0.5}\n{"step": 2, "a": 0.4}\n{"step": 3, "a": 0.'
   )
   with caplog.at_level(logging.WARNING):
-    wd.truncate_metrics(path, after_step=2)
+    json_files.truncate_metrics(path, after_step=2)
   assert path.read_text() == '{"step": 1, "a": 0.5}\n{"step": 2, "a": 0.4}\n'
   assert any('half-written' in r.getMessage() for r in caplog.records)
 
@@ -482,11 +485,11 @@ def test_half_written_last_metrics_line_is_dropped(tmp_path, caplog):
 def test_truncate_metrics_drops_later_rows_and_ends_lines(tmp_path):
   path = tmp_path / 'metrics.jsonl'
   path.write_text('{"step": 1}\n{"step": 5}\n\n{"step": 2}')
-  wd.truncate_metrics(path, after_step=4)
+  json_files.truncate_metrics(path, after_step=4)
   assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
-  wd.truncate_metrics(path, after_step=4)  # Nothing to do.
+  json_files.truncate_metrics(path, after_step=4)  # Nothing to do.
   assert _rows(path) == [1, 2]
-  wd.truncate_metrics(tmp_path / 'none.jsonl', after_step=0)
+  json_files.truncate_metrics(tmp_path / 'none.jsonl', after_step=0)
 
 
 def test_damaged_metrics_line_in_the_middle_is_an_error(tmp_path):
@@ -494,13 +497,13 @@ def test_damaged_metrics_line_in_the_middle_is_an_error(tmp_path):
   text = '{"step": 1}\ngarbage\n{"step": 2}\n'
   path.write_text(text)
   with pytest.raises(WorkdirError, match='line 2 is not a metrics row'):
-    wd.truncate_metrics(path, after_step=1)
+    json_files.truncate_metrics(path, after_step=1)
   assert path.read_text() == text
 
 
 def test_write_json_replaces_atomically(tmp_path):
   path = tmp_path / 'x.json'
-  wd.write_json(path, {'b': 1, 'a': (1, 2)})
+  json_files.write_json(path, {'b': 1, 'a': (1, 2)})
   assert json.loads(path.read_text()) == {'a': [1, 2], 'b': 1}
   assert [p.name for p in tmp_path.iterdir()] == ['x.json']
 

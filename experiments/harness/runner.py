@@ -20,10 +20,14 @@ config's, resolved the same way, except IGNORED: keys that change how a run
 is watched or where its files are, not what it computes, and the parameters
 of the weighting methods other than the chosen one (unused). A key only one
 side has (another mtl version) counts as a difference unless it is unset
-(None or empty) there. IGNORED stays within the trainer's own exclusions
-(mtl/shell/workdir.py, EXCLUDED_KEYS), so a workdir this runner resumes is
-never one the trainer refuses as another config's; the check runs before
-`train` is called. Nothing is deleted: a stale workdir keeps every file.
+(None or empty) there. Both sides are flattened and their legacy values
+read as the workdir's fingerprint does (mtl/shell/config_fingerprint.py:
+`flatten`, `as_current`). IGNORED stays within the trainer's own exclusions
+(EXCLUDED_KEYS there), so a workdir this runner resumes is never one the
+trainer refuses as another config's; it is narrower (num_epochs, for one,
+counts: a shorter finished run is not this config's results). The check
+runs before `train` is called. Nothing is deleted: a stale workdir keeps
+every file.
 """
 
 import concurrent.futures
@@ -33,6 +37,8 @@ import json
 import multiprocessing
 import pathlib
 import time
+
+from mtl.shell.config_fingerprint import as_current, flatten
 
 # Keys (dotted prefixes) that do not change a run's results.
 IGNORED = (
@@ -67,23 +73,15 @@ def _drop(tree: dict, keys) -> dict:
   return out
 
 
-def _flatten(tree, prefix=''):
-  if isinstance(tree, dict) and tree:
-    for k, v in tree.items():
-      yield from _flatten(v, f'{prefix}{k}.')
-  else:
-    yield prefix[:-1], tree
-
-
 def _comparable(tree: dict, ignore, chosen) -> dict:
   """The leaves that count: {dotted key: value}."""
   if ignore and isinstance(tree.get('weighting'), dict):
     unused = [f'weighting.{m}' for m in tree['weighting'] if m not in chosen]
     ignore = (*ignore, *unused)
-  leaves = _flatten(_drop(tree, ignore))
+  leaves = flatten(_drop(tree, ignore))
   # Unset (None, empty) is the same as absent: a key another mtl version
   # adds unset changes nothing.
-  return {k: v for k, v in leaves if v not in (None, [], {})}
+  return {k: v for k, v in leaves.items() if v not in (None, [], {})}
 
 
 def config_diff(stored: dict, wanted: dict, ignore=()) -> list[str]:
@@ -94,12 +92,9 @@ def config_diff(stored: dict, wanted: dict, ignore=()) -> list[str]:
   """
   stored, wanted = canonical(stored), canonical(wanted)
   chosen = {stored.get('weighting_name'), wanted.get('weighting_name')}
-  a = _comparable(stored, ignore, chosen)
-  b = _comparable(wanted, ignore, chosen)
   # An earlier mtl recorded select_best as a bool (True: 'first').
-  for side in (a, b):
-    if isinstance(side.get('select_best'), bool):
-      side['select_best'] = 'first' if side['select_best'] else 'last'
+  a = as_current(_comparable(stored, ignore, chosen))
+  b = as_current(_comparable(wanted, ignore, chosen))
   # A key an earlier mtl did not have, at its default, changes nothing (the
   # trainer resumes such a workdir).
   defaults = _defaults(wanted) if set(b) - set(a) else {}
@@ -121,7 +116,7 @@ def _defaults(tree: dict) -> dict:
     config = common.base_config(tree['model_name'], tree['dataset_name'])
   except Exception:  # noqa: BLE001 - another mtl, or no configs/ here
     return {}
-  return dict(_flatten(canonical(config.to_dict())))
+  return flatten(canonical(config.to_dict()))
 
 
 def _read(path: pathlib.Path):

@@ -81,7 +81,7 @@ def check_compatible(saved_tree, abstract_tree, *, directory, step) -> None:
 
   Args:
     saved_tree: the checkpoint's tree metadata (leaves have `.shape`).
-    abstract_tree: what the caller expects (on-disk form, see `_to_disk`).
+    abstract_tree: what the caller expects (on-disk form, `typed_keys.to_disk`).
     directory: named in the message.
     step: named in the message.
   """

@@ -33,7 +33,7 @@ from mtl.data import pipeline
 from mtl.errors import ConfigError
 from mtl.shell import build, checkpoint, keywords, members
 from mtl.shell import selection as selection_lib
-from mtl.shell.workdir import write_json
+from mtl.shell.json_files import write_json
 
 
 @dataclasses.dataclass

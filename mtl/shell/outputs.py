@@ -12,7 +12,7 @@ from mtl.core import metrics as metrics_lib
 from mtl.data import preprocessing
 from mtl.shell import console, engines, selection
 from mtl.shell import members as members_lib
-from mtl.shell.workdir import truncate_metrics, write_json
+from mtl.shell.json_files import truncate_metrics, write_json
 from mtl.shell.writers import Writers
 
 

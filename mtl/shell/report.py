@@ -25,7 +25,7 @@ import numpy as np
 
 from mtl.errors import WorkdirError
 from mtl.shell import cli
-from mtl.shell.workdir import write_json
+from mtl.shell.json_files import write_json
 
 # figure -> [(panel title, pattern of metric keys, line label group)]
 FIGURES = {
