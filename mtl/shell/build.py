@@ -1,9 +1,12 @@
 """What a config builds: the dataset, the model, the optimizer, the weighting
 method and the devices (shell code).
 
-Only these builders and `mtl.shell.loop` read a ConfigDict; they unpack it into
-keyword arguments of the pure builders, so a wrong key fails at construction
-with the key's name.
+These builders unpack a ConfigDict into keyword arguments of the pure
+builders of mtl/core and mtl/data, which never see one, so a wrong key fails
+at construction with the key's name. The names are checked here
+(`check_names`); every other value's type and range is validate.py's, which
+`trainer.train` runs first: a config built by hand should pass
+validate.check_config before it reaches `build`.
 """
 
 import dataclasses
@@ -12,7 +15,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from mtl.core import optim, parallel
+from mtl.core import optim, parallel, precision
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.layers import embedding
@@ -123,18 +126,16 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
     cross=_section(config, 'cross'),
     numeric=_section(config, 'numeric'),
     precision=config.get('precision', 'float32'),
+    embedding_dtype=config.embedding.get('dtype', 'float32'),
   )
   # Sparse embedding updates (optimizer.sparse) choose among these tables.
   _, tables = embedding.lookups(model.vocab_sizes, model.embed_dim)
   tx = optim.make_optimizer(
     **config.optimizer.to_dict(), total_steps=total_steps, table_shapes=tables
   )
-  if config.skip_nonfinite:
-    if config.max_consecutive_nonfinite < 1:
-      raise ConfigError(
-        'max_consecutive_nonfinite is '
-        f'{config.max_consecutive_nonfinite}, expected >= 1'
-      )
+  if model.embedding_dtype != 'float32':  # float32 moments (precision.py)
+    tx = precision.float32_moments(tx)
+  if config.skip_nonfinite:  # max_consecutive_nonfinite >= 1: validate.py
     tx = optim.if_finite(tx, config.max_consecutive_nonfinite)
   weighting = make_weighting(config)
   # Validates per-task lengths up front; methods see the trained tasks.

@@ -47,18 +47,23 @@ from mtl.errors import ConfigError
 INTERACTIONS = ('bilinear', 'bilinear_shared', 'dot', 'mlp')
 
 
-def check_features(user, item, layout) -> None:
+def check_features(user, item, layout=None) -> None:
   """One-line ConfigErrors: each tower's features named, known, disjoint,
-  and every feature of the layout in one of them."""
-  names = [name for name, _, _ in layout]
+  and every feature of the layout in one of them. Without a layout (the
+  config before the data is read): named and disjoint."""
+  names = None if layout is None else [name for name, _, _ in layout]
   for key, chosen in (('user_features', user), ('item_features', item)):
     if not chosen:
       raise ConfigError(
-        f'model.{key} is empty, expected some of the features: '
-        f'{", ".join(names)}'
+        f'model.{key} is empty, expected '
+        + (
+          f"the names of the {key[:4]} tower's features"
+          if names is None
+          else f'some of the features: {", ".join(names)}'
+        )
       )
     for name in chosen:
-      if name not in names:
+      if names is not None and name not in names:
         raise ConfigError(
           f'model.{key} names {name!r}, which is not a feature; expected '
           f'one of {", ".join(names)}'
@@ -69,6 +74,8 @@ def check_features(user, item, layout) -> None:
       f'feature {both[0]!r} is in model.user_features and item_features, '
       'expected one tower each'
     )
+  if names is None:
+    return
   left = [n for n in names if n not in user and n not in item]
   if left:
     raise ConfigError(
