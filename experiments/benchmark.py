@@ -52,7 +52,7 @@ def main(argv):
 
   from mtl.core import train_state, train_step
   from mtl.data import pipeline
-  from mtl.shell import build, epochs
+  from mtl.shell import build, epochs, settings
 
   config = _CONFIG.value
   if _PEER_SIZED.value:
@@ -87,14 +87,16 @@ def main(argv):
   results = {}
   for name, (mode, k) in modes.items():
     config.input_mode, config.steps_per_dispatch = mode, k
-    runner = epochs.EpochRunner(config, step_fn, split, data_key)
+    runner = epochs.EpochRunner(
+      settings.engine_settings(config), step_fn, split, data_key
+    )
     state = fresh()
     rates = []
     for epoch in range(_REPEATS.value + 1):
       perm = runner.permutation(epoch)
       jax.block_until_ready(perm)
       t0 = time.perf_counter()
-      for first, n in runner.plan(spe):
+      for first, n in epochs.plan(spe, runner.k):
         state, m = runner.run(state, perm, first, n)
       jax.block_until_ready(state)
       if epoch:  # Epoch 0 compiles.

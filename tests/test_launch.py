@@ -69,7 +69,7 @@ def _params(workdir):
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(
     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-    ckpt._saved_tree(step),
+    ckpt.saved_tree(step),
   )
   tree = ckpt.read_tree(step, target)
   ckpt.close()

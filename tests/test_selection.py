@@ -18,7 +18,7 @@ import pytest
 from configs import smoke
 from mtl.core.tasks import Task
 from mtl.errors import ConfigError, WorkdirError
-from mtl.shell import engines, restore, selection, validate, workdir
+from mtl.shell import config_record, engines, restore, selection, validate
 from tests import cli
 
 A = Task('a')  # binary
@@ -199,10 +199,10 @@ def test_a_workdir_recorded_with_true_reruns_with_first(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps(old))
   new = smoke.get_config('mmoe').to_dict()
   assert new['select_best'] == 'first'
-  assert workdir.check_config(tmp_path, new) == {}
+  assert config_record.check_config(tmp_path, new) == {}
   new['select_best'] = 'mean'
   with pytest.raises(WorkdirError, match='select_best "first" -> "mean"'):
-    workdir.check_config(tmp_path, new)
+    config_record.check_config(tmp_path, new)
 
 
 def test_stack_select_keeps_each_slot_where_it_improved():

@@ -140,7 +140,7 @@ def _final(workdir):
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(
     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-    ckpt._saved_tree(step),
+    ckpt.saved_tree(step),
   )
   state = ckpt.read_tree(step, target)
   ckpt.close()

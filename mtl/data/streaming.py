@@ -43,8 +43,14 @@ device the contiguous part of the padded split the in-memory evaluation
 gives it; the engine carries the running sum of the counts from chunk to
 chunk (train_step.make_scanned_eval), so the sums, and the metrics, have
 the bits of the in-memory evaluation.
+
+What a streamed Dataset carries besides its sample splits is typed:
+`StreamFiles` (each split's row file, its rows, the row layout), in
+`dataset.stats['stream']`; `stream_files(dataset)` reads it, `train_rows`
+and `row_file` answer from it.
 """
 
+import dataclasses
 import inspect
 import os
 import pathlib
@@ -290,6 +296,24 @@ def eval_chunks(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamFiles:
+  """Where a streamed dataset's splits lie on disk, and their rows."""
+
+  row_files: dict  # split -> the path of its row file
+  rows: dict  # split -> its number of rows
+  layout: Layout
+
+  def row_file(self, split: str = 'train') -> RowFile:
+    """A split's row file, opened."""
+    return RowFile(self.row_files[split], self.layout, self.rows[split])
+
+
+def stream_files(dataset) -> StreamFiles | None:
+  """The row files of a dataset loaded by `load_streaming` (else None)."""
+  return dataset.stats.get('stream')
+
+
 def _table_builder(kwargs: dict):
   """The prepared TFDS builder of the `table` dataset's keywords, as
   load_table makes it (prepared if needed), without reading any split."""
@@ -313,7 +337,8 @@ def load_streaming(dataset_kwargs: dict, *, write: bool = True):
   Every split is a row file (`stream_rows/<split>.rows`): training reads
   it in the epoch's order, evaluation in chunks (`eval_chunks`). The
   Dataset's splits hold only their first rows (a sample for shapes and the
-  leakage guard); `stats['stream']` says the full counts.
+  leakage guard); its `StreamFiles` (`stream_files(dataset)`) say the
+  full counts.
 
   Args:
     dataset_kwargs: the `table` dataset's keywords (config.dataset).
@@ -355,28 +380,20 @@ def load_streaming(dataset_kwargs: dict, *, write: bool = True):
   dataset.stats['rows'] = counts
   for split in ('validation', 'test'):  # Of the sample only: not kept.
     dataset.stats['label_mean'].pop(split, None)
-  dataset.stats['stream'] = {
-    'train_rows': total,
-    'row_file': str(paths['train']),
-    'rows': counts,
-    'row_files': {s: str(p) for s, p in paths.items()},
-    'layout': [layout.dense, layout.sparse, layout.tasks],
-  }
+  dataset.stats['stream'] = StreamFiles(
+    row_files={s: str(p) for s, p in paths.items()},
+    rows=counts,
+    layout=layout,
+  )
   return dataset
 
 
 def train_rows(dataset) -> int:
   """Rows of the whole training split, streamed or in memory."""
-  return dataset.stats.get('stream', {}).get('train_rows') or (
-    dataset.num_rows('train')
-  )
+  stream = stream_files(dataset)
+  return (stream and stream.rows['train']) or dataset.num_rows('train')
 
 
 def row_file(dataset, split: str = 'train') -> RowFile:
   """A split's row file, of a dataset loaded by `load_streaming`."""
-  stream = dataset.stats['stream']
-  return RowFile(
-    stream['row_files'][split],
-    Layout(*stream['layout']),
-    stream['rows'][split],
-  )
+  return stream_files(dataset).row_file(split)

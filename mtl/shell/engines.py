@@ -3,34 +3,39 @@
 The trainer (`mtl.shell.trainer`) drives one loop for every run; an engine
 hides whether the state holds one member or K stacked ones:
 
-  `Single`      one member: a plain TrainState, the jitted step on device
-                or host batches (`EpochRunner`), or the data-parallel step
-                over several devices and processes (`mtl.core.parallel`).
-  `Population`  K members stacked [K, ...] and vmapped in one compiled
-                program (`mtl.core.population`), on device-resident data or
-                on host batches, one device.
+  `Single`      (here) one member: a plain TrainState, the jitted step on
+                device or host batches (`EpochRunner`), or the data-parallel
+                step over several devices and processes (`mtl.core.parallel`).
+  `Population`  (mtl/shell/population_engine.py) K members stacked [K, ...]
+                and vmapped in one compiled program (`mtl.core.population`),
+                on device-resident data or on host batches, one device.
 
 Both give metrics as [steps, K, ...] and evaluation counts as [K, ...], so
-the trainer treats a single run as a population of one.
+the trainer treats a single run as a population of one. This module also
+holds what both use: the example features that shape the state, the padded
+evaluation splits, and the per-task params of `select_best='per_task'`
+(`stack_select`, `per_task_abstract`, `task_params`). Engines read their
+typed `EngineSettings` (mtl/shell/settings.py), never the config.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtl.core import bagging, parallel, population, train_state, train_step
-from mtl.core.weighting import WEIGHTINGS
+from mtl.core import parallel, train_state, train_step
 from mtl.data import pipeline, streaming
-from mtl.errors import ConfigError
-from mtl.shell.build import parallel_devices
 from mtl.shell.epochs import EpochRunner, process_rows, to_local
+from mtl.shell.settings import EngineSettings
 
 
-def _example(split):
+def example_features(split):
+  """The features of a split's first two rows: the shapes `init` traces."""
   return train_step.features_of(pipeline.take_rows(split, np.arange(2)))
 
 
-def _pad(dataset, batch):
+def padded_eval_splits(dataset, batch: int) -> dict:
+  """The validation and test splits padded to a multiple of `batch` rows
+  (the padding masked out)."""
   return {
     s: pipeline.pad_split(dataset.splits[s], batch)
     for s in ('validation', 'test')
@@ -73,19 +78,31 @@ class Single:
 
   size = 1
 
-  def __init__(self, config, dataset, model, tx, weighting, *, spe: int):
+  def __init__(
+    self,
+    settings: EngineSettings,
+    dataset,
+    model,
+    tx,
+    weighting,
+    *,
+    spe: int,
+    devices: list | None,
+  ):
+    """`devices`: those of a data-parallel run (build.parallel_devices),
+    None for the plain jitted step."""
     tasks = dataset.tasks
     split = dataset.splits['train']
-    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    init_key, data_key = jax.random.split(jax.random.key(settings.seed))
     self.state = train_state.init_train_state(
       model,
       tx,
       weighting,
-      _example(split),
+      example_features(split),
       num_tasks=len([t for t in tasks if t.train]),
       key=init_key,
     )
-    self.devices = parallel_devices(config)
+    self.devices = devices
     axis = None if self.devices is None else parallel.AXIS_NAME
     step_fn = train_step.make_train_step(
       model,
@@ -94,34 +111,33 @@ class Single:
       tasks,
       steps_per_epoch=spe,
       axis_name=axis,
-      skip_nonfinite=config.skip_nonfinite,
+      skip_nonfinite=settings.skip_nonfinite,
     )
     eval_step = train_step.make_eval_step(
-      model, tasks, num_bins=config.num_auc_bins, axis_name=axis
+      model, tasks, num_bins=settings.num_auc_bins, axis_name=axis
     )
-    stream = config.input_mode == 'stream'
+    stream = settings.input_mode == 'stream'
+    eval_batch = settings.eval_batch_size
     # Streamed: the evaluation splits stay on disk, read in chunks.
-    padded = {} if stream else _pad(dataset, config.eval_batch_size)
+    padded = {} if stream else padded_eval_splits(dataset, eval_batch)
     self._parallel = None
     if self.devices is None:
       self._eval = jax.jit(
-        train_step.make_scanned_eval(
-          eval_step, batch_size=config.eval_batch_size
-        )
+        train_step.make_scanned_eval(eval_step, batch_size=eval_batch)
       )
       self._eval_data = {k: jax.device_put(v) for k, v in padded.items()}
       self._put = jax.device_put
     else:
       self._parallel = parallel.make_parallel_train_step(
-        step_fn, backend=config.parallel.backend, devices=self.devices
+        step_fn, backend=settings.parallel_backend, devices=self.devices
       )
       scanned = train_step.make_scanned_eval(
-        eval_step, batch_size=config.eval_batch_size // len(self.devices)
+        eval_step, batch_size=eval_batch // len(self.devices)
       )
       # The state slot is replicated: params and the running total.
       ev = parallel.make_parallel_eval_step(
         lambda carry, data: scanned(carry[0], data, carry[1]),
-        backend=config.parallel.backend,
+        backend=settings.parallel_backend,
         devices=self.devices,
       )
       # Each process places its contiguous share of the padded split.
@@ -144,10 +160,10 @@ class Single:
         s: (streaming.row_file(dataset, s), range(p * per, (p + 1) * per))
         for s in ('validation', 'test')
       }
-    self._eval_batch = config.eval_batch_size
+    self._eval_batch = eval_batch
     rows = streaming.row_file(dataset) if stream else None
     self._runner = EpochRunner(
-      config, step_fn, split, data_key, self._parallel, rows=rows
+      settings, step_fn, split, data_key, self._parallel, rows=rows
     )
     self.num_devices = 1 if self.devices is None else len(self.devices)
 
@@ -214,154 +230,3 @@ class Single:
   def first_batch(self, perm, j: int, batch_size: int):
     del j
     return self._runner.first_batch(perm, batch_size)
-
-
-class Population:
-  """K members stacked and vmapped in one program on one device."""
-
-  def __init__(self, config, dataset, model, tx, members, *, spe: int):
-    if config.parallel.num_devices != 1 or jax.process_count() > 1:
-      raise ConfigError(
-        f'parallel.num_devices is {config.parallel.num_devices} with a '
-        f'population ({jax.process_count()} process(es)), expected 1: a '
-        'population runs on one device (data parallelism is for single runs)'
-      )
-    self.devices, self.num_devices = None, 1
-    tasks = dataset.tasks
-    num_tasks = len([t for t in tasks if t.train])
-    split = dataset.splits['train']
-    self.size = len(members)
-    methods = []
-    for m in members:
-      try:
-        methods.append(WEIGHTINGS[config.weighting_name](**m['weighting']))
-        methods[-1].init(num_tasks)
-      except (TypeError, ValueError) as e:
-        raise ConfigError(f'population member {m["name"]}: {e}') from None
-    keys = [jax.random.split(jax.random.key(m['seed'])) for m in members]
-    self._data_keys = [k[1] for k in keys]
-    self.state = population.init_population(
-      model,
-      tx,
-      methods,
-      _example(split),
-      num_tasks=num_tasks,
-      init_keys=[k[0] for k in keys],
-    )
-    self._hparams = {
-      'task_weights': jnp.asarray([m['task_weights'] for m in members]),
-      'lr_scale': jnp.asarray(
-        [m['learning_rate'] / config.optimizer.learning_rate for m in members]
-      ),
-      'member': jnp.arange(self.size, dtype=jnp.int32),
-    }
-    self._bags = None  # Bagging: [K, N] bootstrap counts (mtl.core.bagging).
-    if config.population.bagging:
-      n = split['labels'].shape[1]
-      self._bags = np.stack(
-        [
-          bagging.poisson_weights(m['seed'], k, n)
-          for k, m in enumerate(members)
-        ]
-      )
-      self._hparams['example_weights'] = jnp.asarray(self._bags)
-    self._step = train_step.make_train_step(
-      model,
-      tx,
-      population.switch_methods(methods),
-      tasks,
-      steps_per_epoch=spe,
-      skip_nonfinite=config.skip_nonfinite,
-    )
-    eval_step = train_step.make_eval_step(
-      model, tasks, num_bins=config.num_auc_bins
-    )
-    self._eval = jax.jit(
-      population.make_population_eval(
-        train_step.make_scanned_eval(
-          eval_step, batch_size=config.eval_batch_size
-        )
-      )
-    )
-    padded = _pad(dataset, config.eval_batch_size)
-    self._eval_data = {k: jax.device_put(v) for k, v in padded.items()}
-    self._mode, self._batch = config.input_mode, config.batch_size
-    self._k = config.steps_per_dispatch if self._mode == 'device' else 1
-    self._num_rows = split['labels'].shape[1]
-    self._host_split = split
-    self._compiled = {}
-    if self._mode == 'device':
-      self._data = jax.device_put(split)
-    else:
-      self._host_step = jax.jit(
-        jax.vmap(self._step, in_axes=(0, 0, 0)), donate_argnums=0
-      )
-
-  def permutation(self, epoch: int):
-    perms = [
-      pipeline.epoch_permutation(k, epoch, self._num_rows)
-      for k in self._data_keys
-    ]
-    return jnp.stack(perms) if self._mode == 'device' else np.stack(perms)
-
-  def _scanned(self, k: int):
-    if k not in self._compiled:
-      self._compiled[k] = jax.jit(
-        population.make_population_steps(
-          self._step, batch_size=self._batch, num_steps=k
-        ),
-        donate_argnums=0,
-      )
-    return self._compiled[k]
-
-  def run(self, states, perms, first_batch: int, k: int):
-    if self._mode == 'device':
-      return self._scanned(k)(
-        states, self._hparams, self._data, perms, first_batch
-      )
-    start = first_batch * self._batch
-    batches = [
-      pipeline.take_rows(self._host_split, p[start : start + self._batch])
-      for p in perms
-    ]
-    for j, b in enumerate(batches if self._bags is not None else ()):
-      b['weight'] = self._bags[j][perms[j][start : start + self._batch]]
-    batch = jax.tree.map(lambda *xs: np.stack(xs), *batches)
-    states, m = self._host_step(states, batch, self._hparams)
-    return states, jax.tree.map(lambda x: x[None], m)
-
-  def evaluate(self, params, split: str):
-    return jax.device_get(self._eval(params, self._eval_data[split]))
-
-  def globalize(self, state):
-    return state
-
-  def select(self, improved, new, old, *, copy: bool = True):
-    """Member k of `new` where improved[k] (its one slot), else of `old`
-    (None: no member has a best yet, `new`: a copy unless `copy` is False,
-    after the last step)."""
-    if old is None:
-      return jax.tree.map(jnp.copy, new) if copy else new
-    mask = jnp.asarray([any(row) for row in improved])
-    return jax.tree.map(
-      lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-      new,
-      old,
-    )
-
-  def member_params(self, params, j: int):
-    return population.member(params, j)
-
-  @property
-  def dispatch_steps(self) -> int:
-    return self._k
-
-  def data_state(self, epoch: int, batch: int):
-    del epoch, batch  # In memory: (epoch, batch) is the whole position.
-
-  def restore_data_state(self, data):
-    del data
-
-  def first_batch(self, perms, j: int, batch_size: int):
-    rows = np.asarray(perms[j][:batch_size])
-    return pipeline.take_rows(self._host_split, rows)

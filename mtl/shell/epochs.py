@@ -5,6 +5,11 @@ in one `lax.scan`; `host`: numpy batches, one jitted (or data-parallel) step
 per dispatch, each process taking its own rows of every global batch;
 `stream`: the same batches as `host`, read from the split's row file on
 disk by a grain iterator (mtl/data/streaming.py) instead of from memory.
+
+What every run shares, a single one or a population (mtl.shell.engines):
+how many steps a dispatch runs (`dispatch_steps`), an epoch's dispatches
+(`plan`) and a compiled program per dispatch size (`CompiledPerSize`).
+They read the engine's typed settings (mtl/shell/settings.py).
 """
 
 import jax
@@ -12,7 +17,38 @@ import numpy as np
 
 from mtl.core import train_step
 from mtl.data import pipeline, streaming
-from mtl.errors import CheckpointError, ConfigError
+from mtl.errors import CheckpointError
+from mtl.shell.settings import EngineSettings
+
+
+def dispatch_steps(settings: EngineSettings, *, data_parallel: bool) -> int:
+  """Train steps a dispatch runs: `steps_per_dispatch` where they scan
+  (device mode; stream mode scans k streamed batches as device mode scans
+  its own), else one (host mode, and a data-parallel step)."""
+  mode = settings.input_mode
+  scans = mode == 'device' or (mode == 'stream' and not data_parallel)
+  return settings.steps_per_dispatch if scans else 1
+
+
+def plan(steps: int, k: int, start: int = 0) -> list[tuple[int, int]]:
+  """(first batch, number of batches) of each dispatch of an epoch of
+  `steps` batches from batch `start`, `k` at a time (the last may be
+  fewer)."""
+  return [(b, min(k, steps - b)) for b in range(start, steps, k)]
+
+
+class CompiledPerSize:
+  """`make(k)` jitted (the state donated) once per dispatch size k: the
+  epoch's last dispatch may run fewer steps than the others."""
+
+  def __init__(self, make):
+    self._make = make
+    self._compiled = {}
+
+  def __call__(self, k: int):
+    if k not in self._compiled:
+      self._compiled[k] = jax.jit(self._make(k), donate_argnums=0)
+    return self._compiled[k]
 
 
 def process_rows(rows: np.ndarray) -> np.ndarray:
@@ -47,25 +83,16 @@ class EpochRunner:
 
   def __init__(
     self,
-    config,
+    settings: EngineSettings,
     step_fn,
     train_split,
     data_key,
     parallel_step=None,
     rows: streaming.RowFile | None = None,
   ):
-    self.mode = config.input_mode
-    self.batch_size = config.batch_size
-    # Stream mode scans k streamed batches per dispatch like device mode;
-    # a data-parallel step takes one batch per dispatch.
-    scans = self.mode == 'device' or (
-      self.mode == 'stream' and parallel_step is None
-    )
-    self.k = config.steps_per_dispatch if scans else 1
-    if self.k < 1:
-      raise ConfigError(
-        f'steps_per_dispatch is {self.k}, expected a positive int'
-      )
+    self.mode = settings.input_mode
+    self.batch_size = settings.batch_size
+    self.k = dispatch_steps(settings, data_parallel=parallel_step is not None)
     self.host_split = train_split
     self.num_rows = train_split['labels'].shape[1]
     self.data_key = data_key
@@ -74,8 +101,11 @@ class EpochRunner:
       self.num_rows = rows.num_rows
     self._epoch, self._perm, self._it, self._resume = None, None, None, None
     self._next = 0
-    self._compiled = {}
-    self._step_fn = step_fn
+    self._scanned = CompiledPerSize(
+      lambda k: train_step.make_scanned_steps(
+        step_fn, batch_size=self.batch_size, num_steps=k
+      )
+    )
     self._parallel = parallel_step
     if parallel_step is not None:
       self._host_step = parallel_step
@@ -83,14 +113,6 @@ class EpochRunner:
       self.device_split = jax.device_put(train_split)
     else:
       self._host_step = jax.jit(step_fn, donate_argnums=0)
-
-  def _scanned(self, k):
-    if k not in self._compiled:
-      run = train_step.make_scanned_steps(
-        self._step_fn, batch_size=self.batch_size, num_steps=k
-      )
-      self._compiled[k] = jax.jit(run, donate_argnums=0)
-    return self._compiled[k]
 
   def permutation(self, epoch: int):
     perm = pipeline.epoch_permutation(self.data_key, epoch, self.num_rows)
@@ -144,10 +166,6 @@ class EpochRunner:
         state=state,
       )
     return next(self._it)
-
-  def plan(self, steps: int, start: int = 0):
-    """(first batch, number of batches) of each dispatch of an epoch."""
-    return [(b, min(self.k, steps - b)) for b in range(start, steps, self.k)]
 
   def first_batch(self, perm, batch_size: int):
     """The first `batch_size` rows of the epoch's order (diagnostics)."""
