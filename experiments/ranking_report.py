@@ -28,16 +28,16 @@ def member_metrics(config, workdir) -> tuple[list[dict], dict]:
   the share of its rows in users with both classes (what GAUC covers) and
   how many such users there are."""
   from mtl.core import ranking_metrics as rm
-  from mtl.data import schema
+  from mtl.data.encoding import OOV_ID
   from mtl.shell import ensemble
 
   group = ensemble.load(config, workdir)
   users = group.users
-  unseen = float(np.mean(users('test') == schema.OOV_ID))
+  unseen = float(np.mean(users('test') == OOV_ID))
 
   def own_group(split):  # Each unseen user's row apart, as mtl-eval.
     u = users(split).astype(np.int64)
-    return np.where(u == schema.OOV_ID, -1 - np.arange(len(u)), u)
+    return np.where(u == OOV_ID, -1 - np.arange(len(u)), u)
 
   group.users = own_group
   split = group.dataset.splits['test']

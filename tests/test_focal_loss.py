@@ -18,7 +18,7 @@ from configs import entire_space as es_config
 from mtl.core import losses, train_step
 from mtl.core import tasks as tasks_lib
 from mtl.core.tasks import Task
-from mtl.data import schema as sc
+from mtl.data import schema_parse
 from mtl.errors import ConfigError
 from mtl.shell import build, validate
 
@@ -181,7 +181,7 @@ def test_the_eval_step_reports_the_plain_bce():
 
 
 def _parse(entry):
-  return sc.parse({'x': {'kind': 'dense'}}, {'t': entry}).tasks[0]
+  return schema_parse.parse({'x': {'kind': 'dense'}}, {'t': entry}).tasks[0]
 
 
 def test_table_task_keys_reach_the_core_task():

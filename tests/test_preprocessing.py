@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from mtl import serving
-from mtl.data import preprocessing
-from mtl.data import schema as sc
+from mtl.data import encoding, preprocessing
 from mtl.data.table import load_table
 from mtl.errors import DataError
 
@@ -145,14 +144,16 @@ def test_unseen_values_get_the_oov_id(table):
   frame['tags'] = 'zzz|a'
   x = serving.encode_frame(enc, frame)
   names = ds.sparse_names
-  assert (x['sparse'][:, names.index('item')] == sc.OOV_ID).all()
+  assert (x['sparse'][:, names.index('item')] == encoding.OOV_ID).all()
   tags = x['sparse'][:, names.index('tags[0]') : names.index('tags[0]') + 3]
-  assert (tags[:, 0] == sc.OOV_ID).all() and (tags[:, 1] > sc.OOV_ID).all()
-  assert (tags[:, 2] == sc.PAD_ID).all()
+  assert (tags[:, 0] == encoding.OOV_ID).all() and (
+    tags[:, 1] > encoding.OOV_ID
+  ).all()
+  assert (tags[:, 2] == encoding.PAD_ID).all()
   # A hashed feature needs no vocabulary: a new zone still hashes.
   frame['zone'] = 'mars'
   zone = serving.encode_frame(enc, frame)['sparse'][:, names.index('zone')]
-  want = sc.FIRST_ID + sc.stable_hash(['mars'], 16)[0]
+  want = encoding.FIRST_ID + encoding.stable_hash(['mars'], 16)[0]
   assert (zone == want).all()
 
 

@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from mtl.data import schema as sc
+from mtl.data.conditions import label_column, parse_condition
 from mtl.data.table_files import to_float
-from mtl.errors import DataError
+from mtl.errors import DataError, did_you_mean
 
 
 def outputs(f: sc.Count) -> list[str]:
@@ -52,7 +53,7 @@ def outputs(f: sc.Count) -> list[str]:
 
 
 def label_columns(f: sc.Count) -> list[str]:
-  return [sc._label_column(t) for t in f.labels]
+  return [label_column(t) for t in f.labels]
 
 
 def columns(f: sc.Count) -> list[str]:
@@ -69,7 +70,7 @@ def check_columns(f: sc.Count, found, path) -> None:
     if column not in found:
       raise DataError(
         f'dataset.features.{f.name}.{key} reads column {column!r}, which '
-        f'{path} lacks{sc._suggest(column, found)}; its columns are '
+        f'{path} lacks{did_you_mean(column, found)}; its columns are '
         f'{", ".join(found)}'
       )
 
@@ -108,10 +109,10 @@ def labels_of(f: sc.Count, chunk, offsets, path) -> np.ndarray:
   """int8 [n, L] 0/1: each label (a column's 0/1 or a condition's truth)."""
   out = np.zeros((len(chunk), len(f.labels)), np.int8)
   for j, text in enumerate(f.labels):
-    column = sc._label_column(text)
+    column = label_column(text)
     x = numbers_of(f, 'labels', column, chunk, offsets, path)
     if column != text:
-      x = sc.parse_condition(text, f'dataset.features.{f.name}.labels')(x)
+      x = parse_condition(text, f'dataset.features.{f.name}.labels')(x)
     elif not np.isin(x, (0.0, 1.0)).all():
       i = int(np.argmax(~np.isin(x, (0.0, 1.0))))
       raise DataError(
@@ -203,7 +204,7 @@ class Keys:
 
 
 class Log:
-  """The counts of a prepared log (table_builder.Plan): each row's n and
+  """The counts of a prepared log (table_plan.Plan): each row's n and
   label sums, the priors (training rates), and the per-key totals that
   prediction continues from."""
 

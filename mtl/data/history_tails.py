@@ -1,6 +1,6 @@
 """A history feature's end of the log, and given rows that continue it.
 
-Schema kind 'history' (schema.py; table_builder.Plan derives it when the
+Schema kind 'history' (schema.py; table_plan.Plan derives it when the
 data is prepared): a row's history is the `item`s of the same `user`'s rows
 with a strictly earlier `time`, the latest `max_len`, oldest first; every
 split's rows count. For prediction, the builder stores each user's last
@@ -13,13 +13,14 @@ rows are taken to follow the whole log, as the log's rows follow each
 other. A given row whose user is empty gets an empty history.
 
 Vectorised: index arithmetic over the rows sorted by (user, time, row), as
-in table_builder; no loop over rows.
+in table_plan.py; no loop over rows.
 """
 
 import numpy as np
 import pandas as pd
 
 from mtl.data import schema as sc
+from mtl.data.encoding import PAD_ID
 
 
 def tails(users, items, max_len: int) -> dict:
@@ -73,7 +74,7 @@ def continued(h: sc.History, fitted: dict, lookup, users, time, items):
   from_given = ~from_tail & (j < (tail + given)[:, None])
   tail_at = tail_end[:, None] - tail[:, None] + j
   given_at = run_start[:, None] - given[:, None] + j - tail[:, None]
-  out = np.full((n, L), sc.PAD_ID, np.int32)
+  out = np.full((n, L), PAD_ID, np.int32)
   if len(tail_ids):
     picked = tail_ids[np.clip(tail_at, 0, len(tail_ids) - 1)]
     out = np.where(from_tail, picked, out)

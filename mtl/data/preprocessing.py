@@ -1,6 +1,6 @@
 """The preprocessing a run trained with, as a file, and raw rows encoded by it.
 
-Issue 16 item 1. The trainer writes `<workdir>/preprocessing.json` when its
+The trainer writes `<workdir>/preprocessing.json` when its
 dataset has loaded (`artefact`): the model's inputs (dense and sparse column
 names, vocabulary sizes with their per-feature layout), its tasks, and what
 turns a raw row into those inputs:
@@ -15,8 +15,8 @@ turns a raw row into those inputs:
                         is its dense values and sparse ids by column name
 
 `Encoder(artefact)` encodes raw rows (a pandas chunk of strings, as
-table_builder.Source reads them) through the SAME functions the builders use:
-table_builder.Table's `_dense` / `_label`, schema.Lookup and
+table_files.Source reads them) through the SAME functions the builders use:
+table_encode's `dense_columns` / `task_label`, encoding.Lookup and
 encode_sequences, census_income_builder.encode. A value never seen in training
 gets the OOV id (table: 1, census: 0); count features continue the training
 log with the given rows (counts.Given). tests/test_after_training.py checks
@@ -34,10 +34,10 @@ import pandas as pd
 
 from mtl.core.layers.embedding import Column
 from mtl.data import census_income_builder as cib
-from mtl.data import derived, table_files
+from mtl.data import derived, schema_parse, table_encode, table_files
 from mtl.data import schema as sc
-from mtl.data import table_builder as tb
-from mtl.errors import DataError
+from mtl.data.encoding import Lookup, encode_sequences
+from mtl.errors import DataError, did_you_mean
 
 FILE = 'preprocessing.json'
 FORMAT = 1
@@ -164,15 +164,7 @@ def user_feature(artefact: dict) -> str | None:
 
 def _schema(artefact) -> sc.Schema:
   s = artefact['schema']
-  return sc.parse(s['features'], s['tasks'], tuple(s['task_order']))
-
-
-class _TableRows:
-  """table_builder.Table's own encoding methods, without its TFDS state."""
-
-  _dense_raw = tb.Table._dense_raw
-  _dense = tb.Table._dense
-  _label = tb.Table._label
+  return schema_parse.parse(s['features'], s['tasks'], tuple(s['task_order']))
 
 
 class Encoder:
@@ -192,7 +184,7 @@ class Encoder:
         f'preprocessing kind {self.kind!r}, expected one of {", ".join(KINDS)}'
       )
     self.tasks = [t['name'] for t in artefact['tasks']]
-    self._lookups = {}  # Table name -> sc.Lookup, made on first use.
+    self._lookups = {}  # Table name -> Lookup, made on first use.
     if self.kind == 'table':
       self.schema = _schema(artefact)
       self._derived = derived.Derived(
@@ -226,7 +218,7 @@ class Encoder:
     if self.kind == 'census_income':
       self.allowed |= set(cib.COLUMNS)
 
-  def source(self, path, chunksize: int = 65536) -> tb.Source:
+  def source(self, path, chunksize: int = 65536) -> table_files.Source:
     """How to read a CSV/TSV/Parquet file of raw rows (a census file with
     no header line is read as the raw UCI format)."""
     try:
@@ -238,11 +230,11 @@ class Encoder:
           '.tsv (optionally .gz) or .parquet file'
         ) from None
       fmt = 'csv'
-    src = tb.Source(str(path), fmt, None, ())
+    src = table_files.Source(str(path), fmt, None, ())
     if self.kind == 'census_income' and fmt != 'parquet':
-      found = src.columns()
+      found = src.columns(distinct=False)  # A header, or the first row?
       if len(found) == len(cib.COLUMNS) and not set(found) & set(self.inputs):
-        src = tb.Source(str(path), fmt, None, cib.COLUMNS)
+        src = table_files.Source(str(path), fmt, None, cib.COLUMNS)
     return src
 
   def check_columns(self, found, path, *, labels: bool, keep=()) -> None:
@@ -254,7 +246,7 @@ class Encoder:
     need = inputs + (self.labels_needed() if labels else [])
     for c in need + list(keep):
       if c not in found:
-        close = sc._suggest(c, found)
+        close = did_you_mean(c, found)
         what = 'label' if c in self.labels else 'input'
         raise DataError(
           f'{path}: has no column {c!r}{close}, expected the {what} columns '
@@ -292,11 +284,11 @@ class Encoder:
       return cib.encode_rows(chunk, offsets, path, self.artefact)[0]
     dense = np.zeros((len(chunk), len(self.artefact['dense_names'])))
     for j, c in enumerate(self.artefact['dense_names']):
-      dense[:, j] = tb.numbers(chunk, c, offsets, path)
+      dense[:, j] = table_files.numbers(chunk, c, offsets, path)
     sizes = vocab_sizes(self.artefact)
     sparse = np.zeros((len(chunk), len(sizes)), np.int32)
     for j, c in enumerate(self.artefact['sparse_names']):
-      ids = tb.numbers(chunk, c, offsets, path)
+      ids = table_files.numbers(chunk, c, offsets, path)
       bad = (ids != np.round(ids)) | (ids < 0) | (ids >= int(sizes[j]))
       if bad.any():
         i = int(np.argmax(bad))
@@ -319,17 +311,19 @@ class Encoder:
     if self.kind == 'encoded':
       ys, ms = [], []
       for t in self.tasks:
-        ys.append(tb.numbers(chunk, t, offsets, path))
+        ys.append(table_files.numbers(chunk, t, offsets, path))
         m = f'{t}_mask'
         ms.append(
-          tb.numbers(chunk, m, offsets, path) if m in chunk else np.ones(n)
+          table_files.numbers(chunk, m, offsets, path)
+          if m in chunk
+          else np.ones(n)
         )
       return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
-    source = tb.Source(str(path), 'csv', None, ())
+    source = table_files.Source(str(path), 'csv', None, ())
     ys, ms = [], []
     for t in self.schema.tasks:
-      y, m = _TableRows()._label(t, chunk, offsets, source)
-      if t.scale != 'none':  # As table_builder._encoded_chunks.
+      y, m = table_encode.task_label(t, chunk, offsets, source)
+      if t.scale != 'none':  # As table_encode.encoded_chunks.
         stats = self.artefact['encoding']['labels'][t.name]
         y = y - stats['mean']
         if t.scale == 'standard':
@@ -339,37 +333,37 @@ class Encoder:
       ms.append(m)
     return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
 
-  def _table_lookup(self, table: str) -> sc.Lookup:
+  def _table_lookup(self, table: str) -> Lookup:
     return self._lookup(table, self.artefact['encoding']['tables'])
 
-  def _lookup(self, table: str, tables: dict) -> sc.Lookup:
-    """The table's sc.Lookup, made once (a vocabulary's index is costly)."""
+  def _lookup(self, table: str, tables: dict) -> Lookup:
+    """The table's Lookup, made once (a vocabulary's index is costly)."""
     if table not in self._lookups:
-      self._lookups[table] = sc.Lookup(tables[table])
+      self._lookups[table] = Lookup(tables[table])
     return self._lookups[table]
 
   def _table(self, chunk, offsets, path) -> dict:
-    """As table_builder.Table._encoded_chunks, feature by feature."""
+    """As table_encode.encoded_chunks, feature by feature."""
     s, enc = self.schema, self.artefact['encoding']
     tables = enc['tables']
-    source = tb.Source(str(path), 'csv', None, ())
+    source = table_files.Source(str(path), 'csv', None, ())
     dense, sparse = [], []
     for f in s.features:
       if isinstance(f, sc.Dense):
-        dense += _TableRows()._dense(f, chunk, offsets, source, enc)
+        dense += table_encode.dense_columns(f, chunk, offsets, source, enc)
       elif isinstance(f, sc.Count):
         dense += self._derived.dense(f, chunk, path, offsets)
       elif isinstance(f, sc.History) and f.name not in chunk:
         sparse.append(self._derived.history(f, chunk, path, offsets))
       elif isinstance(f, sc.Categorical):
-        values = tb.cell_values(f, chunk).to_numpy(object)
+        values = table_files.cell_values(f, chunk).to_numpy(object)
         sparse.append(self._lookup(f.name, tables)(values)[:, None])
       else:
         lookup = self._lookup(s.table_of(f.name), tables)
         column = f.column if isinstance(f, sc.Sequence) else f.name
         delimiter = f.delimiter if isinstance(f, sc.Sequence) else '|'
         sparse.append(
-          sc.encode_sequences(chunk[column], delimiter, f.max_len, lookup)
+          encode_sequences(chunk[column], delimiter, f.max_len, lookup)
         )
     n = len(chunk)
     return {

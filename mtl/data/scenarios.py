@@ -251,7 +251,7 @@ def write_scenarios_table(
 
 def split_rows(n: int, validation_fraction=0.1, test_fraction=0.1):
   """(validation, test) row slices of the `table` dataset's time split of n
-  rows in time order (mtl/data/table_builder.py: round(fraction * n))."""
+  rows in time order (mtl/data/table_splits.py: round(fraction * n))."""
   n_val, n_test = round(validation_fraction * n), round(test_fraction * n)
   return slice(n - n_test - n_val, n - n_test), slice(n - n_test, n)
 

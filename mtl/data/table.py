@@ -64,6 +64,7 @@ from mtl.data import cache, counts, prepared
 from mtl.data import csv_builder as cb
 from mtl.data import schema as sc
 from mtl.data.dataset import Dataset
+from mtl.data.encoding import table_size
 from mtl.data.leakage import check_no_label_leakage
 from mtl.data.table_spec import describe
 
@@ -86,7 +87,7 @@ def layout(schema: sc.Schema, encoding: dict):
       dense += counts.outputs(f)
       continue
     table = schema.table_of(f.name)
-    size = sc.table_size(tables[table])
+    size = table_size(tables[table])
     dim = schema[table].embed_dim
     if isinstance(f, sc.Categorical):
       sparse.append(f.name)
@@ -220,7 +221,7 @@ def _dataset(
     'share': share,
     'rows': {s: int(a['labels'].shape[1]) for s, a in splits.items()},
     'label_mean': {s: label_mean(a) for s, a in splits.items()},
-    'table_sizes': {t: sc.table_size(e) for t, e in encoding['tables'].items()},
+    'table_sizes': {t: table_size(e) for t, e in encoding['tables'].items()},
     'dense_normalisers': dict(encoding['dense']),
     'label_normalisers': dict(encoding['labels']),
   }

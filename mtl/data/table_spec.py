@@ -17,8 +17,8 @@ import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
 from mtl.data import schema as sc
+from mtl.data import schema_parse, table_files, table_splits
 from mtl.data import table_builder as tb
-from mtl.data import table_files
 from mtl.errors import ConfigError, DataFileNotFound
 
 FILE_KEYWORDS = (
@@ -134,7 +134,7 @@ def _missing(name: str, paths, source) -> str:
 
 def _split(**kw) -> dict:
   rule = kw['rule']
-  tb_rules = tb.SPLIT_RULES
+  tb_rules = table_splits.SPLIT_RULES
   if rule not in tb_rules:
     raise ConfigError(
       f'dataset.split is {rule!r}, expected one of {", ".join(tb_rules)}'
@@ -207,7 +207,7 @@ def describe(**kw) -> Described:
   name, chunksize = kw['name'], kw['chunksize']
   features, tasks = _to_dict(kw['features']), _to_dict(kw['tasks'])
   task_order = tuple(kw['task_order'])
-  schema = sc.parse(features, tasks, task_order)
+  schema = schema_parse.parse(features, tasks, task_order)
   if kw['file_format'] not in table_files.FORMATS:
     raise ConfigError(
       f'dataset.file_format is {kw["file_format"]!r}, expected one of '

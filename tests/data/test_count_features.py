@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import DATASETS, preprocessing
+from mtl.data import DATASETS, preprocessing, schema_parse
 from mtl.data import counts as cf
 from mtl.data import schema as sc
 from mtl.errors import ConfigError, DataError
@@ -332,5 +332,5 @@ def test_bad_columns_are_one_line_errors_naming_feature_and_key(
 )
 def test_bad_entries_are_config_errors(entry, message):
   with pytest.raises(ConfigError, match=message) as e:
-    sc.parse({'c': {'kind': 'count', **entry}}, {'y': {'label': 'y'}})
+    schema_parse.parse({'c': {'kind': 'count', **entry}}, {'y': {'label': 'y'}})
   assert str(e.value).startswith('dataset.features.c')

@@ -1,5 +1,5 @@
 """Depth labels from sessions: schema kind 'session',
-table_builder.sessions, and a watch-time task of kind weighted_logistic.
+table_plan.sessions, and a watch-time task of kind weighted_logistic.
 
 Oracles: a hand-made log with its sessions worked out by hand, and for a
 prepared table a brute-force loop over each user's rows in time order.
@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import DATASETS
-from mtl.data import schema as sc
-from mtl.data import table_builder as tb
+from mtl.data import DATASETS, schema_parse, table_plan
 from mtl.errors import ConfigError, DataError
 
 
@@ -20,14 +18,14 @@ def test_sessions_of_a_hand_made_log():
   # by row). Rows are given out of order; gap threshold 30 (> 30 splits).
   users = np.array([0, 1, 0, 0, 1, 0, 0, 1])
   time = np.array([10, 5, 0, 120, 500, 20, 125, 500])
-  continues, remaining = tb.sessions(users, time, gap=30)
+  continues, remaining = table_plan.sessions(users, time, gap=30)
   # a's sessions: rows 2 (t0), 0 (t10), 5 (t20) | 3 (t120), 6 (t125)
   # b's: row 1 (t5) | rows 4, 7 (t500, t500)
   want_remaining = {2: 2, 0: 1, 5: 0, 3: 1, 6: 0, 1: 0, 4: 1, 7: 0}
   assert remaining.tolist() == [want_remaining[i] for i in range(8)]
   assert continues.tolist() == [int(want_remaining[i] > 0) for i in range(8)]
   # A gap of exactly the threshold does not split (only above it does).
-  _, r = tb.sessions(np.zeros(3, int), np.array([0, 30, 60]), gap=30)
+  _, r = table_plan.sessions(np.zeros(3, int), np.array([0, 30, 60]), gap=30)
   assert r.tolist() == [2, 1, 0]
 
 
@@ -104,18 +102,18 @@ def test_session_schema_errors():
   bad = {**base, 's': {'kind': 'session', 'user': 'user', 'time': 't'}}
   bad['s']['gap'] = 0
   with pytest.raises(ConfigError, match='gap is 0'):
-    sc.parse(bad, {'y': {'label': 's.continues'}})
+    schema_parse.parse(bad, {'y': {'label': 's.continues'}})
   bad['s'].pop('gap')
   bad['s']['column'] = 'x'
   with pytest.raises(ConfigError, match="unknown key 'column'"):
-    sc.parse(bad, {'y': {'label': 's.continues'}})
+    schema_parse.parse(bad, {'y': {'label': 's.continues'}})
   with pytest.raises(ConfigError, match="scale is 'center'"):
-    sc.parse(
+    schema_parse.parse(
       base,
       {'w': {'label': 'p', 'kind': 'weighted_logistic', 'scale': 'center'}},
     )
   ok = {**base, 's': {'kind': 'session', 'user': 'user', 'time': 't'}}
-  schema = sc.parse(ok, {'y': {'label': 's.continues'}})
+  schema = schema_parse.parse(ok, {'y': {'label': 's.continues'}})
   assert schema.columns() == ('user', 't')  # derived columns not read
   assert schema.derived() == ('s.continues', 's.remaining')
 

@@ -1,6 +1,7 @@
-"""The feature schema (mtl/data/schema.py): its errors, vocabularies and
-out-of-vocabulary ids, the stable hash, sequences, and the behaviour history
-index (table_builder.Plan) against brute-force oracles."""
+"""The feature schema (mtl/data/schema.py, schema_parse.py, encoding.py):
+its errors, vocabularies and out-of-vocabulary ids, the stable hash,
+sequences, and the behaviour history index (table_plan.Plan) against
+brute-force oracles."""
 
 import json
 import subprocess
@@ -10,8 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import schema as sc
-from mtl.data import table_builder as tb
+from mtl.data import (
+  conditions,
+  encoding,
+  schema_checks,
+  schema_parse,
+  table_files,
+  table_plan,
+)
 from mtl.errors import ConfigError, DataError
 
 FEATURES = {
@@ -54,12 +61,12 @@ TASKS = {'click': {'label': 'click'}}
 )
 def test_schema_errors_are_one_line(features, tasks, message):
   with pytest.raises(ConfigError, match=message) as e:
-    sc.parse(features, tasks)
+    schema_parse.parse(features, tasks)
   assert '\n' not in str(e.value)
 
 
 def test_parse_orders_and_defaults():
-  s = sc.parse(
+  s = schema_parse.parse(
     {
       **FEATURES,
       'h': {'kind': 'history', 'user': 'user', 'item': 'item', 'time': 'ts'},
@@ -73,8 +80,8 @@ def test_parse_orders_and_defaults():
   )
   assert [f.name for f in s.features] == ['age', 'h', 'item', 'user']
   assert [t.name for t in s.tasks] == ['c', 'a', 'b']
-  assert s.tasks[2].condition == sc.Condition('rating', '>=', 4.0)
-  assert s.tasks[1].where == sc.Condition('is_click', '==', 1.0)
+  assert s.tasks[2].condition == conditions.Condition('rating', '>=', 4.0)
+  assert s.tasks[1].where == conditions.Condition('is_click', '==', 1.0)
   assert s.table_of('h') == 'item'
   assert s.columns() == (
     'age', 'user', 'ts', 'item', 'z', 'dwell', 'x', 'is_click', 'rating',
@@ -82,9 +89,9 @@ def test_parse_orders_and_defaults():
 
 
 def test_missing_column_names_the_file():
-  s = sc.parse(FEATURES, TASKS)
+  s = schema_parse.parse(FEATURES, TASKS)
   with pytest.raises(DataError, match=r"f\.csv: has no column 'item'"):
-    sc.check_columns(s, ['user', 'age', 'click', 'items'], 'f.csv')
+    schema_checks.check_columns(s, ['user', 'age', 'click', 'items'], 'f.csv')
 
 
 def test_vocabulary_min_count_and_oov_against_pandas():
@@ -93,28 +100,29 @@ def test_vocabulary_min_count_and_oov_against_pandas():
   other = pd.Series(rng.integers(0, 40, 200).astype(str))
   counts = train.value_counts()
   for min_count in (1, 5, 20):
-    vocab = sc.fit_vocabulary(counts.to_dict(), min_count)
+    vocab = encoding.fit_vocabulary(counts.to_dict(), min_count)
     kept = sorted(counts[counts >= min_count].index)
     assert vocab == kept
-    ids = sc.encode_ids(other.to_numpy(object), {'vocabulary': vocab})
+    ids = encoding.encode_ids(other.to_numpy(object), {'vocabulary': vocab})
     want = [kept.index(v) + 2 if v in kept else 1 for v in other]
     np.testing.assert_array_equal(ids, want)
-  ids = sc.encode_ids(
+  ids = encoding.encode_ids(
     np.array(['3', None, np.nan], object), {'vocabulary': ['3']}
   )
   np.testing.assert_array_equal(ids, [2, 1, 1])  # missing: the OOV id
 
 
 HASH_SCRIPT = (
-  'import json, sys; from mtl.data import schema as sc; '
-  'v = json.loads(sys.argv[1]); print(json.dumps(sc.stable_hash(v, 1000)'
+  'import json, sys; from mtl.data import encoding; '
+  'v = json.loads(sys.argv[1]); '
+  'print(json.dumps(encoding.stable_hash(v, 1000)'
   '.tolist()))'
 )
 
 
 def test_hash_is_stable_across_processes_and_seeds():
   values = [f'user{i}' for i in range(50)] + ['', 'é', '3.0']
-  here = sc.stable_hash(values, 1000).tolist()
+  here = encoding.stable_hash(values, 1000).tolist()
   for seed in ('1', '2'):
     out = subprocess.run(
       [sys.executable, '-c', HASH_SCRIPT, json.dumps(values)],
@@ -126,16 +134,15 @@ def test_hash_is_stable_across_processes_and_seeds():
     )
     assert json.loads(out.stdout) == here
   assert min(here) >= 0 and max(here) < 1000
-  assert sc.encode_ids(np.array(values, object), {'hash_buckets': 1000})[0] == (
-    here[0] + 2
-  )
+  ids = encoding.encode_ids(np.array(values, object), {'hash_buckets': 1000})
+  assert ids[0] == here[0] + 2
 
 
 def test_hash_collisions_match_the_birthday_expectation():
   """n distinct values in N buckets occupy N (1 - (1 - 1/N)^n) on average;
   for independent uniform hashes the count's std is below sqrt(N)/2."""
   for n, buckets in ((2000, 1000), (500, 5000)):
-    b = sc.stable_hash([f'v{i}' for i in range(n)], buckets)
+    b = encoding.stable_hash([f'v{i}' for i in range(n)], buckets)
     occupied = len(np.unique(b))
     expected = buckets * (1 - (1 - 1 / buckets) ** n)
     assert abs(occupied - expected) < 4 * np.sqrt(buckets) / 2
@@ -143,11 +150,11 @@ def test_hash_collisions_match_the_birthday_expectation():
 
 def test_sequences_truncate_to_the_latest_and_pad():
   cells = ['a|b|c|d', 'b', '', None, ['c', 'a'], 'x||a']
-  lists = [sc.split_values(c, '|') for c in cells]
+  lists = [encoding.split_values(c, '|') for c in cells]
   assert lists == [['a', 'b', 'c', 'd'], ['b'], [], [], ['c', 'a'], ['x', 'a']]
   enc = {'vocabulary': ['a', 'b', 'c']}
-  got = sc.encode_sequences(
-    pd.Series(cells, dtype=object), '|', 3, sc.Lookup(enc)
+  got = encoding.encode_sequences(
+    pd.Series(cells, dtype=object), '|', 3, encoding.Lookup(enc)
   )
   want = np.zeros((6, 3), np.int32)
   for r, values in enumerate(lists):
@@ -171,11 +178,11 @@ def test_vectorised_sequences_equal_a_per_cell_oracle(with_a_list):
   if with_a_list:
     cells[20] = ['b', 'q', 'a', 'c', 'c']
   vocab = {'a': 2, 'b': 3, 'c': 4}
-  got = sc.encode_sequences(
+  got = encoding.encode_sequences(
     pd.Series(cells, dtype=object),
     '|',
     4,
-    sc.Lookup({'vocabulary': list(vocab)}),
+    encoding.Lookup({'vocabulary': list(vocab)}),
   )
   want = np.zeros((500, 4), np.int32)
   for r, cell in enumerate(cells):
@@ -216,7 +223,7 @@ def test_history_holds_only_strictly_earlier_rows(tmp_path):
   )
   path = tmp_path / 't.csv'
   df.to_csv(path, index=False)
-  s = sc.parse(
+  s = schema_parse.parse(
     {
       'item': {'kind': 'categorical'},
       'h': {
@@ -229,14 +236,14 @@ def test_history_holds_only_strictly_earlier_rows(tmp_path):
     },
     TASKS,
   )
-  source = tb.Source(str(path), 'csv', None, ())
-  plan = tb.Plan(
+  source = table_files.Source(str(path), 'csv', None, ())
+  plan = table_plan.Plan(
     [(source, None)], {'rule': 'random', 'seed': 0, 'validation_fraction':
                        0.1, 'test_fraction': 0.1}, s, chunksize=64,
   )  # fmt: skip
   rows = np.arange(n)
   items = plan.history['h']['items'].astype(int) + 1  # 0 stays padding
-  got = tb.history_ids(plan.history['h'], items, rows, 5)
+  got = table_plan.history_ids(plan.history['h'], items, rows, 5)
   want = brute_force_history(df, 5)
   for r in rows:
     hist = [i - 1 for i in got[r] if i != 0]

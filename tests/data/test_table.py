@@ -11,8 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import DATASETS
-from mtl.data import schema as sc
+from mtl.data import (
+  DATASETS,
+  encoding,
+  schema_parse,
+  table_files,
+  table_plan,
+  table_splits,
+)
 from mtl.data import table_builder as tb
 from mtl.errors import ConfigError, DataError, DataFileNotFound
 
@@ -129,7 +135,7 @@ def test_every_value_matches_pandas(table):
     for k, (_, row) in enumerate(part.iterrows()):
       tags = str(row.tags).split('|') if isinstance(row.tags, str) else []
       tags = [t for t in tags if t]
-      want_tags = [2 + sc.stable_hash([t], 16)[0] for t in tags[-3:]]
+      want_tags = [2 + encoding.stable_hash([t], 16)[0] for t in tags[-3:]]
       got = a['sparse'][k, col['tags[0]'] : col['tags[0]'] + 3]
       assert got.tolist() == want_tags + [0] * (3 - len(want_tags))
       earlier = df[(df.user == row.user) & (df.ts < row.ts)]
@@ -252,10 +258,10 @@ def test_parquet_tsv_and_files_read_as_the_csv(tmp_path):
       column_names=tuple(df.columns),
     ),
   ):
-    for split in tb.SPLITS:
+    for split in table_splits.SPLITS:
       for key, a in csv.splits[split].items():
         np.testing.assert_array_equal(a, other.splits[split][key])
-  for i, split in enumerate(tb.SPLITS):
+  for i, split in enumerate(table_splits.SPLITS):
     df.iloc[i * 20 : (i + 1) * 20].to_csv(
       tmp_path / f'{split}.csv', index=False
     )
@@ -268,7 +274,7 @@ def test_parquet_tsv_and_files_read_as_the_csv(tmp_path):
   )
   x = df.x.to_numpy()
   train = x[:20]
-  for i, split in enumerate(tb.SPLITS):
+  for i, split in enumerate(table_splits.SPLITS):
     want = (x[i * 20 : (i + 1) * 20] - train.mean()) / train.std()
     np.testing.assert_allclose(
       files.splits[split]['dense'][:, 0], want, rtol=1e-5, atol=1e-6
@@ -278,10 +284,12 @@ def test_parquet_tsv_and_files_read_as_the_csv(tmp_path):
 def test_split_rules_against_numpy(tmp_path):
   df = small(200, seed=3)
   df.to_csv(tmp_path / 't.csv', index=False)
-  s = sc.parse({'x': {'kind': 'dense'}}, {'y': {'label': 'y'}})
-  source = [(tb.Source(str(tmp_path / 't.csv'), 'csv', None, ()), None)]
+  s = schema_parse.parse({'x': {'kind': 'dense'}}, {'y': {'label': 'y'}})
+  source = [
+    (table_files.Source(str(tmp_path / 't.csv'), 'csv', None, ()), None)
+  ]
   order = np.lexsort((np.arange(200), df.ts))
-  plan = tb.Plan(
+  plan = table_plan.Plan(
     source,
     {
       'rule': 'time',
@@ -297,7 +305,7 @@ def test_split_rules_against_numpy(tmp_path):
   want[order[-60:-40]] = 1
   np.testing.assert_array_equal(plan.codes, want)
   split = {'rule': 'user_last', 'time_column': 'ts', 'user_column': 'user'}
-  plan = tb.Plan(source, {**split, 'last_n': 2}, s, chunksize=16)
+  plan = table_plan.Plan(source, {**split, 'last_n': 2}, s, chunksize=16)
   want = np.zeros(200, np.int8)
   for _, g in df.assign(row=np.arange(200)).groupby('user'):
     g = g.sort_values(['ts', 'row'], kind='stable')

@@ -2,7 +2,7 @@
 
 Oracles: the module docstring's equations recomputed here with numpy from
 the latent world (interests, durations, qualities, staminas); each user's
-earlier videos by a plain loop; sessions by table_builder.sessions and by
+earlier videos by a plain loop; sessions by table_plan.sessions and by
 the generator's own session ids; and, end to end, the model trained by
 configs/video.py set against the oracles that rank by the true expected
 watch time and the true continuation probability.
@@ -19,8 +19,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mtl.core import ranking_metrics as rm
-from mtl.data import table_builder as tb
-from mtl.data import video
+from mtl.data import table_plan, video
 from mtl.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -133,7 +132,7 @@ def test_history_is_each_users_earlier_videos(log):
 
 
 def test_schema_sessions_are_the_generators_sessions(log):
-  continues, remaining = tb.sessions(
+  continues, remaining = table_plan.sessions(
     log.user_id.to_numpy(), log.time.to_numpy(), video.SESSION_GAP
   )
   np.testing.assert_array_equal(continues, log.true_continues)
