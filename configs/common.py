@@ -10,6 +10,9 @@ a config file or a command-line override fails with the key's name. Keys:
   model_name           a key of mtl.core.architectures.ARCHITECTURES
   model                keyword arguments of that architecture
   embedding.dim        embedding size of every categorical feature
+  embedding.dtype      'float32' (default) | 'bfloat16': the tables stored
+                       in bfloat16, lookups float32, optimizer state
+                       float32 (docs/scaling.md "Precision")
   towers.hidden        hidden sizes of each task's tower (a final Dense(1)
                        is added); towers.dropout its dropout rate
   task_loss            binary tasks' training loss, any dataset, as
@@ -169,7 +172,7 @@ def base_config(
   # Every registered architecture's keywords, unset: the chosen one's
   # defaults come from its signature when the run starts.
   c.model = keywords.union_of(ARCHITECTURES)
-  c.embedding = dict(dim=8)
+  c.embedding = dict(dim=8, dtype='float32')
   c.towers = dict(hidden=(32,), dropout=0.0)
   c.task_loss = dict(pos_weight=(), focal_gamma=(), focal_alpha=())
   # Wide & Deep and feature crosses (mtl/core/layers/wide.py,

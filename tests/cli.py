@@ -38,6 +38,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 ENTRY_POINTS = {
   'mtl.shell.main': 'run',  # mtl-train
   'mtl.shell.evaluate': 'run',  # mtl-eval
+  'mtl.shell.predict': 'run',  # mtl-predict
+  'mtl.shell.export': 'run',  # mtl-export
   'mtl.search.sweep': 'run',  # mtl-sweep
 }
 PRELOAD = [

@@ -14,7 +14,7 @@ from sklearn.metrics import mean_squared_error
 from mtl.core import losses, metrics
 from mtl.core import tasks as tasks_lib
 from mtl.core.tasks import Task
-from mtl.data import schema as sc
+from mtl.data import schema_parse
 from mtl.shell import evaluate, restore
 
 
@@ -56,7 +56,7 @@ def test_label_std_comes_from_a_standard_scale_only():
   features = {'x': {'kind': 'dense'}}
   for scale, std in (('standard', 1.7), ('center', 1.0), ('none', 1.0)):
     entry = {'label': 'w', 'kind': 'regression', 'scale': scale}
-    spec = sc.parse(features, {'w': entry}).tasks[0]
+    spec = schema_parse.parse(features, {'w': entry}).tasks[0]
     assert tasks_lib.task_of(spec, moments).label_std == std, scale
 
 

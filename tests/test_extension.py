@@ -1,31 +1,41 @@
-"""A new architecture, balancing method and dataset are one definition plus
-one registry line each: registered at run time here, they train through the
-real command line (`mtl.shell.main`) with no file of mtl touched.
+"""A new architecture, balancing method, dataset and evaluation metric are
+one definition plus one registry line each. This module defines them and
+registers them in `register()`; naming the module in `config.plugins`
+(mtl/shell/plugins.py) registers them in every command-line run, which is
+a fresh fork of tests/cli.py's server and so does not inherit this
+process's registries: mtl-train, mtl-eval, mtl-predict and mtl-export run
+them with no file of mtl touched. This process never registers them (the
+contract tests are parameterised over the registries).
 
-Oracles: the parameter count by hand, the method's weights as logged, the
-dataset's step count, and the architecture's signature default recorded in
-results.json.
+Oracles: the parameter count by hand; the method's weights as logged; the
+step count of the dataset's rows; the architecture's signature default
+recorded in results.json; the metric's value recomputed by numpy on
+mtl-predict's outputs; the exported model (mtl/serving.py, no plugin
+loaded) against mtl-predict.
 """
 
 import json
-import pathlib
-import subprocess
-import sys
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-SCRIPT = '''
-import sys
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
 
+from configs import common
+from mtl import serving
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.architectures.base import Backbone
+from mtl.core.metrics_registry import METRICS, Metric
 from mtl.core.weighting import WEIGHTINGS
 from mtl.core.weighting.base import EmptyState, WeightingMethod
 from mtl.data import DATASETS
 from mtl.data.synthetic import load_synthetic
+from mtl.errors import ConfigError
+from mtl.shell import validate
+from tests import cli
+
+PLUGIN = 'tests.test_extension'
 
 
 class Linear(Backbone):
@@ -58,58 +68,54 @@ def load_tiny(*, n_train: int = 256, seed: int = 0):
   )
 
 
-ARCHITECTURES['linear'] = Linear
-WEIGHTINGS['twice_first'] = twice_first
-DATASETS['tiny'] = load_tiny
+def median_abs_error(y, z) -> float:
+  """A regression's median absolute error."""
+  return float(np.median(np.abs(z - y)))
 
-from mtl.shell import main
 
-sys.argv = ['mtl-train'] + sys.argv[1:]
-main.run()
-'''
+def register() -> None:
+  """The registry lines (called by mtl.shell.plugins.load)."""
+  ARCHITECTURES['linear'] = Linear
+  WEIGHTINGS['twice_first'] = twice_first
+  DATASETS['tiny'] = load_tiny
+  METRICS['median_ae'] = Metric(
+    median_abs_error, kinds=('regression',), score='output'
+  )
 
-CONFIG = '''
-"""The user's config of the new components.
 
-  python extend.py --config=config.py --workdir=run
-"""
+CONFIG = f'''
+"""The user's config of the new components: configs/smoke.py's sizes."""
 
-from configs import common
+from configs import common, smoke
 
 
 def get_config():
-  c = common.base_config('linear', 'tiny')
+  c = common.base_config('linear', 'tiny', plugins=({PLUGIN!r},))
+  s = smoke.get_config()
+  c.embedding.dim = s.embedding.dim
+  c.towers.hidden = s.towers.hidden
+  for key in (
+    'batch_size', 'num_epochs', 'steps_per_dispatch', 'eval_batch_size',
+    'log_every_steps', 'progress_bar', 'diagnostics_every_steps',
+  ):
+    c[key] = s[key]
   c.weighting_name = 'twice_first'
-  c.towers.hidden = (4,)
-  c.batch_size = 64
-  c.num_epochs = 2
-  c.eval_batch_size = 64
-  c.log_every_steps = 2
-  c.num_auc_bins = 256
-  c.progress_bar = False
+  c.eval_metrics = ('median_ae', 'mae')
   return c
 '''
 
 
-def test_registered_components_train_through_main(tmp_path):
-  (tmp_path / 'extend.py').write_text(SCRIPT)
-  (tmp_path / 'configs').mkdir()
-  (tmp_path / 'configs' / 'tiny.py').write_text(CONFIG)
-  workdir = tmp_path / 'run'
-  proc = subprocess.run(
-    [
-      sys.executable,
-      str(tmp_path / 'extend.py'),
-      f'--config={tmp_path / "configs" / "tiny.py"}',
-      f'--workdir={workdir}',
-    ],
-    capture_output=True,
-    text=True,
-    timeout=600,
-    # `from configs import common`: the repo's configs package.
-    env={**__import__('os').environ, 'PYTHONPATH': str(REPO)},
-  )
+def _run(module, *args):
+  proc = cli.run(args, module=module, env=cli.one_device_env())
   assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_registered_components_train_evaluate_predict_export(tmp_path):
+  assert 'linear' not in ARCHITECTURES  # Only the runs register them.
+  config, workdir = tmp_path / 'tiny.py', tmp_path / 'run'
+  config.write_text(CONFIG)
+  _run('mtl.shell.main', f'--config={config}', f'--workdir={workdir}')
   results = json.loads((workdir / 'results.json').read_text())
   assert results['model_name'] == 'linear'
   assert results['model'] == {'width': 3}  # The signature's default.
@@ -123,3 +129,62 @@ def test_registered_components_train_through_main(tmp_path):
     r['train/weight/y1'] == 2.0 and r['train/weight/y2'] == 1.0 for r in weights
   )
   assert 'test/mse/y1' in results['test']
+
+  # The validation rows as a file of labelled rows ('encoded': by column).
+  ds = load_tiny()
+  split = ds.splits['validation']
+  frame = pd.DataFrame(split['dense'], columns=list(ds.dense_names))
+  for t, task in enumerate(ds.tasks):
+    frame[task.name] = split['labels'][t]
+  rows_file = tmp_path / 'rows.parquet'
+  frame.to_parquet(rows_file)
+
+  _run('mtl.shell.evaluate', f'--workdir={workdir}', f'--split={rows_file}')
+  (written,) = workdir.glob('eval_rows_*.json')
+  metrics = json.loads(written.read_text())['metrics']
+  host = {k for k in metrics if k.split('/')[1] in ('median_ae', 'mae')}
+  assert host == {
+    f'eval/{m}/{t}' for m in ('median_ae', 'mae') for t in 'y1 y2'.split()
+  }
+  assert not any('/ece/' in k or '/xauc/' in k for k in metrics)
+
+  preds = tmp_path / 'preds.parquet'
+  _run(
+    'mtl.shell.predict',
+    f'--workdir={workdir}',
+    f'--input={rows_file}',
+    f'--output={preds}',
+  )
+  predicted = pd.read_parquet(preds)
+  for task in ds.tasks:
+    z = predicted[task.name].to_numpy(np.float64)
+    y = frame[task.name].to_numpy(np.float64)
+    want = np.median(np.abs(z - y))
+    assert metrics[f'eval/median_ae/{task.name}'] == pytest.approx(want, 1e-6)
+    want = np.mean(np.abs(z - y))
+    assert metrics[f'eval/mae/{task.name}'] == pytest.approx(want, 1e-6)
+
+  out = tmp_path / 'exported'
+  _run('mtl.shell.export', f'--workdir={workdir}', f'--out={out}')
+  served = serving.load(out).predict(
+    split['dense'], np.zeros((len(frame), 0), np.int32)
+  )
+  for task in ds.tasks:
+    np.testing.assert_allclose(
+      served[task.name], predicted[task.name], rtol=1e-6, atol=1e-6
+    )
+
+
+def test_unknown_metric_or_plugin_is_one_line():
+  config = common.base_config('mmoe', 'synthetic')
+  config.eval_metrics = ('ece', 'gacu')
+  with pytest.raises(ConfigError) as e:
+    validate.check_config(config)
+  assert str(e.value) == (
+    "eval_metrics[1] 'gacu' is not one of xauc, mae, ece, predicted_mean, "
+    "observed_rate, gauc (did you mean 'gauc'?)"
+  )
+  config.eval_metrics = ('ece',)
+  config.plugins = ('no_such_plugin_module',)
+  with pytest.raises(ConfigError, match=r"^plugins\[0\] 'no_such_plugin"):
+    validate.check_config(config)

@@ -13,25 +13,31 @@ eval_batch_size), so for the same checkpoint they are equal to results.json's
 bit for bit: `val/auc/<task>` (binned, mtl/core/metrics.py),
 `val/logloss/<task>` (the plain BCE, also for a task trained with
 pos_weight or a focal loss), `val/mse/<task>` and `val/rmse/<task>` (in the
-label's units). On top, from per-row outputs on the host (float64):
+label's units). On top, from per-row outputs on the host (float64), the
+metrics named in the run's config.eval_metrics that apply to each task
+(METRICS of mtl/core/metrics_registry.py; by default these, in this order
+per task; a run recorded before the key gets the default):
 
-  <p>/gauc/<task>            impression-weighted mean of per-user AUCs (users
-                             with both classes), where a user column exists
-  <p>/ece/<task>             expected calibration error over 10 equal-width
-                             probability bins; the bins themselves (count,
-                             mean prediction, observed rate) under
-                             'calibration'
-  <p>/predicted_mean/<task>  mean probability; observed_rate: the label mean
-  <p>/mae/<task>             mean absolute error of a regression (in the
-                             trained label space, as its mse)
   <p>/xauc/<task>            a regression's or weighted_logistic task's
                              share of same-user pairs with different labels
                              ordered like them, where a user column exists
+  <p>/mae/<task>             mean absolute error of a regression (in the
+                             trained label space, as its mse)
+  <p>/ece/<task>             expected calibration error over 10 equal-width
+                             probability bins (mtl/core/calibration.py)
+  <p>/predicted_mean/<task>  mean probability; observed_rate: the label mean
+  <p>/gauc/<task>            impression-weighted mean of per-user AUCs (users
+                             with both classes), where a user column exists
+
+Each classifier task's calibration bins (count, mean prediction, observed
+rate) are under 'calibration', whichever metrics are chosen.
 
 The checkpoint defaults to what results.json reports: the best epoch's
 (checkpoints_best/) unless select_best is 'last', else the latest; with
 'per_task' each task's metrics are those of its own best epoch's params, as
 in results.json. Bad input is one line (`mtl-eval: error: ...`, exit 2).
+The rows evaluated (a split, or a file encoded as one) and their users:
+eval_data.py.
 """
 
 import dataclasses
@@ -43,64 +49,14 @@ import jax
 import numpy as np
 
 from mtl.core import metrics as metrics_lib
-from mtl.core import population, ranking_metrics, train_step
-from mtl.core.architectures import ARCHITECTURES
-from mtl.core.tasks import Task
+from mtl.core import metrics_registry, population, train_step
+from mtl.core.calibration import calibration
 from mtl.data import pipeline, preprocessing
-from mtl.data import schema as sc
-from mtl.data.dataset import Dataset
-from mtl.errors import ConfigError, DataError
-from mtl.shell import cli, restore
-from mtl.shell.workdir import write_json
+from mtl.errors import ConfigError
+from mtl.shell import cli, eval_data, restore
+from mtl.shell.json_files import write_json
 
 SPLITS = {'validation': 'val', 'test': 'test'}
-CALIBRATION_BINS = 10
-
-
-def _check_layout(artefact: dict, dataset) -> None:
-  found = (list(dataset.dense_names), list(dataset.sparse_names))
-  if found != (artefact['dense_names'], artefact['sparse_names']) or [
-    int(v) for v in dataset.vocab_sizes
-  ] != [int(v) for v in preprocessing.vocab_sizes(artefact)]:
-    raise DataError(
-      f'dataset {dataset.name!r} no longer has the inputs the run trained on '
-      '(preprocessing.json: columns or vocabulary sizes differ), expected '
-      'the same prepared data'
-    )
-
-
-def read_file(run: restore.Run, path: pathlib.Path) -> dict:
-  """A labelled file of raw rows encoded as a split (in memory)."""
-  enc = preprocessing.Encoder(run.artefact)
-  source = enc.source(path)
-  enc.check_columns(source.columns(), path, labels=True)
-  parts = []
-  for start, chunk in source.chunks(65536, source.columns()):
-    y, m = enc.labels_of(chunk, start, path)
-    parts.append({**enc.features(chunk, start, path), 'labels': y, 'mask': m})
-  if not parts:
-    raise DataError(f'{path}: has no data rows, expected some')
-  split = {
-    k: np.concatenate(
-      [p[k] for p in parts], axis=1 if k in ('labels', 'mask') else 0
-    )
-    for k in parts[0]
-  }
-  if enc.kind != 'table':
-    return split
-  source_tasks = tuple(Task(t.name, t.kind, t.weight) for t in enc.schema.tasks)
-  if [t.name for t in source_tasks] == [t.name for t in run.tasks]:
-    return split
-  # An entire-space model re-targets the tasks (ESMM: click, ctcvr, ...).
-  ds = Dataset(
-    name=str(path),
-    tasks=source_tasks,
-    dense_names=tuple(run.artefact['dense_names']),
-    sparse_names=tuple(run.artefact['sparse_names']),
-    vocab_sizes=preprocessing.vocab_sizes(run.artefact),
-    splits={s: split for s in ('train', 'validation', 'test')},
-  )
-  return ARCHITECTURES[run.config.model_name].adapt_dataset(ds).splits['train']
 
 
 def _eval_program(run: restore.Run):
@@ -136,59 +92,32 @@ def _logits(run: restore.Run, params, split: dict, per_task=False):
   return np.concatenate(out, axis=2)[:, :, :n].astype(np.float64)
 
 
-def _sigmoid(z):
-  return 1.0 / (1.0 + np.exp(-z))
+def eval_metrics(config) -> tuple:
+  """The run's config.eval_metrics (a run recorded before the key: the
+  default), checked against the registry."""
+  names = tuple(config.get('eval_metrics', metrics_registry.DEFAULT))
+  metrics_registry.check_names(names)
+  return names
 
 
-def calibration(p, y, bins: int = CALIBRATION_BINS) -> list[dict]:
-  """Equal-width probability bins: count, mean prediction, observed rate."""
-  idx = np.minimum((p * bins).astype(int), bins - 1)
-  out = []
-  for b in range(bins):
-    sel = idx == b
-    n = int(sel.sum())
-    out.append(
-      {
-        'low': b / bins,
-        'high': (b + 1) / bins,
-        'count': n,
-        'mean_prediction': float(p[sel].mean()) if n else None,
-        'observed_rate': float(y[sel].mean()) if n else None,
-      }
-    )
-  return out
-
-
-def host_metrics(run, logits, split, prefix, users=None) -> tuple[dict, dict]:
-  """(scalars, calibration tables) of one member's logits [T, N]."""
+def host_metrics(
+  run, logits, split, prefix, users=None, names=metrics_registry.DEFAULT
+) -> tuple[dict, dict]:
+  """(scalars, calibration tables) of one member's logits [T, N]: the
+  metrics `names` (mtl.core.metrics_registry) that apply to each task."""
   scalars, tables = {}, {}
   for t, task in enumerate(run.tasks):
     keep = split['mask'][t] > 0
     z, y = logits[t][keep], split['labels'][t][keep].astype(np.float64)
     if not keep.any():
       continue
-    if task.kind != 'binary' and users is not None:
-      x = ranking_metrics.xauc(y, z, users[keep])
-      scalars[f'{prefix}/xauc/{task.name}'] = None if np.isnan(x) else x
-    if task.kind == 'regression':
-      scalars[f'{prefix}/mae/{task.name}'] = ranking_metrics.mae(y, z)
-      continue
-    p = _sigmoid(z)
-    bins = calibration(p, y)
-    tables[task.name] = bins
-    scalars[f'{prefix}/ece/{task.name}'] = float(
-      sum(
-        b['count'] * abs(b['mean_prediction'] - b['observed_rate'])
-        for b in bins
-        if b['count']
-      )
-      / len(p)
+    if task.kind != 'regression':
+      tables[task.name] = calibration(metrics_registry.sigmoid(z), y)
+    found = metrics_registry.task_metrics(
+      names, task.kind, y, z, None if users is None else users[keep]
     )
-    scalars[f'{prefix}/predicted_mean/{task.name}'] = float(p.mean())
-    scalars[f'{prefix}/observed_rate/{task.name}'] = float(y.mean())
-    if users is not None:
-      g = ranking_metrics.gauc(y, p, users[keep])
-      scalars[f'{prefix}/gauc/{task.name}'] = None if np.isnan(g) else g
+    for name, value in found.items():
+      scalars[f'{prefix}/{name}/{task.name}'] = value
   return scalars, tables
 
 
@@ -237,7 +166,8 @@ def write_new(files: list[tuple[pathlib.Path, str, dict]]) -> list:
 def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
   """Evaluates a workdir's checkpoint on a split; writes and returns it."""
   workdir = pathlib.Path(workdir)
-  config = restore._config(workdir)
+  config = restore.read_config(workdir)
+  names = eval_metrics(config)
   artefact = preprocessing.load(workdir)
   if split not in SPLITS and not pathlib.Path(split).is_file():
     raise ConfigError(
@@ -252,11 +182,12 @@ def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
   restore.choose(run, checkpoint)  # No checkpoint: fail before the data.
   if split in SPLITS:
     dataset = dataset or restore.load_dataset(config)
-    _check_layout(run.artefact, dataset)
+    eval_data.check_layout(run.artefact, dataset)
     data, prefix, name = dataset.splits[split], SPLITS[split], split
   else:
     path = pathlib.Path(split)
-    data, prefix, name = read_file(run, path), 'eval', path.name.split('.')[0]
+    data = eval_data.read_file(run, path)
+    prefix, name = 'eval', path.name.split('.')[0]
   params, where = restore.restore_params(run, checkpoint)
   padded = pipeline.pad_split(data, run.config.eval_batch_size)
   per_task = where.get('per_task', False)  # select_best 'per_task'
@@ -266,20 +197,13 @@ def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
   if not run.is_population:
     counts = jax.tree.map(lambda x: np.asarray(x)[None], counts)
   logits = _logits(run, params, data, per_task)
-  user = preprocessing.user_feature(run.artefact)
-  users = (
-    None
-    if user is None
-    else data['sparse'][:, run.artefact['sparse_names'].index(user)]
-  )
-  if user is not None and run.artefact['kind'] == 'table':
-    users = np.where(users == sc.OOV_ID, -1 - np.arange(len(users)), users)
+  users = eval_data.users_of(run, data)
   results, tasks = [], label_stds(run)
   for j, m in enumerate(run.members):
     metrics = metrics_lib.summarize_eval(
       jax.tree.map(lambda x, j=j: x[j], counts), tasks, prefix
     )
-    extra, tables = host_metrics(run, logits[j], data, prefix, users)
+    extra, tables = host_metrics(run, logits[j], data, prefix, users, names)
     out = {
       'workdir': str(workdir),
       'member': m['name'],

@@ -31,8 +31,10 @@ import numpy as np
 from mtl.core import tasks as tasks_lib
 from mtl.data import preprocessing
 from mtl.errors import CheckpointError, WorkdirError
-from mtl.shell import build, checkpoint, members, selection
-from mtl.shell.workdir import CONFIG_FILE
+from mtl.shell import build, checkpoint, members, plugins, selection
+from mtl.shell.checkpoint_retention import corrupt_steps
+from mtl.shell.config_record import CONFIG_FILE
+from mtl.shell.typed_keys import to_disk
 
 
 @dataclasses.dataclass
@@ -49,7 +51,8 @@ class Run:
     return self.members[0]['name'] is not None
 
 
-def _config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+def read_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  """The run's config.json; the plugins it names are loaded."""
   path = workdir / CONFIG_FILE
   if not workdir.is_dir():
     raise WorkdirError(
@@ -61,9 +64,11 @@ def _config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
       'run'
     )
   try:
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
   except ValueError as e:
     raise WorkdirError(f'{path} is not JSON ({e})') from e
+  plugins.load(config.get('plugins'))
+  return config
 
 
 def load_dataset(config):
@@ -79,7 +84,7 @@ def open_run(workdir, *, dataset=None) -> Run:
   """The run of `workdir`; `dataset` (already loaded) spares a reload when
   the workdir has no preprocessing.json."""
   workdir = pathlib.Path(workdir)
-  config = _config(workdir)
+  config = read_config(workdir)
   artefact = preprocessing.load(workdir)
   if artefact is None:
     if dataset is None:
@@ -176,21 +181,21 @@ def restore_params(run: Run, which: str = 'default'):
   """
   directory, steps = choose(run, which)
   per_task = _mode(run) == 'per_task' and directory.name == 'checkpoints_best'
-  abstract = checkpoint._to_disk(abstract_params(run, per_task=per_task))
+  abstract = to_disk(abstract_params(run, per_task=per_task))
   ckpt = checkpoint.Checkpointer(directory, read_only=True, async_save=False)
   problems = []
   try:
     for step in steps:
       try:
-        saved = ckpt._saved_tree(step)
+        saved = ckpt.saved_tree(step)
         checkpoint.check_compatible(
           saved.get('params'), abstract, directory=directory, step=step
         )
         full = jax.tree.map(
           lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved
         )
-        state, _ = ckpt._restore(step, full)
-      except checkpoint._Corrupt as e:
+        state, _ = ckpt.restore_step(step, full)
+      except checkpoint.CorruptCheckpoint as e:
         problems.append(f'step {step}: {e}')
         continue
       params = jax.tree.map(jnp.asarray, state['params'])
@@ -211,7 +216,7 @@ def _other_checkpoint(run: Run, failed: pathlib.Path) -> str:
   other = run.workdir / (
     'checkpoints_best' if which == 'best' else 'checkpoints'
   )
-  steps = [s for s in _steps(other) if s not in checkpoint.corrupt_steps(other)]
+  steps = [s for s in _steps(other) if s not in corrupt_steps(other)]
   if not steps:
     return ''
   return f'; try --checkpoint={which} (step {steps[-1]} in {other})'
