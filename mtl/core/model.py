@@ -59,6 +59,8 @@ class MultiTaskModel(nn.Module):
       raw columns in front of the sparse embeddings), or None.
     precision: the backbone's and towers' compute dtype, a key of
       precision.PRECISIONS ('float32': the plain model).
+    embedding_dtype: the embedding tables' storage dtype, a key of
+      precision.EMBEDDING_DTYPES.
   """
 
   num_tasks: int
@@ -74,6 +76,7 @@ class MultiTaskModel(nn.Module):
   cross_low_rank: int = 0
   numeric: nn.Module | None = None
   precision: str = 'float32'
+  embedding_dtype: str = 'float32'
 
   @nn.compact
   def __call__(
@@ -95,9 +98,11 @@ class MultiTaskModel(nn.Module):
         in_axes=None,
         out_axes=0,
         axis_size=self.num_tasks,
-      )(self.vocab_sizes, self.embed_dim, name='embed')
+      )(self.vocab_sizes, self.embed_dim, self.embedding_dtype, name='embed')
     else:
-      embed = FeatureEmbedding(self.vocab_sizes, self.embed_dim, name='embed')
+      embed = FeatureEmbedding(
+        self.vocab_sizes, self.embed_dim, self.embedding_dtype, name='embed'
+      )
     dense = features['dense']
     if self.numeric is not None:  # [B, F] -> [B, F * d] (PLR).
       dense = self.numeric(dense)
@@ -227,6 +232,7 @@ def make_model(
   cross: dict[str, Any] | None = None,
   numeric: dict[str, Any] | None = None,
   precision: str = 'float32',
+  embedding_dtype: str = 'float32',
 ) -> MultiTaskModel:
   """The MultiTaskModel of a named backbone; see make_backbone for errors.
 
@@ -235,7 +241,8 @@ def make_model(
   `cross` (CrossNetwork's num_layers, low_rank) are the config's keys of
   the same names, as is `numeric` (NUMERIC_DEFAULTS: the dense columns'
   embedding); at their defaults the model is the plain one. `precision`
-  (precision.PRECISIONS) is the backbone's and towers' compute dtype.
+  (precision.PRECISIONS) is the backbone's and towers' compute dtype,
+  `embedding_dtype` (precision.EMBEDDING_DTYPES) the tables' storage dtype.
   """
   if precision not in precision_lib.PRECISIONS:
     raise ConfigError(
@@ -280,6 +287,7 @@ def make_model(
     cross_low_rank=int(cross['low_rank']),
     numeric=_numeric(numeric, model_name),
     precision=precision,
+    embedding_dtype=embedding_dtype,
   )
 
 

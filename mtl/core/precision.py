@@ -1,4 +1,5 @@
-"""The compute precision of the backbone and the towers (config.precision).
+"""The compute precision of the backbone and the towers (config.precision),
+and the embedding tables' storage dtype (config.embedding.dtype).
 
 'float32' (the default) is the plain program. 'bfloat16' computes the
 matmuls and activations of the experts, gates, shared networks and towers
@@ -12,13 +13,26 @@ architecture, and its result is cast back to float32.
 
 What stays float32: the params themselves and their gradients (the cast's
 transpose gives float32 cotangents), the optimizer state, the embedding
-tables and the numeric / interaction / wide parts, the logits (cast before
+tables (unless embedding.dtype, below) and the numeric / interaction /
+wide parts, the logits (cast before
 the losses, the binned AUC counts and `head_logits`), and everything the
 train step computes from gradients (Gram matrices, balancing weights,
 combinations of per-task gradients). A bfloat16 number has 8 significant
 bits: each rounding is off by at most 2^-9 relative (round to nearest), so
 a logit differs from float32's on the same params by a few 2^-8 relative to
 the magnitudes summed into it.
+
+The embedding tables' storage dtype is a separate choice
+(config.embedding.dtype, EMBEDDING_DTYPES): 'bfloat16' stores each table
+(params embed/<table>) in bfloat16, 2 bytes an entry instead of 4, so
+2 * dim bytes less a row. Its lookups are cast to float32, exactly
+(layers/embedding.py); the step differentiates a float32 view of the
+params (`float32_view`), so the tables' gradients, their all-reduce and
+every Gram matrix stay float32; the optimizer's moments are float32
+(`float32_moments`, and the sparse optimizers' state, mtl/core/sparse.py),
+as FBGEMM's TBE keeps a bfloat16 / float16 table's optimizer state in
+float32; an update is computed in float32 and the new row rounded to the
+nearest bfloat16 once (optax.apply_updates' cast; no stochastic rounding).
 """
 
 from collections.abc import Callable
@@ -27,9 +41,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 # config.precision -> the compute dtype of the backbone and the towers.
 PRECISIONS = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# config.embedding.dtype -> the storage dtype of the embedding tables.
+EMBEDDING_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def _view(dtype) -> Callable[[Any], Any]:
@@ -71,3 +88,32 @@ def run(
   mapped = nn.map_variables(call, 'params', trans_in_fn=_view(dtype))
   y = mapped(module, x.astype(dtype))
   return y.astype(jnp.float32)
+
+
+def float32_view(tree):
+  """`tree` with its bfloat16 leaves cast to float32 (exact); the others,
+  a float32 run's every leaf, are the same arrays."""
+  return jax.tree.map(
+    lambda x: x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x, tree
+  )
+
+
+def float32_moments(tx):
+  """`tx` whose state and updates are float32 for bfloat16 params.
+
+  init and update see float32_view of the params and gradients, so Adam's
+  moments (any optax state shaped like the params) are float32; the float32
+  updates are added by optax.apply_updates, which rounds the sum to the
+  param's bfloat16 once. A SparseTables (mtl/core/sparse_train.py): its
+  dense optimizer wrapped; its sparse tables' state is float32 already.
+  """
+  if not isinstance(tx, optax.GradientTransformation):  # SparseTables
+    return tx._replace(dense=float32_moments(tx.dense))
+
+  def init(params):
+    return tx.init(float32_view(params))
+
+  def update(grads, state, params=None):
+    return tx.update(float32_view(grads), state, float32_view(params))
+
+  return optax.GradientTransformation(init, update)

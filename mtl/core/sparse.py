@@ -61,6 +61,10 @@ batch. That moves N*(d+1) numbers per device, never V*d.
 Ids outside [0, V) update nothing (the dense gradient of `jnp.take` drops
 them too); `lookup` is `jnp.take`, the embedding layer's gather.
 
+A bfloat16 table (config.embedding.dtype; mtl/core/precision.py) keeps
+float32 state; its touched rows are read as float32, the rule runs in
+float32 and each new row is rounded to the nearest bfloat16 once.
+
 Configuration: `config.optimizer.sparse = {'tables': names,
 'min_rows': N, 'method': name, 'ftrl': {beta, l1, l2}}` chooses the sparse
 tables (named ones, and every table of >= N rows; 0: none by size) and
@@ -174,10 +178,12 @@ class SparseOptimizer(NamedTuple):
     """One step on the rows of `combine`; see `apply`."""
     old = _gather(table, rows.ids)
     old_state = jax.tree.map(lambda x: _gather(x, rows.ids), state)
-    updates, new_state = self.rule(old, old_state, rows.grads, step)
+    # A bfloat16 table's rows in float32 (exact); the new rows rounded once.
+    work = old.astype(_state_dtype(old))
+    updates, new_state = self.rule(work, old_state, rows.grads, step)
     if scale is not None:
       updates = updates * jnp.asarray(scale, updates.dtype)
-    new = jnp.asarray(old + updates).astype(old.dtype)
+    new = jnp.asarray(work + updates).astype(old.dtype)
     if apply_if is not True:
       new, new_state = jax.tree.map(
         lambda a, b: jnp.where(apply_if, a, b),
@@ -226,6 +232,12 @@ class SparseOptimizer(NamedTuple):
     )
 
 
+def _state_dtype(table: jax.Array):
+  """The dtype of a table's optimizer state and row arithmetic: float32 for
+  a bfloat16 table (config.embedding.dtype), else the table's."""
+  return jnp.promote_types(table.dtype, jnp.float32)
+
+
 def _learning_rate(learning_rate: optax.ScalarOrSchedule, step, dtype):
   lr = learning_rate(step) if callable(learning_rate) else learning_rate
   return jnp.asarray(-1 * lr, dtype)
@@ -247,7 +259,11 @@ def adagrad(
   """
 
   def init(table):
-    return {'acc': jnp.full_like(table, initial_accumulator_value)}
+    return {
+      'acc': jnp.full_like(
+        table, initial_accumulator_value, _state_dtype(table)
+      )
+    }
 
   def rule(rows, state, g, step):
     acc = g * g + state['acc']
@@ -272,7 +288,9 @@ def rowwise_adagrad(
 
   def init(table):
     return {
-      'acc': jnp.full(table.shape[:1], initial_accumulator_value, table.dtype)
+      'acc': jnp.full(
+        table.shape[:1], initial_accumulator_value, _state_dtype(table)
+      )
     }
 
   def rule(rows, state, g, step):
@@ -300,7 +318,11 @@ def lazy_adam(
   """
 
   def init(table):
-    return {'mu': jnp.zeros_like(table), 'nu': jnp.zeros_like(table)}
+    dtype = _state_dtype(table)
+    return {
+      'mu': jnp.zeros_like(table, dtype),
+      'nu': jnp.zeros_like(table, dtype),
+    }
 
   def rule(rows, state, g, step):
     count = jnp.asarray(step, jnp.int32) + 1
@@ -331,7 +353,11 @@ def ftrl(
   hyper = dict(alpha=learning_rate, beta=beta, l1=l1, l2=l2)
 
   def init(table):
-    return {'z': jnp.zeros_like(table), 'n': jnp.zeros_like(table)}
+    dtype = _state_dtype(table)
+    return {
+      'z': jnp.zeros_like(table, dtype),
+      'n': jnp.zeros_like(table, dtype),
+    }
 
   def rule(rows, state, g, step):
     del step  # alpha is constant.

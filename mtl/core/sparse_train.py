@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl.core import sparse
+from mtl.core import precision, sparse
 from mtl.core import task_grads as task_grads_lib
 from mtl.core.layers import embedding
 
@@ -192,11 +192,13 @@ def task_rows_norm(model, sparse_ids, task_rows, name, axis_name=None):
 def differentiable(part, model, params, sparse_ids):
   """(primal, variables): what the step differentiates, and the model's
   variables from it. Without sparse tables: params, {'params': p}. With:
-  (dense params, zero rows), the tables closed over."""
+  (dense params, zero rows), the tables closed over. bfloat16 tables are
+  differentiated as float32 (precision.float32_view)."""
   if part is None:
-    return params, lambda p: {'params': p}
+    return precision.float32_view(params), lambda p: {'params': p}
   dense, tables = split(params, part.tables)
   rows = zero_rows(model, sparse_ids, part.tables)
+  dense = precision.float32_view(dense)
   return (dense, rows), lambda p: {
     'params': merge(p[0], tables),
     'perturbations': p[1],
@@ -254,6 +256,7 @@ def add_row_l2(row_l2, model, params, dense_grads, rows, sparse_ids, axis):
       r = rows[name]
       keep = ((r.ids >= first) & (r.ids < v))[:, None]
       w = jnp.take(table, r.ids, axis=-2, mode='fill', fill_value=0)
+      w = w.astype(r.grads.dtype)  # A bfloat16 table's rows: float32.
       g = jnp.where(keep, r.grads + (2 * lam) * w, r.grads)
       rows[name] = r._replace(grads=g)
       continue
@@ -265,7 +268,7 @@ def add_row_l2(row_l2, model, params, dense_grads, rows, sparse_ids, axis):
     ids = jnp.where((ids >= first) & (ids < v), ids, v)
     keep = jnp.zeros((v,), bool).at[ids].set(True, mode='drop')[:, None]
     g = embed[name]
-    embed[name] = jnp.where(keep, g + (2 * lam) * table, g)
+    embed[name] = jnp.where(keep, g + (2 * lam) * table.astype(g.dtype), g)
   return {**dense_grads, EMBED: embed}, rows
 
 

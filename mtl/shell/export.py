@@ -35,10 +35,10 @@ import numpy as np
 from absl import logging
 from jax import export as jax_export
 
-from mtl.core import population
+from mtl.core import population, precision
 from mtl.errors import ConfigError
 from mtl.shell import cli, restore
-from mtl.shell.workdir import write_json
+from mtl.shell.json_files import write_json
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 FORMAT = 1
@@ -106,7 +106,8 @@ def export(
     raise ConfigError(f'--out {out}: {parent} is not writable, expected it')
   run = restore.open_run(workdir)
   params, where = restore.restore_params(run, checkpoint)
-  members = _member_params(run, params)
+  # bfloat16 tables (embedding.dtype) as float32, exact: npz has no bfloat16.
+  members = precision.float32_view(_member_params(run, params))
   leaves, treedef = jax.tree.flatten(members[0])
   outputs = restore.make_outputs(run, per_task=where.get('per_task', False))
 

@@ -27,6 +27,11 @@ table), and its gathered rows [B, L, d] get the variable 'perturbations'/
 <name> added when the caller passes one (flax's `perturb` recipe: the loss's
 gradient with respect to that zero is the rows' gradient, so the table's
 dense gradient is never made). Without it the layer is unchanged.
+
+The tables are stored in `param_dtype` (config.embedding.dtype,
+precision.EMBEDDING_DTYPES): 'bfloat16' initialises them as in float32 and
+rounds each entry to the nearest bfloat16; the gathered rows are cast to
+float32 (exact), so everything after the gather computes as before.
 """
 
 from typing import NamedTuple
@@ -36,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl.core import precision
 from mtl.core.layers import initializers, sequence
 
 PAD_ID = 0
@@ -181,7 +187,7 @@ def column_init(key, shape, dtype=jnp.float32) -> jax.Array:
   """A per-feature table's init: flax's default, rows 0 and 1 zero.
 
   Row 0 is the padding id and row 1 the out-of-vocabulary id
-  (mtl/data/schema.py PAD_ID, OOV_ID). With a training vocabulary no
+  (mtl/data/encoding.py PAD_ID, OOV_ID). With a training vocabulary no
   training row holds id 1 (every training value is in it at min_count 1),
   so its row never gets a gradient: left random, every unseen id of the
   test split (63 % of KuaiRand's test rows show a video unseen in training)
@@ -190,6 +196,18 @@ def column_init(key, shape, dtype=jnp.float32) -> jax.Array:
   0.015. Padding is masked by every encoder, so row 0 is zero for clarity.
   """
   return initializers.embed_init(key, shape, dtype).at[:2].set(0.0)
+
+
+def _stored(init):
+  """`init` for a table stored in `dtype`: float32's values, rounded to the
+  nearest `dtype` (float32: `init` itself)."""
+
+  def init_as(key, shape, dtype):
+    if dtype == jnp.float32:
+      return init(key, shape, dtype)
+    return init(key, shape, jnp.float32).astype(dtype)
+
+  return init_as
 
 
 class FeatureEmbedding(nn.Module):
@@ -205,10 +223,13 @@ class FeatureEmbedding(nn.Module):
   Attributes:
     vocab_sizes: vocabulary size of each sparse column, in column order.
     embed_dim: width of each embedding (a Column's dim may override it).
+    param_dtype: the tables' storage dtype, a key of
+      precision.EMBEDDING_DTYPES; lookups are float32 whatever it is.
   """
 
   vocab_sizes: tuple[int, ...]
   embed_dim: int
+  param_dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, dense: jax.Array, sparse: jax.Array) -> jax.Array:
@@ -227,9 +248,9 @@ class FeatureEmbedding(nn.Module):
     tables = {
       name: self.param(
         name,
-        initializers.embed_init if name in shared else column_init,
+        _stored(initializers.embed_init if name in shared else column_init),
         shape,
-        jnp.float32,
+        precision.EMBEDDING_DTYPES[self.param_dtype],
       )
       for name, shape in shapes.items()
     }
@@ -237,6 +258,8 @@ class FeatureEmbedding(nn.Module):
     for lk in layout:
       ids = lk.ids(sparse)
       rows = jnp.take(tables[lk.table], ids, axis=0)  # [B, L, d]
+      if rows.dtype != jnp.float32:  # A bfloat16 table: exact.
+        rows = rows.astype(jnp.float32)
       if self.has_variable('perturbations', lk.name):
         rows = rows + self.get_variable('perturbations', lk.name)
       if lk.offsets is not None:  # The shared table: columns side by side.
