@@ -11,8 +11,10 @@ generation as one population run) -> `tell`.
 Task weights are searched as logits: w = T * softmax(theta), so every
 candidate is a positive weight vector summing to T, the scale every
 balancing method in mtl uses. (evosax, the JAX library of evolution
-strategies, was considered; its releases pin their own jax/flax ranges, and
-this loop is outside the compiled program anyway.)
+strategies, was measured instead: 0.3.2 only needs jax>=0.5, flax>=0.10 and
+installs beside mtl's pins, but over the same budgets its GA and PSO found
+worse optima than genetic.py and pso.py and its OpenES / CMA-ES only tied
+this ES; experiments/search_libraries.py, docs/fusion.md.)
 """
 
 from typing import NamedTuple
