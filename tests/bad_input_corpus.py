@@ -1,20 +1,28 @@
 """The bad-input corpus: config, data, workdir and checkpoint faults, each
-through the real command line (`python -m mtl.shell.main`, a fresh process
-forked by tests/cli.py),
-run by tests/test_bad_input_corpus_<kind>.py, one file per kind.
+through the real command line (`mtl-train`, and for a trained run's files
+`mtl-eval`, `mtl-predict` and `mtl-export`: a fresh process forked by
+tests/cli.py), run by tests/test_bad_input_corpus_<kind>.py, one file per
+kind (at least 40 cases each).
 
-Every error case asserts exit code 2, one stderr line `mtl-train: error:`
+Every error case asserts exit code 2, one stderr line `<command>: error:`
 naming the problem (key, file, row, directory), no traceback, and that a
 finished run's workdir the case points at (a private copy per case) is
-byte for byte what it was. A diverged run (exit 3) also ends on one error
-line, and its case checks what was (not) written. Warning cases (a damaged
-cache rebuilt from the raw files, a corrupt newest checkpoint skipped)
-assert exit code 0, the warning, and what the run then did. A kind's cases
-run two at a time in one module fixture (`run`); each is then its own test
-(`check`). Cases that tests/test_bad_input, tests/test_cli_errors and
-tests/test_main already cover in process or through the CLI are left out.
-The rules of mtl/shell/validate.py are tested in process in
-tests/test_validate_rules.py.
+byte for byte what it was (mtl-predict cases: no output file either). A
+diverged run (exit 3) also ends on one error line, and its case checks what
+was (not) written. Warning cases (a damaged cache rebuilt from the raw
+files, a corrupt newest checkpoint skipped) assert exit code 0, the
+warning, and what the run then did; a file with CRLF line endings and a
+byte order mark trains (exit 0) on the arrays of the plain file. Data cases
+use the Ali-CCP sample's layout or docs/data.md's example file
+(configs/example_table.py, 120 rows); most fail while the file is read.
+A kind's cases run two at a time in one module fixture (`run`); each is
+then its own test (`check`). Cases that tests/test_bad_input,
+tests/test_cli_errors, tests/test_main and tests/test_after_training
+already cover in process or through the CLI are left out. The rules of
+mtl/shell/validate.py are tested in process in tests/test_validate_rules.py.
+Not here: permission faults (chmod 000, an unwritable workdir), which root
+ignores (tests/test_workdir.py drops to nobody for its one), and a full
+disk (tests/test_disk_full.py).
 """
 
 import dataclasses
@@ -58,6 +66,7 @@ class Case:
   # allowed change (num_epochs) in config.json and fingerprint.json.
   rerecords: bool = False
   check: Callable | None = None  # more assertions: check(proc, ctx)
+  tool: str = 'mtl-train'  # or mtl-eval, mtl-predict, mtl-export (TOOLS)
 
 
 def _smoke(*overrides, arg=''):
@@ -249,6 +258,55 @@ CONFIG = {
     ['--config={config}'],
     ['model.expert_hidden[0] is 8.5 (a float), expected an int'],
     setup=_config_file('c.model.expert_hidden = (8.5,)'),
+  ),
+  'a string for a float in a config file': Case(
+    ['--config={config}'],
+    [
+      "{config}: Could not override field 'learning_rate' (reference). 0.1 "
+      "is of original type <class 'str'> and cannot be casted to type "
+      "<class 'float'> (TypeError at {config} line 9)"
+    ],
+    setup=_config_file("c.optimizer.learning_rate = '0.1'"),
+  ),
+  'unknown select_best': _bad(
+    'select_best',
+    'bset',
+    "select_best 'bset' is not one of first, last, mean, per_task",
+  ),
+  'early_stopping.patience<0': _bad(
+    'early_stopping.patience',
+    -1,
+    'early_stopping.patience is -1, expected >= 0',
+  ),
+  "a table feature's kind misspelt": Case(
+    [
+      '--config=configs/example_table.py',
+      '--config.dataset.features.price.kind=dens',
+    ],
+    [
+      "dataset.features.price.kind is 'dens', expected one of dense, "
+      "categorical, sequence, history, session, count (did you mean 'dense'?)"
+    ],
+    workdir='fresh',  # the dataset's schema is checked after the workdir
+  ),
+  "a table task's kind misspelt": Case(
+    [
+      '--config=configs/example_table.py',
+      '--config.dataset.tasks.dwell.kind=regresion',
+    ],
+    [
+      "dataset.tasks.dwell.kind is 'regresion', expected one of binary, "
+      "regression, weighted_logistic (did you mean 'regression'?)"
+    ],
+    workdir='fresh',  # the dataset's schema is checked after the workdir
+  ),
+  'a sequence feature of max_len 0': Case(
+    [
+      '--config=configs/example_table.py',
+      '--config.dataset.features.tags.max_len=0',
+    ],
+    ['dataset.features.tags.max_len is 0, expected an int >= 1'],
+    workdir='fresh',  # the dataset's schema is checked after the workdir
   ),
   # Adam at lr 1e3: finite losses (~1e19), validation mse ~3e6 (1.35e6x the
   # first training loss); SGD's losses go non-finite: both end with exit 3.
@@ -574,6 +632,331 @@ def _nothing_prepared(proc, ctx):
   assert not list(ctx['tfds'].rglob('*.array_record*'))
 
 
+# --- data: docs/data.md's example file (configs/example_table.py) ---------
+# 120 rows (20 users x 6, seed 2: both classes in every split), written per
+# case with one fault; most fail while the file is read, before any step.
+
+EXAMPLE = [
+  '--config=configs/example_table.py',
+  '--config.dataset.path={file}',
+  '--config.dataset.data_dir={tfds}',
+  '--config.num_epochs=1',
+  '--config.progress_bar=false',
+]
+
+
+def _example_frame(path):
+  from tests import test_own_data
+
+  return test_own_data.write_csv(path, n_users=20, per_user=6, seed=2)
+
+
+def _example(ctx, edit=None, name='interactions.csv'):
+  """The example file at ctx['tmp']/name: `edit`(frame) -> frame or bytes
+  (of the plain CSV's bytes), or as written."""
+  path = ctx['tmp'] / name
+  df = _example_frame(ctx['tmp'] / 'plain.csv')
+  if edit is not None:
+    out = edit(df, (ctx['tmp'] / 'plain.csv').read_bytes())
+    if isinstance(out, bytes):
+      path.write_bytes(out)
+    else:
+      out.to_csv(path, index=False)
+  else:
+    df.to_csv(path, index=False)
+  return {'file': path, 'tfds': ctx['tmp'] / 'tfds'}
+
+
+def _table_case(
+  edit, expect, *overrides, name='interactions.csv', row=None, **kw
+):
+  """A case of the example file edited by `edit(frame, plain bytes)`; the
+  error names {file} (and {row}: the edited cell's 1-based data row, ROW's
+  or `row(ctx)`)."""
+
+  def setup(ctx):
+    found = _example(ctx, edit, name)
+    found['row'] = row(ctx) if row else ROW + 1
+    return found
+
+  return Case(
+    EXAMPLE + list(overrides),
+    [e if e.startswith('{') else f'{{file}}: {e}' for e in expect],
+    workdir='fresh',
+    setup=setup,
+    **kw,
+  )
+
+
+ROW = 9  # The 0-based frame row a _cell fault is written to (data row 10).
+
+
+def _cell(column, value, clicked=False):
+  """Sets one cell (text) of row ROW, or of the first clicked row from ROW
+  on (a regression label is read on clicked rows only: 'where')."""
+
+  def edit(df, _):
+    df[column] = df[column].astype(object)
+    at = ROW
+    if clicked:
+      at = int(df.index[(df.click == 1) & (df.index >= ROW)][0])
+    df.at[at, column] = value
+    return df
+
+  return edit
+
+
+def _first_clicked_row(ctx):
+  df = _example_frame(ctx['tmp'] / 'plain.csv')
+  return int(df.index[(df.click == 1) & (df.index >= ROW)][0]) + 1
+
+
+def _clicked_case(column, value, expect):
+  return _table_case(
+    _cell(column, value, clicked=True),
+    [f'row {{row}} column {column!r} {expect}'],
+    row=_first_clicked_row,
+  )
+
+
+def _gzip(data: bytes, keep: float = 1.0) -> bytes:
+  import gzip
+
+  z = gzip.compress(data * 40)  # Half of it decompresses to many rows.
+  return z[: int(len(z) * keep)]
+
+
+def _example_dataset(path, data_dir):
+  from configs import example_table
+
+  config = example_table.get_config().dataset.to_dict()
+  return DATASETS['table'](
+    **{**config, 'path': str(path), 'data_dir': data_dir}
+  )
+
+
+def _same_arrays(proc, ctx):
+  """The run finished, on the arrays of the plain file (so it is the same
+  run): its prepared data read back against the plain file's."""
+  import numpy as np
+
+  assert (ctx['workdir'] / 'results.json').is_file()
+  got = _example_dataset(ctx['file'], str(ctx['tfds']))
+  want = ctx['ref']
+  assert got.vocab_sizes == want.vocab_sizes
+  assert got.splits.keys() == want.splits.keys()
+  for split, arrays in want.splits.items():
+    for key, value in arrays.items():
+      np.testing.assert_array_equal(got.splits[split][key], value)
+
+
+def _works_like_plain(edit):
+  def setup(ctx):
+    found = _example(ctx, edit)
+    ref = _example_dataset(ctx['tmp'] / 'plain.csv', str(ctx['tmp'] / 'ref'))
+    return {**found, 'ref': ref}
+
+  return Case(
+    EXAMPLE, [], code=0, workdir='fresh', setup=setup, check=_same_arrays
+  )
+
+
+CATEGORY_RANKS = b'category,cat_rank\nbooks,1\ngarden,2\nmusic,3\nshoes,4\n'
+
+
+def _joined(side: bytes):
+  """The example file with a side table on `category` (a dense cat_rank)."""
+
+  def setup(ctx):
+    found = _example(ctx)
+    path = ctx['tmp'] / 'categories.csv'
+    path.write_bytes(side)
+    config = ctx['tmp'] / 'config.py'
+    config.write_text(
+      'from configs import example_table\n\n\ndef get_config():\n'
+      '  c = example_table.get_config()\n'
+      '  with c.unlocked():\n'
+      f"    c.dataset.joins = {{'cats': {{'path': {str(path)!r}, "
+      "'on': 'category'}}\n"
+      "    c.dataset.features.cat_rank = {'kind': 'dense'}\n"
+      '  return c\n'
+    )
+    df = _example_frame(ctx['tmp'] / 'plain.csv')
+    toys = int(df.index[df.category == 'toys'][0]) + 1
+    return {**found, 'side': path, 'config': config, 'toys_row': toys}
+
+  return setup
+
+
+def _joined_case(side: bytes, expect):
+  return Case(
+    ['--config={config}'] + EXAMPLE[1:],
+    expect,
+    workdir='fresh',
+    setup=_joined(side),
+  )
+
+
+TABLE = {
+  'binary label is text': _table_case(
+    _cell('click', 'yes'),
+    [
+      "row {row} column 'click' is 'yes', expected a finite number (the "
+      "label of task 'click')"
+    ],
+  ),
+  'binary label is empty': _table_case(
+    _cell('click', ''),
+    ["row {row} column 'click' is empty, expected a finite number"],
+  ),
+  'binary label is 0.5': _table_case(
+    _cell('click', '0.5'),
+    ["row {row} column 'click' is '0.5', expected 0 or 1 (binary task 'click'"],
+  ),
+  'regression label is text': _clicked_case(
+    'dwell_s', 'long', "is 'long', expected a finite number"
+  ),
+  'regression label is empty where its task is read': _clicked_case(
+    'dwell_s',
+    '',
+    "is empty, expected a finite number (the label of task 'dwell')",
+  ),
+  'negative dense value under log1p': _table_case(
+    _cell('price', '-5'),
+    ["row {row} column 'price' is -5, expected a number > -1 (normalize log1p"],
+  ),
+  'infinite dense value': _table_case(
+    _cell('price', 'inf'),
+    ["row {row} column 'price' is 'inf', expected a finite number"],
+  ),
+  'dense value that overflows float64': _table_case(
+    _cell('price', '1e400'),
+    ["row {row} column 'price' is '1e400', expected a finite number"],
+  ),
+  'dense value is text': _table_case(
+    _cell('price', 'cheap'),
+    ["row {row} column 'price' is 'cheap', expected a finite number"],
+  ),
+  "split's time column is text": _table_case(
+    _cell('ts', 'yesterday'),
+    ["row {row} column 'ts' is 'yesterday', expected a finite number"],
+  ),
+  "split's time column is empty": _table_case(
+    _cell('ts', ''),
+    ["row {row} column 'ts' is empty, expected a finite number"],
+  ),
+  "split's user column is empty": _table_case(
+    _cell('user_id', ''),
+    ["row {row} column 'user_id' is empty, expected a value"],
+  ),
+  'duplicated header name': _table_case(
+    lambda df, _: df.assign(extra=1.0).rename(columns={'extra': 'price'}),
+    [
+      "the header names column 'price' twice (columns 4 and 10), expected "
+      'distinct names'
+    ],
+  ),
+  'tab-separated file named .csv': _table_case(
+    lambda _, d: d.replace(b',', b'\t'),
+    ["has no column 'category', expected it for the schema"],
+  ),
+  'a row with semicolons among commas': _table_case(
+    lambda _, d: b'\n'.join(
+      x.replace(b',', b';') if i == 5 else x for i, x in enumerate(_lines(d))
+    ),
+    ["row 5 column 'item_id' is empty, expected a value"],
+  ),
+  'unbalanced quote': _table_case(
+    lambda _, d: d.replace(b'shoes', b'"shoes', 1),
+    [
+      'cannot be parsed as CSV: Error tokenizing data. C error: EOF inside '
+      'string'
+    ],
+  ),
+  'truncated gzip file': _table_case(
+    lambda _, d: _gzip(d, keep=0.5),
+    [
+      'cannot be decompressed (Compressed file ended before the '
+      'end-of-stream marker was reached), expected a whole gzip file'
+    ],
+    name='interactions.csv.gz',
+  ),
+  'plain text named .gz': _table_case(
+    lambda _, d: d,
+    [
+      "cannot be decompressed (Not a gzipped file (b'us')), expected a "
+      'whole gzip file'
+    ],
+    name='interactions.csv.gz',
+  ),
+  'CSV named .parquet': _table_case(
+    lambda _, d: d,
+    ['is not a Parquet file (Parquet magic bytes not found'],
+    name='interactions.parquet',
+  ),
+  'empty .parquet file': _table_case(
+    lambda _, d: b'',
+    ['is not a Parquet file (Parquet file size is 0 bytes)'],
+    name='interactions.parquet',
+  ),
+  'unknown file extension': _table_case(
+    lambda _, d: d,
+    [
+      'cannot tell its format from its name, expected a .csv, .tsv '
+      '(optionally .gz) or .parquet file'
+    ],
+    name='interactions.json',
+  ),
+  'a directory where the file is expected': Case(
+    EXAMPLE,
+    ['example: file(s) not found: {file}'],
+    workdir='fresh',
+    setup=lambda ctx: {
+      'file': _mkdir(ctx['tmp'] / 'interactions.csv'),
+      'tfds': ctx['tmp'] / 'tfds',
+    },
+  ),
+  'user_last split leaves no training rows': Case(
+    EXAMPLE,
+    ["example: the 'user_last' split leaves no train rows, expected some"],
+    workdir='fresh',
+    setup=lambda ctx: _example(
+      ctx, lambda df, _: df.groupby('user_id').head(1)
+    ),
+  ),
+  "task 'where' names a column the file lacks": _table_case(
+    None,
+    [
+      "has no column 'clicked' (did you mean 'click'?), expected it for the "
+      'schema'
+    ],
+    '--config.dataset.tasks.buy.where=clicked == 1',
+  ),
+  'side table repeats a key': _joined_case(
+    CATEGORY_RANKS + b'toys,5\nbooks,6\n',
+    [
+      "{side}: row 6 column 'category' repeats 'books', expected one row "
+      'per key'
+    ],
+  ),
+  'side table lacks a key': _joined_case(
+    CATEGORY_RANKS,
+    [
+      "{file}: row {toys_row} column 'category' is 'toys', which {side} "
+      'does not list'
+    ],
+  ),
+  'CRLF line endings and a byte order mark work': _works_like_plain(
+    lambda _, d: b'\xef\xbb\xbf' + d.replace(b'\n', b'\r\n')
+  ),
+}
+
+
+def _mkdir(path: pathlib.Path) -> pathlib.Path:
+  path.mkdir()
+  return path
+
+
 # --- workdir and checkpoint faults on a copy of a finished run -------------
 
 
@@ -686,7 +1069,9 @@ WORKDIR = {
   ),
   'best-epoch checkpoint missing': Case(
     _smoke('--config.num_epochs=3'),
-    ['{workdir}/checkpoints_best: the best-epoch checkpoint'],
+    [
+      '{workdir}/checkpoints_best: the best-epoch checkpoint (epoch 2) is missing'
+    ],
     setup=lambda ctx: shutil.rmtree(ctx['workdir'] / 'checkpoints_best'),
     alone=False,
     rerecords=True,
@@ -706,6 +1091,358 @@ WORKDIR = {
 }
 
 
+def _earlier_run(damage=None):
+  """A fresh workdir and, as init_from, a copy of the finished run
+  ('earlier', `damage`d), whose files the case checks are kept."""
+
+  def setup(ctx):
+    earlier = ctx['tmp'] / 'earlier'
+    shutil.copytree(ctx['finished'], earlier)
+    if damage is not None:
+      damage(earlier)
+    return {
+      'workdir': ctx['tmp'] / 'run',
+      'earlier': earlier,
+      'kept': _hashes(earlier),
+    }
+
+  return setup
+
+
+def _earlier_kept(proc, ctx):
+  assert _hashes(ctx['earlier']) == ctx['kept']
+
+
+def _unreadable_states(run):
+  for step in (run / 'checkpoints').iterdir():
+    (step / 'state' / '_METADATA').unlink()
+
+
+def _replace_by_dir(name):
+  def setup(ctx):
+    path = ctx['workdir'] / name
+    path.unlink()
+    path.mkdir()
+    return {}
+
+  return setup
+
+
+def _checkpoints_as_a_file(ctx):
+  shutil.rmtree(ctx['workdir'] / 'checkpoints')
+  _write(ctx['workdir'] / 'checkpoints', b'not a directory')
+  return {}
+
+
+def _config_of_seed_5(ctx):
+  """config.json of another seed and no fingerprint.json (a workdir of an
+  mtl that recorded none): the config is checked from config.json."""
+  path = ctx['workdir'] / 'config.json'
+  path.write_text(path.read_text().replace('"seed": 0', '"seed": 5'))
+  (ctx['workdir'] / 'fingerprint.json').unlink()
+  return {}
+
+
+def _both_records_garbage(ctx):
+  (ctx['workdir'] / 'config.json').write_bytes(b'{garbage')
+  (ctx['workdir'] / 'fingerprint.json').unlink()
+  return {}
+
+
+def _dangling_link(ctx):
+  link = ctx['tmp'] / 'link'
+  link.symlink_to(ctx['tmp'] / 'gone')
+  return {'workdir': link}
+
+
+def _preprocessing_format_7(ctx):
+  path = ctx['workdir'] / 'preprocessing.json'
+  path.write_text(path.read_text().replace('"format": 1', '"format": 7'))
+  return {}
+
+
+TRAIN = {
+  'lock file is a directory': Case(
+    _smoke(),
+    [
+      '{workdir}/.lock cannot be opened (Is a directory), expected the '
+      "workdir's lock file there"
+    ],
+    setup=_replace_by_dir('.lock'),
+  ),
+  'results.json is a directory': Case(
+    _smoke(),
+    [
+      '--workdir {workdir}: results.json is a directory, expected the file '
+      'the run writes (move it away)'
+    ],
+    workdir='fresh',
+    setup=lambda ctx: (
+      (ctx['workdir'] / 'results.json').mkdir(parents=True) or {}
+    ),
+  ),
+  'checkpoints is a file': Case(
+    _smoke(),
+    [
+      '--workdir {workdir}: checkpoints is a file, expected the checkpoints '
+      'directory the run writes (move it away)'
+    ],
+    setup=_checkpoints_as_a_file,
+  ),
+  'corrupt_steps.json unreadable': Case(
+    _smoke(),
+    [
+      '{workdir}/checkpoints/corrupt_steps.json: unreadable (',
+      'delete it to check every checkpoint afresh',
+    ],
+    setup=lambda ctx: (
+      _write(ctx['workdir'] / 'checkpoints' / 'corrupt_steps.json', b'\xff\xfe')
+      and {}
+    ),
+  ),
+  'metrics.jsonl is a directory': Case(
+    _smoke('--config.num_epochs=3'),
+    [
+      '{workdir}/metrics.jsonl is a directory, expected the metrics file '
+      '(a JSON line per logged step)'
+    ],
+    setup=_replace_by_dir('metrics.jsonl'),
+    alone=False,  # the schedule's warning comes first
+    rerecords=True,
+  ),
+  'init_from a run of another model shape': Case(
+    _smoke(
+      '--config.init_from={earlier}', '--config.model.expert_hidden=(16,)'
+    ),
+    [
+      'checkpoint {earlier}/checkpoints step 16 does not match the model: '
+      'backbone/experts/mlp/Dense_0/bias has shape (2, 8), expected (2, 16)'
+    ],
+    workdir='fresh',
+    setup=_earlier_run(),
+    alone=False,  # orbax's read-only notes come first
+    check=_earlier_kept,
+  ),
+  'init_from a run whose checkpoints are all unreadable': Case(
+    _smoke('--config.init_from={earlier}'),
+    ['init_from: no readable checkpoint in {earlier}/checkpoints'],
+    workdir='fresh',
+    setup=_earlier_run(_unreadable_states),
+    alone=False,  # each skipped step is a warning first
+    check=_earlier_kept,
+  ),
+  'fingerprint.json holds a list': Case(
+    _smoke(),
+    ['{workdir}/fingerprint.json holds list, expected {{}}'],
+    setup=_edit('fingerprint.json', lambda d: b'[]'),
+  ),
+  'config.json of another config, no fingerprint.json': Case(
+    _smoke(),
+    [
+      'workdir {workdir} holds a run of another config: dataset.seed 5 -> 0, '
+      'seed 5 -> 0'
+    ],
+    setup=_config_of_seed_5,
+  ),
+  'config.json unreadable, no fingerprint.json': Case(
+    _smoke(),
+    [
+      '{workdir}/config.json cannot be read (JSONDecodeError',
+      'expected the JSON this workdir was recorded with',
+    ],
+    setup=_both_records_garbage,
+  ),
+  'workdir is a dangling symlink': Case(
+    _smoke(),
+    ['--workdir {workdir} cannot be created: File exists'],
+    workdir='fresh',
+    setup=_dangling_link,
+  ),
+}
+
+
+def _tool(tool, *args, **kw):
+  return Case(list(args), kw.pop('expect'), tool=tool, **kw)
+
+
+def _eval(*args, expect, **kw):
+  return _tool('mtl-eval', *args, expect=expect, **kw)
+
+
+SMOKE_ROWS = b'x0,x1,x2,x3,x4,x5,x6,x7\n' + b'0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8\n'
+
+
+def _rows(data: bytes = SMOKE_ROWS, name='rows.csv'):
+  def setup(ctx):
+    return {'rows': _write(ctx['tmp'] / name, data)}
+
+  return setup
+
+
+def _no_output(proc, ctx):
+  """mtl-predict wrote no output, whole or partial."""
+  assert not [
+    p for p in ctx['tmp'].iterdir() if 'out.' in p.name and p.is_file()
+  ]
+
+
+def _predict(*args, expect, setup=None, output='{tmp}/out.csv', **kw):
+  return _tool(
+    'mtl-predict',
+    '--input={rows}',
+    f'--output={output}',
+    *args,
+    expect=expect,
+    setup=setup or _rows(),
+    check=_no_output,
+    **kw,
+  )
+
+
+def _predict_rows(data: bytes, expect, name='rows.csv'):
+  return _predict(expect=[f'{{rows}}: {expect}'], setup=_rows(data, name))
+
+
+def _output_dir(ctx):
+  _mkdir(ctx['tmp'] / 'out.csv')
+  return {'rows': _write(ctx['tmp'] / 'rows.csv', SMOKE_ROWS)}
+
+
+def _gzip_rows(ctx):
+  import gzip
+
+  z = gzip.compress(SMOKE_ROWS + SMOKE_ROWS.split(b'\n')[1] * 4000)
+  return {'rows': _write(ctx['tmp'] / 'rows.csv.gz', z[: len(z) // 2])}
+
+
+AFTER_TRAINING = {
+  'mtl-eval: no such workdir': _eval(
+    expect=[
+      '{tmp}/nowhere is not a directory, expected the workdir of an '
+      'mtl-train run'
+    ],
+    workdir='fresh',
+    setup=lambda ctx: {'workdir': ctx['tmp'] / 'nowhere'},
+  ),
+  'mtl-eval: workdir is a file': _eval(
+    expect=['{workdir} is not a directory, expected the workdir'],
+    workdir='fresh',
+    setup=lambda ctx: {'workdir': _write(ctx['tmp'] / 'afile', b'x')},
+  ),
+  'mtl-eval: config.json missing': _eval(
+    expect=['{workdir} has no config.json, expected the workdir of an'],
+    setup=lambda ctx: (ctx['workdir'] / 'config.json').unlink(),
+  ),
+  'mtl-eval: config.json not JSON': _eval(
+    expect=['{workdir}/config.json is not JSON (Expecting property name'],
+    setup=_edit('config.json', lambda d: b'{oops'),
+  ),
+  'mtl-eval: preprocessing.json not JSON': _eval(
+    expect=['{workdir}/preprocessing.json: is not JSON (Expecting'],
+    setup=_edit('preprocessing.json', lambda d: b'{oops'),
+  ),
+  'mtl-eval: preprocessing.json of another format': _eval(
+    expect=['{workdir}/preprocessing.json: format 7, expected 1'],
+    setup=_preprocessing_format_7,
+  ),
+  'mtl-eval: no checkpoint of that step': _eval(
+    '--checkpoint=99',
+    expect=[
+      '{workdir} has no checkpoint of step 99, expected one of [8, 12, 16] '
+      '(checkpoints/) or [16] (checkpoints_best/)'
+    ],
+  ),
+  'mtl-eval: unknown --checkpoint': _eval(
+    '--checkpoint=bestest',
+    expect=["--checkpoint is 'bestest', expected best, latest or a step"],
+  ),
+  'mtl-eval: latest of a run without checkpoints/': _eval(
+    '--checkpoint=latest',
+    expect=[
+      '{workdir}/checkpoints holds no checkpoint, expected the latest '
+      'checkpoint of a trained run'
+    ],
+    setup=lambda ctx: shutil.rmtree(ctx['workdir'] / 'checkpoints'),
+  ),
+  'mtl-predict: --input missing': _predict(
+    expect=['--input {tmp}/nowhere.csv is not a file'],
+    setup=lambda ctx: {'rows': ctx['tmp'] / 'nowhere.csv'},
+  ),
+  'mtl-predict: --input a directory': _predict(
+    expect=['--input {tmp}/rows is not a file'],
+    setup=lambda ctx: {'rows': _mkdir(ctx['tmp'] / 'rows')},
+  ),
+  'mtl-predict: --output of an unknown format': _predict(
+    expect=["--output is '{tmp}/out.txt', expected a .parquet or .csv file"],
+    output='{tmp}/out.txt',
+  ),
+  "mtl-predict: --output's folder missing": _predict(
+    expect=[
+      '--output {tmp}/nowhere/out.csv: its folder {tmp}/nowhere is not a '
+      'writable directory'
+    ],
+    output='{tmp}/nowhere/out.csv',
+  ),
+  'mtl-predict: --output an existing directory': _predict(
+    expect=[
+      '--output {tmp}/out.csv is a directory, expected a file (checked '
+      'before any prediction)'
+    ],
+    setup=_output_dir,
+  ),
+  'mtl-predict: --batch_size=0': _predict(
+    '--batch_size=0', expect=['--batch_size is 0, expected >= 1']
+  ),
+  'mtl-predict: text in a dense column': _predict_rows(
+    SMOKE_ROWS + b'1,2,abc,4,5,6,7,8\n',
+    "row 2 column 'x2' is 'abc', expected a finite number",
+  ),
+  'mtl-predict: empty input': _predict_rows(b'', 'is empty, expected a header'),
+  'mtl-predict: header and no rows': _predict_rows(
+    SMOKE_ROWS.split(b'\n')[0] + b'\n', 'has no data rows, expected some'
+  ),
+  'mtl-predict: input not Parquet': _predict_rows(
+    SMOKE_ROWS,
+    'is not a Parquet file (Parquet magic bytes not found',
+    name='rows.parquet',
+  ),
+  'mtl-predict: duplicated header name': _predict_rows(
+    b'x0,x1,x2,x3,x4,x5,x6,x7,x2\n1,2,3,4,5,6,7,8,9\n',
+    "the header names column 'x2' twice (columns 3 and 9), expected "
+    'distinct names',
+  ),
+  'mtl-predict: truncated gzip input': _predict(
+    expect=[
+      '{rows}: cannot be decompressed (Compressed file ended before the '
+      'end-of-stream marker was reached), expected a whole gzip file'
+    ],
+    setup=_gzip_rows,
+  ),
+  'mtl-export: --out is a file': _tool(
+    'mtl-export',
+    '--out={tmp}/afile',
+    expect=['--out {tmp}/afile is a file, expected a directory'],
+    setup=lambda ctx: {'afile': _write(ctx['tmp'] / 'afile', b'mine')},
+    check=lambda proc, ctx: _kept_mine(ctx['tmp'] / 'afile'),
+  ),
+  'mtl-export: unknown platform': _tool(
+    'mtl-export',
+    '--out={tmp}/export',
+    '--platforms=gpu',
+    expect=['--platforms is gpu, expected cpu and any of cpu, cuda, tpu'],
+    check=lambda proc, ctx: _nothing_at(ctx['tmp'] / 'export'),
+  ),
+}
+
+
+def _kept_mine(path):
+  assert path.read_bytes() == b'mine'
+
+
+def _nothing_at(path):
+  assert not path.exists()
+
+
 def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
   path.write_bytes(data)
   return path
@@ -714,7 +1451,10 @@ def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
 CASES = {
   **{f'config: {k}': c for k, c in CONFIG.items()},
   **{f'data: {k}': c for k, c in DATA.items()},
+  **{f'data: {k}': c for k, c in TABLE.items()},
   **{f'workdir: {k}': c for k, c in WORKDIR.items()},
+  **{f'workdir: {k}': c for k, c in TRAIN.items()},
+  **{f'workdir: {k}': c for k, c in AFTER_TRAINING.items()},
 }
 
 
@@ -729,8 +1469,32 @@ def _env(tmp: pathlib.Path) -> dict:
   return env
 
 
-def _main(args, tmp, timeout=300):
-  return cli.run(args, env=_env(tmp), timeout=timeout)
+# Each command's module for tests/cli.py, and the source that runs it there
+# (mtl-predict and mtl-export through a patch: cli.py's forkserver runs the
+# entry points it knows; the patch calls theirs, then exits 0 if it
+# returns, as their console scripts do).
+EARLIER = {  # Fresh cases that copy the finished run themselves.
+  f'workdir: {k}' for k, c in TRAIN.items() if '{earlier}' in str(c.args)
+}
+TOOLS = {
+  'mtl-train': ('mtl.shell.main', ''),
+  'mtl-eval': ('mtl.shell.evaluate', ''),
+  'mtl-predict': (
+    'mtl.shell.main',
+    'from mtl.shell import predict\npredict.run()\nraise SystemExit(0)\n',
+  ),
+  'mtl-export': (
+    'mtl.shell.main',
+    'from mtl.shell import export\nexport.run()\nraise SystemExit(0)\n',
+  ),
+}
+
+
+def _main(args, tmp, timeout=300, tool='mtl-train'):
+  module, patch = TOOLS[tool]
+  return cli.run(
+    args, env=_env(tmp), timeout=timeout, module=module, patch=patch
+  )
 
 
 def _hashes(workdir: pathlib.Path) -> dict[str, str]:
@@ -748,6 +1512,7 @@ def _run_case(name: str, case: Case, base: dict) -> dict:
   tmp = base['root'] / f'case{sorted(CASES).index(name)}'
   tmp.mkdir()
   ctx = {'tmp': tmp, 'sample': base['sample'], 'cache': base['cache']}
+  ctx['finished'] = base['finished']
   ctx['workdir'] = tmp / 'run'
   if case.workdir == 'copy':
     shutil.copytree(base['finished'], ctx['workdir'])
@@ -756,7 +1521,7 @@ def _run_case(name: str, case: Case, base: dict) -> dict:
   args = [f'--workdir={ctx["workdir"]}'] + [a.format(**ctx) for a in case.args]
   start = time.monotonic()
   try:
-    proc = _main(args, tmp)
+    proc = _main(args, tmp, tool=case.tool)
   finally:
     if 'release' in ctx:
       ctx['release']()
@@ -773,7 +1538,7 @@ def run(kind: str, tmp_path_factory, data_dir) -> dict:
   start = time.monotonic()
   root = tmp_path_factory.mktemp(f'corpus-{kind}')
   finished = root / 'finished'
-  if any(CASES[n].workdir == 'copy' for n in names):
+  if any(CASES[n].workdir == 'copy' or n in EARLIER for n in names):
     proc = _main(SMOKE + [f'--workdir={finished}'], root)
     assert proc.returncode == 0, proc.stderr[-3000:]
   sample = data_dir / 'ali-ccp-sample'
@@ -812,7 +1577,7 @@ def check(outcomes: dict, name: str) -> None:
   )
   if case.code in (2, 3):  # bad input; a run that went non-finite/diverged
     lines = stderr.strip().splitlines()
-    errors = [x for x in lines if x.startswith('mtl-train: error:')]
+    errors = [x for x in lines if x.startswith(f'{case.tool}: error:')]
     assert len(errors) == 1 and errors[0] == lines[-1], stderr[-3000:]
     if case.alone:
       assert len(lines) == 1, stderr[-3000:]

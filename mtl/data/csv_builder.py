@@ -6,7 +6,8 @@ census-income's reader (census_income_builder.py):
 - `read_chunks` reads a file with pandas in chunks of `chunksize` rows
   (every value a string; a row with too many fields is one DataError);
   `not_utf8` and `check_rows` name a byte that is not UTF-8 (file, row,
-  column, offset) and an empty or header-only file.
+  column, offset) and an empty or header-only file; `not_gzip` a .gz file
+  that is truncated or not gzip at all.
 - `Moments` takes a numeric column's mean and population std in one
   streaming pass (chunks merged with Chan et al.'s pairwise update, float64).
 - `fixed_blocks` regroups encoded chunks into records of exactly
@@ -21,6 +22,7 @@ census-income's reader (census_income_builder.py):
 
 import gzip
 import pathlib
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -88,6 +90,18 @@ def not_utf8(path, *, sep: str = ',', names=None, header: bool = True):
   )
 
 
+# What reading a damaged .gz file raises: truncated (EOFError), not gzip at
+# all (BadGzipFile), or its deflate stream damaged (zlib.error).
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def not_gzip(path, error: Exception) -> DataError:
+  """The DataError of a .gz file that cannot be decompressed."""
+  return DataError(
+    f'{path}: cannot be decompressed ({error}), expected a whole gzip file'
+  )
+
+
 def check_rows(path, *, header: bool) -> None:
   """Raises a one-line DataError if a file is empty, or (with a header)
   holds only its header: blank lines are no rows."""
@@ -131,6 +145,8 @@ def read_chunks(
     ) from err
   except pd.errors.EmptyDataError as err:
     raise DataError(f'{path}: is empty, expected CSV rows') from err
+  except GZIP_ERRORS as err:
+    raise not_gzip(path, err) from err
   except UnicodeDecodeError as err:
     header = read_csv_kwargs.get('header', 'infer') is not None
     names = read_csv_kwargs.get('names')

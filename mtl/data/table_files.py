@@ -6,12 +6,15 @@ batches for Parquet): no file is ever whole in memory. A `Joined` source adds
 the columns of side tables (`joins`), read whole, looked up by key.
 `numbers`, `texts` and `cell_values` read a chunk's column as numbers, as
 text, or through a feature's `extract`; `check_sha256` checks a file
-against its registered sum. A bad value is one DataError line naming the
-file, its 1-based data row (the header not counted), the column, what was
-found and what was expected.
+against its registered sum. A header that names a column twice, or a .gz
+file that cannot be decompressed, is a DataError naming the file. A bad
+value is one DataError line naming the file, its 1-based data row (the
+header not counted), the column, what was found and what was expected.
 """
 
+import csv
 import dataclasses
+import gzip
 import hashlib
 import pathlib
 import re
@@ -55,8 +58,10 @@ class Source:
   def sep(self) -> str:
     return self.delimiter or {'csv': ',', 'tsv': '\t'}.get(self.fmt, ',')
 
-  def columns(self) -> list[str]:
-    """The file's column names (its header, or column_names)."""
+  def columns(self, distinct: bool = True) -> list[str]:
+    """The file's column names (its header, or column_names); a header
+    naming one twice is a DataError unless not `distinct` (a first line
+    read to tell whether it is a header at all)."""
     if self.fmt == 'parquet':
       import pyarrow.parquet as pq
 
@@ -67,15 +72,34 @@ class Source:
     if self.column_names:
       return list(self.column_names)
     try:
-      return list(
+      names = list(
         pd.read_csv(
           self.path, sep=self.sep, nrows=0, encoding=self.encoding
         ).columns
       )
     except pd.errors.EmptyDataError as e:
       raise DataError(f'{self.path}: is empty, expected a header') from e
+    except cb.GZIP_ERRORS as e:
+      raise cb.not_gzip(self.path, e) from e
     except UnicodeDecodeError as e:
       raise cb.not_utf8(self.path, sep=self.sep) from e
+    if distinct:
+      _check_distinct(self.path, self._header_fields())
+    return names
+
+  def _header_fields(self) -> list[str]:
+    """The header line's fields as written (pandas renames a repeated
+    name 'x' to 'x.1'); [] where the csv module cannot read it."""
+    if len(self.sep) != 1:
+      return []
+    opener = gzip.open if str(self.path).endswith('.gz') else open
+    try:
+      with opener(
+        self.path, 'rt', encoding=self.encoding, errors='replace', newline=''
+      ) as f:
+        return next(csv.reader(f, delimiter=self.sep), [])
+    except csv.Error:
+      return []
 
   def chunks(
     self, chunksize: int, usecols
@@ -115,6 +139,17 @@ class Source:
           columns[name] = array.cast(pa.string()).to_pandas()
       yield start, pd.DataFrame(columns)
       start += batch.num_rows
+
+
+def _check_distinct(path, header: list[str]) -> None:
+  """A header naming a column twice is a DataError (pandas would read the
+  second as '<name>.1', and the schema the first, silently)."""
+  for i, name in enumerate(header):
+    if name in header[:i]:
+      raise DataError(
+        f'{path}: the header names column {name!r} twice (columns '
+        f'{header.index(name) + 1} and {i + 1}), expected distinct names'
+      )
 
 
 class Joined:

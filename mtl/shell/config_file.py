@@ -84,11 +84,27 @@ def _config_file_error(spec: str, error: BaseException) -> ConfigError | None:
     return ConfigError(f'{spec}: {accepts}')
   line = _line_in(root, path)
   if line is None:
-    return None
+    return _traceback_text_error(spec, path, str(error))
   message = one_line(root)
   message = message.removeprefix(f'{path_text}:').strip()
   return ConfigError(
     f'{spec}: {message} ({type(root).__name__} at {path_text} line {line})'
+  )
+
+
+def _traceback_text_error(spec, path, text) -> ConfigError | None:
+  """ml_collections reports an error inside get_config as a message that
+  holds the whole traceback as text: its last line is the error, and the
+  config file's own frame gives the line."""
+  frames = re.findall(r'File "([^"]+)", line (\d+)', text)
+  lines = [n for f, n in frames if pathlib.Path(f).resolve() == path]
+  last = text.strip().splitlines()[-1] if text.strip() else ''
+  if not lines or 'Traceback (most recent call last)' not in text:
+    return None
+  kind, _, message = last.partition(': ')
+  return ConfigError(
+    f'{spec}: {one_line(message or kind)} ({kind} at '
+    f'{spec.partition(":")[0]} line {lines[-1]})'
   )
 
 

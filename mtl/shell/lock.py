@@ -136,7 +136,13 @@ class WorkdirLock:
     key = str(self.path.resolve())
     if key in _HELD:
       raise self._busy(_HELD[key].identity or {}, 'this same process')
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # A directory in its place, say.
+      raise WorkdirError(
+        f'{self.path} cannot be opened ({e.strerror}), expected the '
+        "workdir's lock file there"
+      ) from e
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

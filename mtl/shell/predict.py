@@ -118,6 +118,11 @@ def predict(
     )
   if not input_path.is_file():
     raise DataError(f'--input {input_path} is not a file')
+  if output_path.is_dir():
+    raise ConfigError(
+      f'--output {output_path} is a directory, expected a file (checked '
+      'before any prediction)'
+    )
   if output_path.resolve() == input_path.resolve():
     raise ConfigError(
       f'--output {output_path} is the --input file, expected another file '
@@ -140,6 +145,8 @@ def predict(
   writer, rows = _Writer(output_path), 0
   try:
     for start, chunk in source.chunks(batch_size, columns):
+      if chunk.empty:  # A header and no rows: said below.
+        continue
       x = enc.features(chunk, start, input_path)
       y = fn(x['dense'], x['sparse'])
       frame = pd.DataFrame({k: chunk[k].to_numpy() for k in keep})

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, WorkdirError
 
 
 def _plain(value: Any):
@@ -26,6 +26,11 @@ class JsonlWriter:
   def __init__(self, path: pathlib.Path):
     self._path = pathlib.Path(path)
     self._path.parent.mkdir(parents=True, exist_ok=True)
+    if self._path.is_dir():  # Found before any step, not at the first log.
+      raise WorkdirError(
+        f'{self._path} is a directory, expected the metrics file (a JSON '
+        'line per logged step)'
+      )
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     row = {'step': int(step)}
