@@ -24,7 +24,7 @@ import pathlib
 
 from configs import common
 
-# The small log of tests/test_scenarios.py's end-to-end run: 100 users, so
+# The small log of tests/data/test_scenarios.py's end-to-end run: 100 users, so
 # 60,000 rows hold about 600 a user.
 SMALL_LOG = dict(rows=60_000, num_users=100, num_items=300, num_categories=10)
 MODELS = common.GENERATED_MODELS

@@ -11,7 +11,7 @@ true probability: the best reachable AUC) and by the priors alone
 (bias[k, s] + pop[k, s] x, no interest), overall and per scenario.
 
 Parts: 'test log' (configs/scenarios.py SMALL_LOG, the log of
-tests/test_scenarios.py's end-to-end test, over --seeds seeds: its
+tests/data/test_scenarios.py's end-to-end test, over --seeds seeds: its
 margins) and, with --config_seeds > 0, 'config' (500,000 rows, the
 generator's default world). A part's margin is the mean gap to the oracle
 plus 3 standard deviations, rounded up to 0.005. Writes

@@ -21,7 +21,7 @@ negated. Problems:
   (the population in --workdirs/scratch, trained if missing), 12 x 10 =
   120 evaluations, sigma 1, theta in [-4, 4] (mtl.search.fusion's
   settings);
-- tests/test_fusion.py's 5-D shifted sphere (20 x 60) and 2-D shifted
+- tests/search/test_fusion.py's 5-D shifted sphere (20 x 60) and 2-D shifted
   Rastrigin (30 x 50), without the softmax.
 
 Writes experiments/results/search_libraries.{json,md}.

@@ -9,7 +9,7 @@
 Only jax (jax.export) and numpy are imported; raw rows are encoded by
 mtl.data.preprocessing (the builders' own encoders, with the vocabularies
 and normalisers saved beside the model), imported when first needed. Never
-mtl.shell: tests/test_after_training.py runs this in a fresh process and
+mtl.shell: tests/shell/test_after_training.py runs this in a fresh process and
 checks that no mtl.shell module was loaded. Any batch size runs: the batch
 dimension was exported symbolic.
 """

@@ -19,10 +19,10 @@ A kind's cases run two at a time in one module fixture (`run`); each is
 then its own test (`check`). Cases that tests/test_bad_input,
 tests/test_cli_errors, tests/test_main and tests/test_after_training
 already cover in process or through the CLI are left out. The rules of
-mtl/shell/validate.py are tested in process in tests/test_validate_rules.py.
+mtl/shell/validate.py are tested in process in tests/shell/test_validate_rules.py.
 Not here: permission faults (chmod 000, an unwritable workdir), which root
-ignores (tests/test_workdir.py drops to nobody for its one), and a full
-disk (tests/test_disk_full.py).
+ignores (tests/shell/test_workdir.py drops to nobody for its one), and a full
+disk (tests/shell/test_disk_full.py).
 """
 
 import dataclasses

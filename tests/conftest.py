@@ -24,7 +24,7 @@ import tempfile
 
 # LLVM at -O0 (XLA's own HLO passes all still run): the suite compiles
 # hundreds of small programs and runs few steps of each, and compiling takes
-# half the time at -O0 (tests/test_task_grads.py: 37.6 -> 18.9 s of CPU);
+# half the time at -O0 (tests/core/test_task_grads.py: 37.6 -> 18.9 s of CPU);
 # a 2-epoch census run is 20 % slower. Every process of the suite gets the
 # same flag (tests/cli.py's one_device_env keeps it), so runs compare with
 # each other bit for bit; against the oracles it changes nothing (no fast
@@ -142,26 +142,26 @@ def census_tfds_dir(hermetic, data_dir) -> pathlib.Path:
 # `--dist loadfile` a worker takes one file at a time in collection order,
 # so a slow file collected last leaves the other worker idle at the end.
 SLOW_FIRST = (
-  'tests/test_parallel.py',
+  'tests/core/test_parallel.py',
   'tests/test_launch.py',
-  'tests/test_streaming.py',
-  'tests/test_after_training.py',
-  'tests/test_cli_configs.py',
-  'tests/test_trainer_settings.py',
-  'tests/test_sparse_training.py',
-  'tests/architectures/test_contract.py',
-  'tests/test_sparse.py',
-  'tests/test_population.py',
-  'tests/test_main.py',
-  'tests/layers/test_embedding_features.py',
-  'tests/test_task_grads.py',
-  'tests/test_resume.py',
-  'tests/test_metrics.py',
-  'tests/test_sweep.py',
-  'tests/test_funnel_data.py',
-  'tests/test_train_step.py',
-  'tests/test_cli_errors.py',
-  'tests/test_bad_input_corpus_data.py',
+  'tests/data/test_streaming.py',
+  'tests/shell/test_after_training.py',
+  'tests/shell/test_cli_configs.py',
+  'tests/shell/test_trainer_settings.py',
+  'tests/core/test_sparse_training.py',
+  'tests/core/architectures/test_contract.py',
+  'tests/core/test_sparse.py',
+  'tests/shell/test_population.py',
+  'tests/shell/test_main.py',
+  'tests/core/layers/test_embedding_features.py',
+  'tests/core/test_task_grads.py',
+  'tests/shell/test_resume.py',
+  'tests/core/test_metrics.py',
+  'tests/search/test_sweep.py',
+  'tests/data/test_funnel_data.py',
+  'tests/core/test_train_step.py',
+  'tests/shell/test_cli_errors.py',
+  'tests/shell/test_bad_input_corpus_data.py',
 )
 
 

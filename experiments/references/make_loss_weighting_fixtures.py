@@ -9,8 +9,8 @@ which must not import torch):
   .refenvB/bin/python \
     experiments/references/make_loss_weighting_fixtures.py
 
-It writes tests/weighting/fixtures/{gls,gradvac}.json, read by
-tests/weighting/test_libmtl_fixtures.py. LibMTL 1.1.5 has no STCH or FAMO
+It writes tests/core/weighting/fixtures/{gls,gradvac}.json, read by
+tests/core/weighting/test_libmtl_fixtures.py. LibMTL 1.1.5 has no STCH or FAMO
 (later LibMTL versions do); those are checked against float64 references
 only.
 
@@ -36,7 +36,7 @@ import types
 import numpy as np
 import torch
 
-OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/weighting/fixtures'
+OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/core/weighting/fixtures'
 
 
 def import_libmtl_weighting():

@@ -8,8 +8,8 @@ which must not import torch):
     qpsolvers quadprog
   .refenv/bin/python experiments/references/make_weighting_fixtures.py
 
-It writes tests/weighting/fixtures/{upgrad,aligned_mtl}.json, read by
-tests/weighting/test_torchjd_fixtures.py: for each case the gradients g
+It writes tests/core/weighting/fixtures/{upgrad,aligned_mtl}.json, read by
+tests/core/weighting/test_torchjd_fixtures.py: for each case the gradients g
 [T, P], the preference vector (None: torchjd's default, the mean 1/T) and
 the weights torchjd's UPGradWeighting (quadprog, norm_eps = reg_eps = 1e-4)
 or AlignedMTLWeighting (scale_mode 'min', the paper's) returns for the Gram
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torchjd.aggregation import AlignedMTLWeighting, UPGradWeighting
 
-OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/weighting/fixtures'
+OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/core/weighting/fixtures'
 
 
 def opposed(rng, t, p=8, cos=-0.999):

@@ -64,6 +64,6 @@ def _init_params(static: _Static, key, example_features):
   15.2 -> 9.1 s). Same bits as op by op (mtl/core/layers/initializers.py),
   at the process's own XLA optimisation level (compiled at another, the
   truncated normals differ). A process that inits an equal model again
-  reuses the program (tests/test_parallel.py 94 -> 68 s; op by op, 72 s).
+  reuses the program (tests/core/test_parallel.py 94 -> 68 s; op by op, 72 s).
   """
   return static.model.init(key, example_features, train=False)['params']

@@ -104,7 +104,7 @@ from mtl.data.conditions import Condition, label_column
 
 NORMALIZE = ('standard', 'log1p', 'log1p_standard', 'none')
 MISSING = ('error', 'mean', 'zero')
-# mtl.core.layers.embedding.SEQUENCE_ENCODERS (tests/test_sequence.py).
+# mtl.core.layers.embedding.SEQUENCE_ENCODERS (tests/core/test_sequence.py).
 POOLING = (
   'mean',
   'sum',

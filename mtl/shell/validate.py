@@ -22,7 +22,7 @@ Each rule lives once, here or with what it checks; check_config asks:
   (optimizer.sparse.method), parallel.BACKENDS, writers.WANDB_MODES, and
   the registries and build.INPUT_MODES through build.check_names.
   towers.hidden may be empty (a tower straight to its logit, as
-  tests/test_model.py builds); its entries are widths >= 1. eval_metrics:
+  tests/core/test_model.py builds); its entries are widths >= 1. eval_metrics:
   metrics_registry.check_names. config.plugins are loaded first (plugins.py).
 - Across keys: a weight_decay only with 'adamw'; the wide optimizer and
   embedding L2 (optim); profile.steps (profiling); task_loss

@@ -8,7 +8,7 @@ away on some entries (a census embedding table: 1.2e-7). The model is
 initialised under `jit` (mtl/core/train_state.py) and its params must not
 depend on that: these initializers put an optimization barrier between the
 two products, so jitted, vmapped or op by op they equal flax's own
-initializers run op by op, bit for bit (tests/layers/test_initializers.py).
+initializers run op by op, bit for bit (tests/core/layers/test_initializers.py).
 """
 
 import math

@@ -10,7 +10,7 @@ SEQUENCE_ENCODERS, beside the parameter-free 'mean' and 'sum', so every
 architecture takes them unchanged.
 
 Padding never leaks: no output depends on a masked position's embedding
-(tests/test_sequence.py changes them and compares). Sequences are oldest
+(tests/core/test_sequence.py changes them and compares). Sequences are oldest
 first; an empty sequence encodes to zeros.
 
 - din: Zhou et al., "Deep Interest Network for Click-Through Rate

@@ -18,9 +18,9 @@ a rank-deficient G (identical or zero gradients, more tasks than the
 gradients span) acts on its range, and a zero gradient gets alpha_t = 0.
 torchjd's AlignedMTL also offers the median or mean eigenvalue in place of
 lambda_R (`scale_mode`); mtl keeps the paper's lambda_R. Its outputs are
-test fixtures (tests/weighting/test_torchjd_fixtures.py).
+test fixtures (tests/core/weighting/test_torchjd_fixtures.py).
 All float32, from the Gram matrix. Accuracy against the float64 formula on
-the explicit gradients (tests/weighting/test_aligned_mtl.py): within 1e-5
+the explicit gradients (tests/core/weighting/test_aligned_mtl.py): within 1e-5
 relative, plus 4 times the change of the exact answer when the Gram's
 entries move by one float32 ulp (nearly parallel gradients: lambda_R, known
 to ~1e-7 lambda_1, scales alpha), plus float32's eigendecomposition limit

@@ -27,7 +27,7 @@ others solve the equation among themselves. Where no w > 0 solves it (a
 positive combination of the gradients is zero, e.g. g_2 = -g_1) the
 previous w is kept, as Nash-MTL's solver does here (the released code's
 least_squares then stops at a bound). All float32. Accuracy against a
-float64 solve on the explicit gradients (tests/weighting/test_fairgrad.py):
+float64 solve on the explicit gradients (tests/core/weighting/test_fairgrad.py):
 within 1e-5 relative plus 4 times the change of the exact answer when the
 Gram's entries move by one float32 ulp (nearly parallel gradients).
 """

@@ -19,7 +19,7 @@ The weights multiply the incoming weights.
 
 LibMTL 1.1.5's `GLS` back-propagates L_GLS itself, so its model gradient is
 the one above; the weights it returns for logging, L_t / (T prod_s L_s), are
-not dL_GLS / dL_t in general (tests/weighting/test_libmtl_fixtures.py
+not dL_GLS / dL_t in general (tests/core/weighting/test_libmtl_fixtures.py
 checks both). mtl logs the weights that produce the gradient.
 """
 

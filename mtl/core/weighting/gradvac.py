@@ -29,7 +29,7 @@ group at once (LibMTL's group_type=0), since the train step gives one Gram
 matrix. LibMTL (1.1.5 and later) updates phi_hat_ij only when it
 vaccinates, so its targets start at 0 and can only fall; Algorithm 1 updates
 them for every pair, which mtl follows (the two agree while every pair is
-vaccinated at every step: tests/weighting/test_libmtl_fixtures.py). beta
+vaccinated at every step: tests/core/weighting/test_libmtl_fixtures.py). beta
 defaults to the paper's 1e-2 (LibMTL's default: 0.5).
 """
 

@@ -31,7 +31,7 @@ E cannot resolve are dropped, so identical or parallel gradients (E = 0:
 every alpha gives the same projections) get alpha ~ 1 / ||g_t||, the limit
 of nearly parallel ones, and a zero gradient gets alpha_t = 0. All float32.
 Accuracy against the paper's closed form in float64 on the explicit
-gradients (tests/weighting/test_exact_mgda_imtl.py): within 1e-5 relative
+gradients (tests/core/weighting/test_exact_mgda_imtl.py): within 1e-5 relative
 in alpha and in d = sum_t alpha_t g_t, plus 32 times the change of the exact
 answer when the gradients move by one float32 ulp or alpha is rounded to
 float32 (measured: 3.8e-5 in d for opposed gradients 100-fold apart, T = 6,

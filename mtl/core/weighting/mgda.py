@@ -12,7 +12,7 @@ The QP is solved exactly (`min_norm.min_norm_coefficients`: every support's
 KKT system for T <= 8, Wolfe's active-set method beyond, each solve refined
 on its residual); `num_iterations` Frank-Wolfe steps only start Wolfe's
 method. Accuracy against a float64 solve on the explicit gradients
-(tests/weighting/test_exact_mgda_imtl.py: opposed at cos -0.999, 100-fold
+(tests/core/weighting/test_exact_mgda_imtl.py: opposed at cos -0.999, 100-fold
 scales, nearly parallel, 2 to 10 tasks, a zero gradient): within 1e-5
 relative in a and in d = sum_t a_t g_t (measured: 2.5e-7 and 3e-6), plus 4
 times the float32 limit where that is larger: the change of the exact

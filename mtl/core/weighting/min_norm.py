@@ -30,7 +30,7 @@ even solution), then REFINEMENTS steps of iterative refinement on the
 residual: without them the solve's own error (the KKT matrix's condition
 number times 6e-8) reached 3e-4 in a and 2e-2 in sum_t a_t g_t on opposed
 gradients 100-fold apart; with them a is within ~1e-6 of a float64 solve
-of the same float32 Gram (tests/weighting/test_exact_mgda_imtl.py). The
+of the same float32 Gram (tests/core/weighting/test_exact_mgda_imtl.py). The
 system is written in v = a * ||g|| on the cosine matrix, so its entries
 are ~1 whatever the gradients' scales.
 """

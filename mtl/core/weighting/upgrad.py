@@ -16,7 +16,7 @@ may not be exactly positive definite); torchjd's preference vector (mean
 weights by default) is the incoming task weights w here, and mtl returns T
 times torchjd's weights with weights of one (the scale of equal
 weighting's sum). reg_eps = 0 is the paper's exact projection. torchjd's
-outputs are test fixtures (tests/weighting/test_torchjd_fixtures.py).
+outputs are test fixtures (tests/core/weighting/test_torchjd_fixtures.py).
 
 Each QP (T of them, one per task) is solved exactly, with z = v - w_i e_i
 >= 0: on a support F of z its KKT system G_FF z_F = -(G u)_F, kept when z_F
@@ -27,7 +27,7 @@ most violating j, step back to the boundary when a z_j turns negative) in
 a lax.while_loop of at most 4 T + 16 solves. Each solve is an
 eigendecomposition whose cutoff is float32's noise, refined on its
 residual. All float32, from the Gram matrix. Accuracy against the float64
-QPs on the explicit gradients (tests/weighting/test_upgrad.py): within 1e-5
+QPs on the explicit gradients (tests/core/weighting/test_upgrad.py): within 1e-5
 relative plus 4 times the change of the exact answer when the Gram's
 entries move by one float32 ulp (with reg_eps = 0 and nearly parallel or
 opposed gradients the QP is ill-conditioned).
