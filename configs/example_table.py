@@ -3,7 +3,8 @@
   mtl-train --config=configs/example_table.py --workdir=workdirs/example \
     --config.dataset.path=interactions.csv
 
-The worked example of docs/data.md ("Your own data"); tests/data/test_own_data.py
+The worked example of docs/data.md ("Your own data");
+tests/data/test_own_data.py
 writes such a file and trains it. The file has a header line and a row per
 impression:
 

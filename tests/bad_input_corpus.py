@@ -19,7 +19,8 @@ A kind's cases run two at a time in one module fixture (`run`); each is
 then its own test (`check`). Cases that tests/test_bad_input,
 tests/test_cli_errors, tests/test_main and tests/test_after_training
 already cover in process or through the CLI are left out. The rules of
-mtl/shell/validate.py are tested in process in tests/shell/test_validate_rules.py.
+mtl/shell/validate.py are tested in process in
+tests/shell/test_validate_rules.py.
 Not here: permission faults (chmod 000, an unwritable workdir), which root
 ignores (tests/shell/test_workdir.py drops to nobody for its one), and a full
 disk (tests/shell/test_disk_full.py).
@@ -1070,7 +1071,8 @@ WORKDIR = {
   'best-epoch checkpoint missing': Case(
     _smoke('--config.num_epochs=3'),
     [
-      '{workdir}/checkpoints_best: the best-epoch checkpoint (epoch 2) is missing'
+      '{workdir}/checkpoints_best: the best-epoch checkpoint '
+      '(epoch 2) is missing'
     ],
     setup=lambda ctx: shutil.rmtree(ctx['workdir'] / 'checkpoints_best'),
     alone=False,

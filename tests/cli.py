@@ -19,7 +19,8 @@ environment when it is imported is handled: TFDS's default data directory
 ($TFDS_DATA_DIR) is read again in the run, and a run whose other
 import-time settings (JAX_*, TQDM_*, TFDS_RETRY_*) differ from the server's,
 or that asks for `fresh=True`, is a plain subprocess. So is anything that
-signals or kills its process (tests/shell/test_resume.py, tests/data/test_streaming.py
+signals or kills its process (tests/shell/test_resume.py,
+tests/data/test_streaming.py
 and the launch tests start those themselves). XLA_FLAGS is read when the
 backend starts, in the run, so device counts differ freely between runs.
 """

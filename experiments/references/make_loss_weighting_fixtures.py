@@ -36,7 +36,8 @@ import types
 import numpy as np
 import torch
 
-OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/core/weighting/fixtures'
+OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/core/weighting'
+OUT = OUT / 'fixtures'
 
 
 def import_libmtl_weighting():

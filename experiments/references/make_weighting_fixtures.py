@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torchjd.aggregation import AlignedMTLWeighting, UPGradWeighting
 
-OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/core/weighting/fixtures'
+OUT = pathlib.Path(__file__).resolve().parents[2] / 'tests/core/weighting'
+OUT = OUT / 'fixtures'
 
 
 def opposed(rng, t, p=8, cos=-0.999):

@@ -19,7 +19,8 @@ table_files.Source reads them) through the SAME functions the builders use:
 table_encode's `dense_columns` / `task_label`, encoding.Lookup and
 encode_sequences, census_income_builder.encode. A value never seen in training
 gets the OOV id (table: 1, census: 0); count features continue the training
-log with the given rows (counts.Given). tests/shell/test_after_training.py checks
+log with the given rows (counts.Given). tests/shell/test_after_training.py
+checks
 that the training file encoded here equals the prepared training split.
 
 Only numpy, pandas and mtl.data are imported: serving (mtl/serving.py) uses

@@ -36,7 +36,8 @@ EXCLUDED_KEYS = {
   'eval_batch_size': 'evaluation pads and masks: the same metrics',
   'parallel.*': 'data parallelism runs the same steps on the same batches',
   # Both modes take the same batches of the same permutation through the
-  # same step (tests/core/test_train_step.py: scanned device steps == host steps);
+  # same step (tests/core/test_train_step.py: scanned device steps == host
+  # steps);
   # steps_per_dispatch only groups those steps into compiled calls.
   'input_mode': 'the same batches in the same order through the same step',
   'steps_per_dispatch': 'how many steps one compiled call runs',

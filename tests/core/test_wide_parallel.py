@@ -51,7 +51,8 @@ WIDE_TX = dict(name='ftrl', learning_rate=0.5, l1=0.02, l2=0.1, beta=1.0)
 RTOL, ATOL = 1e-5, 1e-6
 # A member against its single run: the same ops on the same rows, vmapped
 # (a batched matmul may sum in another order): float rounding, measured at
-# 1-2 ulps (relative <= 5e-7) after 3 steps; tests/core/test_sparse_training.py's
+# 1-2 ulps (relative <= 5e-7) after 3 steps;
+# tests/core/test_sparse_training.py's
 # bound.
 POP_RTOL, POP_ATOL = 2e-6, 1e-7
 # Data parallel: the real-data configs' optimizer (rows' L2: SparseTables);

@@ -5,7 +5,8 @@ command line prints it as one line); none touches a checkpoint.
 Every config case runs `trainer.train` against the same workdir, which
 holds a finished run's checkpoints; after each case the checkpoint files must
 be byte-for-byte what they were. Command-line cases (flag typos, wrong types)
-are in tests/shell/test_main.py; these run in-process, on the 8 emulated devices of
+are in tests/shell/test_main.py; these run in-process, on the 8 emulated
+devices of
 tests/conftest.py, so the device-count cases are real.
 """
 

@@ -136,7 +136,8 @@ def test_balancing_method_data_parallel_equals_one_device(tmp_path, method):
   """Through the command line: 4 emulated devices give the one-device run.
 
   GradNorm, whose state and layer gradients make it the hardest case; every
-  method under every backend is checked in process by tests/core/test_parallel.py.
+  method under every backend is checked in process by
+  tests/core/test_parallel.py.
   """
   common = [
     '--config=configs/smoke.py:mmoe',

@@ -10,7 +10,8 @@ lives in exactly one place.
 
 Every hook below has a default in `Backbone`, the base class of every
 registered architecture; an architecture overrides only what differs. The
-contract tests (tests/core/architectures/test_contract.py) run over every entry of
+contract tests (tests/core/architectures/test_contract.py) run over every entry
+of
 `ARCHITECTURES` and check each hook.
 """
 

@@ -1,7 +1,8 @@
 """An architecture's data-parallel train steps against single-device ones.
 
 The oracle is the single-device step (`axis_name=None`, no collectives) on
-the whole global batch, as in tests/core/test_parallel.py (which runs MMoE only):
+the whole global batch, as in tests/core/test_parallel.py (which runs MMoE
+only):
 both backends on the 8 emulated devices (tests/conftest.py) must reproduce
 its params, losses and weights after a few steps, with uneven task masks
 over the shards. Models are tiny; one compile per backend.

@@ -6,7 +6,8 @@ constructor keywords get tiny values from FIELD_VALUES by name.
 Speed: on CPU, XLA compile time dominates these tests, and most of it is spent
 optimising RNG code (init, dropout). So params are random normals of the shapes
 `init` declares (traced by eval_shape, never compiled; real inits are tested in
-tests/core/test_model.py and tests/core/layers), and programs are compiled with backend
+tests/core/test_model.py and tests/core/layers), and programs are compiled with
+backend
 optimisation off.
 """
 
