@@ -616,7 +616,7 @@ DATA = {
 
 def _semicolon_tags(ctx):
   """docs/data.md's example file with its tags joined by ';', not '|'."""
-  from tests import test_own_data
+  from tests.data import test_own_data
 
   path = ctx['tmp'] / 'interactions.csv'
   df = test_own_data.write_csv(path, n_users=20, per_user=6)
@@ -647,7 +647,7 @@ EXAMPLE = [
 
 
 def _example_frame(path):
-  from tests import test_own_data
+  from tests.data import test_own_data
 
   return test_own_data.write_csv(path, n_users=20, per_user=6, seed=2)
 

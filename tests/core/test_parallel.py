@@ -337,7 +337,7 @@ def test_two_processes_with_local_batches_equal_one_device(tmp_path):
   env = cli.one_device_env()
   env.update(
     JAX_PLATFORMS='cpu',
-    PYTHONPATH=f'{REPO}:{REPO / "tests"}',
+    PYTHONPATH=f'{REPO}:{REPO / "tests" / "core"}',
   )
   port = _free_port()
   procs = [

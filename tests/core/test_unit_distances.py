@@ -11,7 +11,7 @@ import numpy as np
 from mtl.core import task_grads as tg
 from mtl.core.weighting import WEIGHTINGS
 from mtl.core.weighting.base import WeightingMethod
-from tests import test_sparse_training as sparse
+from tests.core import test_sparse_training as sparse
 from tests.core.test_task_grads import _batch, _flat, _model, _one_step
 from tests.core.test_task_grads import _separate_grads_fn as separate_grads
 

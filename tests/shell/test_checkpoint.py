@@ -406,7 +406,7 @@ except preemption.Preempted as e:
 
 def test_ctrl_c_saves_and_a_second_one_is_ignored(tmp_path):
   proc = subprocess.Popen(
-    [sys.executable, '-c', STOP, str(tmp_path), str(REPO / 'tests')],
+    [sys.executable, '-c', STOP, str(tmp_path), str(REPO / 'tests' / 'shell')],
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,

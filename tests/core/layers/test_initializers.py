@@ -89,7 +89,7 @@ def test_models_that_differ_only_in_a_columns_pooling_init_apart():
   compiled program for another's (mtl/core/train_state.py keys it by repr).
   Keyed by equality, the transformer's init would return mean pooling's
   params, without the transformer's."""
-  from tests import test_two_tower as tt
+  from tests.core import test_two_tower as tt
 
   mean = tt.model_of('bilinear')
   cols = tuple(
