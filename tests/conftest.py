@@ -162,6 +162,23 @@ SLOW_FIRST = (
   'tests/core/test_train_step.py',
   'tests/shell/test_cli_errors.py',
   'tests/shell/test_bad_input_corpus_data.py',
+  'tests/shell/test_selection.py',
+  'tests/core/layers/test_numeric.py',
+  'tests/data/test_scenarios.py',
+  'tests/core/test_embedding_dtype.py',
+  'tests/shell/test_bad_input_corpus_workdir.py',
+  'tests/core/test_precision.py',
+  'tests/data/test_video.py',
+  'tests/data/test_own_data.py',
+  'tests/shell/test_bad_input_corpus_config.py',
+  'tests/core/test_wide_parallel.py',
+  'tests/core/architectures/test_adatt.py',
+  'tests/experiments/test_accelerator_check.py',
+  'tests/test_extension.py',
+  'tests/core/architectures/test_home.py',
+  'tests/core/architectures/test_pepnet.py',
+  'tests/shell/test_bagging.py',
+  'tests/core/architectures/test_dselect_k.py',
 )
 
 

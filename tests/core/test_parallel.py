@@ -139,8 +139,40 @@ def _assert_trees_close(got, want):
     )
 
 
-@pytest.mark.parametrize('backend', parallel.BACKENDS)
-@pytest.mark.parametrize('name', sorted(WEIGHTINGS))
+# Every method under the default backend (pmap); under shard_map, one method
+# of each kind of what `update` needs and keeps (no gradients, losses with
+# state, learned params, per-epoch state, gradient norms, the Gram with and
+# without state, unit distances): the backends differ only in how the step is
+# mapped over devices, which the method's collectives (inside the step, by
+# axis name) do not see.
+SHARD_MAP_METHODS = (
+  'equal',
+  'famo',
+  'uncertainty',
+  'dwa',
+  'gradnorm',
+  'mgda',
+  'nash_mtl',
+  'imtl_g',
+)
+CASES = [(name, 'pmap') for name in sorted(WEIGHTINGS)] + [
+  (name, 'shard_map') for name in SHARD_MAP_METHODS
+]
+
+
+def test_shard_map_methods_cover_every_kind_of_need():
+  kinds = {
+    (tuple(sorted(w.needs)), bool(w.combines_gradients))
+    for w in (WEIGHTINGS[n]() for n in WEIGHTINGS)
+  }
+  covered = {
+    (tuple(sorted(w.needs)), bool(w.combines_gradients))
+    for w in (WEIGHTINGS[n]() for n in SHARD_MAP_METHODS)
+  }
+  assert covered == kinds
+
+
+@pytest.mark.parametrize(('name', 'backend'), CASES)
 def test_parallel_steps_equal_single_device_steps(name, backend, batches):
   assert jax.device_count() == N_DEV, 'tests/conftest.py emulates 8 devices'
   model, tx, weighting = _setup(name)
