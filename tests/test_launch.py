@@ -83,7 +83,9 @@ def _metrics(workdir):
   ]
 
 
-@pytest.mark.parametrize('backend', ['pmap', 'shard_map'])
+@pytest.mark.parametrize(
+  'backend', ['pmap', pytest.param('shard_map', marks=pytest.mark.slow)]
+)
 def test_two_processes_of_two_devices_equal_one_process_of_four(
   tmp_path, backend
 ):
@@ -149,6 +151,7 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(
   assert len(runs) == 1, runs  # Process 0's W&B run only.
 
 
+@pytest.mark.slow
 def test_processes_sharing_an_empty_data_dir_prepare_it_once(tmp_path):
   # Two processes start on a TFDS data_dir that holds nothing yet: process 0
   # prepares census-income while process 1 waits at a barrier, then both

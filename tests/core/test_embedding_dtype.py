@@ -350,6 +350,7 @@ def _census(data_dir, **overrides):
   return config
 
 
+@pytest.mark.slow
 def test_a_run_keeps_bfloat16_tables_and_init_from_rounds_float32_ones(
   tmp_path, census_tfds_dir
 ):

@@ -239,6 +239,7 @@ CLICK_MARGIN = 0.045
 LIKE_MARGIN = 0.05
 
 
+@pytest.mark.slow
 def test_mmoe_reaches_the_oracle_within_the_margin(tmp_path):
   small = config_file.SMALL_LOG
   folder = config_file.scenarios_dir(small['rows'], tmp_path)

@@ -264,6 +264,7 @@ def test_a_stream_run_equals_an_in_memory_run(
     assert len(list(streaming.eval_chunks(rows, 64, devices=devices))) >= 3
 
 
+@pytest.mark.slow
 def test_two_streaming_processes_equal_one(
   table, tfds_dir, reference, tmp_path
 ):
@@ -306,6 +307,7 @@ def _committed_steps(workdir):
   ]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
   table, tfds_dir, reference, tmp_path
 ):

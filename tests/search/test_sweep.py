@@ -52,6 +52,7 @@ RUN_SWEEP = SWEEP.replace(
 )
 
 
+@pytest.mark.slow
 def test_sweep_writes_grouped_wandb_runs_and_a_summary(tmp_path, data_dir):
   sweep_file = tmp_path / 'tiny.py'
   sweep_file.write_text(RUN_SWEEP)

@@ -34,6 +34,7 @@ def census_dir(census_tfds_dir):
 SHORT = ['--config.num_epochs=1', '--config.progress_bar=false']
 
 
+@pytest.mark.slow
 def test_census_config_takes_any_architecture(tmp_path, census_dir):
   r = _run(
     tmp_path / 'w',

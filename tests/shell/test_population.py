@@ -44,6 +44,7 @@ def rows(path: pathlib.Path, prefix: str):
   return [r for r in out if r]
 
 
+@pytest.mark.slow
 def test_members_match_single_runs(tmp_path):
   c = config(
     seeds=(0, 3, 3),

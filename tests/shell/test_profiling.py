@@ -156,3 +156,32 @@ def test_nothing_is_compiled_again_after_the_first_epoch(tmp_path, capsys):
   assert first.count('jit(run)') >= 3, first
   assert set(second) <= {'jit(copy)'}, second
   assert third == [], third
+
+
+def test_host_mode_compiles_nothing_after_the_first_epoch(tmp_path, capsys):
+  """input_mode='host' (numpy batches, a jitted step per dispatch): after
+  epoch 1 compiled the step for each dispatch length and the evaluation,
+  epoch 2 compiles at most the best params' copy and epoch 3 nothing."""
+  config = smoke.get_config()  # 512 rows, batch 64: 8 steps an epoch.
+  config.update(dict(num_epochs=3, steps_per_dispatch=3, input_mode='host'))
+  config.checkpoint.async_save = False
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter('COMPILE %(message)s'))
+  handler.addFilter(lambda r: r.getMessage().startswith('Compiling '))
+  logger = logging.getLogger('jax')
+  logger.addHandler(handler)
+  try:
+    with jax.log_compiles():
+      trainer.train(config, tmp_path / 'run')
+  finally:
+    logger.removeHandler(handler)
+  epochs = [[]]
+  for line in capsys.readouterr().err.splitlines():
+    if line.startswith('COMPILE '):
+      epochs[-1].append(re.match(r'COMPILE Compiling (\S+)', line)[1])
+    elif re.match(r'epoch \d/3 ', line):
+      epochs.append([])
+  first, second, third = epochs[:3]
+  assert first, 'epoch 1 compiled nothing: the compile log was not seen'
+  assert set(second) <= {'jit(copy)'}, second
+  assert third == [], third

@@ -244,6 +244,7 @@ def _val_rows(path):
   return [r for r in rows if 'val/epoch' in r]
 
 
+@pytest.mark.slow
 def test_per_task_selection_and_early_stopping_end_to_end(
   tmp_path, census_tfds_dir
 ):

@@ -78,6 +78,7 @@ def test_default_is_the_plain_model_bit_for_bit():
   )
 
 
+@pytest.mark.slow
 def test_the_backbone_sees_the_embedded_columns_and_they_train():
   model = _model(dict(embedding='periodic', frequencies=3, dim=4, sigma=0.5))
   variables = model.init(jax.random.key(0), FEATURES, train=False)
