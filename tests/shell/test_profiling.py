@@ -123,6 +123,29 @@ def test_a_trace_past_the_last_step_stops_when_training_does(
       assert err == ''
 
 
+def _compiles_per_epoch(config, workdir, capsys):
+  """Trains `config` under jax.log_compiles; returns (the names compiled
+  in each epoch, before each 'epoch i/N' line, stderr)."""
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter('COMPILE %(message)s'))
+  handler.addFilter(lambda r: r.getMessage().startswith('Compiling '))
+  logger = logging.getLogger('jax')
+  logger.addHandler(handler)
+  try:
+    with jax.log_compiles():
+      trainer.train(config, workdir)
+  finally:
+    logger.removeHandler(handler)
+  epochs = [[]]
+  err = capsys.readouterr().err
+  for line in err.splitlines():
+    if line.startswith('COMPILE '):
+      epochs[-1].append(re.match(r'COMPILE Compiling (\S+)', line)[1])
+    elif re.match(r'epoch \d+/\d+ ', line):
+      epochs.append([])
+  return epochs, err
+
+
 def test_nothing_is_compiled_again_after_the_first_epoch(tmp_path, capsys):
   """Dispatches of 3, 3 and 2 steps: epoch 1 compiles the scanned step for
   both lengths; epoch 2 compiles only the first copy of the best epoch's
@@ -133,24 +156,8 @@ def test_nothing_is_compiled_again_after_the_first_epoch(tmp_path, capsys):
   config.update(dict(num_epochs=3, steps_per_dispatch=3))
   config.checkpoint.async_save = False
   config.profile.steps = '10:12'
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter('COMPILE %(message)s'))
-  handler.addFilter(lambda r: r.getMessage().startswith('Compiling '))
-  logger = logging.getLogger('jax')
-  logger.addHandler(handler)
-  try:
-    with jax.log_compiles():
-      trainer.train(config, tmp_path / 'run')
-  finally:
-    logger.removeHandler(handler)
-  epochs = [[]]
-  err = capsys.readouterr().err
+  epochs, err = _compiles_per_epoch(config, tmp_path / 'run', capsys)
   assert 'profile of steps 8:14 (asked 10:12, rounded to dispatch bou' in err
-  for line in err.splitlines():
-    if line.startswith('COMPILE '):
-      epochs[-1].append(re.match(r'COMPILE Compiling (\S+)', line)[1])
-    elif re.match(r'epoch \d/3 ', line):
-      epochs.append([])
   first, second, third = epochs[:3]
   # The scanned step for k = 3 and k = 2, and the evaluation.
   assert first.count('jit(run)') >= 3, first
@@ -165,22 +172,7 @@ def test_host_mode_compiles_nothing_after_the_first_epoch(tmp_path, capsys):
   config = smoke.get_config()  # 512 rows, batch 64: 8 steps an epoch.
   config.update(dict(num_epochs=3, steps_per_dispatch=3, input_mode='host'))
   config.checkpoint.async_save = False
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter('COMPILE %(message)s'))
-  handler.addFilter(lambda r: r.getMessage().startswith('Compiling '))
-  logger = logging.getLogger('jax')
-  logger.addHandler(handler)
-  try:
-    with jax.log_compiles():
-      trainer.train(config, tmp_path / 'run')
-  finally:
-    logger.removeHandler(handler)
-  epochs = [[]]
-  for line in capsys.readouterr().err.splitlines():
-    if line.startswith('COMPILE '):
-      epochs[-1].append(re.match(r'COMPILE Compiling (\S+)', line)[1])
-    elif re.match(r'epoch \d/3 ', line):
-      epochs.append([])
+  epochs, _ = _compiles_per_epoch(config, tmp_path / 'run', capsys)
   first, second, third = epochs[:3]
   assert first, 'epoch 1 compiled nothing: the compile log was not seen'
   assert set(second) <= {'jit(copy)'}, second
