@@ -1,5 +1,6 @@
-"""A new architecture, balancing method, dataset and evaluation metric are
-one definition plus one registry line each. This module defines them and
+"""A new architecture, balancing method, dataset, evaluation metric and
+feature kind of the table schema are one definition plus one registry line
+each. This module defines them and
 registers them in `register()`; naming the module in `config.plugins`
 (mtl/shell/plugins.py) registers them in every command-line run, which is
 a fresh fork of tests/cli.py's server and so does not inherit this
@@ -11,9 +12,11 @@ Oracles: the parameter count by hand; the method's weights as logged; the
 step count of the dataset's rows; the architecture's signature default
 recorded in results.json; the metric's value recomputed by numpy on
 mtl-predict's outputs; the exported model (mtl/serving.py, no plugin
-loaded) against mtl-predict.
+loaded) against mtl-predict; the feature kind's ids against numpy's
+digitize, and its table size by hand.
 """
 
+import dataclasses
 import json
 
 import flax.linen as nn
@@ -26,11 +29,17 @@ from configs import common
 from mtl import serving
 from mtl.core.architectures import ARCHITECTURES
 from mtl.core.architectures.base import Backbone
+from mtl.core.layers.embedding import Column
 from mtl.core.metrics_registry import METRICS, Metric
 from mtl.core.weighting import WEIGHTINGS
 from mtl.core.weighting.base import EmptyState, WeightingMethod
 from mtl.data import DATASETS
+from mtl.data.encoding import FIRST_ID, OOV_ID
+from mtl.data.feature_kinds import FEATURE_KINDS
+from mtl.data.kinds.base import Kind
+from mtl.data.schema import Spec
 from mtl.data.synthetic import load_synthetic
+from mtl.data.table_files import numbers
 from mtl.errors import ConfigError
 from mtl.shell import validate
 from tests import cli
@@ -73,6 +82,49 @@ def median_abs_error(y, z) -> float:
   return float(np.median(np.abs(z - y)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Bucket(Spec):
+  """A numeric column cut at `boundaries` into one categorical id."""
+
+  name: str
+  column: str
+  boundaries: tuple[float, ...] = ()
+  embed_dim: int = 0
+
+
+class BucketKind(Kind):
+  """Ids: 0 padding, 1 an empty value, 2 + the bucket (x < b0: the first,
+  b_i <= x < b_i+1, ..., b_last <= x: the last)."""
+
+  spec = Bucket
+
+  def check(self, where, fields):
+    b = fields.get('boundaries', ())
+    if (
+      not b
+      or any(isinstance(x, bool) or not isinstance(x, int | float) for x in b)
+      or list(b) != sorted(set(b))
+    ):
+      raise ConfigError(
+        f'{where}.boundaries is {b!r}, expected increasing numbers'
+      )
+    return {**fields, 'boundaries': tuple(float(x) for x in b)}
+
+  def inputs(self, f, schema):
+    return [], [f.name]
+
+  def embedding(self, f, schema, encoding):
+    size = FIRST_ID + len(f.boundaries) + 1
+    return Column(size, feature=f.name, dim=f.embed_dim)
+
+  def encode(self, f, rows):
+    path = rows.source.path
+    x = numbers(rows.chunk, f.column, rows.offsets, path, missing='zero')
+    bucket = np.searchsorted(np.asarray(f.boundaries), x, side='right')
+    ids = np.where(np.isnan(x), OOV_ID, FIRST_ID + bucket)
+    return [], [ids[:, None].astype(np.int32)]
+
+
 def register() -> None:
   """The registry lines (called by mtl.shell.plugins.load)."""
   ARCHITECTURES['linear'] = Linear
@@ -81,6 +133,7 @@ def register() -> None:
   METRICS['median_ae'] = Metric(
     median_abs_error, kinds=('regression',), score='output'
   )
+  FEATURE_KINDS['bucket'] = BucketKind()
 
 
 CONFIG = f'''
@@ -172,6 +225,108 @@ def test_registered_components_train_evaluate_predict_export(tmp_path):
   for task in ds.tasks:
     np.testing.assert_allclose(
       served[task.name], predicted[task.name], rtol=1e-6, atol=1e-6
+    )
+
+
+BOUNDARIES = (2.5, 5.0, 7.5)
+
+TABLE_CONFIG = '''
+"""The user's config of a table with a bucket feature: configs/smoke.py's
+sizes."""
+
+from configs import common, smoke
+
+
+def get_config():
+  c = common.base_config('mmoe', 'table', plugins=({plugin!r},))
+  s = smoke.get_config()
+  for key in (
+    'batch_size', 'num_epochs', 'steps_per_dispatch', 'eval_batch_size',
+    'log_every_steps', 'progress_bar', 'diagnostics_every_steps',
+  ):
+    c[key] = s[key]
+  c.embedding.dim = s.embedding.dim
+  c.towers.hidden = s.towers.hidden
+  c.model.update(num_experts=2, expert_hidden=(8,))
+  c.dataset.path = {path!r}
+  c.dataset.data_dir = {data_dir!r}
+  c.dataset.features = {{
+    'user': {{'kind': 'categorical'}},
+    'x_bucket': {{'kind': 'bucket', 'column': 'x', 'boundaries': {bounds!r}}},
+  }}
+  c.dataset.tasks = {{'click': {{'label': 'click'}}, 'buy': {{'label': 'buy'}}}}
+  return c
+'''
+
+
+def _table(n: int, seed: int) -> pd.DataFrame:
+  """Rows whose click follows the bucket of x; x empty in some rows."""
+  rng = np.random.default_rng(seed)
+  x = np.round(rng.uniform(0, 10, n), 2)
+  click = (rng.random(n) < np.where(x > 5, 0.8, 0.2)).astype(int)
+  frame = pd.DataFrame(
+    {
+      'user': [f'u{u}' for u in rng.integers(0, 20, n)],
+      'x': x,
+      'click': click,
+      'buy': click & (rng.random(n) < 0.5),
+    }
+  )
+  frame['x'] = frame['x'].astype(object)
+  frame.loc[rng.random(n) < 0.05, 'x'] = None
+  return frame
+
+
+def test_registered_feature_kind_trains_evaluates_predicts_exports(
+  tmp_path, monkeypatch
+):
+  assert 'bucket' not in FEATURE_KINDS  # Only the runs register it.
+  data, rows_file = tmp_path / 'log.csv', tmp_path / 'rows.csv'
+  _table(1200, 0).to_csv(data, index=False)
+  rows = _table(200, 1)
+  rows.to_csv(rows_file, index=False)
+  config, workdir = tmp_path / 'bucket.py', tmp_path / 'run'
+  config.write_text(
+    TABLE_CONFIG.format(
+      plugin=PLUGIN, path=str(data), data_dir=str(tmp_path / 'tfds'),
+      bounds=BOUNDARIES,
+    )
+  )  # fmt: skip
+  _run('mtl.shell.main', f'--config={config}', f'--workdir={workdir}')
+  artefact = json.loads((workdir / 'preprocessing.json').read_text())
+  assert artefact['sparse_names'] == ['user', 'x_bucket']
+  # Padding, empty, and one id per bucket: len(boundaries) + 1 of them.
+  assert artefact['vocab_sizes'][1]['size'] == 2 + len(BOUNDARIES) + 1
+
+  _run('mtl.shell.evaluate', f'--workdir={workdir}', f'--split={rows_file}')
+  (written,) = workdir.glob('eval_rows_*.json')
+  metrics = json.loads(written.read_text())['metrics']
+  assert 'eval/auc/click' in metrics
+  preds = tmp_path / 'preds.parquet'
+  _run(
+    'mtl.shell.predict',
+    f'--workdir={workdir}',
+    f'--input={rows_file}',
+    f'--output={preds}',
+  )
+  predicted = pd.read_parquet(preds)
+  assert len(predicted) == len(rows)
+  out = tmp_path / 'exported'
+  _run('mtl.shell.export', f'--workdir={workdir}', f'--out={out}')
+
+  text = pd.read_csv(rows_file, dtype=str, keep_default_na=False)
+  text = text[['user', 'x']].replace('', None)
+  with pytest.raises(ConfigError, match=r"x_bucket\.kind is 'bucket'"):
+    serving.load(out).predict_rows(text)  # A serving process registers it.
+  monkeypatch.setitem(FEATURE_KINDS, 'bucket', BucketKind())
+  model = serving.load(out)
+  x = rows['x'].to_numpy(np.float64)
+  want = np.where(np.isnan(x), 1, 2 + np.digitize(x, BOUNDARIES))
+  np.testing.assert_array_equal(model.encode(text)['sparse'][:, 1], want)
+  served = model.predict_rows(text)
+  for task in ('click', 'buy'):
+    np.testing.assert_allclose(
+      served[task], predicted[task], rtol=1e-6, atol=1e-6
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from mtl.data import counts as cf
 from mtl.data import history_tails as ht
 from mtl.data import schema as sc
+from mtl.data.encoding import encode_sequences
 
 
 class Derived:
@@ -52,14 +53,15 @@ class Derived:
       out += self._columns(h) if derive else [c]
     return list(dict.fromkeys(out))
 
-  def dense(self, f: sc.Count, chunk, path, offsets) -> list:
-    """A count feature's standardised dense columns of the chunk's rows."""
-    raw = self._values(chunk, path)[f.name][offsets]
-    return cf.standardise(f, raw, self.fitted[f.name])
-
-  def history(self, h: sc.History, chunk, path, offsets) -> np.ndarray:
-    """int32 [n, max_len]: a history the rows lack, derived."""
-    return self._values(chunk, path)[h.name][offsets]
+  def values(self, f, at) -> np.ndarray:
+    """A derived feature's values of the given rows `at` (kinds/base.Rows):
+    a count's raw values [n, 1 + L] (counts.continued), a history's item
+    ids [n, max_len]: its column's '|'-separated items if the rows have
+    it, else continued from the log (history_tails.continued)."""
+    if isinstance(f, sc.History) and f.name in at.chunk:
+      lookup = at.lookup(self.schema.table_of(f.name))
+      return encode_sequences(at.chunk[f.name], '|', f.max_len, lookup)
+    return self._values(at.chunk, at.source.path)[f.name][at.offsets]
 
   def _values(self, chunk, path) -> dict:
     key = str(path)

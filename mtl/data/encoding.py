@@ -3,11 +3,11 @@
 Ids: PAD_ID (0) is padding, never a value; OOV_ID (1) an out-of-vocabulary
 or missing value; FIRST_ID (2) on the values: a vocabulary fitted on the
 training split (`fit_vocabulary`) or `hash_buckets` buckets of
-`stable_hash`. `Lookup` encodes values under one table's encoding; a
-sequence cell is split (`split_values`, `last_values`), encoded and padded
-(`pad_ids`, `encode_sequences`). The table builder and the preprocessing
-of raw rows encode through these functions; the loader sizes embedding
-tables by `table_size`.
+`stable_hash`. `Lookup` encodes values under one table's encoding
+(`Lookups`: each table's, made once); a sequence cell is split
+(`split_values`, `last_values`), encoded and padded (`pad_ids`,
+`encode_sequences`). The feature kinds (kinds/) encode through these
+functions; the loader sizes embedding tables by `table_size`.
 """
 
 import hashlib
@@ -71,6 +71,19 @@ class Lookup:
       at = self.index.get_indexer(text.reshape(-1)).reshape(text.shape)
       ids = np.where(at < 0, OOV_ID, FIRST_ID + at)
     return np.where(missing, OOV_ID, ids).astype(np.int32)
+
+
+class Lookups:
+  """The Lookup of each table of `tables` (the encoding's), by name, made
+  on first use."""
+
+  def __init__(self, tables: Mapping):
+    self.tables, self.made = tables, {}
+
+  def __call__(self, table: str) -> Lookup:
+    if table not in self.made:
+      self.made[table] = Lookup(self.tables[table])
+    return self.made[table]
 
 
 def encode_ids(values, encoding: Mapping) -> np.ndarray:

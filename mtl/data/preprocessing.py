@@ -16,8 +16,8 @@ turns a raw row into those inputs:
 
 `Encoder(artefact)` encodes raw rows (a pandas chunk of strings, as
 table_files.Source reads them) through the SAME functions the builders use:
-table_encode's `dense_columns` / `task_label`, encoding.Lookup and
-encode_sequences, census_income_builder.encode. A value never seen in training
+each feature kind's `encode` (feature_kinds.encode), table_encode's
+`encoded_label`, census_income_builder.encode. A value never seen in training
 gets the OOV id (table: 1, census: 0); count features continue the training
 log with the given rows (counts.Given). tests/shell/test_after_training.py
 checks
@@ -35,9 +35,17 @@ import pandas as pd
 
 from mtl.core.layers.embedding import Column
 from mtl.data import census_income_builder as cib
-from mtl.data import derived, schema_parse, table_encode, table_files
+from mtl.data import (
+  derived,
+  feature_kinds,
+  schema_parse,
+  table_encode,
+  table_files,
+)
 from mtl.data import schema as sc
-from mtl.data.encoding import Lookup, encode_sequences
+from mtl.data.encoding import Lookups
+from mtl.data.feature_kinds import kind_of
+from mtl.data.kinds.base import Rows
 from mtl.errors import DataError, did_you_mean
 
 FILE = 'preprocessing.json'
@@ -185,21 +193,15 @@ class Encoder:
         f'preprocessing kind {self.kind!r}, expected one of {", ".join(KINDS)}'
       )
     self.tasks = [t['name'] for t in artefact['tasks']]
-    self._lookups = {}  # Table name -> Lookup, made on first use.
     if self.kind == 'table':
       self.schema = _schema(artefact)
+      self.lookups = Lookups(artefact['encoding']['tables'])
       self._derived = derived.Derived(
-        self.schema, artefact['encoding'], self.source, self._table_lookup
+        self.schema, artefact['encoding'], self.source, self.lookups
       )
       self.inputs = []
       for f in self.schema.features:
-        if isinstance(f, sc.Count):  # Derived from its key and time.
-          self.inputs += [f.key, f.time]
-          continue
-        # A history is derived from the training log: a row brings it as a
-        # '|'-separated column of the user's earlier items, oldest first,
-        # or it is derived from the row's user, time and item (derived.py).
-        self.inputs.append(f.name if isinstance(f, sc.History) else f.column)
+        self.inputs += kind_of(f).given(f)
       self.labels = [t.label for t in self.schema.tasks]
       self.labels += [t.where.column for t in self.schema.tasks if t.where]
       self.labels += [t.divide_by for t in self.schema.tasks if t.divide_by]
@@ -321,57 +323,19 @@ class Encoder:
         )
       return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
     source = table_files.Source(str(path), 'csv', None, ())
+    enc = self.artefact['encoding']
     ys, ms = [], []
     for t in self.schema.tasks:
-      y, m = table_encode.task_label(t, chunk, offsets, source)
-      if t.scale != 'none':  # As table_encode.encoded_chunks.
-        stats = self.artefact['encoding']['labels'][t.name]
-        y = y - stats['mean']
-        if t.scale == 'standard':
-          y = y / stats['std']
-        y = np.where(m > 0, y, 0.0)
+      y, m = table_encode.encoded_label(t, chunk, offsets, source, enc)
       ys.append(y)
       ms.append(m)
     return np.stack(ys).astype(np.float32), np.stack(ms).astype(np.float32)
 
-  def _table_lookup(self, table: str) -> Lookup:
-    return self._lookup(table, self.artefact['encoding']['tables'])
-
-  def _lookup(self, table: str, tables: dict) -> Lookup:
-    """The table's Lookup, made once (a vocabulary's index is costly)."""
-    if table not in self._lookups:
-      self._lookups[table] = Lookup(tables[table])
-    return self._lookups[table]
-
   def _table(self, chunk, offsets, path) -> dict:
-    """As table_encode.encoded_chunks, feature by feature."""
-    s, enc = self.schema, self.artefact['encoding']
-    tables = enc['tables']
+    """As table_encode.encoded_chunks: each feature by its kind."""
     source = table_files.Source(str(path), 'csv', None, ())
-    dense, sparse = [], []
-    for f in s.features:
-      if isinstance(f, sc.Dense):
-        dense += table_encode.dense_columns(f, chunk, offsets, source, enc)
-      elif isinstance(f, sc.Count):
-        dense += self._derived.dense(f, chunk, path, offsets)
-      elif isinstance(f, sc.History) and f.name not in chunk:
-        sparse.append(self._derived.history(f, chunk, path, offsets))
-      elif isinstance(f, sc.Categorical):
-        values = table_files.cell_values(f, chunk).to_numpy(object)
-        sparse.append(self._lookup(f.name, tables)(values)[:, None])
-      else:
-        lookup = self._lookup(s.table_of(f.name), tables)
-        column = f.column if isinstance(f, sc.Sequence) else f.name
-        delimiter = f.delimiter if isinstance(f, sc.Sequence) else '|'
-        sparse.append(
-          encode_sequences(chunk[column], delimiter, f.max_len, lookup)
-        )
-    n = len(chunk)
-    return {
-      'dense': np.stack(dense, 1).astype(np.float32)
-      if dense
-      else np.zeros((n, 0), np.float32),
-      'sparse': np.concatenate(sparse, 1).astype(np.int32)
-      if sparse
-      else np.zeros((n, 0), np.int32),
-    }
+    at = Rows(
+      self.schema, chunk, offsets, source, self.artefact['encoding'],
+      self.lookups, self._derived.values,
+    )  # fmt: skip
+    return feature_kinds.encode(at, 0)

@@ -92,10 +92,12 @@ Errors: a schema mistake is one ConfigError line naming the entry and key
 (unknown kind or key, bad delimiter, bad value); a column the file lacks is
 a DataError naming the file (schema_checks.check_columns).
 
-This module holds the schema's types; schema_parse.py parses the two dicts
-into them (schema_parse.parse), conditions.py the conditions, and
-encoding.py turns values into the ids above (stable_hash, vocabularies,
-lookups, sequences).
+This module holds the schema's types: each kind's entry is a frozen
+dataclass subclassing `Spec`, and feature_kinds.py registers the kinds
+(FEATURE_KINDS: their checks, fitting, inputs and encoding, in kinds/);
+schema_parse.py parses the two dicts into them (schema_parse.parse),
+conditions.py the conditions, and encoding.py turns values into the ids
+above (stable_hash, vocabularies, lookups, sequences).
 """
 
 import dataclasses
@@ -120,8 +122,26 @@ TASK_KINDS = ('binary', 'regression', 'weighted_logistic')
 SESSION_LABELS = ('continues', 'remaining')  # '<session>.<label>' columns
 
 
+class Spec:
+  """A feature's schema entry: a frozen dataclass with `name` (and, unless
+  its kind derives it over the log, `column`), one per feature kind
+  (feature_kinds.py). What a Schema asks of every entry:"""
+
+  def reads(self, schema: 'Schema') -> list[str]:
+    """The file columns it reads."""
+    return [self.column]
+
+  def shares(self) -> str | None:
+    """The feature whose embedding table (and vocabulary) it uses."""
+    return None
+
+  def derived_labels(self) -> tuple[str, ...]:
+    """The columns it computes when the data is prepared."""
+    return ()
+
+
 @dataclasses.dataclass(frozen=True)
-class Dense:
+class Dense(Spec):
   name: str
   column: str
   normalize: str = 'standard'
@@ -131,7 +151,7 @@ class Dense:
 
 
 @dataclasses.dataclass(frozen=True)
-class Categorical:
+class Categorical(Spec):
   name: str
   column: str
   min_count: int = 1
@@ -141,7 +161,7 @@ class Categorical:
 
 
 @dataclasses.dataclass(frozen=True)
-class Sequence:
+class Sequence(Spec):
   name: str
   column: str
   max_len: int = 10
@@ -152,9 +172,12 @@ class Sequence:
   hash_buckets: int = 0
   embed_dim: int = 0
 
+  def shares(self) -> str | None:
+    return self.shared_with
+
 
 @dataclasses.dataclass(frozen=True)
-class History:
+class History(Spec):
   name: str
   user: str
   item: str
@@ -162,22 +185,37 @@ class History:
   max_len: int = 20
   pooling: str = 'mean'
 
+  def reads(self, schema) -> list[str]:
+    return [self.user, self.time, schema[self.item].column]
+
+  def shares(self) -> str | None:
+    return self.item
+
 
 @dataclasses.dataclass(frozen=True)
-class Session:
+class Session(Spec):
   name: str
   user: str
   time: str
   gap: float = 1800.0
 
+  def reads(self, schema) -> list[str]:
+    return [self.user, self.time]
+
+  def derived_labels(self) -> tuple[str, ...]:
+    return tuple(f'{self.name}.{label}' for label in SESSION_LABELS)
+
 
 @dataclasses.dataclass(frozen=True)
-class Count:
+class Count(Spec):
   name: str
   key: str
   time: str
   labels: tuple[str, ...] = ()
   prior_strength: float = 10.0
+
+  def reads(self, schema) -> list[str]:
+    return [self.key, self.time] + [label_column(t) for t in self.labels]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,15 +234,7 @@ class TaskSpec:
   focal_alpha: float | None = None
 
 
-KINDS = {
-  'dense': Dense,
-  'categorical': Categorical,
-  'sequence': Sequence,
-  'history': History,
-  'session': Session,
-  'count': Count,
-}
-Feature = Dense | Categorical | Sequence | History | Session | Count
+Feature = Spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,25 +250,14 @@ class Schema:
 
   def table_of(self, name: str) -> str:
     """The feature whose vocabulary and embedding table `name` uses."""
-    f = self[name]
-    if isinstance(f, History):
-      return self.table_of(f.item)
-    if isinstance(f, Sequence) and f.shared_with:
-      return self.table_of(f.shared_with)
-    return name
+    shared = self[name].shares()
+    return self.table_of(shared) if shared else name
 
   def columns(self) -> tuple[str, ...]:
     """Every file column the schema reads, in first-use order."""
     out = []
     for f in self.features:
-      if isinstance(f, History):
-        out += [f.user, f.time, self[f.item].column]
-      elif isinstance(f, Session):
-        out += [f.user, f.time]
-      elif isinstance(f, Count):
-        out += [f.key, f.time] + [label_column(t) for t in f.labels]
-      else:
-        out.append(f.column)
+      out += f.reads(self)
     for t in self.tasks:
       out.append(t.label)
       if t.divide_by:
@@ -250,6 +269,4 @@ class Schema:
 
   def derived(self) -> tuple[str, ...]:
     """The columns computed when the data is prepared (sessions')."""
-    return tuple(
-      f'{f.name}.{label}' for f in self.of(Session) for label in SESSION_LABELS
-    )
+    return tuple(c for f in self.features for c in f.derived_labels())

@@ -8,6 +8,7 @@ DataError naming the file.
 """
 
 from mtl.data import schema as sc
+from mtl.data.feature_kinds import kind_of
 from mtl.errors import ConfigError, DataError, did_you_mean
 
 
@@ -53,8 +54,11 @@ def check_references(schema: sc.Schema) -> None:
 
 
 def check_columns(schema: sc.Schema, found, path) -> None:
-  """Raises a DataError naming the file if it lacks a schema column."""
+  """Raises a DataError naming the file if it lacks a schema column (a
+  feature's kind first names the key that reads it)."""
   found = list(found)
+  for f in schema.features:
+    kind_of(f).check_file(f, found, path)
   for column in schema.columns():
     if column not in found:
       raise DataError(

@@ -1,9 +1,10 @@
 """The config's features and tasks dicts parsed into a Schema (schema.py).
 
 `parse` turns `config.dataset.features` and `config.dataset.tasks` into a
-Schema: each entry's keys checked against its dataclass (unknown or missing
-keys, values out of range, bad delimiters, regular expressions and
-conditions), then the entries' references to each other
+Schema: each entry's keys checked against its kind's dataclass (unknown or
+missing keys, values out of range, bad delimiters, regular expressions and
+conditions: the keys kinds share here, the rest by the kind's `check`,
+feature_kinds.py), then the entries' references to each other
 (schema_checks.check_references). A mistake is one ConfigError line naming
 the entry and key.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from mtl.core import tasks as tasks_lib
 from mtl.data import schema as sc
 from mtl.data.conditions import parse_condition
+from mtl.data.feature_kinds import FEATURE_KINDS
 from mtl.data.schema_checks import check_references
 from mtl.errors import ConfigError, did_you_mean
 
@@ -61,19 +63,12 @@ def _feature(name: str, entry: Mapping) -> sc.Feature:
     raise ConfigError(f'{where} is {entry!r}, expected a dict of keys')
   entry = dict(entry)
   kind = entry.pop('kind', None)
-  _check_choice(where, 'kind', kind, tuple(sc.KINDS))
-  cls = sc.KINDS[kind]
-  derived = cls in (sc.History, sc.Session, sc.Count)
-  column = name if derived else entry.pop('column', name)
+  _check_choice(where, 'kind', kind, tuple(FEATURE_KINDS))
+  kind = FEATURE_KINDS[kind]
+  cls = kind.spec
+  column = name if kind.derived else entry.pop('column', name)
   fields = _fields(cls, where, entry, skip=('name', 'column'))
-  if cls is sc.Session and 'gap' in fields:
-    gap = fields['gap']
-    if isinstance(gap, bool) or not isinstance(gap, int | float) or gap <= 0:
-      raise ConfigError(
-        f'{where}.gap is {gap!r}, expected a number > 0 (in the time '
-        "column's unit)"
-      )
-  if not derived:
+  if not kind.derived:
     if not isinstance(column, str) or not column:
       raise ConfigError(f'{where}.column is {column!r}, expected a name')
     fields['column'] = column
@@ -116,46 +111,12 @@ def _feature(name: str, entry: Mapping) -> sc.Feature:
         f'{where}.delimiter is {d!r}, expected one character that is not '
         "blank (e.g. '|' or ';')"
       )
-  if cls is sc.Count:
-    fields = _count_fields(where, fields)
+  fields = kind.check(where, fields)
   for key in ('user', 'item', 'time', 'shared_with', 'key'):
     if key in fields and fields[key] is not None:
       if not isinstance(fields[key], str) or not fields[key]:
         raise ConfigError(f'{where}.{key} is {fields[key]!r}, expected a name')
   return cls(name=name, **fields)
-
-
-def _count_fields(where: str, fields: dict) -> dict:
-  """A count entry's labels (a tuple of columns or conditions, each
-  parsed) and prior_strength (a number > 0), checked."""
-  labels = fields.get('labels', ())
-  if isinstance(labels, str):
-    labels = (labels,)
-  if not isinstance(labels, list | tuple):
-    raise ConfigError(
-      f'{where}.labels is {labels!r}, expected a tuple of 0/1 columns or '
-      "conditions like 'rating >= 4'"
-    )
-  labels = tuple(labels)
-  for text in labels:
-    parse_condition(text, f'{where}.labels')
-  texts = [t.strip() for t in labels]
-  if len(set(texts)) != len(texts) or 'count' in texts:
-    raise ConfigError(
-      f'{where}.labels is {labels!r}, expected distinct labels, none named '
-      "'count' (the dense inputs are '<name>.count' and '<name>.<label>')"
-    )
-  a = fields.get('prior_strength', 10.0)
-  if isinstance(a, bool) or not isinstance(a, int | float) or not a > 0:
-    raise ConfigError(
-      f'{where}.prior_strength is {a!r}, expected a number > 0 (rows of '
-      'the prior)'
-    )
-  if not np.isfinite(a):
-    raise ConfigError(
-      f'{where}.prior_strength is {a!r}, expected a finite number > 0'
-    )
-  return {**fields, 'labels': tuple(texts), 'prior_strength': float(a)}
 
 
 def _task(name: str, entry: Mapping) -> sc.TaskSpec:

@@ -41,10 +41,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mtl.data import cache, schema_parse
-from mtl.data import counts as cf
+from mtl.data import cache, feature_kinds, schema_parse
 from mtl.data import csv_builder as cb
-from mtl.data import schema as sc
 from mtl.data.schema_checks import check_columns
 from mtl.data.table_encode import encoded_chunks
 from mtl.data.table_files import Joined, Source
@@ -135,13 +133,8 @@ class Table(cache.ShardBuilder):
 
   def widths(self) -> tuple[int, int, int]:
     """(F dense, S sparse, T tasks) columns of a record."""
-    s = self.schema
-    dense = sum(1 + f.missing_indicator for f in s.of(sc.Dense))
-    dense += sum(len(cf.outputs(f)) for f in s.of(sc.Count))
-    sparse = len(s.of(sc.Categorical)) + sum(
-      f.max_len for f in s.of(sc.Sequence) + s.of(sc.History)
-    )
-    return dense, sparse, len(s.tasks)
+    dense, sparse = feature_kinds.inputs(self.schema)
+    return len(dense), len(sparse), len(self.schema.tasks)
 
   def _info(self) -> tfds.core.DatasetInfo:
     # TFDS cannot read back a [n, 0] tensor: an empty block stores one
@@ -194,8 +187,6 @@ class Table(cache.ShardBuilder):
     del dl_manager
     sources = self._sources()
     for source, _ in sources:
-      for f in self.schema.of(sc.Count):
-        cf.check_columns(f, source.columns(), source.path)
       check_columns(self.schema, source.columns(), source.path)
     split = self.builder_config.spec['split']
     plan = Plan(sources, split, self.schema, self.chunksize)

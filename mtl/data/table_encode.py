@@ -5,9 +5,10 @@
 [n, F] f32, 'sparse' [n, S] i32 (a categorical feature one column, a
 sequence or history `max_len`), 'labels' and 'mask' [n, T] f32 and 'row'
 [n] i64 (the row's position in the concatenated files), with the fitted
-`encoding` (table_fit.py). `dense_raw`, `dense_columns` and `task_label`
-read and check a chunk's dense values and labels; table_fit.py fits on
-them and preprocessing.py encodes raw rows by them.
+`encoding` (table_fit.py): the features by their kinds (feature_kinds.py),
+the labels by `encoded_label`. `task_label` reads and checks a chunk's
+labels (table_fit.py fits on them); `encoded_label` scales them, for
+preprocessing.py's raw rows too.
 
 A bad value is one DataError line naming the file, its 1-based data row
 (the header not counted), the column, what was found and what was expected.
@@ -18,47 +19,12 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from mtl.data import counts as cf
+from mtl.data import feature_kinds
 from mtl.data import schema as sc
-from mtl.data.encoding import Lookup, encode_sequences
-from mtl.data.table_files import cell_values, numbers, to_float
-from mtl.data.table_plan import history_ids
+from mtl.data.encoding import Lookups
+from mtl.data.kinds.base import Rows
+from mtl.data.table_files import numbers, to_float
 from mtl.errors import DataError
-
-
-def dense_raw(f: sc.Dense, chunk, offsets, source) -> np.ndarray:
-  """float64 [n] after the transform; NaN where missing."""
-  x = numbers(
-    {f.column: cell_values(f, chunk)}, f.column, offsets, source.path,
-    f.missing,
-  )  # fmt: skip
-  if f.normalize in ('log1p', 'log1p_standard'):
-    bad = x <= -1
-    if bad.any():
-      i = int(np.argmax(bad))
-      raise DataError(
-        f'{source.path}: row {offsets[i] + 1} column {f.column!r} is '
-        f'{x[i]:g}, expected a number > -1 (normalize log1p)'
-      )
-    x = np.log1p(x)
-  return x
-
-
-def dense_columns(f: sc.Dense, chunk, offsets, source, encoding) -> list:
-  """[float64 [n]]: the normalised values, missing ones filled, then the
-  missing indicator if the feature has one."""
-  x = dense_raw(f, chunk, offsets, source)
-  missing = ~np.isfinite(x)
-  stats = encoding['dense'][f.name]
-  if f.normalize in ('standard', 'log1p_standard'):
-    x = (x - stats['mean']) / stats['std']
-    fill = 0.0 if f.missing in ('mean', 'zero') else np.nan
-  else:
-    fill = stats['mean'] if f.missing == 'mean' else 0.0
-  out = [np.where(missing, fill, x)]
-  if f.missing_indicator:
-    out.append(missing.astype(np.float64))
-  return out
 
 
 def task_label(t: sc.TaskSpec, chunk, offsets, source):
@@ -127,58 +93,38 @@ def task_label(t: sc.TaskSpec, chunk, offsets, source):
   return values.astype(np.float64), mask
 
 
+def encoded_label(t: sc.TaskSpec, chunk, offsets, source, encoding: dict):
+  """(label float64 [n], mask float32 [n]) of task_label, scaled by the
+  training moments of the task's `scale` (0 off its sample space)."""
+  y, m = task_label(t, chunk, offsets, source)
+  if t.scale != 'none':
+    stats = encoding['labels'][t.name]
+    y = y - stats['mean']
+    if t.scale == 'standard':
+      y = y / stats['std']
+    y = np.where(m > 0, y, 0.0)
+  return y, m
+
+
 def encoded_chunks(schema: sc.Schema, plan, encoding: dict, chunks) -> Iterator:
   """One record's arrays (module docstring) per chunk of `chunks`, the
-  split's kept rows of each, encoded by the fitted `encoding`."""
-  s = schema
-  lookups = {name: Lookup(table) for name, table in encoding['tables'].items()}
-  item_ids = {
-    h.name: lookups[s.table_of(h.name)](plan.history[h.name]['items'])
-    for h in s.of(sc.History)
-  }
+  split's kept rows of each, encoded by the fitted `encoding`: each
+  feature by its kind (feature_kinds.encode), derived ones from `plan`."""
+  lookups = Lookups(encoding['tables'])
   for source, start, chunk, rows, keep in chunks:
     chunk, rows = chunk[keep], rows[keep]
     offsets = start + np.flatnonzero(keep)
-    dense, sparse = [], []
-    for f in s.features:
-      if isinstance(f, sc.Dense):
-        dense += dense_columns(f, chunk, offsets, source, encoding)
-      elif isinstance(f, sc.Count):
-        x = plan.counts[f.name].values(rows)
-        dense += cf.standardise(f, x, encoding['counts'][f.name])
-      elif isinstance(f, sc.Categorical):
-        ids = lookups[f.name](cell_values(f, chunk).to_numpy(object))
-        sparse.append(ids[:, None])
-      elif isinstance(f, sc.Sequence):
-        sparse.append(
-          encode_sequences(
-            chunk[f.column], f.delimiter, f.max_len,
-            lookups[s.table_of(f.name)],
-          )
-        )  # fmt: skip
-      elif isinstance(f, sc.History):
-        sparse.append(
-          history_ids(plan.history[f.name], item_ids[f.name], rows, f.max_len)
-        )
+    at = Rows(
+      schema, chunk, offsets, source, encoding, lookups, plan.values, rows
+    )
+    features = feature_kinds.encode(at, 1)
     labels, masks = [], []
-    for t in s.tasks:
-      y, m = task_label(t, chunk, offsets, source)
-      if t.scale != 'none':
-        stats = encoding['labels'][t.name]
-        y = y - stats['mean']
-        if t.scale == 'standard':
-          y = y / stats['std']
-        y = np.where(m > 0, y, 0.0)
+    for t in schema.tasks:
+      y, m = encoded_label(t, chunk, offsets, source, encoding)
       labels.append(y)
       masks.append(m)
-    n = len(rows)
     yield {
-      'dense': np.stack(dense, 1).astype(np.float32)
-      if dense
-      else np.zeros((n, 1), np.float32),
-      'sparse': np.concatenate(sparse, 1).astype(np.int32)
-      if sparse
-      else np.zeros((n, 1), np.int32),
+      **features,
       'labels': np.stack(labels, 1).astype(np.float32),
       'mask': np.stack(masks, 1).astype(np.float32),
       'row': rows.astype(np.int64),

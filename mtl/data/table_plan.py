@@ -83,12 +83,25 @@ class Plan:
     self.history = {
       h.name: self._history(h, held, schema) for h in schema.of(sc.History)
     }
+    self.item_ids = {}  # History -> its items' ids (`values`)
     self.derived = {}  # '<session>.<label>': [num_rows] by global row
     for f in schema.of(sc.Session):
       users = pd.factorize(held[f.user])[0]
       labels = sessions(users, held[f.time], f.gap)
       for label, values in zip(sc.SESSION_LABELS, labels, strict=True):
         self.derived[f'{f.name}.{label}'] = values
+
+  def values(self, f, at) -> np.ndarray:
+    """A derived feature's values of the rows of `at` (kinds/base.Rows):
+    a count's raw values [n, 1 + L] (cf.Log), a history's item ids
+    [n, max_len] (`history_ids`; the log's items encoded once)."""
+    if isinstance(f, sc.Count):
+      return self.counts[f.name].values(at.rows)
+    if f.name not in self.item_ids:
+      lookup = at.lookup(at.schema.table_of(f.name))
+      self.item_ids[f.name] = lookup(self.history[f.name]['items'])
+    index = self.history[f.name]
+    return history_ids(index, self.item_ids[f.name], at.rows, f.max_len)
 
   def _history(self, h: sc.History, held, schema) -> dict:
     """Sorted (user, time, row) order; each row's window [begin, end) in it

@@ -1,10 +1,12 @@
 """config.plugins: the user's modules that register components (shell).
 
 A component defined outside mtl (an architecture, a balancing method, a
-dataset loader, an evaluation metric) is registered by its own module, with
-the registry's one line (`ARCHITECTURES['mine'] = Mine`, `WEIGHTINGS`,
-`DATASETS`, `mtl.core.metrics_registry.METRICS`), at import or in a
-`register()` function the module defines. `load(modules)` imports each
+dataset loader, an evaluation metric, a feature kind of the table schema)
+is registered by its own module, with the registry's one line
+(`ARCHITECTURES['mine'] = Mine`, `WEIGHTINGS`, `DATASETS`,
+`mtl.core.metrics_registry.METRICS`,
+`mtl.data.feature_kinds.FEATURE_KINDS`), at import or in a `register()`
+function the module defines. `load(modules)` imports each
 named module and calls its `register()` if it has one; loading twice
 registers the same entries again.
 
@@ -14,7 +16,7 @@ components' keywords are config keys) and records them as
 `config.plugins`; validate.check_config loads `config.plugins` before it
 checks any name (a `--config.plugins=...` override); mtl-eval, mtl-predict
 and mtl-export load the ones a workdir's config.json records
-(restore.read_config). A module that fails to import is one ConfigError
+(restored_config.read_config). A module that fails to import is one ConfigError
 line.
 """
 

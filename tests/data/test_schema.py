@@ -3,6 +3,7 @@ its errors, vocabularies and out-of-vocabulary ids, the stable hash,
 sequences, and the behaviour history index (table_plan.Plan) against
 brute-force oracles."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,11 +15,15 @@ import pytest
 from mtl.data import (
   conditions,
   encoding,
+  feature_kinds,
   schema_checks,
   schema_parse,
   table_files,
   table_plan,
 )
+from mtl.data.feature_kinds import FEATURE_KINDS
+from mtl.data.kinds.base import Rows
+from mtl.data.schema import Spec
 from mtl.errors import ConfigError, DataError
 
 FEATURES = {
@@ -251,3 +256,53 @@ def test_history_holds_only_strictly_earlier_rows(tmp_path):
     assert r not in hist
     assert (df.time[hist] < df.time[r]).all()
     assert (df.user[hist] == df.user[r]).all()
+
+
+@pytest.mark.parametrize('name', sorted(FEATURE_KINDS))
+def test_every_feature_kind_has_a_frozen_spec(name):
+  """A kind's entry is a frozen Spec dataclass with a `name`, and a
+  `column` exactly when it is not derived over the log."""
+  kind = FEATURE_KINDS[name]
+  fields = {f.name for f in dataclasses.fields(kind.spec)}
+  assert issubclass(kind.spec, Spec)
+  assert kind.spec.__dataclass_params__.frozen
+  assert 'name' in fields
+  assert ('column' in fields) == (not kind.derived)
+
+
+def test_kinds_encode_their_inputs_by_hand():
+  """Dense, categorical and sequence rows encoded by their kinds, against
+  numbers worked out by hand; one column per input name."""
+  schema = schema_parse.parse(
+    {
+      'age': {'kind': 'dense', 'missing': 'mean', 'missing_indicator': True},
+      'item': {'kind': 'categorical'},
+      'tags': {'kind': 'sequence', 'max_len': 2, 'shared_with': 'item'},
+    },
+    TASKS,
+  )
+  enc = {
+    'dense': {'age': {'mean': 30.0, 'std': 10.0}},
+    'tables': {'item': {'vocabulary': ['a', 'b']}},
+  }
+  chunk = pd.DataFrame(
+    {'age': ['40', None, '10'], 'item': ['b', 'zz', None],
+     'tags': ['a|b|x', '', 'b']}
+  )  # fmt: skip
+  source = table_files.Source('rows', 'csv', None, ())
+  rows = Rows(
+    schema, chunk, np.arange(3), source, enc,
+    encoding.Lookups(enc['tables']), None,
+  )  # fmt: skip
+  got = feature_kinds.encode(rows, 0)
+  # (40 - 30) / 10, the mean's 0, (10 - 30) / 10; then the indicator.
+  np.testing.assert_array_equal(
+    got['dense'], [[1.0, 0.0], [0.0, 1.0], [-2.0, 0.0]]
+  )
+  # item: b -> 3, unseen and missing -> 1; tags: the last two, padded.
+  np.testing.assert_array_equal(
+    got['sparse'], [[3, 3, 1], [1, 0, 0], [1, 3, 0]]
+  )
+  dense, sparse = feature_kinds.inputs(schema)
+  assert dense == ['age', 'age_missing']
+  assert sparse == ['item', 'tags[0]', 'tags[1]']
