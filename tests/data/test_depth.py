@@ -5,11 +5,14 @@ Oracles: a hand-made log with its sessions worked out by hand, and for a
 prepared table a brute-force loop over each user's rows in time order.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from mtl.data import DATASETS, schema_parse, table_plan
+from mtl import serving
+from mtl.data import DATASETS, preprocessing, schema_parse, table_plan
 from mtl.errors import ConfigError, DataError
 
 
@@ -59,7 +62,7 @@ def test_prepared_depth_labels_and_weighted_watch_time(tmp_path):
     }
   )
   df.to_csv(tmp_path / 'log.csv', index=False)
-  ds = DATASETS['table'](
+  kwargs = dict(
     path=str(tmp_path / 'log.csv'),
     features={
       'user': {'kind': 'categorical'},
@@ -73,8 +76,9 @@ def test_prepared_depth_labels_and_weighted_watch_time(tmp_path):
       'watch': {'label': 'play', 'kind': 'weighted_logistic'},
     },
     task_order=('goes_on', 'depth', 'deep', 'watch'),
-    data_dir=str(tmp_path / 'tfds'),
-    chunksize=64,
+  )
+  ds = DATASETS['table'](
+    **kwargs, data_dir=str(tmp_path / 'tfds'), chunksize=64
   )
   assert ds.sparse_names == ('user',) and ds.dense_names == ('rowid',)
   assert [t.kind for t in ds.tasks] == [
@@ -95,6 +99,16 @@ def test_prepared_depth_labels_and_weighted_watch_time(tmp_path):
       seen += 1
   assert seen == n
   assert 0.3 < np.mean([c for c, _ in want.values()]) < 0.9
+  # Given rows (mtl-predict, serving) encode as training did: a session
+  # derives labels only, so a row brings its user and rowid, no time.
+  artefact = json.loads(
+    json.dumps(preprocessing.artefact('table', kwargs, ds), sort_keys=True)
+  )
+  train = ds.splits['train']
+  rows = df.loc[train['dense'][:, 0].astype(int), ['user', 'rowid']]
+  x = serving.encode_frame(preprocessing.Encoder(artefact), rows)
+  np.testing.assert_array_equal(x['sparse'], train['sparse'])
+  np.testing.assert_array_equal(x['dense'], train['dense'])
 
 
 def test_session_schema_errors():
