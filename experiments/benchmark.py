@@ -52,7 +52,7 @@ def main(argv):
 
   from mtl.core import train_state, train_step
   from mtl.data import pipeline
-  from mtl.shell import build, epochs, settings
+  from mtl.shell import build, epochs, inputs, settings
 
   config = _CONFIG.value
   if _PEER_SIZED.value:
@@ -87,9 +87,8 @@ def main(argv):
   results = {}
   for name, (mode, k) in modes.items():
     config.input_mode, config.steps_per_dispatch = mode, k
-    runner = epochs.EpochRunner(
-      settings.engine_settings(config), step_fn, split, data_key
-    )
+    data = inputs.make_input(settings.engine_settings(config), dataset)
+    runner = epochs.EpochRunner(step_fn, data, data_key)
     state = fresh()
     rates = []
     for epoch in range(_REPEATS.value + 1):

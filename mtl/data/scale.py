@@ -83,7 +83,7 @@ def histories(users, items, recent):
   return result
 
 
-def _history_text(hist: np.ndarray):
+def history_text(hist: np.ndarray):
   """pyarrow string array: each row's ids joined by '|', -1s left out
   (they lead the row: an empty field, then trimmed with its separator)."""
   import pyarrow as pa
@@ -187,7 +187,7 @@ def write_scale_table(
           'user_id': users,
           'item_id': items,
           'category': category,
-          'history': _history_text(hist),
+          'history': history_text(hist),
           'price': np.round(price, 2),
           'click': click.astype(np.int8),
           'conversion': conversion.astype(np.int8),

@@ -56,48 +56,32 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
-from ml_collections import FrozenConfigDict
 
-from mtl.core.layers.embedding import Column
 from mtl.core.tasks import task_of
-from mtl.data import cache, counts, prepared
+from mtl.data import cache, prepared
 from mtl.data import csv_builder as cb
 from mtl.data import schema as sc
 from mtl.data.dataset import Dataset
 from mtl.data.encoding import table_size
+from mtl.data.feature_kinds import kind_of
 from mtl.data.leakage import check_no_label_leakage
 from mtl.data.table_spec import describe
 
-_EMPTY = FrozenConfigDict({})
+# The default of the mapping keywords; read only, never changed (a config
+# holds its own copy of it as an empty ConfigDict).
+_EMPTY: Mapping = {}
 
 
 def layout(schema: sc.Schema, encoding: dict):
-  """(dense names, sparse names, vocab sizes as Columns) of the records."""
+  """(dense names, sparse names, vocab sizes as Columns) of the records:
+  each feature's inputs and embedding by its kind (feature_kinds.py)."""
   dense, sparse, columns = [], [], []
-  tables = encoding['tables']
   for f in schema.features:
-    if isinstance(f, sc.Session):  # Derived labels, no input.
-      continue
-    if isinstance(f, sc.Dense):
-      dense.append(f.name)
-      if f.missing_indicator:
-        dense.append(f'{f.name}_missing')
-      continue
-    if isinstance(f, sc.Count):  # '<name>.count', '<name>.<label>'
-      dense += counts.outputs(f)
-      continue
-    table = schema.table_of(f.name)
-    size = table_size(tables[table])
-    dim = schema[table].embed_dim
-    if isinstance(f, sc.Categorical):
-      sparse.append(f.name)
-      columns.append(Column(size, feature=f.name, table=table, dim=dim))
-      continue
-    for j in range(f.max_len):
-      sparse.append(f'{f.name}[{j}]')
-      columns.append(
-        Column(size, feature=f.name, table=table, pooling=f.pooling, dim=dim)
-      )
+    kind = kind_of(f)
+    d, s = kind.inputs(f, schema)
+    dense += d
+    sparse += s
+    columns += [kind.embedding(f, schema, encoding) for _ in s]
   return tuple(dense), tuple(sparse), tuple(columns)
 
 
@@ -177,16 +161,19 @@ def load_table(
   return cache.load(
     t.make_builder,
     t.prepare,
-    lambda b: _dataset(b, t.schema, name, process_index, process_count),
+    lambda b: prepared_dataset(b, t.schema, name, process_index, process_count),
     name=name,
     raw_missing=t.raw_missing,
     rebuild=process_index == 0,
   )
 
 
-def _dataset(
+def prepared_dataset(
   builder, schema, name, process_index, process_count, eval_rows=None
 ) -> Dataset:
+  """The Dataset of a prepared table `builder` of `schema`: this process's
+  share of the training rows (`process_index` of `process_count`), every
+  evaluation row (or the first `eval_rows`), checked for label leakage."""
   encoding = builder.info.metadata
   raw, share = prepared.read_splits(
     builder, process_index, process_count, eval_rows

@@ -245,7 +245,7 @@ def write_video_table(
       pending = {k: v[n:] for k, v in chunk.items()}
       chunk = {k: v[:n] for k, v in chunk.items()}
       hist = scale.histories(chunk['user_id'], chunk['video_id'], recent)
-      chunk['history'] = scale._history_text(hist)
+      chunk['history'] = scale.history_text(hist)
       table = pa.table({k: chunk[k] for k in COLUMNS})
       for k, split in enumerate(SPLITS):  # This chunk's rows of each split.
         lo = max(bounds[k] - begin, 0)

@@ -4,7 +4,7 @@ The trainer (`mtl.shell.trainer`) drives one loop for every run; an engine
 hides whether the state holds one member or K stacked ones:
 
   `Single`      (here) one member: a plain TrainState, the jitted step on
-                device or host batches (`EpochRunner`), or the data-parallel
+                its input's batches (`EpochRunner`), or the data-parallel
                 step over several devices and processes (`mtl.core.parallel`).
   `Population`  (mtl/shell/population_engine.py) K members stacked [K, ...]
                 and vmapped in one compiled program (`mtl.core.population`),
@@ -12,10 +12,11 @@ hides whether the state holds one member or K stacked ones:
 
 Both give metrics as [steps, K, ...] and evaluation counts as [K, ...], so
 the trainer treats a single run as a population of one. This module also
-holds what both use: the example features that shape the state, the padded
-evaluation splits, and the per-task params of `select_best='per_task'`
+holds what both use: the example features that shape the state and the
+per-task params of `select_best='per_task'`
 (`stack_select`, `per_task_abstract`, `task_params`). Engines read their
-typed `EngineSettings` (mtl/shell/settings.py), never the config.
+typed `EngineSettings` (mtl/shell/settings.py), never the config, and take
+their data from an input of the run's mode (`mtl.shell.inputs`).
 """
 
 import jax
@@ -23,23 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl.core import parallel, train_state, train_step
-from mtl.data import pipeline, streaming
-from mtl.shell.epochs import EpochRunner, process_rows, to_local
+from mtl.data import pipeline
+from mtl.shell import inputs
+from mtl.shell.epochs import EpochRunner, to_local
 from mtl.shell.settings import EngineSettings
 
 
 def example_features(split):
   """The features of a split's first two rows: the shapes `init` traces."""
   return train_step.features_of(pipeline.take_rows(split, np.arange(2)))
-
-
-def padded_eval_splits(dataset, batch: int) -> dict:
-  """The validation and test splits padded to a multiple of `batch` rows
-  (the padding masked out)."""
-  return {
-    s: pipeline.pad_split(dataset.splits[s], batch)
-    for s in ('validation', 'test')
-  }
 
 
 def stack_select(mask, new, old):
@@ -116,17 +109,13 @@ class Single:
     eval_step = train_step.make_eval_step(
       model, tasks, num_bins=settings.num_auc_bins, axis_name=axis
     )
-    stream = settings.input_mode == 'stream'
     eval_batch = settings.eval_batch_size
-    # Streamed: the evaluation splits stay on disk, read in chunks.
-    padded = {} if stream else padded_eval_splits(dataset, eval_batch)
     self._parallel = None
     if self.devices is None:
       self._eval = jax.jit(
         train_step.make_scanned_eval(eval_step, batch_size=eval_batch)
       )
-      self._eval_data = {k: jax.device_put(v) for k, v in padded.items()}
-      self._put = jax.device_put
+      put = jax.device_put
     else:
       self._parallel = parallel.make_parallel_train_step(
         step_fn, backend=settings.parallel_backend, devices=self.devices
@@ -140,31 +129,12 @@ class Single:
         backend=settings.parallel_backend,
         devices=self.devices,
       )
-      # Each process places its contiguous share of the padded split.
-      self._eval_data = {
-        k: ev.put_batch(
-          pipeline.take_rows(v, process_rows(np.arange(v['labels'].shape[1])))
-        )
-        for k, v in padded.items()
-      }
       self._eval = lambda params, placed, total=None: ev.on_placed(
         (params, total), placed
       )
-      self._put = ev.put_batch
-    self._eval_rows = {}
-    if stream:  # This process's devices of the mesh, as process_rows.
-      d = 1 if self.devices is None else len(self.devices)
-      per = d // jax.process_count()
-      p = jax.process_index()
-      self._eval_rows = {
-        s: (streaming.row_file(dataset, s), range(p * per, (p + 1) * per))
-        for s in ('validation', 'test')
-      }
-    self._eval_batch = eval_batch
-    rows = streaming.row_file(dataset) if stream else None
-    self._runner = EpochRunner(
-      settings, step_fn, split, data_key, self._parallel, rows=rows
-    )
+      put = ev.put_batch  # Each process places its own share.
+    data = inputs.make_input(settings, dataset, devices=self.devices, put=put)
+    self._runner = EpochRunner(step_fn, data, data_key, self._parallel)
     self.num_devices = 1 if self.devices is None else len(self.devices)
 
   def permutation(self, epoch: int):
@@ -186,24 +156,14 @@ class Single:
     self._runner.restore_data_state(data)
 
   def evaluate(self, params, split: str):
-    if split in self._eval_rows:
-      counts = self._evaluate_streamed(params, split)
-    else:
-      counts = self._eval(params, self._eval_data[split])
-    counts = jax.device_get(to_local(counts))
-    return jax.tree.map(lambda x: np.asarray(x)[None], counts)
-
-  def _evaluate_streamed(self, params, split: str):
-    """The split's counts, chunk by chunk from its row file, the running
-    total carried: the same sum, in the same order, as in memory."""
-    rows, local = self._eval_rows[split]
-    devices = 1 if self.devices is None else len(self.devices)
+    """The split's counts [1, ...], part by part of the input's (chunks
+    read from disk when streamed), the running total carried: the same
+    sum, in the same order, as over the whole split at once."""
     total = None
-    for chunk in streaming.eval_chunks(
-      rows, self._eval_batch, devices=devices, local=local
-    ):
-      total = self._eval(params, self._put(chunk), total)
-    return total
+    for placed in self._runner.data.eval_parts(split):
+      total = self._eval(params, placed, total)
+    counts = jax.device_get(to_local(total))
+    return jax.tree.map(lambda x: np.asarray(x)[None], counts)
 
   def globalize(self, state):
     # pmap returns each process's copy on its own devices; orbax saves

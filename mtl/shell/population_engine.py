@@ -3,10 +3,11 @@
 `Population` is the engine (`mtl.shell.engines`) of `config.population`:
 each member's state, weighting method, data order and bootstrap weights
 (`population.bagging`) stacked [K, ...] and stepped by one vmapped,
-compiled step (`mtl.core.population`), on device-resident data (k steps
-scanned a dispatch) or on host batches. Its metrics are [steps, K, ...] and
-its evaluation counts [K, ...], as the single run's engine gives them. It
-reads its typed `EngineSettings` (mtl/shell/settings.py), not the config.
+compiled step (`mtl.core.population`), on its input (`mtl.shell.inputs`):
+device-resident data (k steps scanned a dispatch) or host batches. Its
+metrics are [steps, K, ...] and its evaluation counts [K, ...], as the
+single run's engine gives them. It reads its typed `EngineSettings`
+(mtl/shell/settings.py), not the config.
 """
 
 import jax
@@ -15,10 +16,9 @@ import numpy as np
 
 from mtl.core import bagging, population, train_step
 from mtl.core.weighting import WEIGHTINGS
-from mtl.data import pipeline
 from mtl.errors import ConfigError
-from mtl.shell import epochs
-from mtl.shell.engines import example_features, padded_eval_splits
+from mtl.shell import epochs, inputs
+from mtl.shell.engines import example_features
 from mtl.shell.settings import EngineSettings
 
 
@@ -91,41 +91,26 @@ class Population:
         )
       )
     )
-    padded = padded_eval_splits(dataset, settings.eval_batch_size)
-    self._eval_data = {k: jax.device_put(v) for k, v in padded.items()}
-    self._mode, self._batch = settings.input_mode, settings.batch_size
-    self._k = epochs.dispatch_steps(settings, data_parallel=False)
-    self._num_rows = split['labels'].shape[1]
-    self._host_split = split
+    self._input = inputs.make_input(settings, dataset)
+    self._batch = settings.batch_size
     self._scanned = epochs.CompiledPerSize(
       lambda k: population.make_population_steps(
         self._step, batch_size=self._batch, num_steps=k
       )
     )
-    if self._mode == 'device':
-      self._data = jax.device_put(split)
-    else:
-      self._host_step = jax.jit(
-        jax.vmap(self._step, in_axes=(0, 0, 0)), donate_argnums=0
-      )
+    self._host_step = jax.jit(
+      jax.vmap(self._step, in_axes=(0, 0, 0)), donate_argnums=0
+    )
 
   def permutation(self, epoch: int):
-    perms = [
-      pipeline.epoch_permutation(k, epoch, self._num_rows)
-      for k in self._data_keys
-    ]
-    return jnp.stack(perms) if self._mode == 'device' else np.stack(perms)
+    return self._input.permutations(self._data_keys, epoch)
 
   def run(self, states, perms, first_batch: int, k: int):
-    if self._mode == 'device':
-      return self._scanned(k)(
-        states, self._hparams, self._data, perms, first_batch
-      )
+    if self._input.scans:
+      data, order, start = self._input.scan_data(perms, first_batch, k)
+      return self._scanned(k)(states, self._hparams, data, order, start)
     start = first_batch * self._batch
-    batches = [
-      pipeline.take_rows(self._host_split, p[start : start + self._batch])
-      for p in perms
-    ]
+    batches = [self._input.batch(p, first_batch) for p in perms]
     for j, b in enumerate(batches if self._bags is not None else ()):
       b['weight'] = self._bags[j][perms[j][start : start + self._batch]]
     batch = jax.tree.map(lambda *xs: np.stack(xs), *batches)
@@ -133,7 +118,8 @@ class Population:
     return states, jax.tree.map(lambda x: x[None], m)
 
   def evaluate(self, params, split: str):
-    return jax.device_get(self._eval(params, self._eval_data[split]))
+    (data,) = self._input.eval_parts(split)
+    return jax.device_get(self._eval(params, data))
 
   def globalize(self, state):
     return state
@@ -156,14 +142,13 @@ class Population:
 
   @property
   def dispatch_steps(self) -> int:
-    return self._k
+    return self._input.dispatch_steps
 
   def data_state(self, epoch: int, batch: int):
-    del epoch, batch  # In memory: (epoch, batch) is the whole position.
+    return self._input.data_state(epoch, batch)
 
   def restore_data_state(self, data):
-    del data
+    self._input.restore_data_state(data)
 
   def first_batch(self, perms, j: int, batch_size: int):
-    rows = np.asarray(perms[j][:batch_size])
-    return pipeline.take_rows(self._host_split, rows)
+    return self._input.sample(perms[j], batch_size)

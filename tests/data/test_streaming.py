@@ -8,21 +8,23 @@ and ends bitwise like an uninterrupted run; a dataset with nothing to
 stream is one ConfigError line.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mtl.data import pipeline, streaming
+from mtl.data import pipeline, row_files, streaming
 from mtl.data.scale import write_scale_table
-from mtl.errors import ConfigError, DataError
+from mtl.errors import CheckpointError, ConfigError, DataError
 from mtl.shell import checkpoint
 from tests import cli, forked
 
@@ -82,6 +84,71 @@ OVERRIDES = {
   'checkpoint.every_steps': 4,
   'progress_bar': False,
 }
+
+
+def test_a_streamed_dataset_carries_its_row_files_typed(table):
+  from mtl.data import DATASETS
+
+  _, kwargs = table
+  memory = DATASETS['table'](**kwargs)
+  ds = streaming.load_streaming(kwargs, write=False)
+  assert isinstance(ds, streaming.StreamedDataset)
+  assert 'stream' not in ds.stats  # Statistics only.
+  files = streaming.stream_files(ds)
+  assert files is ds.files
+  for split in ('train', 'validation', 'test'):
+    rows = memory.num_rows(split)
+    assert files.rows[split] == rows == streaming.row_file(ds, split).num_rows
+  assert streaming.train_rows(ds) == ROWS
+  # A dataset in memory has none; a replaced copy keeps them.
+  assert streaming.stream_files(memory) is None
+  assert streaming.train_rows(memory) == ROWS
+  copy = dataclasses.replace(ds, name='renamed')
+  assert streaming.stream_files(copy) is files
+
+
+def test_the_stream_input_reads_the_in_memory_batches(table):
+  from mtl.data import DATASETS
+  from mtl.shell import inputs
+
+  _, kwargs = table
+  memory = DATASETS['table'](**kwargs).splits['train']
+  settings = types.SimpleNamespace(
+    input_mode='stream', batch_size=BATCH, eval_batch_size=BATCH,
+    steps_per_dispatch=4,
+  )  # fmt: skip
+  data = inputs.make_input(
+    settings, streaming.load_streaming(kwargs, write=False)
+  )
+  assert (data.scans, data.dispatch_steps, data.num_rows) == (True, 4, ROWS)
+  perm = data.permutation(jax.random.key(3), 1)
+  want = list(pipeline.host_batches(memory, perm, BATCH))
+  scanned, order, start = data.scan_data(perm, 0, 4)
+  np.testing.assert_array_equal(order, np.arange(4 * BATCH))
+  assert start == 0
+  for i in range(4):
+    rows = np.arange(i * BATCH, (i + 1) * BATCH)
+    jax.tree.map(
+      np.testing.assert_array_equal,
+      pipeline.take_rows(scanned, rows),
+      want[i],
+    )
+  jax.tree.map(np.testing.assert_array_equal, data.batch(perm, 4), want[4])
+  assert data.data_state(1, 5) == {
+    'epoch': 1,
+    'iterator': {'next_index': 5},
+  }
+  # Resumed at batch 5 of epoch 1, as a checkpoint's meta says.
+  again = inputs.make_input(
+    settings, streaming.load_streaming(kwargs, write=False)
+  )
+  again.restore_data_state(data.data_state(1, 5))
+  perm = again.permutation(jax.random.key(3), 1)
+  jax.tree.map(np.testing.assert_array_equal, again.batch(perm, 5), want[5])
+  with pytest.raises(CheckpointError, match='expected next_index 3'):
+    again.restore_data_state({'epoch': 1, 'iterator': {'next_index': 9}})
+    again.permutation(jax.random.key(3), 1)
+    again.batch(perm, 3)
 
 
 def _config(tfds_dir, mode: str):
@@ -312,15 +379,19 @@ def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
   table, tfds_dir, reference, tmp_path
 ):
   root, _ = table
-  # A process of its own, forked from tests/cli.py's server (tests/forked.py).
-  proc = forked.start(_flags(tfds_dir, tmp_path, *TWO_DEVICES), _env(root))
+  # A process of its own, forked from tests/cli.py's server (tests/forked.py),
+  # held at its stop check of step 4 (one step a dispatch on two devices),
+  # whose checkpoint is committed meanwhile.
+  proc = forked.start(
+    _flags(tfds_dir, tmp_path, *TWO_DEVICES), _env(root), hold_at=4
+  )
   try:
     deadline = time.time() + 240
     while not _committed_steps(tmp_path):
       assert proc.poll() is None, proc.stderr()[-3000:]
       assert time.time() < deadline, 'no checkpoint in time'
       time.sleep(0.02)
-    proc.kill()  # SIGKILL at the first checkpoint: mid-epoch 0.
+    proc.kill()  # SIGKILL at the first checkpoint, step 4: mid-epoch 0.
     proc.wait(timeout=30)
   finally:
     proc.close()
@@ -330,7 +401,7 @@ def test_sigkill_mid_epoch_then_rerun_is_bitwise_identical(
   meta = ocp.JsonCheckpointHandler().restore(
     tmp_path / 'checkpoints' / str(step) / 'meta'
   )
-  assert 0 < step < TOTAL and step % SPE, step
+  assert step == 4, step
   assert meta['data'] == {
     'epoch': step // SPE,
     'iterator': {'next_index': step % SPE},
@@ -364,7 +435,7 @@ def test_row_file_of_the_wrong_size_is_one_data_error(table, tmp_path):
   cut = tmp_path / streaming.ROWS_FILE
   cut.write_bytes(good.path.read_bytes()[: -words * 4])
   with pytest.raises(DataError) as e:
-    streaming.RowFile(cut, good.layout, ROWS)
+    row_files.RowFile(cut, good.layout, ROWS)
   message = str(e.value)
   assert '\n' not in message and str(cut) in message
   assert f'holds {(ROWS - 1) * words * 4:,} bytes' in message
