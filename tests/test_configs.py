@@ -94,9 +94,9 @@ def test_defaults_come_from_the_signatures():
     assert set(entries) == set(params), name
     for key, value in entries.items():
       default = params[key].default
-      if isinstance(default, ml_collections.FrozenConfigDict):
-        # ConfigDicts compare their locking too: compare the contents.
-        value, default = value.to_dict(), default.as_configdict().to_dict()
+      if isinstance(value, ml_collections.ConfigDict):
+        # A ConfigDict compares its type and locking too: the contents.
+        value = value.to_dict()
       assert value == default, (name, key)
   for name, method in WEIGHTINGS.items():
     params = inspect.signature(method).parameters

@@ -5,9 +5,9 @@ GradNorm's "last shared layer" find parts by these names):
   embed     FeatureEmbedding: one table [sum(vocab_sizes), embed_dim]
             (plain-int vocab sizes), or one table per feature named by it
             (vocab sizes that are embedding.Column, the table dataset's;
-            sequences pooled there); [T, ...] for a backbone with
-            `per_task_inputs`; absent when the data has no sparse features
-            (nothing to learn there).
+            sequences pooled there); [T + shared_inputs, ...] for a
+            backbone with `per_task_inputs`; absent when the data has no
+            sparse features (nothing to learn there).
   backbone  ARCHITECTURES[model_name], x -> z [T, B, H].
   towers    Towers, params stacked [T, ...].
   wide      (config.wide.enabled) layers/wide.Wide: a linear model per
@@ -29,6 +29,7 @@ import numpy as np
 
 from mtl.core import precision as precision_lib
 from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures.base import input_sets
 from mtl.core.layers import interactions
 from mtl.core.layers import numeric as numeric_lib
 from mtl.core.layers.embedding import Column, FeatureEmbedding, feature_groups
@@ -88,16 +89,19 @@ class MultiTaskModel(nn.Module):
         f'backbone has num_tasks={self.backbone.num_tasks}, model has '
         f'{self.num_tasks}'
       )
-    if self.backbone.per_task_inputs:
-      # T separate tables, so single-task models share no parameter at all.
+    sets = input_sets(self.backbone)
+    if sets is not None:
+      # T separate tables (single-task models share no parameter at all),
+      # then the backbone's shared sets (STEM-Net's shared embedding).
       embed = nn.vmap(
         FeatureEmbedding,
-        # perturbations: the sparse step's zero rows, [T, ...] like the tables.
+        # perturbations: the sparse step's zero rows, [sets, ...] like the
+        # tables.
         variable_axes={'params': 0, 'perturbations': 0},
         split_rngs={'params': True},
         in_axes=None,
         out_axes=0,
-        axis_size=self.num_tasks,
+        axis_size=sets,
       )(self.vocab_sizes, self.embed_dim, self.embedding_dtype, name='embed')
     else:
       embed = FeatureEmbedding(
@@ -106,14 +110,14 @@ class MultiTaskModel(nn.Module):
     dense = features['dense']
     if self.numeric is not None:  # [B, F] -> [B, F * d] (PLR).
       dense = self.numeric(dense)
-    x = embed(dense, features['sparse'])  # [B, D] or [T, B, D]
+    x = embed(dense, features['sparse'])  # [B, D] or [sets, B, D]
     if self.interaction != 'none':  # x -> concat(x, interaction(x))
       x = interactions.Interaction(
         self.interaction,
         interactions.field_widths(self.vocab_sizes, self.embed_dim),
         self.cross_layers,
         self.cross_low_rank,
-        self.num_tasks if self.backbone.per_task_inputs else 0,
+        sets or 0,
         name='interaction',
       )(x)
     kwargs = {'train': train}
@@ -316,8 +320,11 @@ def check_numeric(numeric, model_name: str) -> dict:
   numeric = {**NUMERIC_DEFAULTS, **dict(numeric or {})}
   _check_keys('numeric', numeric, NUMERIC_DEFAULTS)
   cls = ARCHITECTURES.get(model_name)
+  # A model with shared embedding sets (STEM-Net) shares the dense columns'
+  # embedding as it shares those sets.
+  shares_nothing = cls and cls.per_task_inputs and not cls.shared_inputs
   numeric_lib.check(
-    numeric, model_name, cls and cls.input_layout, cls and cls.per_task_inputs
+    numeric, model_name, cls and cls.input_layout, shares_nothing
   )
   return numeric
 

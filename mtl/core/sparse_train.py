@@ -63,6 +63,7 @@ import optax
 
 from mtl.core import precision, sparse
 from mtl.core import task_grads as task_grads_lib
+from mtl.core.architectures.base import input_sets
 from mtl.core.layers import embedding
 
 EMBED = 'embed'
@@ -125,11 +126,12 @@ def _layout(model, names):
 def zero_rows(model, sparse_ids, names) -> dict:
   """{'embed': {lookup: zeros [(T,) B, L, d]}} for the gathers of `names`.
 
-  sparse_ids: the batch's [B, S] ids. T leads for a backbone with per-task
-  inputs (per-task tables [T, V, d]).
+  sparse_ids: the batch's [B, S] ids. T (+ shared sets) leads for a
+  backbone with per-task inputs (per-task tables [T, V, d]).
   """
   layout, shapes = _layout(model, names)
-  lead = (model.num_tasks,) if model.backbone.per_task_inputs else ()
+  sets = input_sets(model.backbone)
+  lead = () if sets is None else (sets,)
   b = sparse_ids.shape[0]
   return {
     EMBED: {

@@ -2,8 +2,9 @@
 
 Every entry is a Linen module built as `ARCHITECTURES[name](num_tasks=T,
 **kwargs)` and called as `backbone(x, train=...)`. Its class attribute
-`per_task_inputs` says whether it takes x [T, B, D] (one embedding per task)
-or x [B, D]. Contract tests run over every entry of this dict.
+`per_task_inputs` says whether it takes x [T, B, D] (one embedding per task;
+[T + 1, B, D] with STEM's shared one: `shared_inputs`) or x [B, D].
+Contract tests run over every entry of this dict.
 """
 
 from mtl.core.architectures.adatt import AdaTT
@@ -17,6 +18,7 @@ from mtl.core.architectures.pepnet import PEPNet
 from mtl.core.architectures.ple import CGC, PLE
 from mtl.core.architectures.shared_bottom import SharedBottom
 from mtl.core.architectures.single_task import SingleTask
+from mtl.core.architectures.stem import STEM
 from mtl.core.architectures.two_tower import TwoTower, TwoTowerMMoE
 
 ARCHITECTURES = {
@@ -31,6 +33,7 @@ ARCHITECTURES = {
   'adatt': AdaTT,
   'home': HoME,
   'pepnet': PEPNet,
+  'stem': STEM,
   # Entire-space models of a click -> conversion funnel.
   'esmm': ESMM,
   'aitm': AITM,
@@ -52,6 +55,7 @@ __all__ = [
   'OMoE',
   'PEPNet',
   'PLE',
+  'STEM',
   'SharedBottom',
   'SingleTask',
   'TwoTower',

@@ -1,7 +1,8 @@
 """What an architecture is: the `Architecture` protocol and its defaults.
 
 An architecture (a "backbone") maps the embedded features to one
-representation per task, x [B, D] (or [T, B, D]) -> z [T, B, H]; the model
+representation per task, x [B, D] (or [T + shared_inputs, B, D]) -> z
+[T, B, H]; the model
 puts the embedding in front of it and the towers behind it (`mtl.core.model`).
 It is one Linen module in one file, registered by one line in
 `ARCHITECTURES`. Its keyword arguments and their defaults are its dataclass
@@ -27,8 +28,11 @@ class Architecture(Protocol):
 
   Attributes:
     num_tasks: T, the number of outputs (heads).
-    per_task_inputs: True when it takes x [T, B, D], one embedding table per
-      task (Single-Task shares nothing); else x [B, D].
+    per_task_inputs: True when it takes x [T + shared_inputs, B, D], one
+      embedding table set per task (Single-Task shares nothing), then
+      `shared_inputs` sets the tasks share; else x [B, D].
+    shared_inputs: with per_task_inputs, how many embedding table sets the
+      tasks share, after the T per-task ones (STEM-Net: 1); 0 by default.
     shared_params: the top-level params group the tasks share, where
       gradient-space balancing methods combine per-task gradients:
       'backbone', or 'embed' for towers that share only the embedding (ESMM,
@@ -44,13 +48,14 @@ class Architecture(Protocol):
 
   num_tasks: int
   per_task_inputs: ClassVar[bool]
+  shared_inputs: ClassVar[int]
   shared_params: ClassVar[str]
   num_towers: ClassVar[int | None]
   fixed_num_tasks: ClassVar[int | None]
   input_layout: ClassVar[bool]
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """x [B, D] (or [T, B, D]) -> z [T_towers, B, H]."""
+    """x [B, D] (or [T + shared_inputs, B, D]) -> z [T_towers, B, H]."""
 
   def gradnorm_layer(self) -> tuple[str, ...] | None:
     """The params path of the last shared layer's kernel (GradNorm's W,
@@ -79,6 +84,7 @@ class Backbone(nn.Module):
   """The defaults of every `Architecture` hook."""
 
   per_task_inputs: ClassVar[bool] = False
+  shared_inputs: ClassVar[int] = 0
   shared_params: ClassVar[str] = 'backbone'
   num_towers: ClassVar[int | None] = None
   fixed_num_tasks: ClassVar[int | None] = None
@@ -98,6 +104,14 @@ class Backbone(nn.Module):
   @staticmethod
   def adapt_dataset(dataset):
     return dataset
+
+
+def input_sets(backbone) -> int | None:
+  """The leading axis of `backbone`'s x: T + shared_inputs embedding table
+  sets with per_task_inputs, None for x [B, D] (one set, no axis)."""
+  if not backbone.per_task_inputs:
+    return None
+  return backbone.num_tasks + backbone.shared_inputs
 
 
 def dense_kernel(*path: str, num_layers: int) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import optax
 import pytest
 
 from mtl.core.architectures import ARCHITECTURES
-from mtl.core.architectures.base import Architecture
+from mtl.core.architectures.base import Architecture, input_sets
 from mtl.core.model import make_model
 
 B, F, EMBED_DIM = 8, 3, 2
@@ -171,7 +171,8 @@ def test_backbone_returns_task_leading_representations(name, num_tasks):
   backbone = cls(num_tasks=num_tasks, **tiny_kwargs(name))
   towers = cls.num_towers or num_tasks
   d = 7
-  x = np.zeros((num_tasks, B, d) if cls.per_task_inputs else (B, d), np.float32)
+  sets = input_sets(backbone)
+  x = np.zeros((B, d) if sets is None else (sets, B, d), np.float32)
   z, _ = jax.eval_shape(
     functools.partial(backbone.init_with_output, train=False),
     jax.random.key(0),
