@@ -17,7 +17,7 @@ sparse table, are not: scaled, they are not FTRL at a scaled alpha), and
 hyper-parameters (`switch_methods`: each member's own `WeightingMethod`,
 built from concrete values, chosen with `lax.switch`; the methods are
 [T]-sized, so evaluating all K branches under vmap costs nothing next to the
-model).
+model; those of `task_grads` work on [T, P] vectors, K times).
 """
 
 from collections.abc import Sequence
@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mtl.core import task_grads
 from mtl.core import train_state as train_state_lib
 from mtl.core import train_step as train_step_lib
-from mtl.core.weighting.base import WeightingMethod
+from mtl.core.weighting.base import WeightingMethod, init_state
 from mtl.errors import ConfigError
 
 
@@ -87,8 +88,11 @@ def init_population(
       model, tx, methods[0], example_features, num_tasks=num_tasks, key=key
     )
   )(keys)
+  size = task_grads.shared_size(
+    model, jax.tree.map(lambda x: x[0], states.params)
+  )
   weighting_state = stack(
-    [jax.tree.map(jnp.array, m.init(num_tasks)) for m in methods]
+    [jax.tree.map(jnp.array, init_state(m, num_tasks, size)) for m in methods]
   )
   return states._replace(weighting_state=weighting_state)
 

@@ -18,6 +18,8 @@ architecture declares (`Architecture.gradnorm_layer`): e.g.
 A model that shares nothing (single_task: per-task tables) declares none.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +60,13 @@ def shared_group(model) -> str:
   return model.backbone.shared_params
 
 
+def shared_size(model, params) -> int:
+  """P, the number of shared params (`shared_group`) of one model's params
+  (0 when the group has none)."""
+  group = params.get(shared_group(model), {})
+  return sum(x.size for x in jax.tree.leaves(group))
+
+
 def get_path(tree, path: tuple[str, ...]):
   for name in path:
     tree = tree[name]
@@ -93,6 +102,29 @@ def gram(task_grads) -> jnp.ndarray:
   t = leaves[0].shape[0]
   flat = [x.reshape(t, -1).astype(jnp.float32) for x in leaves]
   return sum(f @ f.T for f in flat)
+
+
+def flat(task_grads) -> jnp.ndarray:
+  """[T, P] float32: per-task gradient trees [T, ...] as vectors, each leaf
+  flattened row-major, the leaves in jax.tree order."""
+  leaves = jax.tree.leaves(task_grads)
+  t = leaves[0].shape[0]
+  return jnp.concatenate(
+    [x.reshape(t, -1).astype(jnp.float32) for x in leaves], axis=1
+  )
+
+
+def unflat(vector: jnp.ndarray, like):
+  """The inverse of `flat` for one vector [P]: a tree of one task's
+  gradient, shaped (and typed) like the trees `like` [T, ...]."""
+  leaves, treedef = jax.tree.flatten(like)
+  out, start = [], 0
+  for x in leaves:
+    size = math.prod(x.shape[1:])
+    part = vector[start : start + size].reshape(x.shape[1:])
+    out.append(part.astype(x.dtype))
+    start += size
+  return jax.tree.unflatten(treedef, out)
 
 
 def pair_matrix(norms: jnp.ndarray) -> jnp.ndarray:

@@ -11,6 +11,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl.core.task_grads import shared_size
+from mtl.core.weighting.base import init_state
+
 
 class TrainState(NamedTuple):
   step: jnp.ndarray  # int32 scalar: optimizer steps taken
@@ -32,7 +35,10 @@ def init_train_state(
     opt_state=tx.init(params),
     # A copy per leaf: the state is donated, and a method's init may reuse
     # one array for several leaves (donating a buffer twice crashes XLA).
-    weighting_state=jax.tree.map(jnp.array, weighting.init(num_tasks)),
+    weighting_state=jax.tree.map(
+      jnp.array,
+      init_state(weighting, num_tasks, shared_size(model, params)),
+    ),
     rng=rng,
   )
 

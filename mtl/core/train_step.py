@@ -12,7 +12,10 @@
    where a group with per-task gradients takes sum_t w_t g_t of them instead
    (XLA drops that part of the pass); for a gradient-space method
    (`combines_gradients`) the shared group takes sum_t c_t g_t with its
-   coefficients c and the rest the base-weighted pass;
+   coefficients c and the rest the base-weighted pass; for one that returns
+   the combined vector (`combines_gradients='vector'`, needing `task_grads`)
+   the shared group takes that vector and the rest the pass weighted with
+   the weights it returns beside it;
 5. the optax update; or, with sparse embedding tables (`tx` a
    sparse_train.SparseTables, chosen by config.optimizer.sparse), optax on
    the other params and the sparse optimizer on the looked-up rows: the vjp
@@ -41,7 +44,8 @@ from mtl.core import tasks as tasks_lib
 from mtl.core.architectures.base import training_logits
 from mtl.core.tasks import Task
 from mtl.core.train_state import TrainState
-from mtl.core.weighting.base import KNOWN_NEEDS
+from mtl.core.weighting.base import KNOWN_NEEDS, VECTOR
+from mtl.errors import ConfigError
 
 
 def _psum(x, axis_name):
@@ -107,8 +111,26 @@ def make_train_step(
       f'not provide; known: {sorted(KNOWN_NEEDS)}'
     )
   combines = bool(weighting.combines_gradients)
+  vector = weighting.combines_gradients == VECTOR
+  if vector and 'task_grads' not in needs:
+    raise ValueError(
+      "a weighting method whose combines_gradients is 'vector' needs "
+      "'task_grads'"
+    )
   want_task_grads = combines or bool(needs)
   part = tx if isinstance(tx, sparse_train.SparseTables) else None
+  if (
+    'task_grads' in needs
+    and part
+    and part.tables
+    and shared == sparse_train.EMBED
+  ):
+    raise ConfigError(
+      f'the weighting method needs the per-task gradients of the shared '
+      f'{shared!r} params as vectors, which sparse embedding tables '
+      f'({", ".join(sorted(part.tables))}) never form; leave '
+      'optimizer.sparse empty'
+    )
 
   def task_losses(variables, batch, rng):
     # Per-example terms: AITM's of the logits, DSelect-k's sown ones.
@@ -151,7 +173,7 @@ def make_train_step(
     extra, task_rows = {}, None
     rows_of = lambda g: sparse_train.pop_rows(g, part)  # noqa: E731
     if want_task_grads:
-      gram_needs = {'task_grad_gram', 'task_grad_unit_distances'}
+      gram_needs = {'task_grad_gram', 'task_grad_unit_distances', 'task_grads'}
       groups = {shared} if combines or needs & gram_needs else set()
       if 'task_grad_norms' in needs:
         path = task_grads_lib.gradnorm_path(model, state.params)
@@ -170,6 +192,8 @@ def make_train_step(
       if 'task_grad_unit_distances' in needs:
         e = _unit_distances(per_task, shared, sp)
         extra['task_grad_unit_distances'] = e
+      if 'task_grads' in needs:
+        extra['task_grads'] = task_grads_lib.flat(per_task[shared])
     weights, weighting_state = weighting.update(
       base,
       state.weighting_state,
@@ -180,6 +204,8 @@ def make_train_step(
       **member_kw,
     )
     weights = lax.stop_gradient(weights)
+    if vector:  # Combined(weights of the other groups, the shared gradient)
+      weights, shared_grad = weights
     if want_task_grads:
       # The groups with per-task gradients take sum_t c_t g_t of them (c the
       # method's coefficients for the shared group of a gradient-space
@@ -188,11 +214,15 @@ def make_train_step(
       # method): XLA drops from it what the per-task gradients already gave.
       # On census MMoE (T=2) GradNorm's step took 8.5 ms so against 9.8 ms
       # with every group's per-task gradients (equal weighting: 5.6 ms).
-      grads, row_grads = rows_of(vjp_fn(base if combines else weights)[0])
+      rest = base if combines and not vector else weights
+      grads, row_grads = rows_of(vjp_fn(rest)[0])
       grads = dict(_psum(grads, axis_name))
-      coefficient = lambda n: weights if n == shared or not combines else base  # noqa: E731
+      coefficient = lambda n: weights if n == shared else rest  # noqa: E731
       for name, sub in per_task.items():
-        grads[name] = task_grads_lib.combine(sub, coefficient(name))
+        if vector and name == shared:
+          grads[name] = task_grads_lib.unflat(shared_grad, sub)
+        else:
+          grads[name] = task_grads_lib.combine(sub, coefficient(name))
       if task_rows is not None:
         c = coefficient(sparse_train.EMBED)
         row_grads = task_grads_lib.combine(task_rows, c)

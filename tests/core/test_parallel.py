@@ -142,9 +142,9 @@ def _assert_trees_close(got, want):
 # Every method under the default backend (pmap); under shard_map, one method
 # of each kind of what `update` needs and keeps (no gradients, losses with
 # state, learned params, per-epoch state, gradient norms, the Gram with and
-# without state, unit distances): the backends differ only in how the step is
-# mapped over devices, which the method's collectives (inside the step, by
-# axis name) do not see.
+# without state, unit distances, gradient vectors in the state): the
+# backends differ only in how the step is mapped over devices, which the
+# method's collectives (inside the step, by axis name) do not see.
 SHARD_MAP_METHODS = (
   'equal',
   'famo',
@@ -154,6 +154,7 @@ SHARD_MAP_METHODS = (
   'mgda',
   'nash_mtl',
   'imtl_g',
+  'db_mtl',
 )
 CASES = [(name, 'pmap') for name in sorted(WEIGHTINGS)] + [
   (name, 'shard_map') for name in SHARD_MAP_METHODS

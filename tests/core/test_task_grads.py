@@ -1,5 +1,6 @@
-"""The step's per-task gradient inputs and the diagnostics, against jax.grad
-of each task's loss taken separately (the oracle), on a real MMoE."""
+"""The step's per-task gradient inputs, what it does with a method's outputs,
+and the diagnostics, against jax.grad of each task's loss taken separately
+(the oracle), on a real MMoE."""
 
 import functools
 from typing import NamedTuple
@@ -10,11 +11,13 @@ import numpy as np
 import optax
 import pytest
 
-from mtl.core import diagnostics, losses, train_state, train_step
+from mtl.core import diagnostics, losses, optim, train_state, train_step
 from mtl.core import task_grads as tg
+from mtl.core.layers.embedding import lookups
 from mtl.core.model import make_model
 from mtl.core.tasks import Task
-from mtl.core.weighting.base import WeightingMethod
+from mtl.core.weighting.base import VECTOR, Combined, WeightingMethod
+from mtl.core.weighting.db_mtl import db_mtl
 from mtl.errors import ConfigError
 
 TASKS = (Task('a'), Task('b'))
@@ -258,3 +261,144 @@ def test_diagnostics_against_separate_gradients_and_gates():
       v for k, v in scalars.items() if k.startswith(f'diag/gate/{level}/a/')
     )
     np.testing.assert_allclose(total, 1.0, rtol=1e-5)
+
+
+class Vectors(NamedTuple):
+  grads: jnp.ndarray  # [T, P] what the step gave
+
+
+def _vector_method(weights, gradient):
+  """A 'vector' method: fixed weights for the other groups and a fixed
+  shared gradient; it keeps the [T, P] `task_grads` it was given."""
+
+  def init(num_tasks, num_shared_params=None):
+    return Vectors(jnp.zeros((num_tasks, num_shared_params)))
+
+  def update(w, state, *, task_grads, **unused):
+    out = Combined(jnp.asarray(weights), jnp.asarray(gradient))
+    return out, Vectors(task_grads)
+
+  return WeightingMethod(init, update, frozenset({'task_grads'}), VECTOR)
+
+
+def test_vector_method_gets_task_grads_and_sets_the_shared_gradient():
+  model, batch = _model('mmoe'), _batch()
+  size = tg.shared_size(model, _param_shapes(model, batch))
+  gradient = np.random.default_rng(3).normal(size=size).astype(np.float32)
+  w = (2.0, 0.5)
+  method = _vector_method(w, gradient)
+  state, (new_state, metrics) = _one_step(model, method, batch, lr=0.1)
+  assert state.weighting_state.grads.shape == (2, size)
+  g = _separate_grads('mmoe', state.params, batch)
+  # task_grads: each task's backbone gradient, flattened in tree order.
+  flat = np.stack([_flat(gt['backbone']) for gt in g])
+  np.testing.assert_allclose(
+    new_state.weighting_state.grads, flat, rtol=1e-5, atol=1e-8
+  )
+  params = jax.device_get(state.params)
+  np.testing.assert_allclose(
+    _flat(new_state.params['backbone']),
+    _flat(params['backbone']) - 0.1 * gradient,
+    rtol=1e-6,
+    atol=1e-7,
+  )
+  for part in ('embed', 'towers'):  # The weighted sum with its weights.
+    want = jax.tree.map(
+      lambda p, a, b: p - 0.1 * (w[0] * a + w[1] * b),
+      params[part],
+      g[0][part],
+      g[1][part],
+    )
+    np.testing.assert_allclose(
+      _flat(new_state.params[part]), _flat(want), rtol=1e-5, atol=1e-7
+    )
+  np.testing.assert_allclose(metrics['weight'], w)
+  np.testing.assert_allclose(metrics['total_loss'], np.dot(w, metrics['loss']))
+
+
+def test_flat_and_unflat_are_inverses_in_tree_order():
+  tree = {
+    'b': jnp.arange(12.0).reshape(2, 2, 3),
+    'a': jnp.arange(4.0, dtype=jnp.bfloat16).reshape(2, 2),
+  }
+  flat = tg.flat(tree)
+  assert flat.dtype == jnp.float32
+  np.testing.assert_array_equal(
+    flat, [[0, 1, 0, 1, 2, 3, 4, 5], [2, 3] + list(range(6, 12))]
+  )
+  back = tg.unflat(flat[1], tree)
+  assert back['a'].dtype == jnp.bfloat16 and back['b'].shape == (2, 3)
+  np.testing.assert_array_equal(back['b'], tree['b'][1])
+  np.testing.assert_array_equal(back['a'], tree['a'][1])
+
+
+def test_vector_method_without_task_grads_is_refused():
+  method = WeightingMethod(
+    lambda n: (), lambda w, s, **k: (w, s), frozenset(), VECTOR
+  )
+  with pytest.raises(ValueError, match="needs 'task_grads'"):
+    train_step.make_train_step(
+      _model(), optax.sgd(0.1), method, TASKS, steps_per_epoch=1
+    )
+
+
+def test_task_grads_of_sparse_shared_tables_is_one_line_error():
+  model = make_model(
+    'esmm',
+    dict(hidden=(4,)),
+    num_tasks=2,
+    vocab_sizes=(5, 7),
+    embed_dim=2,
+    tower_hidden=(4,),
+  )
+  tx = optim.make_optimizer(
+    'adam',
+    0.1,
+    sparse={'min_rows': 5, 'method': 'lazy_adam'},
+    table_shapes=lookups(model.vocab_sizes, model.embed_dim)[1],
+  )
+  with pytest.raises(ConfigError) as err:
+    train_step.make_train_step(
+      model, tx, _vector_method((1.0, 1.0), []), TASKS, steps_per_epoch=1
+    )
+  assert str(err.value).startswith(
+    "the weighting method needs the per-task gradients of the shared 'embed'"
+  )
+  assert '\n' not in str(err.value)
+
+
+def test_db_mtl_step_against_separate_gradients():
+  # One step of DB-MTL (beta 0.5, k = 1: g_hat_t = 0.5 g_t / L_t) from the
+  # separate gradients in numpy: the backbone steps along
+  # max_s ||g_hat_s|| sum_t g_hat_t / ||g_hat_t||, the rest along
+  # sum_t g_t / L_t (the log losses').
+  model, batch = _model('mmoe'), _batch(2)
+  state, (new_state, metrics) = _one_step(model, db_mtl(beta=0.5), batch)
+  g = _separate_grads('mmoe', state.params, batch)
+  losses = np.asarray(metrics['loss'], np.float64)
+  flat = np.stack([_flat(gt['backbone']) for gt in g])
+  averages = 0.5 * flat / (losses[:, None] + 1e-8)
+  norms = np.linalg.norm(averages, axis=1)
+  d = norms.max() * (averages / norms[:, None]).sum(0)
+  params = jax.device_get(state.params)
+  np.testing.assert_allclose(
+    _flat(new_state.params['backbone']),
+    _flat(params['backbone']) - 0.1 * d,
+    rtol=1e-5,
+    atol=1e-7,
+  )
+  w = 1.0 / (losses + 1e-8)
+  for part in ('embed', 'towers'):
+    want = jax.tree.map(
+      lambda p, a, b: p - 0.1 * (w[0] * a + w[1] * b),
+      params[part],
+      g[0][part],
+      g[1][part],
+    )
+    np.testing.assert_allclose(
+      _flat(new_state.params[part]), _flat(want), rtol=1e-5, atol=1e-7
+    )
+  np.testing.assert_allclose(metrics['weight'], w, rtol=1e-6)
+  np.testing.assert_allclose(
+    new_state.weighting_state.averages, averages, rtol=1e-5, atol=1e-8
+  )

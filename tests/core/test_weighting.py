@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mtl.core.weighting import WEIGHTINGS, chain
+from mtl.core.weighting.base import VECTOR, init_state
 from mtl.core.weighting.fixed import fixed
 from mtl.core.weighting.scheduled import scheduled
 
@@ -16,18 +17,21 @@ LOSSES = jnp.array([0.7, 0.2, 1.3])
 @pytest.mark.parametrize('name', sorted(WEIGHTINGS))
 def test_contract_equal_losses_give_finite_positive_weights(name):
   method = WEIGHTINGS[name]()
-  state = method.init(3)
+  state = init_state(method, 3, 4)
   update = jax.jit(method.update)
   # Equal inputs of every kind a method may ask for: identical gradients.
   extra = {
     'task_grad_norms': jnp.full((3,), 2.0),
     'task_grad_gram': jnp.full((3, 3), 4.0),
+    'task_grads': jnp.full((3, 4), 1.0),
   }
   extra = {k: v for k, v in extra.items() if k in method.needs}
   for step in range(3):
     weights, state = update(
       BASE, state, losses=jnp.full((3,), 0.5), step=step, epoch=step, **extra
     )
+    if method.combines_gradients == VECTOR:  # Combined(weights, gradient)
+      weights = weights.weights
     w = np.asarray(weights)
     assert w.shape == (3,)
     assert np.isfinite(w).all() and (w > 0).all()

@@ -7,15 +7,18 @@ arguments (`config.weighting`) and returning a `WeightingMethod`.
 from mtl.core.weighting.aligned_mtl import aligned_mtl
 from mtl.core.weighting.base import WeightingMethod, chain
 from mtl.core.weighting.cagrad import cagrad
+from mtl.core.weighting.db_mtl import db_mtl
 from mtl.core.weighting.dwa import dwa
 from mtl.core.weighting.fairgrad import fairgrad
 from mtl.core.weighting.famo import famo
 from mtl.core.weighting.fixed import equal, fixed
 from mtl.core.weighting.gls import gls
+from mtl.core.weighting.graddrop import graddrop
 from mtl.core.weighting.gradnorm import gradnorm
 from mtl.core.weighting.gradvac import gradvac
 from mtl.core.weighting.imtl import imtl_g
 from mtl.core.weighting.mgda import mgda
+from mtl.core.weighting.moco import moco
 from mtl.core.weighting.nash_mtl import nash_mtl
 from mtl.core.weighting.pcgrad import pcgrad
 from mtl.core.weighting.rlw import rlw
@@ -45,6 +48,10 @@ WEIGHTINGS = {
   'fairgrad': fairgrad,
   'upgrad': upgrad,
   'gradvac': gradvac,
+  # Gradient space, the combined vector itself (`task_grads`).
+  'graddrop': graddrop,
+  'db_mtl': db_mtl,
+  'moco': moco,
 }
 
 __all__ = ['WEIGHTINGS', 'WeightingMethod', 'chain']

@@ -6,6 +6,11 @@ A method is a pair of pure functions, like an optax
   init(num_tasks) -> state                      (a NamedTuple, maybe empty)
   update(weights, state, *, losses, step, epoch, **extra) -> (weights, state)
 
+A method that needs `task_grads` may keep vectors of the shared params in
+its state: its init is `init(num_tasks, num_shared_params=None)` (`init_state`
+passes the count; None, when only the hyper-parameters are checked, gives
+vectors of length 0).
+
 `weights` [T] flows through a chain of methods the way updates flow through
 `optax.chain`: the train step starts it at the tasks' base weights. Inputs
 beyond `losses` [T], `step` and `epoch` are keyword-only and passed only when
@@ -23,6 +28,10 @@ for methods that use them (`KNOWN_NEEDS`):
                    u_t = g_t / ||g_t|| of the same shared params, formed
                    from the gradients (exact where 2 - 2 cos_ij from the
                    float32 Gram matrix is not: nearly parallel gradients).
+  task_grads       [T, P] the per-task gradients g_t of the same shared
+                   params as vectors: each leaf flattened row-major, the
+                   leaves in jax.tree order (`task_grads.flat`), float32.
+                   Not with sparse embedding tables in the shared group.
 
 All inputs are global (reduced over data-parallel devices) before a method
 sees them. Every update accepts and ignores extra keywords it does not use, so
@@ -36,9 +45,14 @@ vector of coefficients c [T] of the combined backbone gradient
 sum_t c_t g_t, computed from the Gram matrix alone (every one of these
 methods returns a linear combination of the task gradients); embeddings and
 towers take the ordinary weighted sum with the incoming weights. Such a method
-must come last in a chain. Learnable quantities (log-variances, GradNorm's
-weights) and their inner optimizer states live in the method's state, never in
-the model params.
+must come last in a chain. A method whose combined gradient is not such a
+combination (GradDrop's sign masks, DB-MTL's and MoCo's running gradient
+estimates) sets `combines_gradients='vector'` (`VECTOR`) and needs
+`task_grads`: its update returns `Combined(weights, gradient)`, the shared
+group taking `gradient` [P] and every other group the weighted sum with
+`weights` [T] (also the step's reported weights). Learnable quantities
+(log-variances, GradNorm's weights) and their inner optimizer states live in
+the method's state, never in the model params.
 """
 
 from collections.abc import Callable
@@ -50,15 +64,36 @@ from mtl.errors import ConfigError
 
 # Inputs a method may ask the train step for, beyond losses, step and epoch.
 KNOWN_NEEDS = frozenset(
-  {'task_grad_norms', 'task_grad_gram', 'task_grad_unit_distances'}
+  {
+    'task_grad_norms',
+    'task_grad_gram',
+    'task_grad_unit_distances',
+    'task_grads',
+  }
 )
+# `combines_gradients` of a method that returns the combined shared gradient.
+VECTOR = 'vector'
 
 
 class WeightingMethod(NamedTuple):
-  init: Callable[[int], Any]
-  update: Callable[..., tuple[jnp.ndarray, Any]]
+  init: Callable[..., Any]
+  update: Callable[..., tuple[Any, Any]]
   needs: frozenset[str] = frozenset()
-  combines_gradients: bool = False
+  combines_gradients: bool | str = False
+
+
+class Combined(NamedTuple):
+  """What a `VECTOR` method's update returns in place of the weights."""
+
+  weights: jnp.ndarray  # [T] of the other groups' weighted sum
+  gradient: jnp.ndarray  # [P] the shared group's gradient (`task_grads.flat`)
+
+
+def init_state(method: WeightingMethod, num_tasks: int, num_shared_params=None):
+  """`method.init`, given the shared param count if it needs `task_grads`."""
+  if 'task_grads' in method.needs:
+    return method.init(num_tasks, num_shared_params)
+  return method.init(num_tasks)
 
 
 class EmptyState(NamedTuple):
@@ -77,8 +112,8 @@ def check_num_tasks(name: str, values, num_tasks: int, what: str):
 def chain(*methods: WeightingMethod) -> WeightingMethod:
   """Applies methods in order, each to the weights the previous produced."""
 
-  def init(num_tasks):
-    return tuple(m.init(num_tasks) for m in methods)
+  def init(num_tasks, num_shared_params=None):
+    return tuple(init_state(m, num_tasks, num_shared_params) for m in methods)
 
   def update(weights, state, **inputs):
     new_state = []
@@ -88,7 +123,7 @@ def chain(*methods: WeightingMethod) -> WeightingMethod:
     return weights, tuple(new_state)
 
   for m in methods[:-1]:
-    if m.combines_gradients:
+    if m.combines_gradients:  # VECTOR too
       raise ConfigError(
         'chain: a gradient-space method must come last in a chain'
       )

@@ -205,17 +205,6 @@ def _exact(candidates, to_w, live):
   return jnp.where(at_dead, jax.nn.one_hot(dead, t, dtype=w.dtype), w)
 
 
-def _project_simplex(y):
-  """Euclidean projection onto the simplex (sort-based)."""
-  t = y.shape[0]
-  u = jnp.sort(y)[::-1]
-  cumulative = jnp.cumsum(u) - 1.0
-  k = jnp.arange(1, t + 1, dtype=y.dtype)
-  count = jnp.sum(u - cumulative / k > 0)
-  theta = cumulative[count - 1] / count
-  return jnp.maximum(y - theta, 0.0)
-
-
 def _projected(gram, radius, tol, max_iterations):
   """Projected gradient with momentum, restarted when F rises (T > 8)."""
   t = gram.shape[0]
@@ -241,7 +230,7 @@ def _projected(gram, radius, tol, max_iterations):
   def body(carry):
     w, y, k, _, i = carry
     q = jnp.sqrt(jnp.maximum(y @ gram @ y, 1e-12))
-    new = _project_simplex(y - gradient(y) * q / curvature)
+    new = gram_lib.project_simplex(y - gradient(y) * q / curvature)
     worse = objective(new) > objective(w)
     # Rising F: restart the momentum from w; without momentum F cannot fall
     # further in float32: stop.

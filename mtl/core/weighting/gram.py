@@ -1,7 +1,7 @@
 """Gram-matrix helpers for the gradient-space methods.
 
-Every gradient-space method in mtl returns coefficients c [T] of the combined
-backbone gradient sum_t c_t g_t, computed from the Gram matrix G_ij =
+A gradient-space method that returns coefficients c [T] of the combined
+backbone gradient sum_t c_t g_t computes them from the Gram matrix G_ij =
 <g_i, g_j> alone (`mtl.core.weighting.base`). Methods act on the weighted
 gradients w_t g_t (`weighted`), then fold w back into c (c_t * w_t), so with
 the default weights of one nothing changes.
@@ -60,3 +60,14 @@ def symmetric_pinv(a: jnp.ndarray, cutoff: float) -> jnp.ndarray:
   values, vectors = jnp.linalg.eigh(a)
   inverse = jnp.where(jnp.abs(values) > cutoff, 1.0 / values, 0.0)
   return (vectors * inverse[None, :]) @ vectors.T
+
+
+def project_simplex(y: jnp.ndarray) -> jnp.ndarray:
+  """Euclidean projection onto the simplex (sort-based)."""
+  t = y.shape[0]
+  u = jnp.sort(y)[::-1]
+  cumulative = jnp.cumsum(u) - 1.0
+  k = jnp.arange(1, t + 1, dtype=y.dtype)
+  count = jnp.sum(u - cumulative / k > 0)
+  theta = cumulative[count - 1] / count
+  return jnp.maximum(y - theta, 0.0)
