@@ -2,7 +2,9 @@
 
 Every case is compared with one uninterrupted run of the same config: the
 final checkpoint's whole TrainState (params, Adam moments, rng, step) must be
-bitwise identical, and so must the reported metrics.
+bitwise identical, and so must the reported metrics. A run to be signalled
+is held at a known step until the signal arrives (tests/forked.py), so each
+case interrupts the same step however fast the machine is.
 """
 
 import json
@@ -10,7 +12,6 @@ import pathlib
 import shutil
 import signal
 import sys
-import time
 
 import jax
 import numpy as np
@@ -96,15 +97,21 @@ def test_half_then_resume_is_bitwise_identical(tmp_path, reference):
   assert_same_run(tmp_path, reference)
 
 
+# The stop check's calls an epoch (tests/forked.py's HOLD): 16 steps of 4 a
+# dispatch, so after steps 4, 8 and 12 of it and after its end.
+CALLS_PER_EPOCH = 4
+
+
 @pytest.fixture
 def start():
-  """Starts `mtl-train` in the background: a process of its own, forked
+  """Starts `mtl-train` in the background and returns it once it holds at
+  stop check `call`, until a signal arrives: a process of its own, forked
   from tests/cli.py's server (tests/forked.py), which SIGKILL and SIGTERM
   reach like any other, without paying the imports again."""
   runs = []
 
-  def _start(workdir):
-    runs.append(forked.start(command(workdir)[3:], env()))
+  def _start(workdir, call):
+    runs.append(forked.start(command(workdir)[3:], env(), hold_at=call))
     return runs[-1]
 
   yield _start
@@ -112,47 +119,48 @@ def start():
     run_.close()
 
 
-def _wait_for_checkpoint(proc, workdir, timeout=120):
-  """Waits until at least one checkpoint has been committed."""
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    done = (workdir / 'checkpoints').glob('*/commit_success.txt')
-    if any(p.parent.name.isdigit() for p in done):  # Not a tmp dir.
-      return
-    assert proc.poll() is None, proc.stderr()[-3000:]
-    time.sleep(0.05)
-  proc.kill()
-  pytest.fail('no checkpoint was written in time')
+def _committed(workdir):
+  """The checkpoint steps orbax committed (renamed to the step)."""
+  done = (workdir / 'checkpoints').glob('*/commit_success.txt')
+  return sorted(int(p.parent.name) for p in done if p.parent.name.isdigit())
 
 
 def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(
   tmp_path, reference, start
 ):
-  proc = start(tmp_path)
-  _wait_for_checkpoint(proc, tmp_path)
-  time.sleep(np.random.default_rng().uniform(0.0, 0.5))
-  proc.kill()  # SIGKILL: no handler runs, an async save may be cut short.
+  # Held at step 24, just after its checkpoint was started in the
+  # background (the one of step 16 was committed first): SIGKILL runs no
+  # handler, and may cut that save short.
+  proc = start(tmp_path, call=CALLS_PER_EPOCH + 2)
+  assert 16 in _committed(tmp_path)
+  proc.kill()
   proc.wait(timeout=30)
+  newest = _committed(tmp_path)[-1]
+  assert newest in (16, 24)
   result = run(tmp_path)
-  assert 0 < result['resumed_from_step'] <= TOTAL_STEPS
+  assert result['resumed_from_step'] == newest
   assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.parametrize(
+  'call, step',
+  [(CALLS_PER_EPOCH + 1, 20), (2 * CALLS_PER_EPOCH, 32)],
+  ids=['mid_epoch', 'epoch_end'],
+)
 def test_sigterm_saves_the_current_step_and_exits_143(
-  tmp_path, reference, start
+  tmp_path, reference, start, call, step
 ):
-  proc = start(tmp_path)
-  _wait_for_checkpoint(proc, tmp_path)
+  proc = start(tmp_path, call=call)
   proc.send_signal(signal.SIGTERM)
   returncode = proc.wait(timeout=60)
   stderr = proc.stderr()
-  if returncode == 0:  # It finished first; nothing to interrupt.
-    pytest.skip('the run ended before SIGTERM arrived')
   assert returncode == 143, stderr[-3000:]
   line = [x for x in stderr.splitlines() if 'preempted at step' in x]
-  assert len(line) == 1, stderr[-3000:]
-  step = int(line[0].split('preempted at step ')[1].split(':')[0])
-  assert (tmp_path / 'checkpoints' / str(step) / 'commit_success.txt').exists()
+  assert line == [
+    f'mtl-train: preempted at step {step}: checkpoint saved; rerun the '
+    'same command to resume'
+  ], stderr[-3000:]
+  assert _committed(tmp_path)[-1] == step
   assert not (tmp_path / 'results.json').exists()
   result = run(tmp_path)
   assert result['resumed_from_step'] == step
