@@ -61,6 +61,11 @@ def test_model_name_switches_on_the_mmoe_config(tmp_path, census_dir):
     '--config.model_name=ple',
     '--config.model.num_levels=1',
     *SHORT,
+    # The assertions read the resolved config only: a small, fast model.
+    '--config.batch_size=8192',
+    '--config.eval_batch_size=16384',
+    '--config.model.expert_hidden=(8,)',
+    '--config.towers.hidden=(8,)',
     data_dir=census_dir,
   )
   assert r['model_name'] == 'ple' and r['model']['num_levels'] == 1
@@ -76,6 +81,7 @@ def test_population_weighting_from_the_command_line(tmp_path):
     '--config=configs/smoke.py',
     '--config.weighting_name=uncertainty',
     '--config.population.weighting.learning_rate=(0.01,0.2)',
+    '--config.num_epochs=1',
   )
   assert r['population_size'] == 2
   lrs = [m['weighting']['learning_rate'] for m in r['members']]
