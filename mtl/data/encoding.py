@@ -2,12 +2,18 @@
 
 Ids: PAD_ID (0) is padding, never a value; OOV_ID (1) an out-of-vocabulary
 or missing value; FIRST_ID (2) on the values: a vocabulary fitted on the
-training split (`fit_vocabulary`) or `hash_buckets` buckets of
+training split (`fit_vocabulary`; the builder counts by
+text_counts.TextCounts, to the same list) or `hash_buckets` buckets of
 `stable_hash`. `Lookup` encodes values under one table's encoding
 (`Lookups`: each table's, made once); a sequence cell is split
 (`split_values`, `last_values`), encoded and padded (`pad_ids`,
 `encode_sequences`). The feature kinds (kinds/) encode through these
 functions; the loader sizes embedding tables by `table_size`.
+
+Text (a pandas str column, an Arrow array, or strings in an object array:
+`arrow_text`) stays in Arrow: a chunk's cells are split by one pyarrow call
+(`last_text`) and dictionary-encoded, so each distinct value is looked up
+once; other values (numbers, lists) take the general path, to the same ids.
 """
 
 import hashlib
@@ -59,18 +65,60 @@ class Lookup:
       self.index = pd.Index(encoding['vocabulary'], dtype=object)
 
   def __call__(self, values) -> np.ndarray:
+    import pyarrow as pa
+
+    text = arrow_text(values)
+    if text is not None:
+      return self._encode_text(text).reshape(
+        (len(text),) if isinstance(values, pa.Array) else np.shape(values)
+      )
     values = np.asarray(values, dtype=object)
     missing = pd.isna(values)
     text = values.copy()
     text[missing] = ''
     if pd.api.types.infer_dtype(text.reshape(-1), skipna=False) != 'string':
       text = text.astype(str).astype(object)
+    return np.where(missing, OOV_ID, self._ids(text)).astype(np.int32)
+
+  def _ids(self, text: np.ndarray) -> np.ndarray:
+    """int64 ids of an object array of strings (none missing)."""
     if self.buckets:
-      ids = FIRST_ID + stable_hash(text, self.buckets)
-    else:
-      at = self.index.get_indexer(text.reshape(-1)).reshape(text.shape)
-      ids = np.where(at < 0, OOV_ID, FIRST_ID + at)
-    return np.where(missing, OOV_ID, ids).astype(np.int32)
+      return FIRST_ID + stable_hash(text, self.buckets)
+    at = self.index.get_indexer(text.reshape(-1)).reshape(text.shape)
+    return np.where(at < 0, OOV_ID, FIRST_ID + at)
+
+  def _encode_text(self, text) -> np.ndarray:
+    """int32 ids of an Arrow string array: each distinct value looked up
+    once (dictionary-encoded), missing ones OOV_ID."""
+    import pyarrow.compute as pc
+
+    coded = pc.dictionary_encode(text)
+    distinct = coded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    ids = np.append(self._ids(distinct), OOV_ID)
+    at = coded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
+    return ids[at].astype(np.int32)
+
+
+def arrow_text(values):
+  """A flat Arrow string array of `values` (a pandas str Series, an Arrow
+  array, or an array of strings and missing values), None where some value
+  is not a string (the caller's general path)."""
+  import pyarrow as pa
+
+  if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
+    values = pa.array(values, from_pandas=True)
+  if isinstance(values, pa.ChunkedArray):
+    values = values.combine_chunks()
+  if isinstance(values, pa.Array):
+    text = pa.types.is_string(values.type) or pa.types.is_large_string(
+      values.type
+    )
+    return values if text else None
+  values = np.asarray(values, dtype=object).reshape(-1)
+  kind = pd.api.types.infer_dtype(values, skipna=True) if len(values) else ''
+  if kind not in ('string', 'empty'):
+    return None
+  return pa.array(values, pa.large_string(), from_pandas=True)
 
 
 class Lookups:
@@ -110,34 +158,41 @@ def split_values(cell, delimiter: str) -> list[str]:
 
 def last_values(cells, delimiter: str, max_len: int):
   """(values object [total], lengths int64 [n]): each cell's values
-  (split_values), the last `max_len` of them, concatenated oldest first.
+  (split_values), the last `max_len` of them, concatenated oldest first
+  (`last_text`, the values as Python strings)."""
+  values, lengths = last_text(cells, delimiter, max_len)
+  if not isinstance(values, np.ndarray):
+    values = values.to_numpy(zero_copy_only=False).astype(object)
+  return values, lengths
 
-  Text cells (or missing ones) are split by pyarrow in one call; cells that
-  are lists go through split_values one by one.
-  """
+
+def last_text(cells, delimiter: str, max_len: int):
+  """(values [total], lengths int64 [n]) of `last_values`, the values an
+  Arrow string array where the cells are text (or missing): split by one
+  pyarrow call, the last `max_len` kept by numpy, no Python string made.
+  Cells that are lists go through split_values one by one (an object
+  array)."""
   import pyarrow as pa
   import pyarrow.compute as pc
 
-  cells = np.asarray(cells, dtype=object)
   n = len(cells)
-  if n and pd.api.types.infer_dtype(cells, skipna=True) in ('string', 'empty'):
-    parts = pc.split_pattern(
-      pa.array(cells, pa.string(), from_pandas=True), delimiter
-    )
-    lengths = (
-      pc.list_value_length(parts).fill_null(0).to_numpy().astype(np.int64)
-    )
-    values = parts.flatten().to_numpy(zero_copy_only=False).astype(object)
-    rows = np.repeat(np.arange(n), lengths)
-    kept = values != ''
-    values, rows = values[kept], rows[kept]
-    lengths = np.bincount(rows, minlength=n).astype(np.int64)
-  else:
+  text = arrow_text(cells) if n else None
+  if text is None:
+    cells = np.asarray(cells, dtype=object)
     lists = [split_values(c, delimiter) for c in cells]
     lengths = np.array([len(v) for v in lists], np.int64)
     values = np.array([x for v in lists for x in v], dtype=object)
+    last = _positions(lengths) >= np.repeat(lengths - max_len, lengths)
+    return values[last], np.minimum(lengths, max_len)
+  parts = pc.split_pattern(text, delimiter)
+  counts = pc.list_value_length(parts).fill_null(0).to_numpy()
+  values = parts.flatten()
+  kept = pc.binary_length(values).to_numpy(zero_copy_only=False) > 0
+  rows = np.repeat(np.arange(n), counts.astype(np.int64))[kept]
+  lengths = np.bincount(rows, minlength=n).astype(np.int64)
   last = _positions(lengths) >= np.repeat(lengths - max_len, lengths)
-  return values[last], np.minimum(lengths, max_len)
+  chosen = np.flatnonzero(kept)[last]
+  return values.take(pa.array(chosen)), np.minimum(lengths, max_len)
 
 
 def _positions(lengths: np.ndarray) -> np.ndarray:
@@ -159,5 +214,5 @@ def encode_sequences(cells, delimiter: str, max_len: int, lookup) -> np.ndarray:
   """int32 [n, max_len]: the last max_len of each cell's split_values,
   encoded by `lookup`, oldest first, padded with PAD_ID at the end; split
   and encoded vectorised (last_values, one `lookup` call)."""
-  values, lengths = last_values(cells, delimiter, max_len)
+  values, lengths = last_text(cells, delimiter, max_len)
   return pad_ids(lookup(values), lengths, max_len)

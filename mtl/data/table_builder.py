@@ -20,7 +20,9 @@ table is ever whole in memory. Three streaming passes:
    rows) whatever the split's size, and TensorFlow is not needed (TFDS's
    GeneratorBasedBuilder holds a split's records until it ends, and spills
    past 1 GiB through tf.io; with keys in order, it then sorts the whole
-   spill in memory: 6.5 GB at 50M rows).
+   spill in memory: 6.5 GB at 50M rows). A record is serialised by numpy
+   (packed_examples.py), not one protobuf value at a time; reading, encoding
+   and writing overlap in threads (prefetch.py), in order.
 
 This module is the frame: the config whose digest names the cache
 (TableConfig, spec_of), the record's features, the files of each split, a
@@ -43,6 +45,8 @@ import tensorflow_datasets as tfds
 
 from mtl.data import cache, feature_kinds, schema_parse
 from mtl.data import csv_builder as cb
+from mtl.data.packed_examples import packed_examples
+from mtl.data.prefetch import prefetched
 from mtl.data.schema_checks import check_columns
 from mtl.data.table_encode import encoded_chunks
 from mtl.data.table_files import Joined, Source
@@ -183,6 +187,10 @@ class Table(cache.ShardBuilder):
       ]
     return [(wrap(source('table')), None)]
 
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    with packed_examples():  # Records serialised by numpy, not per value.
+      super()._download_and_prepare(dl_manager, download_config)
+
   def _shard_iterators_per_split(self, dl_manager):
     del dl_manager
     sources = self._sources()
@@ -196,7 +204,7 @@ class Table(cache.ShardBuilder):
           f'{self.builder_config.spec["name"]}: the {split["rule"]!r} split '
           f'leaves no {name} rows, expected some'
         )
-    encoding = fit(self.schema, plan, self._rows(plan, 0))
+    encoding = fit(self.schema, plan, prefetched(self._rows(plan, 0)))
     self.info.metadata.update(encoding)
     self.info.metadata['block_rows'] = self.chunksize
     return {
@@ -217,9 +225,8 @@ class Table(cache.ShardBuilder):
     def shard(count):
       nonlocal blocks
       if blocks is None:
-        chunks = encoded_chunks(
-          self.schema, plan, encoding, self._rows(plan, code)
-        )
+        rows = prefetched(self._rows(plan, code))
+        chunks = prefetched(encoded_chunks(self.schema, plan, encoding, rows))
         blocks = enumerate(cb.fixed_blocks(chunks, self.chunksize))
       return itertools.islice(blocks, count)
 

@@ -2,14 +2,11 @@
 (schema.py says its keys; encoding.py the ids). `Vocabularies` fits the
 tables of categorical and sequence features on the training split."""
 
-from collections import Counter
-
-import pandas as pd
-
 from mtl.data import schema as sc
-from mtl.data.encoding import fit_vocabulary
+from mtl.data.encoding import arrow_text
 from mtl.data.kinds.base import Kind, Rows, own_table
 from mtl.data.table_files import cell_values
+from mtl.data.text_counts import TextCounts
 
 
 class Vocabularies:
@@ -19,14 +16,12 @@ class Vocabularies:
   def __init__(self, features, schema: sc.Schema, values):
     self.owners = [f for f in features if schema.table_of(f.name) == f.name]
     self.counted = [f for f in self.owners if not f.hash_buckets]
-    self.counts = {f.name: Counter() for f in self.counted}
+    self.counts = {f.name: TextCounts() for f in self.counted}
     self.values = values
 
   def update(self, rows: Rows) -> None:
     for f in self.counted:
-      values = self.values(f, rows.chunk)
-      counts = pd.Series(values).value_counts().to_dict()
-      self.counts[f.name].update(counts)
+      self.counts[f.name].add(self.values(f, rows.chunk))
 
   def finish(self) -> dict:
     tables = {}
@@ -34,13 +29,15 @@ class Vocabularies:
       if f.hash_buckets:
         tables[f.name] = {'hash_buckets': f.hash_buckets}
       else:
-        vocabulary = fit_vocabulary(self.counts[f.name], f.min_count)
+        vocabulary = self.counts[f.name].vocabulary(f.min_count)
         tables[f.name] = {'vocabulary': vocabulary}
     return {'tables': tables}
 
 
 def _values(f: sc.Categorical, chunk):
-  return cell_values(f, chunk).dropna().astype(str)
+  values = cell_values(f, chunk).dropna()
+  text = arrow_text(values)
+  return text if text is not None else values.astype(str)
 
 
 class CategoricalKind(Kind):
@@ -56,5 +53,5 @@ class CategoricalKind(Kind):
     return own_table(f, schema, encoding)
 
   def encode(self, f, rows: Rows):
-    values = cell_values(f, rows.chunk).to_numpy(object)
-    return [], [rows.lookup(f.name)(values)[:, None]]
+    ids = rows.lookup(f.name)(cell_values(f, rows.chunk))
+    return [], [ids[:, None]]

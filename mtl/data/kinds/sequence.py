@@ -5,13 +5,13 @@ before its vocabulary is."""
 
 from mtl.data import delimiters
 from mtl.data import schema as sc
-from mtl.data.encoding import encode_sequences, last_values
+from mtl.data.encoding import encode_sequences, last_text
 from mtl.data.kinds.base import Kind, Rows, own_table
 from mtl.data.kinds.categorical import Vocabularies
 
 
 def _values(f: sc.Sequence, chunk):
-  return last_values(chunk[f.column], f.delimiter, f.max_len)[0]
+  return last_text(chunk[f.column], f.delimiter, f.max_len)[0]
 
 
 class Fitter:

@@ -1,0 +1,71 @@
+"""text_counts.TextCounts and encoding's Arrow paths against Python's own
+counting, sorting and dictionary lookups."""
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mtl.data import encoding
+from mtl.data.text_counts import TextCounts
+
+
+def _chunks(seed=0):
+  rng = np.random.default_rng(seed)
+  words = ['b', 'a', '', 'é', 'Z', 'z1', '10', '9', '\u4e2d', 'a b', 'ß']
+  for _ in range(30):
+    n = int(rng.integers(0, 500))
+    picks = rng.zipf(1.3, n) % 3000
+    yield [words[p] if p < len(words) else f'id{p}' for p in picks]
+
+
+def test_vocabulary_is_pythons_count_and_sort():
+  counts = Counter()
+  merged_often, merged_once = TextCounts(merge_rows=50), TextCounts()
+  for i, chunk in enumerate(_chunks()):
+    counts.update(chunk)
+    for ours in (merged_often, merged_once):
+      ours.add(pa.array(chunk) if i % 2 else np.array(chunk, object))
+  assert merged_often.merged is not None and not merged_once.merged
+  for min_count in (1, 2, 5):
+    expected = encoding.fit_vocabulary(counts, min_count)
+    assert merged_often.vocabulary(min_count) == expected
+    assert merged_once.vocabulary(min_count) == expected
+  assert TextCounts().vocabulary(1) == []
+
+
+def test_lookup_of_text_is_a_dict_lookup():
+  vocabulary = sorted({v for c in _chunks(1) for v in c})
+  lookup = encoding.Lookup({'vocabulary': vocabulary[::2]})
+  index = {v: encoding.FIRST_ID + i for i, v in enumerate(vocabulary[::2])}
+  for chunk in _chunks(2):
+    cells = [None if i % 7 == 3 else v for i, v in enumerate(chunk)]
+    expected = [index.get(v, encoding.OOV_ID) for v in cells]
+    for given in (
+      np.array(cells, object),
+      pd.Series(cells, dtype='str'),
+      pa.array(cells, pa.string()),
+    ):
+      assert lookup(given).tolist() == expected
+      assert lookup(given).dtype == np.int32
+
+
+def test_hashed_lookup_of_text_is_stable_hash():
+  lookup = encoding.Lookup({'hash_buckets': 13})
+  cells = ['a', None, 'b', 'a', '', 'é']
+  expected = [
+    encoding.OOV_ID
+    if v is None
+    else encoding.FIRST_ID + int(encoding.stable_hash([v], 13)[0])
+    for v in cells
+  ]
+  assert lookup(pd.Series(cells, dtype='str')).tolist() == expected
+
+
+def test_last_text_is_split_values():
+  cells = ['a|b|c', '', None, 'c||a|x', '|', 'q']
+  values, lengths = encoding.last_text(pd.Series(cells, dtype='str'), '|', 2)
+  expected = [encoding.split_values(c, '|')[-2:] for c in cells]
+  assert lengths.tolist() == [len(e) for e in expected]
+  assert values.to_pylist() == [v for e in expected for v in e]
