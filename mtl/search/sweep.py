@@ -22,7 +22,6 @@ for `wandb sweep` on a W&B server, one `mtl-train` run per grid point.
 """
 
 import csv
-import importlib.util
 import itertools
 import json
 import pathlib
@@ -30,24 +29,16 @@ import statistics
 import sys
 
 from mtl.errors import ConfigError
+from mtl.search import sweep_config
 
 REQUIRED = ('name', 'configs', 'seeds')
 KNOWN = REQUIRED + ('grid', 'overrides', 'metric')
 
 
-def _module(path: pathlib.Path):
-  if not path.is_file():
-    raise FileNotFoundError(f'{path} does not exist')
-  spec = importlib.util.spec_from_file_location(f'_mtl_{path.stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def load_sweep(path) -> dict:
   """The dict of a sweep file's `get_sweep()`, checked."""
   path = pathlib.Path(path)
-  module = _module(path)
+  module = sweep_config.load_module(path)
   if not hasattr(module, 'get_sweep'):
     raise ConfigError(f'{path}: defines no get_sweep()')
   sweep = dict(module.get_sweep())
@@ -74,46 +65,14 @@ def cells(sweep) -> list[dict]:
   """[{'config': file, 'values': {key: value}, 'name': str}, ...]."""
   keys = list(sweep['grid'])
   out = []
-  for config in sweep['configs']:
+  for spec in sweep['configs']:
     for combo in itertools.product(*(sweep['grid'][k] for k in keys)):
       values = dict(zip(keys, combo, strict=True))
-      path, _, arg = config.partition(':')
+      path, _, arg = spec.partition(':')
       parts = [pathlib.Path(path).stem + (f'[{arg}]' if arg else '')]
       parts += [f'{k.split(".")[-1]}={v}' for k, v in values.items()]
-      out.append({'config': config, 'values': values, 'name': ','.join(parts)})
+      out.append({'config': spec, 'values': values, 'name': ','.join(parts)})
   return out
-
-
-def _set(config, key: str, value) -> None:
-  *parents, leaf = key.split('.')
-  node = config
-  for p in parents:
-    node = node[p]
-  if leaf not in node:
-    raise KeyError(f'sweep: config has no key {key!r}')
-  node[leaf] = tuple(value) if isinstance(value, list) else value
-
-
-def cell_config(sweep, cell, repo: pathlib.Path):
-  """The locked ConfigDict of one cell, its members being the seeds."""
-  path, _, arg = cell['config'].partition(':')
-  path = pathlib.Path(path)
-  if not path.is_absolute():
-    path = repo / path
-  module = _module(path)
-  # As ml_collections' config_flags does: 'file.py:arg' -> get_config(arg).
-  config = module.get_config(arg) if arg else module.get_config()
-  for key, value in {**sweep['overrides'], **cell['values']}.items():
-    _set(config, key, value)
-  config.population.seeds = tuple(sweep['seeds'])
-  group = f'{sweep["name"]}/{cell["name"]}'
-  config.wandb.group = group
-  config.wandb.tags = (
-    sweep['name'],
-    config.model_name,
-    *(f'{k.split(".")[-1]}={v}' for k, v in cell['values'].items()),
-  )
-  return config
 
 
 def run_sweep(sweep, root, *, repo: pathlib.Path) -> list[dict]:
@@ -125,8 +84,7 @@ def run_sweep(sweep, root, *, repo: pathlib.Path) -> list[dict]:
     workdir = base / cell['name']
     if (workdir / 'results.json').is_file():
       continue  # Finished by an earlier invocation.
-    config = cell_config(sweep, cell, repo)
-    trainer.train(config, workdir)
+    trainer.train(sweep_config.cell_config(sweep, cell, repo), workdir)
   return summarize(sweep, base)
 
 

@@ -33,6 +33,7 @@ from mtl.data import pipeline
 from mtl.errors import ConfigError
 from mtl.shell import build, checkpoint, keywords, members
 from mtl.shell import selection as selection_lib
+from mtl.shell import settings as settings_lib
 from mtl.shell.json_files import write_json
 
 
@@ -67,12 +68,15 @@ def load(config, workdir) -> Members:
 
   `config` gives the architecture and the data (any seed); the members are
   those the workdir's results.json lists (else the config's population).
+  What else is read of it comes typed (`mtl.shell.settings`).
   """
   config = copy.deepcopy(config)
   keywords.resolve_model(config, ARCHITECTURES)
+  loop = settings_lib.loop_settings(config)
+  eval_batch_size = settings_lib.engine_settings(config).eval_batch_size
   dataset = build.load_dataset(config)
-  spe = pipeline.steps_per_epoch(dataset.num_rows('train'), config.batch_size)
-  model, tx, weighting = build.build(config, dataset, spe * config.num_epochs)
+  spe = pipeline.steps_per_epoch(dataset.num_rows('train'), loop.batch_size)
+  model, tx, weighting = build.build(config, dataset, spe * loop.num_epochs)
   example = train_step.features_of(
     pipeline.take_rows(dataset.splits['train'], np.arange(2))
   )
@@ -107,7 +111,7 @@ def load(config, workdir) -> Members:
     )
   else:
     names, abstract = [workdir.name], one
-  mode = selection_lib.mode_of(config.select_best)
+  mode = selection_lib.mode_of(loop.select_best)
   if mode == 'per_task':
     raise ConfigError(
       f"{workdir}: select_best is 'per_task' (params per task), expected "
@@ -119,7 +123,7 @@ def load(config, workdir) -> Members:
     params = [jax.tree.map(lambda x, j=j: x[j], params) for j in range(k)]
   else:
     params = [params]
-  return Members(names, params, model, dataset, config.eval_batch_size)
+  return Members(names, params, model, dataset, eval_batch_size)
 
 
 def combine(*groups: Members) -> Members:

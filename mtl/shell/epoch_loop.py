@@ -48,10 +48,10 @@ def open_loop(run: Run, loop: LoopState) -> LoopTools:
   """The loop's tools at its resume point (metrics past it truncated)."""
   settings = run.settings.loop
   outputs = outputs_lib.Outputs(
-    run.config,
+    run.settings.record,
     run.workdir,
     run.members,
-    population=run.is_population,
+    member_configs=run.member_configs,
     start_step=loop.start_step,
   )
   guards = [
@@ -76,7 +76,11 @@ def open_loop(run: Run, loop: LoopState) -> LoopTools:
   max_inflight = 1 if jax.process_count() > 1 else MAX_INFLIGHT_DISPATCHES
   guard = preemption.PreemptionGuard()
   dispatch = profiling.Profiled(
-    run.engine.run, run.config, run.workdir, loop.step, run.chief, run.spe
+    run.engine.run,
+    settings.profile_steps if run.chief else None,
+    run.workdir,
+    loop.step,
+    run.total,
   )
   return LoopTools(
     outputs, guards, bar, diagnose, dispatch, guard, max_inflight

@@ -61,7 +61,8 @@ def read_file(run: restore.Run, path: pathlib.Path) -> dict:
     vocab_sizes=preprocessing.vocab_sizes(run.artefact),
     splits={s: split for s in ('train', 'validation', 'test')},
   )
-  return ARCHITECTURES[run.config.model_name].adapt_dataset(ds).splits['train']
+  adapt = ARCHITECTURES[run.settings.model_name].adapt_dataset
+  return adapt(ds).splits['train']
 
 
 def users_of(run: restore.Run, split: dict):

@@ -53,7 +53,7 @@ from mtl.core import metrics_registry, population, train_step
 from mtl.core.calibration import calibration
 from mtl.data import pipeline, preprocessing
 from mtl.errors import ConfigError
-from mtl.shell import cli, eval_data, restore
+from mtl.shell import cli, eval_data, restore, restored_config
 from mtl.shell.json_files import write_json
 
 SPLITS = {'validation': 'val', 'test': 'test'}
@@ -62,10 +62,10 @@ SPLITS = {'validation': 'val', 'test': 'test'}
 def _eval_program(run: restore.Run):
   """The trainer's evaluation program (engines.Single / Population)."""
   step = train_step.make_eval_step(
-    run.model, run.tasks, num_bins=run.config.num_auc_bins
+    run.model, run.tasks, num_bins=run.settings.num_auc_bins
   )
   scanned = train_step.make_scanned_eval(
-    step, batch_size=run.config.eval_batch_size
+    step, batch_size=run.settings.eval_batch_size
   )
   if run.is_population:
     scanned = population.make_population_eval(scanned)
@@ -80,7 +80,7 @@ def _logits(run: restore.Run, params, split: dict, per_task=False):
   else:
     fn = (lambda f: lambda p, d, s: f(p, d, s)[None])(fn)
   fn = jax.jit(fn)
-  b = run.config.eval_batch_size
+  b = run.settings.eval_batch_size
   n = split['labels'].shape[1]
   padded = pipeline.pad_split(split, b)
   out = [
@@ -90,14 +90,6 @@ def _logits(run: restore.Run, params, split: dict, per_task=False):
     for i in range(0, padded['dense'].shape[0], b)
   ]
   return np.concatenate(out, axis=2)[:, :, :n].astype(np.float64)
-
-
-def eval_metrics(config) -> tuple:
-  """The run's config.eval_metrics (a run recorded before the key: the
-  default), checked against the registry."""
-  names = tuple(config.get('eval_metrics', metrics_registry.DEFAULT))
-  metrics_registry.check_names(names)
-  return names
 
 
 def host_metrics(
@@ -166,8 +158,11 @@ def write_new(files: list[tuple[pathlib.Path, str, dict]]) -> list:
 def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
   """Evaluates a workdir's checkpoint on a split; writes and returns it."""
   workdir = pathlib.Path(workdir)
-  config = restore.read_config(workdir)
-  names = eval_metrics(config)
+  config = restored_config.read_config(workdir)
+  # config.eval_metrics (a run recorded before the key: the default),
+  # checked against the registry before any work.
+  names = restored_config.eval_settings(config).eval_metrics
+  metrics_registry.check_names(names)
   artefact = preprocessing.load(workdir)
   if split not in SPLITS and not pathlib.Path(split).is_file():
     raise ConfigError(
@@ -175,13 +170,13 @@ def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
       'labelled rows (CSV, TSV or Parquet)'
     )
   if split in SPLITS and artefact is None:
-    dataset = restore.load_dataset(config)
+    dataset = restored_config.load_dataset(config)
     run = restore.open_run(workdir, dataset=dataset)
   else:
     dataset, run = None, restore.open_run(workdir)
   restore.choose(run, checkpoint)  # No checkpoint: fail before the data.
   if split in SPLITS:
-    dataset = dataset or restore.load_dataset(config)
+    dataset = dataset or restored_config.load_dataset(config)
     eval_data.check_layout(run.artefact, dataset)
     data, prefix, name = dataset.splits[split], SPLITS[split], split
   else:
@@ -189,7 +184,7 @@ def evaluate(workdir, *, checkpoint='default', split='validation') -> dict:
     data = eval_data.read_file(run, path)
     prefix, name = 'eval', path.name.split('.')[0]
   params, where = restore.restore_params(run, checkpoint)
-  padded = pipeline.pad_split(data, run.config.eval_batch_size)
+  padded = pipeline.pad_split(data, run.settings.eval_batch_size)
   per_task = where.get('per_task', False)  # select_best 'per_task'
   counts = restore.eval_counts(
     run, _eval_program(run), params, jax.device_put(padded), per_task=per_task

@@ -48,7 +48,7 @@ def finish(run: Run, loop: LoopState, tools: LoopTools, t_start: float):
   )
   results = [
     outputs_lib.member_result(
-      run.config,
+      run.settings,
       m,
       tasks,
       final[j],

@@ -2,7 +2,9 @@
 
 Shell code used by `mtl.shell.trainer`. A single run writes into the
 workdir; a population's member k into members/<name>/. Every member's
-results.json has one schema (`member_result`).
+results.json has one schema (`member_result`). What they record of the
+config comes read once, in the run's typed settings (`mtl.shell.settings`:
+`RunRecord`, `Settings`).
 """
 
 import jax
@@ -11,25 +13,30 @@ import numpy as np
 from mtl.core import metrics as metrics_lib
 from mtl.data import preprocessing
 from mtl.shell import console, engines, selection
-from mtl.shell import members as members_lib
 from mtl.shell.json_files import truncate_metrics, write_json
 from mtl.shell.writers import Writers
 
 
 class Outputs:
-  """Each member's metrics.jsonl, W&B run and results.json (process 0)."""
+  """Each member's metrics.jsonl, W&B run and results.json (process 0).
 
-  def __init__(self, config, workdir, members, *, population, start_step):
+  `record` is the run's `RunRecord`; `member_configs` a population's
+  members' config.json (`mtl.shell.members.member_config`, one a member),
+  None for a single run (the workdir records its config.json).
+  """
+
+  def __init__(self, record, workdir, members, *, member_configs, start_step):
     self.dirs, self.writers = [], []
     if jax.process_index() != 0:
       return
-    for m in members:
+    population = member_configs is not None
+    for j, m in enumerate(members):
       d = workdir / 'members' / m['name'] if population else workdir
       d.mkdir(parents=True, exist_ok=True)
-      cfg = members_lib.member_config(config, m) if population else None
-      wandb_cfg = config.wandb.to_dict()
+      member = member_configs[j] if population else None
+      wandb_cfg = dict(record.wandb)
       if population:
-        write_json(d / 'config.json', cfg)
+        write_json(d / 'config.json', member)
         wandb_cfg['group'] = wandb_cfg.get('group') or workdir.name
         wandb_cfg['name'] = '/'.join(
           filter(None, [wandb_cfg.get('name'), m['name']])
@@ -38,7 +45,7 @@ class Outputs:
       truncate_metrics(d / 'metrics.jsonl', after_step=start_step)
       self.dirs.append(d)
       self.writers.append(
-        Writers(d, config=cfg or config.to_dict(), wandb_cfg=wandb_cfg)
+        Writers(d, config=member or record.config, wandb_cfg=wandb_cfg)
       )
 
   def write(self, step, per_member: list[dict]) -> None:
@@ -60,14 +67,13 @@ class Outputs:
     self.writers = []
 
 
-def write_preprocessing(config, workdir, dataset) -> None:
-  """<workdir>/preprocessing.json: how rows were encoded (process 0)."""
+def write_preprocessing(record, workdir, dataset) -> None:
+  """<workdir>/preprocessing.json: how rows were encoded (process 0);
+  `record` is the run's `RunRecord` (its dataset's name and keywords)."""
   if jax.process_index() == 0:
     write_json(
       workdir / preprocessing.FILE,
-      preprocessing.artefact(
-        config.dataset_name, config.dataset.to_dict(), dataset
-      ),
+      preprocessing.artefact(record.dataset_name, record.dataset, dataset),
     )
 
 
@@ -155,7 +161,7 @@ def eval_line(epoch, num_epochs, per_member, prefix) -> str:
 
 
 def member_result(
-  config,
+  settings,
   m: dict,
   tasks,
   final: dict,
@@ -171,23 +177,25 @@ def member_result(
   wall_time_s: float,
   stopped_early=None,
 ) -> dict:
-  """One member's results.json: the same schema for a single run."""
+  """One member's results.json: the same schema for a single run
+  (`settings`: the run's `Settings`)."""
+  record = settings.record
   return {
-    'model_name': config.model_name,
-    'model': {k: v for k, v in config.model.items() if v is not None},
-    'dataset_name': config.dataset_name,
-    'dataset': config.dataset.to_dict(),
-    'weighting_name': config.weighting_name,
+    'model_name': record.model_name,
+    'model': record.model,
+    'dataset_name': record.dataset_name,
+    'dataset': record.dataset,
+    'weighting_name': record.weighting_name,
     'weighting': m['weighting'],
     'member': m['name'],
     'seed': m['seed'],
     'learning_rate': m['learning_rate'],
     'task_weights': list(m['task_weights']),
     'tasks': [t.name for t in tasks],
-    'select_best': selection.mode_of(config.select_best),
+    'select_best': selection.mode_of(settings.loop.select_best),
     'selected_epoch': selected_epoch,
     'stopped_early': stopped_early,
-    'num_epochs': config.num_epochs,
+    'num_epochs': settings.loop.num_epochs,
     'steps': steps,
     'resumed_from_step': resumed_from_step,
     'num_params': num_params,
@@ -195,7 +203,7 @@ def member_result(
     'num_devices': engine.num_devices,
     'num_processes': jax.process_count(),
     'parallel_backend': (
-      None if engine.devices is None else config.parallel.backend
+      None if engine.devices is None else record.parallel_backend
     ),
     'nonfinite_steps_skipped': nonfinite_skipped,
     'train_examples_per_s': examples_per_s,

@@ -1,8 +1,8 @@
 """A `jax.profiler` trace of chosen training steps (shell code).
 
-`config.profile.steps = 'A:B'` traces the training steps that take the
-global step counter (the TrainState's `step`, the number of steps done)
-from A to B; '' (the default) traces nothing. The trainer dispatches
+The config's `profile.steps = 'A:B'` traces the training steps that take
+the global step counter (the TrainState's `step`, the number of steps
+done) from A to B; '' (the default) traces nothing. The trainer dispatches
 `steps_per_dispatch` steps per compiled call, and a trace can only start
 or stop between calls, so the traced range is rounded outwards to dispatch
 boundaries: it starts before the call that runs step A and stops after the
@@ -51,25 +51,25 @@ def parse_steps(value) -> tuple[int, int] | None:
 
 class Profiled:
   """`run(state, perms, first, k)` (an engine's dispatch of k steps),
-  traced over the steps of `config.profile.steps` ('A:B'); `close()` ends
-  a trace that training ended first (called at exit).
+  traced over the steps `steps` (profile.steps' (A, B), `parse_steps`);
+  `close()` ends a trace that training ended first (called at exit).
 
   Args:
     run: the engine's dispatch.
-    config: the run's config (profile.steps, num_epochs).
+    steps: the global steps (A, B) to trace; None: no trace (profile.steps
+      is '', or this process is not process 0).
     workdir: the run's directory; the trace goes to its profile/.
     step: the global step counter before the first dispatch (the resumed
       step).
-    enabled: whether this process traces (process 0).
-    spe: training steps per epoch.
+    last: training's last step (steps per epoch x num_epochs).
   """
 
-  def __init__(self, run, config, workdir, step, enabled: bool, spe: int):
+  def __init__(self, run, steps, workdir, step: int, last: int):
     self._run = run
-    self._range = parse_steps(config.profile.steps) if enabled else None
+    self._range = steps
     self._dir = pathlib.Path(workdir) / PROFILE_DIR
     self._step = step
-    self._last = spe * config.num_epochs  # Training's last step.
+    self._last = last
     self._first = None  # The first traced step, while tracing.
 
   def __call__(self, state, perms, first: int, k: int):

@@ -1,10 +1,12 @@
-"""A trained workdir opened again: its config, model, params and inputs.
+"""A trained workdir opened again: its settings, model, params and inputs.
 
 Shell code shared by mtl-eval, mtl-predict and mtl-export. A run
 is rebuilt from what its workdir recorded, read only (no lock: a live run
 may be writing; checkpoints are read as they were committed):
 
-  config.json         the resolved config (model, tasks, eval settings)
+  config.json         the resolved config (model, tasks, eval settings),
+                      read by mtl/shell/restored_config.py: the run carries
+                      its typed `EvalSettings`
   preprocessing.json  inputs, vocabulary sizes and tasks (mtl.data
                       .preprocessing); a workdir written before it existed
                       loads its dataset instead
@@ -19,28 +21,26 @@ probability (sigmoid) or a regression value in the label's units.
 """
 
 import dataclasses
-import json
 import pathlib
 import types
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mtl.core import tasks as tasks_lib
 from mtl.data import preprocessing
-from mtl.errors import CheckpointError, WorkdirError
-from mtl.shell import build, checkpoint, members, plugins, selection
+from mtl.errors import CheckpointError
+from mtl.shell import build, checkpoint, members, restored_config
 from mtl.shell.checkpoint_retention import corrupt_steps
-from mtl.shell.config_record import CONFIG_FILE
+from mtl.shell.restored_config import EvalSettings
 from mtl.shell.typed_keys import to_disk
 
 
 @dataclasses.dataclass
 class Run:
   workdir: pathlib.Path
-  config: ml_collections.ConfigDict
+  settings: EvalSettings  # What the tools read of config.json.
   artefact: dict
   tasks: tuple
   model: object
@@ -51,47 +51,16 @@ class Run:
     return self.members[0]['name'] is not None
 
 
-def read_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-  """The run's config.json; the plugins it names are loaded."""
-  path = workdir / CONFIG_FILE
-  if not workdir.is_dir():
-    raise WorkdirError(
-      f'{workdir} is not a directory, expected the workdir of an mtl-train run'
-    )
-  if not path.is_file():
-    raise WorkdirError(
-      f'{workdir} has no {CONFIG_FILE}, expected the workdir of an mtl-train '
-      'run'
-    )
-  try:
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  except ValueError as e:
-    raise WorkdirError(f'{path} is not JSON ({e})') from e
-  plugins.load(config.get('plugins'))
-  return config
-
-
-def load_dataset(config):
-  """The run's dataset in memory (a run that streamed its training rows
-  from disk is evaluated on the same splits, loaded whole)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  if config.get('input_mode') == 'stream':
-    config.input_mode = 'device'
-  return build.load_dataset(config)
-
-
 def open_run(workdir, *, dataset=None) -> Run:
   """The run of `workdir`; `dataset` (already loaded) spares a reload when
   the workdir has no preprocessing.json."""
   workdir = pathlib.Path(workdir)
-  config = read_config(workdir)
+  config = restored_config.read_config(workdir)
   artefact = preprocessing.load(workdir)
   if artefact is None:
     if dataset is None:
-      dataset = load_dataset(config)
-    artefact = preprocessing.artefact(
-      config.dataset_name, config.dataset.to_dict(), dataset
-    )
+      dataset = restored_config.load_dataset(config)
+    artefact = restored_config.artefact_of(config, dataset)
   tasks = tuple(
     tasks_lib.Task(t['name'], t['kind'], t['weight'], t['train'], t['head'])
     for t in artefact['tasks']
@@ -108,7 +77,8 @@ def open_run(workdir, *, dataset=None) -> Run:
     who = members.members_of(config, n)
   else:
     who = [members.single_member(config, n)]
-  return Run(workdir, config, artefact, tasks, model, who)
+  settings = restored_config.eval_settings(config)
+  return Run(workdir, settings, artefact, tasks, model, who)
 
 
 def abstract_params(run: Run, *, per_task: bool = False):
@@ -138,7 +108,7 @@ def choose(run: Run, which: str) -> tuple[pathlib.Path, list[int]]:
   'latest' or a step number; 'default' is what results.json reports."""
   best, latest = run.workdir / 'checkpoints_best', run.workdir / 'checkpoints'
   if which == 'default':
-    which = 'best' if _mode(run) != 'last' and _steps(best) else 'latest'
+    which = 'best' if run.settings.mode != 'last' and _steps(best) else 'latest'
   if which in ('best', 'latest'):
     directory = best if which == 'best' else latest
     steps = _steps(directory)[::-1]
@@ -164,10 +134,6 @@ def choose(run: Run, which: str) -> tuple[pathlib.Path, list[int]]:
   )
 
 
-def _mode(run: Run) -> str:
-  return selection.mode_of(run.config.select_best)
-
-
 def restore_params(run: Run, which: str = 'default'):
   """(params, {'checkpoint': directory, 'step': step}) of a checkpoint.
 
@@ -180,7 +146,9 @@ def restore_params(run: Run, which: str = 'default'):
   that reads it.
   """
   directory, steps = choose(run, which)
-  per_task = _mode(run) == 'per_task' and directory.name == 'checkpoints_best'
+  per_task = (
+    run.settings.mode == 'per_task' and directory.name == 'checkpoints_best'
+  )
   abstract = to_disk(abstract_params(run, per_task=per_task))
   ckpt = checkpoint.Checkpointer(directory, read_only=True, async_save=False)
   problems = []

@@ -3,8 +3,8 @@
 `set_up(config, settings, wd)` loads the dataset (writing
 preprocessing.json) and builds the model, the engine of the run's members
 and the two checkpointers: a `Run`, what the training loop never changes.
-The config goes only to the builders (`mtl.shell.build`, `members`) and
-the outputs; everything else reads the typed `settings`
+The config goes only to the builders (`mtl.shell.build`, `members`);
+everything else reads the typed `settings`
 (`mtl.shell.settings`). `restore(run, wd)` finds where the loop starts: the
 latest checkpoint's state, data position and best epochs (with the best
 epoch's params), else `init_from`'s params, else the engine's fresh state;
@@ -34,9 +34,6 @@ from mtl.shell.settings import Settings
 class Run:
   """What a run fixes before its first step."""
 
-  # The ConfigDict, handed on unread to what still reads it (outputs,
-  # profiling); the loop reads `settings`.
-  config: Any
   settings: Settings
   record: dict  # The config as config.json records it.
   workdir: pathlib.Path
@@ -48,6 +45,7 @@ class Run:
   model: Any
   engine: Any  # engines.Single | population_engine.Population
   members: list  # One dict a member (mtl.shell.members).
+  member_configs: list | None  # A population's: each member's config.json.
   num_params: int  # Of one member.
   ckpt: checkpoint.Checkpointer  # checkpoints/
   best_ckpt: checkpoint.Checkpointer  # checkpoints_best/
@@ -72,7 +70,7 @@ def set_up(config, settings: Settings, wd) -> Run:
   chief = jax.process_index() == 0
   is_population = members_lib.is_population(config)
   dataset = build.load_dataset(config)
-  outputs_lib.write_preprocessing(config, workdir, dataset)
+  outputs_lib.write_preprocessing(settings.record, workdir, dataset)
   train_tasks = tasks_lib.trained(dataset.tasks)
   spe = pipeline.steps_per_epoch(
     streaming.train_rows(dataset), loop_settings.batch_size
@@ -118,7 +116,6 @@ def set_up(config, settings: Settings, wd) -> Run:
     barrier_prefix='best',
   )
   return Run(
-    config=config,
     settings=settings,
     record=settings_lib.record_of(config),
     workdir=workdir,
@@ -130,6 +127,9 @@ def set_up(config, settings: Settings, wd) -> Run:
     model=model,
     engine=engine,
     members=members,
+    member_configs=[members_lib.member_config(config, m) for m in members]
+    if is_population
+    else None,
     num_params=num_params,
     ckpt=ckpt,
     best_ckpt=best_ckpt,

@@ -6,12 +6,16 @@ returns `Settings`, typed and frozen, that the loop's phases
 engines (engines.py, population_engine.py, epochs.py) receive instead of the
 config. `LoopSettings` is what the loop does when (epochs, intervals,
 checkpoints, selection, the finite guard); `EngineSettings` how the members
-step and evaluate (seed, input mode, batch sizes, dispatches, devices).
+step and evaluate (seed, input mode, batch sizes, dispatches, devices);
+`RunRecord` what the run's outputs record of its config (config.json,
+the W&B run's settings, results.json's description of the run).
 The values are the config's own, unconverted, so a run is the same bit for
 bit. `validate.check_config` has checked their types and ranges first.
 """
 
 import dataclasses
+
+from mtl.shell import profiling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +38,7 @@ class LoopSettings:
   stop_on_divergence: bool
   progress_bar: bool
   init_from: str | None  # A workdir whose params start the run.
+  profile_steps: tuple[int, int] | None  # profile.steps 'A:B'; None: off.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +60,27 @@ class EngineSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunRecord:
+  """What a run's outputs record of its config (read once)."""
+
+  config: dict  # The config as config.json records it.
+  wandb: dict  # The W&B run's settings (mode, project, group, ...).
+  model_name: str
+  model: dict  # The model's keywords that are set (not None).
+  dataset_name: str
+  dataset: dict  # The dataset's keywords.
+  weighting_name: str
+  parallel_backend: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
-  """A run's settings: the loop's and the engine's."""
+  """A run's settings: the loop's and the engine's, and its record."""
 
   loop: LoopSettings
   engine: EngineSettings
   allow_changes: bool  # workdir_allow_changes.
+  record: RunRecord
 
 
 def engine_settings(config) -> EngineSettings:
@@ -100,6 +120,21 @@ def loop_settings(config) -> LoopSettings:
     stop_on_divergence=config.stop_on_divergence,
     progress_bar=config.progress_bar,
     init_from=config.init_from,
+    profile_steps=profiling.parse_steps(config.profile.steps),
+  )
+
+
+def run_record(config) -> RunRecord:
+  """What the run's outputs record of a config."""
+  return RunRecord(
+    config=record_of(config),
+    wandb=config.wandb.to_dict(),
+    model_name=config.model_name,
+    model={k: v for k, v in config.model.items() if v is not None},
+    dataset_name=config.dataset_name,
+    dataset=config.dataset.to_dict(),
+    weighting_name=config.weighting_name,
+    parallel_backend=config.parallel.backend,
   )
 
 
@@ -109,6 +144,7 @@ def from_config(config) -> Settings:
     loop=loop_settings(config),
     engine=engine_settings(config),
     allow_changes=config.workdir_allow_changes,
+    record=run_record(config),
   )
 
 

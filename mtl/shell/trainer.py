@@ -4,8 +4,8 @@
 members trained in one compiled program (`config.population`); a single run
 is a population of one, so every setting means the same for both. The
 config is read once, into typed settings (`mtl.shell.settings`); the
-config itself only goes on to what still reads it (the builders, the
-outputs). The engine (`mtl.shell.engines`) steps the members; `_train` is
+config itself only goes on to the builders. The engine
+(`mtl.shell.engines`) steps the members; `_train` is
 the loop in named phases, each in its own module: set up
 (`run_setup.set_up`: dataset, model, engine, checkpointers), restore
 (`run_setup.restore`: the resume point), the epoch loop

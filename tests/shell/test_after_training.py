@@ -25,7 +25,16 @@ from mtl.core import tasks as tasks_lib
 from mtl.core import train_step
 from mtl.data import census_income_builder as cib
 from mtl.data import preprocessing
-from mtl.shell import build, evaluate, export, predict, report, restore, trainer
+from mtl.shell import (
+  build,
+  evaluate,
+  export,
+  predict,
+  report,
+  restore,
+  restored_config,
+  trainer,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -130,7 +139,7 @@ def test_eval_of_a_population_per_member(esmm):
 def _census_rows(census, data_dir, n_raw=2000):
   """Raw UCI rows of the validation split (its first ones) and the encoded
   validation rows they are."""
-  ds = build.load_dataset(restore.open_run(census).config)
+  ds = build.load_dataset(restored_config.read_config(census))
   n_test = ds.num_rows('validation') + ds.num_rows('test')
   perm = np.random.default_rng(0).permutation(n_test)  # census_income.py
   val_rows = np.sort(perm[: n_test // 2])
@@ -262,7 +271,7 @@ def test_exported_function_in_a_fresh_process(
   census, census_rows, esmm, tmp_path
 ):
   path, raw, census_split = census_rows
-  es_ds = build.load_dataset(restore.open_run(esmm).config)
+  es_ds = build.load_dataset(restored_config.read_config(esmm))
   es_split = {k: es_ds.splits['test'][k][:300] for k in ('dense', 'sparse')}
   es_rows = tmp_path / 'es_rows.csv'  # Already encoded: columns by name.
   frame = pd.DataFrame(es_split['dense'], columns=es_ds.dense_names)
@@ -303,7 +312,7 @@ def test_exported_function_in_a_fresh_process(
 
 
 def test_predict_of_a_population(esmm, tmp_path):
-  ds = build.load_dataset(restore.open_run(esmm).config)
+  ds = build.load_dataset(restored_config.read_config(esmm))
   test = {k: ds.splits['test'][k][:40] for k in ('dense', 'sparse')}
   rows = pd.DataFrame(test['dense'], columns=ds.dense_names)
   rows[ds.sparse_names[0]] = test['sparse'][:, 0]

@@ -25,24 +25,21 @@ ALLOWED = {
   'mtl.shell.settings',  # the training loop's typed settings
   'mtl.shell.config_file',  # the config file and its overrides
   'mtl.shell.config_record',  # config.json and the fingerprint
+  # A trained run's config.json read back: the ConfigDict, its typed
+  # EvalSettings, the dataset and preprocessing record built from it.
+  'mtl.shell.restored_config',
   'mtl.shell.main',  # mtl-train: the config flag
   'mtl.shell.validate',
   'mtl.shell.validate_keywords',
   'mtl.shell.validate_model',
   'mtl.data.table_spec',  # the table dataset's keywords (to_dict)
+  # A sweep cell's config built: its file loaded, the grid's values set.
+  'mtl.search.sweep_config',
 }
 
-# These still read the ConfigDict: to be given typed objects, and removed
-# from this set, one by one. The set only shrinks.
-TODO = {
-  'mtl.data.table',  # imports FrozenConfigDict for an empty default
-  'mtl.search.sweep',
-  'mtl.shell.ensemble',
-  'mtl.shell.evaluate',
-  'mtl.shell.outputs',
-  'mtl.shell.profiling',
-  'mtl.shell.restore',
-}
+# Modules that still read the ConfigDict, to be given typed objects: none
+# now. The set only shrinks.
+TODO: set[str] = set()
 
 
 def _module(path: pathlib.Path) -> str:

@@ -96,13 +96,14 @@ def test_a_trace_past_the_last_step_stops_when_training_does(
   10 the loop stops at 12 (as early stopping does) and close() ends it.
   Another process than 0 writes nothing."""
   add = jax.jit(lambda x, k: x + k)
-  config = ml_collections.ConfigDict(
-    {'profile': {'steps': '5:50'}, 'num_epochs': epochs}
-  )
   for enabled in (False, True):
     workdir = tmp_path / str(enabled)
     run = profiling.Profiled(
-      lambda x, perms, first, k: (add(x, k), {}), config, workdir, 0, enabled, 4
+      lambda x, perms, first, k: (add(x, k), {}),
+      (5, 50) if enabled else None,
+      workdir,
+      0,
+      4 * epochs,
     )
     x = jax.numpy.zeros(())
     for first in range(0, 12, 4):
