@@ -3,8 +3,8 @@
 `from_config(config)` is where the training loop reads its ConfigDict: it
 returns `Settings`, typed and frozen, that the loop's phases
 (mtl/shell/trainer.py, run_setup.py, epoch_loop.py, finish.py) and the
-engines (engines.py, population_engine.py, epochs.py) receive instead of the
-config. `LoopSettings` is what the loop does when (epochs, intervals,
+engines (engines.py, population_engine.py, epochs.py) and the training
+input (inputs.make_input) receive instead of the config. `LoopSettings` is what the loop does when (epochs, intervals,
 checkpoints, selection, the finite guard); `EngineSettings` how the members
 step and evaluate (seed, input mode, batch sizes, dispatches, devices);
 `RunRecord` what the run's outputs record of its config (config.json,
