@@ -4,8 +4,9 @@
 returns `Settings`, typed and frozen, that the loop's phases
 (mtl/shell/trainer.py, run_setup.py, epoch_loop.py, finish.py) and the
 engines (engines.py, population_engine.py, epochs.py) and the training
-input (inputs.make_input) receive instead of the config. `LoopSettings` is what the loop does when (epochs, intervals,
-checkpoints, selection, the finite guard); `EngineSettings` how the members
+input (inputs.make_input) receive instead of the config. `LoopSettings` is
+what the loop does when (epochs, intervals, checkpoints, selection, the
+finite guard); `EngineSettings` how the members
 step and evaluate (seed, input mode, batch sizes, dispatches, devices);
 `RunRecord` what the run's outputs record of its config (config.json,
 the W&B run's settings, results.json's description of the run).
