@@ -6,7 +6,8 @@
 2. when the weighting method asks (`needs`), per-task gradients
    `vjp_fn(e_t)` for each task t, stacked [T, ...], of the param groups it
    reads only (GradNorm: the group of the last shared layer; the Gram matrix
-   and gradient-space methods: the shared group);
+   and gradient-space methods: the shared group; MoDo and SDMGrad: also of
+   each of three parts of the batch, `batch_parts`);
 3. the weighting method turns these into weights [T], updating its state;
 4. `grads = vjp_fn(stop_gradient(weights))`: the gradient of sum_t w_t L_t,
    where a group with per-task gradients takes sum_t w_t g_t of them instead
@@ -36,15 +37,15 @@ import numpy as np
 import optax
 from jax import lax
 
+from mtl.core import batch_parts, sparse_train
 from mtl.core import losses as losses_lib
 from mtl.core import metrics as metrics_lib
-from mtl.core import sparse_train
 from mtl.core import task_grads as task_grads_lib
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures.base import training_logits
 from mtl.core.tasks import Task
 from mtl.core.train_state import TrainState
-from mtl.core.weighting.base import KNOWN_NEEDS, VECTOR
+from mtl.core.weighting.base import KNOWN_NEEDS, VECTOR, VECTOR_NEEDS
 from mtl.errors import ConfigError
 
 
@@ -112,15 +113,15 @@ def make_train_step(
     )
   combines = bool(weighting.combines_gradients)
   vector = weighting.combines_gradients == VECTOR
-  if vector and 'task_grads' not in needs:
+  if vector and not needs & VECTOR_NEEDS:
     raise ValueError(
       "a weighting method whose combines_gradients is 'vector' needs "
-      "'task_grads'"
+      "'task_grads' or 'task_grads_parts'"
     )
   want_task_grads = combines or bool(needs)
   part = tx if isinstance(tx, sparse_train.SparseTables) else None
   if (
-    'task_grads' in needs
+    needs & VECTOR_NEEDS
     and part
     and part.tables
     and shared == sparse_train.EMBED
@@ -132,7 +133,7 @@ def make_train_step(
       'optimizer.sparse empty'
     )
 
-  def task_losses(variables, batch, rng):
+  def task_losses(variables, batch, rng, parts=False):
     # Per-example terms: AITM's of the logits, DSelect-k's sown ones.
     logits, extra = training_logits(model, variables, features_of(batch), rng)
     if extra is not None:
@@ -143,11 +144,31 @@ def make_train_step(
     else:
       labels, mask = batch['labels'], batch['mask']
     weight = batch.get('weight')  # [B] per-example weights (bagging), or None
+    if parts:  # [K, T]: each part's losses (`batch_parts`)
+      masks = batch_parts.part_masks(mask, axis_name)
+      return jnp.stack(
+        [mean_losses(logits, labels, m, extra, weight) for m in masks]
+      )
+    return mean_losses(logits, labels, mask, extra, weight)
+
+  def mean_losses(logits, labels, mask, extra, weight):
     sums, counts = losses_lib.masked_loss_sums(
       logits, labels, mask, tasks=tasks, extra=extra, weights=weight
     )
     counts = _psum(counts, axis_name)
     return sums / jnp.maximum(counts, 1.0)
+
+  def part_grads(variables, primal, batch, rng):
+    """[K, T, P] the shared params' per-task gradients of each part."""
+    k = batch_parts.NUM_PARTS
+    _, vjp_fn = jax.vjp(
+      lambda p: task_losses(variables(p), batch, rng, True).reshape(-1), primal
+    )
+    if part is not None:
+      vjp_fn = sparse_train.one_tree(vjp_fn)
+    grads = task_grads_lib.per_task(vjp_fn, k * num_tasks, [shared])
+    flat = task_grads_lib.flat(_psum(grads, axis_name))
+    return flat.reshape(k, num_tasks, -1)
 
   def step(state: TrainState, batch, hparams=None):
     """One step; `hparams` holds a population member's own values.
@@ -194,6 +215,8 @@ def make_train_step(
         extra['task_grad_unit_distances'] = e
       if 'task_grads' in needs:
         extra['task_grads'] = task_grads_lib.flat(per_task[shared])
+      if 'task_grads_parts' in needs:
+        extra['task_grads_parts'] = part_grads(variables, primal, batch, rng)
     weights, weighting_state = weighting.update(
       base,
       state.weighting_state,

@@ -155,6 +155,8 @@ SHARD_MAP_METHODS = (
   'nash_mtl',
   'imtl_g',
   'db_mtl',
+  'excess_mtl',
+  'modo',
 )
 CASES = [(name, 'pmap') for name in sorted(WEIGHTINGS)] + [
   (name, 'shard_map') for name in SHARD_MAP_METHODS

@@ -24,6 +24,7 @@ def test_contract_equal_losses_give_finite_positive_weights(name):
     'task_grad_norms': jnp.full((3,), 2.0),
     'task_grad_gram': jnp.full((3, 3), 4.0),
     'task_grads': jnp.full((3, 4), 1.0),
+    'task_grads_parts': jnp.full((3, 3, 4), 1.0),
   }
   extra = {k: v for k, v in extra.items() if k in method.needs}
   for step in range(3):

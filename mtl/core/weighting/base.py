@@ -32,6 +32,12 @@ for methods that use them (`KNOWN_NEEDS`):
                    params as vectors: each leaf flattened row-major, the
                    leaves in jax.tree order (`task_grads.flat`), float32.
                    Not with sparse embedding tables in the shared group.
+  task_grads_parts [K, T, P] the same vectors for each of K = 3 disjoint
+                   parts of the global batch (`mtl.core.batch_parts`: part k
+                   the rows whose index in the global batch is k mod K), each
+                   task's loss the mean over the part's rows: independent
+                   stochastic gradients of one step (MoDo's, SDMGrad's
+                   multiple sampling). Not with sparse tables either.
 
 All inputs are global (reduced over data-parallel devices) before a method
 sees them. Every update accepts and ignores extra keywords it does not use, so
@@ -47,10 +53,11 @@ methods returns a linear combination of the task gradients); embeddings and
 towers take the ordinary weighted sum with the incoming weights. Such a method
 must come last in a chain. A method whose combined gradient is not such a
 combination (GradDrop's sign masks, DB-MTL's and MoCo's running gradient
-estimates) sets `combines_gradients='vector'` (`VECTOR`) and needs
-`task_grads`: its update returns `Combined(weights, gradient)`, the shared
-group taking `gradient` [P] and every other group the weighted sum with
-`weights` [T] (also the step's reported weights). Learnable quantities
+estimates, MoDo's part of the batch) sets `combines_gradients='vector'`
+(`VECTOR`) and needs `task_grads` or `task_grads_parts`: its update
+returns `Combined(weights, gradient)`, the shared group taking `gradient`
+[P] and every other group the weighted sum with `weights` [T] (also the
+step's reported weights). Learnable quantities
 (log-variances, GradNorm's weights) and their inner optimizer states live in
 the method's state, never in the model params.
 """
@@ -69,8 +76,11 @@ KNOWN_NEEDS = frozenset(
     'task_grad_gram',
     'task_grad_unit_distances',
     'task_grads',
+    'task_grads_parts',
   }
 )
+# The needs that give gradient vectors of the shared params.
+VECTOR_NEEDS = frozenset({'task_grads', 'task_grads_parts'})
 # `combines_gradients` of a method that returns the combined shared gradient.
 VECTOR = 'vector'
 
