@@ -81,6 +81,7 @@ def _oracle(params, batch):
     )
     return (sums / jnp.maximum(counts, 1.0))[t]
 
+  grad = jax.jit(jax.grad(loss), static_argnums=2)
   n = batch['mask'].shape[1]
   out = []
   for k in range(3):
@@ -94,9 +95,7 @@ def _oracle(params, batch):
         np.concatenate(
           [
             np.ravel(x)
-            for x in jax.tree.leaves(
-              jax.grad(loss)(params, part, t)['backbone']
-            )
+            for x in jax.tree.leaves(grad(params, part, t)['backbone'])
           ]
         )
         for t in range(2)
