@@ -3,11 +3,11 @@
 Run in a separate environment with PyTorch, SciPy and LibMTL (never by the
 tests, which must not import torch):
 
-  python3 -m venv /tmp/refenv
-  /tmp/refenv/bin/pip install torch==2.13.0 numpy scipy
-  /tmp/refenv/bin/pip download LibMTL==1.1.5 --no-deps -d /tmp/refenv
-  /tmp/refenv/bin/pip install --no-deps /tmp/refenv/LibMTL-1.1.5-*.whl
-  /tmp/refenv/bin/python \
+  python3 -m venv .refenvC
+  .refenvC/bin/pip install torch==2.13.0 numpy scipy
+  .refenvC/bin/pip download LibMTL==1.1.5 --no-deps -d .refenvC
+  .refenvC/bin/pip install --no-deps .refenvC/LibMTL-1.1.5-*.whl
+  .refenvC/bin/python \
     experiments/references/make_libmtl_gradient_fixtures.py
 
 It writes tests/core/weighting/fixtures/{pcgrad,mgda,imtl,cagrad,dwa,
