@@ -67,6 +67,38 @@ SETS = {
 }
 
 
+def vector_sets(p=16):
+  """Named explicit-gradient sets [T, p] (a function of the rng) for the
+  methods that read task_grads vectors: the Gram sets' shapes at p
+  parameters, with ten tasks and a zero gradient besides."""
+  return {
+    'opposed2': lambda r: opposed(r, 2, p),
+    'opposed5': lambda r: opposed(r, 5, p, cos=-0.99),
+    'scaled3': lambda r: scaled(r, 3, p),
+    'scaled5': lambda r: scaled(r, 5, p),
+    'opposed_scaled4': lambda r: opposed_scaled(r, 4, p),
+    'opposed_scaled6': lambda r: opposed_scaled(r, 6, p),
+    'parallel5': lambda r: nearly_parallel(r, 5, p),
+    'parallel6_close': lambda r: nearly_parallel(r, 6, p, 1e-3),
+    'random6': lambda r: r.normal(size=(6, p)),
+    'random10': lambda r: r.normal(size=(10, p)),
+    'zero_task': lambda r: with_zero(r, 3, p),
+  }
+
+
+def project_simplex(v):
+  """argmin over the simplex of ||x - v||, float64: x = max(v - theta, 0)
+  with sum x = 1, theta found by bisection."""
+  lo, hi = v.min() - 1.0, v.max()
+  for _ in range(200):
+    theta = (lo + hi) / 2
+    if np.maximum(v - theta, 0).sum() > 1:
+      lo = theta
+    else:
+      hi = theta
+  return np.maximum(v - (lo + hi) / 2, 0)
+
+
 def gradients(name, seed=0):
   return SETS[name](np.random.default_rng(seed))
 

@@ -25,19 +25,7 @@ RTOL = 1e-5
 STEPS = 20
 P = 16
 
-SETS = {
-  'opposed2': lambda r: hard_cases.opposed(r, 2, P),
-  'opposed5': lambda r: hard_cases.opposed(r, 5, P, cos=-0.99),
-  'scaled3': lambda r: hard_cases.scaled(r, 3, P),
-  'scaled5': lambda r: hard_cases.scaled(r, 5, P),
-  'opposed_scaled4': lambda r: hard_cases.opposed_scaled(r, 4, P),
-  'opposed_scaled6': lambda r: hard_cases.opposed_scaled(r, 6, P),
-  'parallel5': lambda r: hard_cases.nearly_parallel(r, 5, P),
-  'parallel6_close': lambda r: hard_cases.nearly_parallel(r, 6, P, 1e-3),
-  'random6': lambda r: r.normal(size=(6, P)),
-  'random10': lambda r: r.normal(size=(10, P)),
-  'zero_task': lambda r: hard_cases.with_zero(r, 3, P),
-}
+SETS = hard_cases.vector_sets(P)
 
 
 class Reference:

@@ -25,32 +25,7 @@ RTOL = 1e-5
 STEPS = 20
 P = 16
 
-SETS = {
-  'opposed2': lambda r: hard_cases.opposed(r, 2, P),
-  'opposed5': lambda r: hard_cases.opposed(r, 5, P, cos=-0.99),
-  'scaled3': lambda r: hard_cases.scaled(r, 3, P),
-  'scaled5': lambda r: hard_cases.scaled(r, 5, P),
-  'opposed_scaled4': lambda r: hard_cases.opposed_scaled(r, 4, P),
-  'opposed_scaled6': lambda r: hard_cases.opposed_scaled(r, 6, P),
-  'parallel5': lambda r: hard_cases.nearly_parallel(r, 5, P),
-  'parallel6_close': lambda r: hard_cases.nearly_parallel(r, 6, P, 1e-3),
-  'random6': lambda r: r.normal(size=(6, P)),
-  'random10': lambda r: r.normal(size=(10, P)),
-  'zero_task': lambda r: hard_cases.with_zero(r, 3, P),
-}
-
-
-def project_simplex(v):
-  """argmin over the simplex of ||x - v||: x = max(v - theta, 0) with
-  sum x = 1, theta found by bisection."""
-  lo, hi = v.min() - 1.0, v.max()
-  for _ in range(200):
-    theta = (lo + hi) / 2
-    if np.maximum(v - theta, 0).sum() > 1:
-      lo = theta
-    else:
-      hi = theta
-  return np.maximum(v - (lo + hi) / 2, 0)
+SETS = hard_cases.vector_sets(P)
 
 
 class Reference:
@@ -74,7 +49,7 @@ class Reference:
       e = np.exp(v - v.max())
       self.lambdas = e / e.sum()
     else:
-      self.lambdas = project_simplex(v)
+      self.lambdas = hard_cases.project_simplex(v)
     return self.lambdas @ self.y
 
 

@@ -26,32 +26,8 @@ RTOL = 1e-5
 STEPS = 20
 P = 16
 
-SETS = {
-  'opposed2': lambda r: hard_cases.opposed(r, 2, P),
-  'opposed5': lambda r: hard_cases.opposed(r, 5, P, cos=-0.99),
-  'scaled3': lambda r: hard_cases.scaled(r, 3, P),
-  'scaled5': lambda r: hard_cases.scaled(r, 5, P),
-  'opposed_scaled4': lambda r: hard_cases.opposed_scaled(r, 4, P),
-  'opposed_scaled6': lambda r: hard_cases.opposed_scaled(r, 6, P),
-  'parallel5': lambda r: hard_cases.nearly_parallel(r, 5, P),
-  'parallel6_close': lambda r: hard_cases.nearly_parallel(r, 6, P, 1e-3),
-  'random6': lambda r: r.normal(size=(6, P)),
-  'random10': lambda r: r.normal(size=(10, P)),
-  'zero_task': lambda r: hard_cases.with_zero(r, 3, P),
-}
+SETS = hard_cases.vector_sets(P)
 DEFAULTS = dict(lamda=0.3, iterations=20, lr=5.0, momentum=0.5, normalise=True)
-
-
-def project_simplex(v):
-  """argmin over the simplex of ||x - v||, the threshold by bisection."""
-  lo, hi = v.min() - 1.0, v.max()
-  for _ in range(200):
-    theta = (lo + hi) / 2
-    if np.maximum(v - theta, 0).sum() > 1:
-      lo = theta
-    else:
-      hi = theta
-  return np.maximum(v - (lo + hi) / 2, 0)
 
 
 class Reference:
@@ -71,7 +47,7 @@ class Reference:
     buf = np.zeros_like(self.w)
     for _ in range(self.iterations):
       buf = self.momentum * buf + a @ self.w + self.lamda * b
-      self.w = project_simplex(self.w - self.lr * buf)
+      self.w = hard_cases.project_simplex(self.w - self.lr * buf)
     g0 = zeta.mean(axis=0)
     return (zeta.T @ self.w + self.lamda * g0) / (1 + self.lamda)
 
