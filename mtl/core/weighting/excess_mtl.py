@@ -18,8 +18,9 @@ stochastic gradient of the shared params:
 and the model steps along sum_t alpha_t g_t with the updated alpha. The
 normalisation by the first step's estimate makes the excess risks of tasks
 of different loss scales comparable (and cancels any constant factor of the
-estimate, such as the Taylor expansion's 1/2); at k = 1 every r_t is 1, so
-the first update leaves alpha at 1/T.
+estimate, such as the Taylor expansion's 1/2); at k = 1 every r_t is 1 (0
+for a task whose first estimate is 0, below), so the first update leaves
+alpha at 1/T unless a task's gradient is zero at step 1.
 
 Choices, each named:
 - G_t, e_t and the first estimate e_t(1) are those of the shared params'

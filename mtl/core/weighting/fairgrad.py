@@ -17,7 +17,8 @@ minimiser of the strictly convex f(w) = w^T G w / 2 - sum_t h(w_t), h' =
 w^{-p} (h = log w for p = 1, w^{1-p} / (1 - p) otherwise), found by Newton's
 method in the scaled variables w * (1 + z): each step solves (W G W + p
 diag(w^{1-p})) z = -(w * (G w) - w^{1-p}), W = diag(w), with backtracking
-on f that keeps w > 0 (up to f's float32 rounding), from the better (in f)
+on f that keeps w > 0 (up to f's float32 rounding, which opposed gradients
+make large: w^T G w cancels), from the better (in f)
 of the previous solution and w_t = ||g_t||^{-2 / (1 + p)} (exact for
 orthogonal gradients), each rescaled to its best multiple, until the
 relative residual max_t |w_t (G w)_t / w_t^{1-p} - 1| < TOL or after
@@ -122,6 +123,12 @@ def fair_weights(gram, previous, p, max_iterations):
       (w > 0).all(), 0.5 * w @ g @ w - jnp.sum(_h(jnp.abs(w), p)), jnp.inf
     )
 
+  def f_rounding(w):
+    # Twice (f(w) and a candidate's) the first-order bound on the float32
+    # rounding of f: (T + 2) 2^-24 (w^T |G| w / 2 + sum |h(w)|) each.
+    terms = 0.5 * w @ jnp.abs(g) @ w + jnp.sum(jnp.abs(_h(jnp.abs(w), p)))
+    return (t + 2) * 2.0**-23 * jnp.where(jnp.isfinite(terms), terms, 0.0)
+
   def residual(w):  # relative: w (G w) / w^{1-p} - 1
     return w * (g @ w) / w ** (1.0 - p) - 1.0
 
@@ -143,8 +150,9 @@ def fair_weights(gram, previous, p, max_iterations):
     candidates = w[None, :] * (1.0 - STEPS[:, None] * z[None, :])
     values = jax.vmap(f)(candidates)
     slope = grad @ z
-    # Armijo, with float32's rounding of f allowed for near the minimum.
-    slack = 1e-6 * (jnp.abs(f(w)) + 1.0)
+    # Armijo, with float32's rounding of f allowed for (`f_rounding`): near
+    # the minimum, and where w^T G w cancels (opposed gradients, w ~ 1e2).
+    slack = jnp.maximum(1e-6 * (jnp.abs(f(w)) + 1.0), f_rounding(w))
     armijo = values <= f(w) - 1e-4 * STEPS * slope + slack
     k = jnp.argmax(armijo)
     new = jnp.where(armijo[k], candidates[k], w)
