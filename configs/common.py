@@ -109,7 +109,10 @@ a config file or a command-line override fails with the key's name. Keys:
   parallel             backend ('pmap' | 'shard_map') and num_devices (1: the
                        plain single-device step; 0: every device of every
                        process; N: the first N); data-parallel runs need
-                       input_mode 'host' and a batch the devices divide
+                       input_mode 'host' and a batch the devices divide;
+                       sharding.rows (table names) and sharding.min_bytes
+                       (0: off) split embedding tables by rows over the
+                       devices (shard_map; mtl/shell/sharding.py)
   skip_nonfinite       skip steps with a non-finite loss or gradient
                        (optax.apply_if_finite) and count them, instead of
                        stopping the run; max_consecutive_nonfinite in a row
@@ -233,7 +236,9 @@ def base_config(
   c.checkpoint = dict(every_steps=0, max_to_keep=3, async_save=True)
   c.init_from = placeholder(str)
   c.workdir_allow_changes = False
-  c.parallel = dict(backend='pmap', num_devices=1)
+  c.parallel = dict(
+    backend='pmap', num_devices=1, sharding=dict(rows=(), min_bytes=0)
+  )
   c.skip_nonfinite = False
   c.max_consecutive_nonfinite = 10
   c.divergence_factor = 1000.0

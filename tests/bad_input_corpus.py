@@ -98,6 +98,14 @@ def _bad(key, value, *expect, arg=''):
   return Case(_smoke(f'--config.{key}={value}', arg=arg), list(expect))
 
 
+# A data-parallel run with the one shared table split by rows.
+SPLIT = (
+  '--config.parallel.num_devices=2',
+  '--config.parallel.backend=shard_map',
+  '--config.input_mode=host',
+  "--config.parallel.sharding.rows=('table',)",
+)
+
 CONFIG = {
   'model.num_experts=0': _bad(
     'model.num_experts', 0, 'model.num_experts is 0, expected >= 1'
@@ -184,6 +192,33 @@ CONFIG = {
   ),
   'parallel.num_devices<0': _bad(
     'parallel.num_devices', -1, 'parallel.num_devices is -1, expected >= 0'
+  ),
+  # Embedding tables split by rows (mtl/shell/sharding.py).
+  'parallel.sharding.min_bytes<0': _bad(
+    'parallel.sharding.min_bytes',
+    -1,
+    'parallel.sharding.min_bytes is -1, expected >= 0',
+  ),
+  'parallel.sharding.rows not names': _bad(
+    'parallel.sharding.rows', '(1,)', 'parallel.sharding.rows[0] is 1'
+  ),
+  'parallel.sharding misspelt': _bad(
+    'parallel.sharding.row', "('table',)", 'parallel.sharding.row'
+  ),
+  'sharding on pmap': Case(
+    _smoke(*SPLIT, '--config.parallel.backend=pmap'),
+    [
+      'parallel.sharding (embedding tables split by rows) needs '
+      "parallel.backend=shard_map, found 'pmap'"
+    ],
+  ),
+  'sharding on one device': Case(
+    _smoke(*SPLIT, '--config.parallel.num_devices=1'),
+    ['is set with parallel.num_devices=1, expected a data-parallel run'],
+  ),
+  'sharding a population': Case(
+    _smoke(*SPLIT, '--config.population.size=2'),
+    ['is set with a population, expected a single run'],
   ),
   'divergence_factor<0': _bad(
     'divergence_factor', -1.0, 'divergence_factor is -1.0, expected a number'

@@ -147,11 +147,34 @@ def _put_replicated(x, sharding: NamedSharding):
   return jax.device_put(x, sharding)
 
 
+def _put(x, sharding: NamedSharding):
+  """x placed with `sharding`; a host array split or copied to this
+  process's devices (each process passes the same whole array)."""
+  if sharding.spec == P():
+    return _put_replicated(x, sharding)
+  if isinstance(x, jax.Array) and x.sharding == sharding:
+    return x
+  if sharding.is_fully_addressable:
+    return jax.device_put(x, sharding)
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+
 class _Parallel:
   """Shared machinery: a mesh, state placement and batch placement."""
 
-  def __init__(self, body, *, backend, devices, axis_name, donate):
+  def __init__(
+    self, body, *, backend, devices, axis_name, donate, state_specs=None
+  ):
     check_backend(backend)
+    if state_specs is not None and backend != 'shard_map':
+      raise ConfigError(
+        f'embedding tables sharded by rows need parallel.backend='
+        f"'shard_map', found {backend!r}"
+      )
+    # state -> PartitionSpecs (sharded tables: mtl/core/sharded_tables.py);
+    # None: the state is replicated.
+    self._state_specs = state_specs
     self.backend = backend
     self.axis_name = axis_name
     self.mesh = make_mesh(devices, axis_name)
@@ -177,15 +200,24 @@ class _Parallel:
       self._donate = donate_argnums
       self._specs = {}
 
-  def _shard_mapped(self, batch):
-    key = tuple(sorted(batch))
+  def _of_state(self, state):
+    if self._state_specs is None:
+      return P()
+    return self._state_specs(state)
+
+  def _shard_mapped(self, batch, state=None):
+    key = (tuple(sorted(batch)), jax.tree.structure(state))
     if key not in self._specs:
       specs = batch_specs(batch, self.axis_name)
+      state_specs = self._of_state(state)
+      out = P()
+      if self._donate and self._state_specs is not None:
+        out = (state_specs, P())  # The train step: (state, metrics).
       fn = jax.shard_map(
         self._body,
         mesh=self.mesh,
-        in_specs=(P(), specs),
-        out_specs=P(),
+        in_specs=(state_specs, specs),
+        out_specs=out,
         # The step body is written pmap-style: it psums gradients itself.
         # With vma checking on, the transpose of the implicit pvary of the
         # replicated params would psum them too (measured: losses off by
@@ -203,7 +235,13 @@ class _Parallel:
     With several processes each passes its own copy of the same tree (same
     seed); a process's committed local arrays are copied to its devices.
     """
-    return jax.tree.map(lambda x: _put_replicated(x, self._replicated), tree)
+    if self._state_specs is None:
+      return jax.tree.map(lambda x: _put_replicated(x, self._replicated), tree)
+    return jax.tree.map(
+      lambda x, spec: _put(x, NamedSharding(self.mesh, spec)),
+      tree,
+      self._state_specs(tree),
+    )
 
   def put_batch(self, batch):
     """This process's rows of the global batch, placed on its devices.
@@ -215,7 +253,7 @@ class _Parallel:
     check_divisible(rows, self.num_local_devices)
     if self.backend == 'pmap':
       return shard_batch(batch, self.num_local_devices)
-    specs, _ = self._shard_mapped(batch)
+    specs = batch_specs(batch, self.axis_name)
     out = {}
     for k, x in batch.items():
       x = np.asarray(x)
@@ -233,7 +271,7 @@ class _Parallel:
     state = self.put_state(state)
     if self.backend == 'pmap':
       return self._fn(state, placed_batch)
-    _, fn = self._shard_mapped(placed_batch)
+    _, fn = self._shard_mapped(placed_batch, state)
     return fn(state, placed_batch)
 
 
@@ -243,6 +281,7 @@ def make_parallel_train_step(
   backend: str = 'pmap',
   devices: Sequence[jax.Device] | None = None,
   axis_name: str = AXIS_NAME,
+  state_specs: Callable | None = None,
 ) -> Callable:
   """Runs a per-shard train step data-parallel over `devices`.
 
@@ -252,6 +291,9 @@ def make_parallel_train_step(
     backend: one of `BACKENDS`.
     devices: the devices of the 1-D mesh (default: all global devices).
     axis_name: the axis name `step` reduces over.
+    state_specs: state -> its PartitionSpecs, for a state with leaves split
+      over the axis (embedding tables sharded by rows,
+      `sharded_tables.specs`; 'shard_map' only); None: replicated.
 
   Returns:
     `run(state, batch) -> (state, metrics)`: `state` an ordinary TrainState
@@ -265,7 +307,12 @@ def make_parallel_train_step(
       rows do not split evenly over the devices.
   """
   return _Parallel(
-    step, backend=backend, devices=devices, axis_name=axis_name, donate=True
+    step,
+    backend=backend,
+    devices=devices,
+    axis_name=axis_name,
+    donate=True,
+    state_specs=state_specs,
   )
 
 
@@ -275,6 +322,7 @@ def make_parallel_eval_step(
   backend: str = 'pmap',
   devices: Sequence[jax.Device] | None = None,
   axis_name: str = AXIS_NAME,
+  state_specs: Callable | None = None,
 ) -> Callable:
   """Runs a per-shard eval step data-parallel over `devices`.
 
@@ -284,6 +332,7 @@ def make_parallel_eval_step(
     backend: one of `BACKENDS`.
     devices: the devices of the 1-D mesh (default: all global devices).
     axis_name: the axis name `eval_step` reduces over.
+    state_specs: params -> their PartitionSpecs (see the train step's).
 
   Returns:
     `run(params, batch) -> counts`, the counts of the whole global batch
@@ -299,4 +348,5 @@ def make_parallel_eval_step(
     devices=devices,
     axis_name=axis_name,
     donate=False,
+    state_specs=state_specs,
   )

@@ -53,6 +53,11 @@ per-feature table's padding row (id 0) is never penalised; the shared
 table's row 0 is a category. A run with `row_l2` and no sparse table is a
 SparseTables without tables: the same dense optimizer, its state
 {'dense', 'sparse': {}}.
+
+A table sharded by rows over the devices (`SparseTables.sharded`) is a
+sparse table whose param and state are each device's block of rows: its
+rows are gathered, and its row gradients routed to their owners, by
+mtl/core/sharded_tables.py instead of the all-gather of step 3.
 """
 
 from typing import Any, NamedTuple
@@ -61,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl.core import precision, sparse
+from mtl.core import precision, row_l2, sharded_tables, sparse
 from mtl.core import task_grads as task_grads_lib
 from mtl.core.architectures.base import input_sets
 from mtl.core.layers import embedding
@@ -80,12 +85,16 @@ class SparseTables(NamedTuple):
   clip_norm: clip the global gradient norm (dense and sparse) to this; 0 off.
   row_l2: {table name: lambda > 0}, L2 on the rows a step touches (module
     docstring); None or {}: none.
+  sharded: names of `tables` sharded by rows over the data axis
+    (mtl/core/sharded_tables.py): inside the step their params and state
+    are this device's blocks.
   """
 
   dense: optax.GradientTransformation
   tables: dict
   clip_norm: float = 0.0
   row_l2: dict | None = None
+  sharded: tuple = ()
 
   def init(self, params) -> dict:
     dense, tables = split(params, self.tables)
@@ -158,9 +167,12 @@ def _flat_rows(g):
   return g.reshape(g.shape[:-3] + (-1, g.shape[-1]))
 
 
-def combine_rows(model, sparse_ids, row_grads, names, axis_name=None) -> dict:
+def combine_rows(
+  model, sparse_ids, row_grads, names, axis_name=None, sharded=()
+) -> dict:
   """{table: Rows} of the distinct ids and summed gradients of each sparse
-  table, over all its gathers (and devices, with `axis_name`).
+  table, over all its gathers (and devices, with `axis_name`); a `sharded`
+  table's are the rows this device owns, in its block.
 
   row_grads: the perturbations' cotangents ({'embed': {lookup: [..., B, L,
   d]}}), leading axes (tasks, per-task tables) kept in Rows.grads.
@@ -173,37 +185,64 @@ def combine_rows(model, sparse_ids, row_grads, names, axis_name=None) -> dict:
     grads = jnp.concatenate(
       [_flat_rows(row_grads[EMBED][lk.name]) for lk in mine], axis=-2
     )
-    out[name] = _combine(ids, grads, shapes[name][0], axis_name)
+    if name in sharded:
+      out[name] = sharded_tables.owned_rows(
+        ids, grads, shapes[name][0], axis_name
+      )
+    else:
+      out[name] = _combine(ids, grads, shapes[name][0], axis_name)
   return out
 
 
-def task_rows_gram(model, sparse_ids, task_rows, names, axis_name=None):
+def task_rows_gram(
+  model, sparse_ids, task_rows, names, axis_name=None, sharded=()
+):
   """[T, T] Gram matrix of the sparse tables' per-task gradients [T, ...]."""
-  rows = combine_rows(model, sparse_ids, task_rows, names, axis_name)
-  flat = [r.grads.reshape(r.grads.shape[0], -1) for r in rows.values()]
-  return sum(f @ f.T for f in flat)
+  rows = combine_rows(model, sparse_ids, task_rows, names, axis_name, sharded)
+  total = 0.0
+  for name, r in rows.items():
+    f = r.grads.reshape(r.grads.shape[0], -1)
+    total = total + sharded_tables.psum_if(f @ f.T, name in sharded, axis_name)
+  return total
 
 
-def task_rows_norm(model, sparse_ids, task_rows, name, axis_name=None):
+def task_rows_norm(
+  model, sparse_ids, task_rows, name, axis_name=None, sharded=()
+):
   """[T] norms of one sparse table's per-task gradients."""
-  rows = combine_rows(model, sparse_ids, task_rows, (name,), axis_name)[name]
+  rows = combine_rows(
+    model, sparse_ids, task_rows, (name,), axis_name, sharded
+  )[name]
   g = rows.grads.reshape(rows.grads.shape[0], -1)
-  return jnp.sqrt(jnp.sum(jnp.square(g), axis=1))
+  squares = jnp.sum(jnp.square(g), axis=1)
+  return jnp.sqrt(sharded_tables.psum_if(squares, name in sharded, axis_name))
 
 
-def differentiable(part, model, params, sparse_ids):
+def differentiable(part, model, params, sparse_ids, axis_name=None):
   """(primal, variables): what the step differentiates, and the model's
   variables from it. Without sparse tables: params, {'params': p}. With:
-  (dense params, zero rows), the tables closed over. bfloat16 tables are
-  differentiated as float32 (precision.float32_view)."""
+  (dense params, zero rows), the tables closed over; the sharded tables'
+  rows gathered from every device's block (sharded_tables.gathered).
+  bfloat16 tables are differentiated as float32 (precision.float32_view)."""
   if part is None:
     return precision.float32_view(params), lambda p: {'params': p}
   dense, tables = split(params, part.tables)
   rows = zero_rows(model, sparse_ids, part.tables)
   dense = precision.float32_view(dense)
+  whole = {k: v for k, v in tables.items() if k not in part.sharded}
+  given = {}
+  if part.sharded:
+    given = {
+      sharded_tables.GATHERED: {
+        EMBED: sharded_tables.gathered(
+          model, params, sparse_ids, part.sharded, axis_name
+        )
+      }
+    }
   return (dense, rows), lambda p: {
-    'params': merge(p[0], tables),
+    'params': merge(p[0], whole),
     'perturbations': p[1],
+    **given,
   }
 
 
@@ -228,7 +267,9 @@ def pop_rows(grads, part):
 def task_norms(per_task, path, model, sparse_ids, task_rows, part, axis_name):
   """[T] per-task gradient norms at `path` (GradNorm), sparse tables too."""
   if part is not None and path[0] == EMBED and path[1] in part.tables:
-    return task_rows_norm(model, sparse_ids, task_rows, path[1], axis_name)
+    return task_rows_norm(
+      model, sparse_ids, task_rows, path[1], axis_name, part.sharded
+    )
   return task_grads_lib.norms_at(per_task, path)
 
 
@@ -239,39 +280,9 @@ def task_gram(per_task, shared, model, sparse_ids, task_rows, part, axis_name):
   total = task_grads_lib.gram(group) if jax.tree.leaves(group) else 0.0
   if task_rows is not None and shared == EMBED:
     total = total + task_rows_gram(
-      model, sparse_ids, task_rows, part.tables, axis_name
+      model, sparse_ids, task_rows, part.tables, axis_name, part.sharded
     )
   return total
-
-
-def add_row_l2(row_l2, model, params, dense_grads, rows, sparse_ids, axis):
-  """(dense_grads, rows) with 2 * lambda * row added on the touched rows of
-  each table of `row_l2`: in `rows` (combined) for a sparse table, on the
-  dense gradient [(T,) V, d] for a dense one (module docstring)."""
-  layout, shapes = _layout(model, tuple(row_l2))
-  padded = {lk.table for lk in layout if lk.offsets is None}
-  embed, rows = dict(dense_grads[EMBED]), dict(rows)
-  for name, lam in sorted(row_l2.items()):
-    table, v = params[EMBED][name], shapes[name][0]
-    first = embedding.PAD_ID + 1 if name in padded else 0
-    if name in rows:  # Sparse: ids ascending, >= V padding.
-      r = rows[name]
-      keep = ((r.ids >= first) & (r.ids < v))[:, None]
-      w = jnp.take(table, r.ids, axis=-2, mode='fill', fill_value=0)
-      w = w.astype(r.grads.dtype)  # A bfloat16 table's rows: float32.
-      g = jnp.where(keep, r.grads + (2 * lam) * w, r.grads)
-      rows[name] = r._replace(grads=g)
-      continue
-    ids = jnp.concatenate(
-      [lk.ids(sparse_ids).reshape(-1) for lk in layout if lk.table == name]
-    )
-    if axis is not None:
-      ids = jax.lax.all_gather(ids, axis, tiled=True)
-    ids = jnp.where((ids >= first) & (ids < v), ids, v)
-    keep = jnp.zeros((v,), bool).at[ids].set(True, mode='drop')[:, None]
-    g = embed[name]
-    embed[name] = jnp.where(keep, g + (2 * lam) * table.astype(g.dtype), g)
-  return {**dense_grads, EMBED: embed}, rows
 
 
 def _sum_squares(tree):
@@ -304,15 +315,27 @@ def apply_updates(
   Returns (params, opt_state, finite).
   """
   dense, tables = split(params, part.tables)
-  rows = combine_rows(model, sparse_ids, row_grads, part.tables, axis_name)
+  sharded = part.sharded
+  rows = combine_rows(
+    model, sparse_ids, row_grads, part.tables, axis_name, sharded
+  )
   if part.row_l2:
-    dense_grads, rows = add_row_l2(
-      part.row_l2, model, params, dense_grads, rows, sparse_ids, axis_name
+    dense_grads, rows = row_l2.add_row_l2(
+      part.row_l2,
+      model,
+      params,
+      dense_grads,
+      rows,
+      sparse_ids,
+      axis_name,
+      sharded,
     )
+  owned = lambda k, x: sharded_tables.psum_if(x, k in sharded, axis_name)  # noqa: E731
   if part.clip_norm:
     # optax.clip_by_global_norm over the dense gradient of every param.
     norm = jnp.sqrt(
-      _sum_squares(dense_grads) + _sum_squares([r.grads for r in rows.values()])
+      _sum_squares(dense_grads)
+      + sum(owned(k, _sum_squares(r.grads)) for k, r in rows.items())
     )
     clip = lambda g: jnp.where(  # noqa: E731
       norm < part.clip_norm, g, (g / norm.astype(g.dtype)) * part.clip_norm
@@ -328,8 +351,9 @@ def apply_updates(
   finite = True
   if skip_nonfinite:
     finite = dense_state.last_finite & jnp.isfinite(losses).all()
-    for r in rows.values():
-      finite = finite & jnp.isfinite(r.grads).all()
+    for k, r in rows.items():
+      bad = (~jnp.isfinite(r.grads)).sum(dtype=jnp.int32)
+      finite = finite & (owned(k, bad) == 0)
     new_dense = jax.tree.map(
       lambda new, old: jnp.where(finite, new, old), new_dense, dense
     )

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from mtl.core import batch_parts, sparse_train
+from mtl.core import batch_parts, sharded_tables, sparse_train
 from mtl.core import losses as losses_lib
 from mtl.core import metrics as metrics_lib
 from mtl.core import task_grads as task_grads_lib
@@ -69,11 +69,15 @@ def _unit_distances(per_task, shared, sp):
     def rows(pairs):
       mixed = jax.tree.map(lambda r: jnp.tensordot(pairs, r, 1), task_rows)
       out = sparse_train.combine_rows(
-        model, sparse_ids, mixed, part.tables, axis_name
+        model, sparse_ids, mixed, part.tables, axis_name, part.sharded
       )
       return sum(
-        jnp.sum(jnp.square(r.grads.reshape(len(pairs), -1)), axis=1)
-        for r in out.values()
+        sharded_tables.psum_if(
+          jnp.sum(jnp.square(r.grads.reshape(len(pairs), -1)), axis=1),
+          name in part.sharded,
+          axis_name,
+        )
+        for name, r in out.items()
       )
 
   return task_grads_lib.unit_distances(per_task[shared], norms, rows)
@@ -183,7 +187,7 @@ def make_train_step(
       member_kw = {'member': hparams['member']}
     rng = jax.random.fold_in(state.rng, state.step)
     primal, variables = sparse_train.differentiable(
-      part, model, state.params, batch['sparse']
+      part, model, state.params, batch['sparse'], axis_name
     )
     local_losses, vjp_fn = jax.vjp(
       lambda p: task_losses(variables(p), batch, rng), primal
@@ -312,14 +316,22 @@ def make_eval_step(
   *,
   num_bins: int = metrics_lib.DEFAULT_BINS,
   axis_name: str | None = None,
+  sharded: tuple = (),
 ):
-  """Builds `eval_step(params, batch) -> counts`, summable over batches."""
+  """Builds `eval_step(params, batch) -> counts`, summable over batches.
+
+  sharded: embedding tables sharded by rows over `axis_name`, whose params
+  are this device's blocks (mtl/core/sharded_tables.py).
+  """
 
   out_rows = np.asarray(tasks_lib.head_rows(tasks))
   identity = list(out_rows) == list(range(len(tasks)))
 
   def eval_step(params, batch):
-    logits = model.apply({'params': params}, features_of(batch), train=False)
+    variables = sharded_tables.variables(
+      model, params, batch['sparse'], sharded, axis_name
+    )
+    logits = model.apply(variables, features_of(batch), train=False)
     if not identity:
       logits = logits[out_rows]  # Each task scored on its model output.
     loss_sum, count = losses_lib.masked_loss_sums(

@@ -18,12 +18,13 @@ from jax.experimental import multihost_utils
 from mtl.core import optim, parallel, precision
 from mtl.core import tasks as tasks_lib
 from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures.base import input_sets
 from mtl.core.layers import embedding
 from mtl.core.model import make_model
 from mtl.core.weighting import WEIGHTINGS
 from mtl.data import DATASETS, prepared, streaming
 from mtl.errors import ConfigError, did_you_mean
-from mtl.shell import keywords, members
+from mtl.shell import keywords, members, sharding
 
 INPUT_MODES = ('device', 'host', 'stream')
 
@@ -106,8 +107,18 @@ def _section(config, key: str) -> dict | None:
   return None if section is None else section.to_dict()
 
 
-def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
-  """Model, optimizer and weighting method of a config, for a dataset."""
+def build(
+  config: ml_collections.ConfigDict,
+  dataset,
+  total_steps: int,
+  devices: list | None = None,
+):
+  """Model, optimizer and weighting method of a config, for a dataset.
+
+  `devices`: those of a data-parallel run (`parallel_devices`), over which
+  the tables of config.parallel.sharding are split by rows (the optimizer
+  a SparseTables with them `sharded`, mtl/shell/sharding.py).
+  """
   _choose('input_mode', config.input_mode, INPUT_MODES)
   model = make_model(
     config.model_name,
@@ -130,9 +141,23 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   )
   # Sparse embedding updates (optimizer.sparse) choose among these tables.
   _, tables = embedding.lookups(model.vocab_sizes, model.embed_dim)
-  tx = optim.make_optimizer(
-    **config.optimizer.to_dict(), total_steps=total_steps, table_shapes=tables
-  )
+  opt = config.optimizer.to_dict()
+  split = ()
+  request = sharding_request(config)
+  if devices is not None and request.requested:
+    split = sharding.plan(request, tables, len(devices)).sharded
+  if split and input_sets(model.backbone) is not None:
+    raise ConfigError(
+      f'parallel.sharding splits {", ".join(split)} with model '
+      f'{config.model_name!r}, whose backbone keeps a table per task; '
+      'expected a model with one set of tables'
+    )
+  if split:  # A split table is updated sparsely (sharding.py).
+    chosen = set(opt['sparse'].get('tables', ())) | set(split)
+    opt['sparse'] = {**opt['sparse'], 'tables': tuple(sorted(chosen))}
+  tx = optim.make_optimizer(**opt, total_steps=total_steps, table_shapes=tables)
+  if split:
+    tx = tx._replace(sharded=split)
   if model.embedding_dtype != 'float32':  # float32 moments (precision.py)
     tx = precision.float32_moments(tx)
   if config.skip_nonfinite:  # max_consecutive_nonfinite >= 1: validate.py
@@ -141,6 +166,20 @@ def build(config: ml_collections.ConfigDict, dataset, total_steps: int):
   # Validates per-task lengths up front; methods see the trained tasks.
   weighting.init(len(tasks_lib.trained(dataset.tasks)))
   return model, tx, weighting
+
+
+def sharding_request(config) -> sharding.Request:
+  """What config.parallel.sharding asks (a workdir recorded before the key
+  existed: nothing split)."""
+  s = config.parallel.get('sharding')
+  s = {} if s is None else s.to_dict()
+  return sharding.Request(
+    rows=tuple(s.get('rows') or ()),
+    min_bytes=int(s.get('min_bytes') or 0),
+    sparse=config.optimizer.sparse.to_dict(),
+    optimizer=config.optimizer.name,
+    embedding_dtype=config.embedding.get('dtype', 'float32'),
+  )
 
 
 def parallel_devices(config) -> list | None:

@@ -185,7 +185,9 @@ class Checkpointer:
         self.directory, doing='saving a checkpoint', steps=steps
       ) from None
 
-  def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
+  def restore_latest(
+    self, abstract_state, relayout=None
+  ) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores cleanly, or None if there is none.
 
     A checkpoint that fails to read (truncated, missing file) or whose
@@ -196,6 +198,8 @@ class Checkpointer:
     Args:
       abstract_state: the expected tree, leaves `jax.ShapeDtypeStruct` (from
         `jax.eval_shape`; give them a `sharding` to restore sharded).
+      relayout: a checkpoint of tables split over another device count
+        (mtl/shell/sharded_restore.py's `Relayout`), moved to this one.
 
     Returns:
       `(state, meta)`, or None when no checkpoint restores.
@@ -207,7 +211,7 @@ class Checkpointer:
     """
     for step in reversed(self.all_steps()):
       try:
-        return self.restore_step(step, abstract_state)
+        return self.restore_step(step, abstract_state, relayout)
       except CorruptCheckpoint as e:
         path = self.directory / str(step)
         logging.warning(
@@ -227,7 +231,22 @@ class Checkpointer:
       raise CorruptCheckpoint('no state metadata')
     return saved
 
-  def restore_step(self, step: int, abstract_state):
+  def read_meta(self, step: int) -> dict:
+    """A checkpoint's meta alone; CorruptCheckpoint if unreadable."""
+    try:
+      out = self._manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+      )
+    except Exception as e:
+      raise CorruptCheckpoint(storage_faults.reason(e, self.directory)) from e
+    return dict(out['meta'] or {})
+
+  def restore_step(self, step: int, abstract_state, relayout=None):
+    convert = None
+    if relayout is not None:  # The tree as saved, then the reader's layout.
+      abstract_state, convert = relayout.plan(
+        self.read_meta(step), abstract_state
+      )
     on_disk = to_disk(abstract_state)
     saved = self.saved_tree(step)
     check_compatible(saved, on_disk, directory=self.directory, step=step)
@@ -251,7 +270,8 @@ class Checkpointer:
       problem = verify_checksums(out['state'], saved_sums)
       if problem:
         raise CorruptCheckpoint(problem)
-    return from_disk(out['state'], abstract_state), meta
+    state = from_disk(out['state'], abstract_state)
+    return (state if convert is None else convert(state)), meta
 
   def read_tree(self, step: int, target):
     """The on-disk state tree of `step` read onto `target` (leaves

@@ -19,13 +19,17 @@ typed `EngineSettings` (mtl/shell/settings.py), never the config, and take
 their data from an input of the run's mode (`mtl.shell.inputs`).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
-from mtl.core import parallel, train_state, train_step
+from mtl.core import parallel, sharded_tables, train_state, train_step
+from mtl.core.layers import embedding
 from mtl.data import pipeline
-from mtl.shell import inputs
+from mtl.shell import inputs, sharded_restore
 from mtl.shell.epochs import EpochRunner, to_local
 from mtl.shell.settings import EngineSettings
 
@@ -87,16 +91,38 @@ class Single:
     tasks = dataset.tasks
     split = dataset.splits['train']
     init_key, data_key = jax.random.split(jax.random.key(settings.seed))
-    self.state = train_state.init_train_state(
-      model,
-      tx,
-      weighting,
-      example_features(split),
-      num_tasks=len([t for t in tasks if t.train]),
-      key=init_key,
-    )
+    features = example_features(split)
     self.devices = devices
     axis = None if self.devices is None else parallel.AXIS_NAME
+    # Embedding tables split by rows over the devices (mtl/shell/sharding.py).
+    self.sharded = getattr(tx, 'sharded', ())
+    specs = None
+    if self.sharded:
+      specs = functools.partial(
+        sharded_tables.specs, names=self.sharded, axis_name=axis
+      )
+
+    def init():
+      state = train_state.init_train_state(
+        model,
+        tx,
+        weighting,
+        features,
+        num_tasks=len([t for t in tasks if t.train]),
+        key=init_key,
+      )
+      if not self.sharded:
+        return state
+      return sharded_tables.shard_state(state, self.sharded, len(devices))
+
+    if self.sharded:  # Each device makes its own blocks, never a table.
+      mesh = parallel.make_mesh(devices)
+      shardings = jax.tree.map(
+        lambda spec: NamedSharding(mesh, spec), specs(jax.eval_shape(init))
+      )
+      self.state = jax.jit(init, out_shardings=shardings)()
+    else:
+      self.state = init()
     step_fn = train_step.make_train_step(
       model,
       tx,
@@ -107,7 +133,11 @@ class Single:
       skip_nonfinite=settings.skip_nonfinite,
     )
     eval_step = train_step.make_eval_step(
-      model, tasks, num_bins=settings.num_auc_bins, axis_name=axis
+      model,
+      tasks,
+      num_bins=settings.num_auc_bins,
+      axis_name=axis,
+      sharded=self.sharded,
     )
     eval_batch = settings.eval_batch_size
     self._parallel = None
@@ -118,7 +148,10 @@ class Single:
       put = jax.device_put
     else:
       self._parallel = parallel.make_parallel_train_step(
-        step_fn, backend=settings.parallel_backend, devices=self.devices
+        step_fn,
+        backend=settings.parallel_backend,
+        devices=self.devices,
+        state_specs=specs,
       )
       scanned = train_step.make_scanned_eval(
         eval_step, batch_size=eval_batch // len(self.devices)
@@ -128,14 +161,32 @@ class Single:
         lambda carry, data: scanned(carry[0], data, carry[1]),
         backend=settings.parallel_backend,
         devices=self.devices,
+        state_specs=specs,
       )
       self._eval = lambda params, placed, total=None: ev.on_placed(
         (params, total), placed
       )
       put = ev.put_batch  # Each process places its own share.
+    tables = embedding.lookups(model.vocab_sizes, model.embed_dim)[1]
+    self._num_rows = {name: rows for name, (rows, _) in tables.items()}
     data = inputs.make_input(settings, dataset, devices=self.devices, put=put)
     self._runner = EpochRunner(step_fn, data, data_key, self._parallel)
     self.num_devices = 1 if self.devices is None else len(self.devices)
+
+  def relayout(self) -> sharded_restore.Relayout:
+    """How a checkpoint of any table layout is read into this engine's."""
+    mesh = None if not self.sharded else self._parallel.mesh
+    return sharded_restore.Relayout(self.sharded, self._num_rows, mesh)
+
+  def layout_meta(self) -> dict:
+    """The checkpoint meta of the layout: {} when nothing is split."""
+    if not self.sharded:
+      return {}
+    return {
+      sharded_restore.META_KEY: sharded_restore.meta_of(
+        self.sharded, self._num_rows, self.num_devices
+      )
+    }
 
   def permutation(self, epoch: int):
     return self._runner.permutation(epoch)

@@ -218,6 +218,7 @@ def save(run: Run, loop, epoch: int, batch: int, *, best: bool = False):
   params to checkpoints_best/; the meta holds the position, the best
   epochs and the stream's position."""
   meta = {'epoch': epoch, 'batch': batch, 'best': loop.best}
+  meta.update(getattr(run.engine, 'layout_meta', dict)())  # Split tables.
   data = run.engine.data_state(epoch, batch)
   if data is not None:
     meta['data'] = data

@@ -29,9 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl.core import tasks as tasks_lib
+from mtl.core.layers import embedding
 from mtl.data import preprocessing
 from mtl.errors import CheckpointError
-from mtl.shell import build, checkpoint, members, restored_config
+from mtl.shell import (
+  build,
+  checkpoint,
+  members,
+  restored_config,
+  sharded_restore,
+)
 from mtl.shell.checkpoint_retention import corrupt_steps
 from mtl.shell.restored_config import EvalSettings
 from mtl.shell.typed_keys import to_disk
@@ -151,18 +158,21 @@ def restore_params(run: Run, which: str = 'default'):
   )
   abstract = to_disk(abstract_params(run, per_task=per_task))
   ckpt = checkpoint.Checkpointer(directory, read_only=True, async_save=False)
+  tables = embedding.lookups(run.model.vocab_sizes, run.model.embed_dim)[1]
+  relayout = sharded_restore.Relayout(
+    (), {name: rows for name, (rows, _) in tables.items()}
+  )
   problems = []
   try:
     for step in steps:
       try:
-        saved = ckpt.saved_tree(step)
+        # Tables a sharded run split by rows are read whole (one at a time).
+        meta = ckpt.read_meta(step)
+        full = relayout.reader_abstract(meta, ckpt.saved_tree(step))
         checkpoint.check_compatible(
-          saved.get('params'), abstract, directory=directory, step=step
+          full.get('params'), abstract, directory=directory, step=step
         )
-        full = jax.tree.map(
-          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved
-        )
-        state, _ = ckpt.restore_step(step, full)
+        state, _ = ckpt.restore_step(step, full, relayout)
       except checkpoint.CorruptCheckpoint as e:
         problems.append(f'step {step}: {e}')
         continue

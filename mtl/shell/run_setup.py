@@ -12,6 +12,7 @@ it then records the config in the workdir (`mtl.shell.workdir`).
 """
 
 import dataclasses
+import logging
 import pathlib
 from typing import Any
 
@@ -19,9 +20,18 @@ import jax
 import numpy as np
 
 from mtl.core import tasks as tasks_lib
+from mtl.core.layers import embedding
 from mtl.data import pipeline, streaming
 from mtl.errors import WorkdirError
-from mtl.shell import build, checkpoint, console, engines, selection
+from mtl.shell import (
+  build,
+  checkpoint,
+  console,
+  engines,
+  json_files,
+  selection,
+  sharding,
+)
 from mtl.shell import members as members_lib
 from mtl.shell import outputs as outputs_lib
 from mtl.shell import settings as settings_lib
@@ -62,6 +72,11 @@ class Run:
     return self.spe * self.settings.loop.num_epochs
 
 
+def tables_of(model) -> dict:
+  """{table: (rows, dim)} of the model's embedding tables."""
+  return embedding.lookups(model.vocab_sizes, model.embed_dim)[1]
+
+
 def set_up(config, settings: Settings, wd) -> Run:
   """The run's dataset, model, engine and checkpointers (`config`: the
   ConfigDict `settings` were read from)."""
@@ -75,9 +90,31 @@ def set_up(config, settings: Settings, wd) -> Run:
   spe = pipeline.steps_per_epoch(
     streaming.train_rows(dataset), loop_settings.batch_size
   )
+  devices = None if is_population else build.parallel_devices(config)
   model, tx, weighting = build.build(
-    config, dataset, spe * loop_settings.num_epochs
+    config, dataset, spe * loop_settings.num_epochs, devices
   )
+  layout = sharding.plan(
+    build.sharding_request(config),
+    tables_of(model),
+    1 if devices is None else len(devices),
+  )
+  layout = dataclasses.replace(layout, sharded=getattr(tx, 'sharded', ()))
+  sharding.check_memory(layout, devices or jax.local_devices()[:1])
+  for line in layout.lines():
+    console.say(line)
+  if chief and layout.sharded:
+    json_files.write_json(workdir / 'sharding.json', layout.record())
+  if layout.sharded and loop_settings.diagnostics_every_steps:
+    # Diagnostics differentiate the whole model on one device.
+    logging.warning(
+      'diagnostics_every_steps is off: the gradient diagnostics need whole '
+      f'embedding tables, and {", ".join(layout.sharded)} are split by rows'
+    )
+    loop_settings = dataclasses.replace(
+      loop_settings, diagnostics_every_steps=0
+    )
+    settings = dataclasses.replace(settings, loop=loop_settings)
   if is_population:
     members = members_lib.members_of(config, len(train_tasks))
     engine = Population(settings.engine, dataset, model, tx, members, spe=spe)
@@ -90,7 +127,7 @@ def set_up(config, settings: Settings, wd) -> Run:
       tx,
       weighting,
       spe=spe,
-      devices=build.parallel_devices(config),
+      devices=devices,
     )
   num_params = sum(x.size for x in jax.tree.leaves(engine.state.params)) // (
     engine.size if is_population else 1
@@ -145,7 +182,15 @@ def restore(run: Run, wd) -> LoopState:
   settings, engine = run.settings.loop, run.engine
   state = engine.state
   abstract = jax.eval_shape(lambda: state)  # Unplaced.
-  restored = run.ckpt.restore_latest(abstract)
+  relayout = None
+  if hasattr(engine, 'relayout'):  # Tables split by rows, here or saved.
+    relayout = engine.relayout()
+    if engine.sharded:  # Read onto the devices, never whole on one.
+      abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+        state,
+      )
+  restored = run.ckpt.restore_latest(abstract, relayout)
   meta = {}
   if restored is not None:
     state, meta = restored

@@ -28,8 +28,9 @@ def to_disk(tree):
   def leaf(x):
     if not is_key(x):
       return x
-    if isinstance(x, jax.ShapeDtypeStruct):
-      return jax.eval_shape(jax.random.key_data, x)
+    if isinstance(x, jax.ShapeDtypeStruct):  # Its placement kept.
+      out = jax.eval_shape(jax.random.key_data, x)
+      return jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=x.sharding)
     return jax.random.key_data(x)
 
   return jax.tree.map(leaf, tree)

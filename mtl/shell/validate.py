@@ -50,6 +50,7 @@ from mtl.shell import (
   plugins,
   profiling,
   selection,
+  sharding,
   validate_keywords,
   validate_model,
   writers,
@@ -138,6 +139,9 @@ _FIXED = {
   'init_from': Rule('str', optional=True),
   'workdir_allow_changes': Rule('bool'),
   'parallel.num_devices': count(0),  # 0: every device
+  # Missing in a workdir recorded before the keys: nothing split.
+  'parallel.sharding.rows': Rule('tuple', each=Rule('str'), optional=True),
+  'parallel.sharding.min_bytes': Rule('int', 0, optional=True),  # 0: off
   'skip_nonfinite': Rule('bool'),
   'divergence_factor': Rule('float', 0),  # 0: off
   'stop_on_divergence': Rule('bool'),
@@ -191,6 +195,12 @@ def check_config(config) -> None:
       'population.bagging is True without a population, expected '
       'population.size or per-member lists (bagging resamples per member)'
     )
+  sharding.check_request(
+    build.sharding_request(config),
+    backend=config.parallel.backend,
+    num_devices=config.parallel.num_devices,
+    population=members.is_population(config),
+  )
   selection.check(
     config.select_best,
     config.early_stopping.patience,

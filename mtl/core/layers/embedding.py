@@ -28,6 +28,12 @@ table), and its gathered rows [B, L, d] get the variable 'perturbations'/
 gradient with respect to that zero is the rows' gradient, so the table's
 dense gradient is never made). Without it the layer is unchanged.
 
+A table sharded by rows over devices (mtl/core/sharded_tables.py) is never
+whole on one device: the caller gathers its rows itself and passes them as
+the variable 'gathered'/<name> [B, L, d] of each of its lookups, which
+stand in for the layer's own gather; a table all of whose lookups are
+given so is not a param of the layer at all.
+
 The tables are stored in `param_dtype` (config.embedding.dtype,
 precision.EMBEDDING_DTYPES): 'bfloat16' initialises them as in float32 and
 rounds each entry to the nearest bfloat16; the gathered rows are cast to
@@ -245,6 +251,10 @@ class FeatureEmbedding(nn.Module):
       return dense
     layout, shapes = lookups(self.vocab_sizes, self.embed_dim)
     shared = {lk.table for lk in layout if lk.offsets is not None}
+    given = lambda lk: self.has_variable('gathered', lk.name)  # noqa: E731
+    outside = {lk.table for lk in layout if given(lk)} - {
+      lk.table for lk in layout if not given(lk)
+    }
     tables = {
       name: self.param(
         name,
@@ -253,11 +263,15 @@ class FeatureEmbedding(nn.Module):
         precision.EMBEDDING_DTYPES[self.param_dtype],
       )
       for name, shape in shapes.items()
+      if name not in outside
     }
     out, gathered, modules = [dense], {}, []
     for lk in layout:
       ids = lk.ids(sparse)
-      rows = jnp.take(tables[lk.table], ids, axis=0)  # [B, L, d]
+      if given(lk):  # A sharded table's rows, gathered by the caller.
+        rows = self.get_variable('gathered', lk.name)
+      else:
+        rows = jnp.take(tables[lk.table], ids, axis=0)  # [B, L, d]
       if rows.dtype != jnp.float32:  # A bfloat16 table: exact.
         rows = rows.astype(jnp.float32)
       if self.has_variable('perturbations', lk.name):

@@ -1,0 +1,244 @@
+"""Training with embedding tables sharded by rows over 8 emulated devices.
+
+Oracle: the replicated run of the same config (every device holds every
+table and its state, the ids and row gradients all-gathered), itself tested
+against one device and against dense optimizers (test_sparse_training.py).
+
+- Bit for bit where the arithmetic is the same: every id at most once in
+  each global batch, so each row's gradient is one term on both routes, and
+  equal weighting (no sum over rows): parameters and optimizer state equal
+  after 20 steps, for every sparse method.
+- Within float32 rounding where it is not: with duplicate ids a row's
+  gradient is summed in another order (each device first, then the
+  owners), and the Gram matrix, norms and clipping norm are sums over the
+  rows each owner holds, `psum`med. The tolerance is derived below.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl.core import (
+  optim,
+  parallel,
+  sharded_embedding,
+  sharded_tables,
+  sparse,
+  sparse_train,
+  train_state,
+  train_step,
+)
+from mtl.core.layers.embedding import Column, lookups
+from mtl.core.model import make_model
+from mtl.core.tasks import Task
+from mtl.core.weighting import WEIGHTINGS
+
+N = 8
+# Per-feature tables of more rows than devices (user: 4 rows a device and
+# 5 padding rows; item 29: not a multiple of 8); the history shares item's.
+FLAT = (Column(37, feature='user'), Column(29, feature='item'))
+SEQ = FLAT + (Column(29, feature='hist', table='item', pooling='mean'),) * 3
+TABLES = ('item', 'user')
+STEPS = 20
+
+
+@functools.cache
+def _model(vocab):
+  return make_model(
+    'mmoe',
+    dict(num_experts=2, expert_hidden=(4,)),
+    num_tasks=2,
+    vocab_sizes=vocab,
+    embed_dim=3,
+    tower_hidden=(4,),
+  )
+
+
+def _batches(vocab, *, unique, seed=0, n=16):
+  """STEPS global batches; `unique`: no id twice in a batch's table."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(STEPS):
+    if unique:
+      cols = [rng.permutation(int(v))[:n] for v in vocab]
+    else:  # Zipf-like: a few hot ids, duplicated within and across devices.
+      cols = [np.minimum(rng.zipf(1.5, n) - 1, int(v) - 1) for v in vocab]
+    out.append(
+      {
+        'dense': rng.normal(size=(n, 3)).astype(np.float32),
+        'sparse': np.stack(cols, 1).astype(np.int32),
+        'labels': rng.integers(0, 2, (2, n)).astype(np.float32),
+        'mask': np.ones((2, n), np.float32),
+      }
+    )
+  return out
+
+
+def _tx(model, method, **kw):
+  return optim.make_optimizer(
+    'adam',
+    0.05,
+    sparse={'tables': TABLES, 'method': method},
+    table_shapes=lookups(model.vocab_sizes, model.embed_dim)[1],
+    **kw,
+  )
+
+
+def _runs(vocab, method, weighting, batches, **kw):
+  """(the initial user table, (replicated params, opt_state and weighting
+  state, metrics), the same of the sharded run, unsharded) after a step per
+  batch, from the same initial state."""
+  model = _model(vocab)
+  tx = _tx(model, method, **kw)
+  w = WEIGHTINGS[weighting]()
+  tasks = (Task('t0'), Task('t1'))
+  features = train_step.features_of(batches[0])
+  init = train_state.init_train_state(
+    model, tx, w, features, num_tasks=2, key=jax.random.key(0)
+  )
+  rows = {t: lookups(vocab, 3)[1][t][0] for t in TABLES}
+  out = [np.asarray(init.params['embed']['user'])]
+  for sharded in ((), TABLES):
+    txs = tx._replace(sharded=sharded)
+    step = train_step.make_train_step(
+      model, txs, w, tasks, steps_per_epoch=1, axis_name='data'
+    )
+    specs = None
+    state = jax.tree.map(jnp.copy, init)
+    if sharded:
+      specs = functools.partial(
+        sharded_tables.specs, names=sharded, axis_name='data'
+      )
+      state = sharded_tables.shard_state(state, sharded, N)
+    run = parallel.make_parallel_train_step(
+      step, backend='shard_map', state_specs=specs
+    )
+    metrics = []
+    for b in batches:
+      state, m = run(state, b)
+      metrics.append(jax.tree.map(np.asarray, m))
+    if sharded:
+      state = sharded_tables.unshard_state(state, rows, N)
+    state = (state.params, state.opt_state, state.weighting_state)
+    out.append((jax.tree.map(np.asarray, state), metrics))
+  return out
+
+
+@pytest.mark.parametrize('method', sorted(sparse.SPARSE_OPTIMIZERS))
+def test_unique_ids_sharded_equals_replicated_bit_for_bit(method):
+  assert jax.device_count() == N
+  first, (want, wm), (got, gm) = _runs(
+    FLAT, method, 'equal', _batches(FLAT, unique=True)
+  )
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(g, w)
+  np.testing.assert_array_equal(
+    [m['loss'] for m in gm], [m['loss'] for m in wm]
+  )
+  # Not trivially: the table moved.
+  assert not np.array_equal(got[0]['embed']['user'], first)
+
+
+def test_each_device_holds_its_rows_only():
+  """The addressable bytes of a sharded table and of its state on each
+  device are 1/N of the whole, within one row."""
+  model = _model(FLAT)
+  tx = _tx(model, 'lazy_adam')._replace(sharded=TABLES)
+  w = WEIGHTINGS['equal']()
+  batch = _batches(FLAT, unique=True)[0]
+  init = train_state.init_train_state(
+    model, tx, w, train_step.features_of(batch), num_tasks=2,
+    key=jax.random.key(0),
+  )  # fmt: skip
+  state = sharded_tables.shard_state(init, TABLES, N)
+  run = parallel.make_parallel_train_step(
+    train_step.make_train_step(
+      model, tx, w, (Task('t0'), Task('t1')), steps_per_epoch=1,
+      axis_name='data',
+    ),
+    backend='shard_map',
+    state_specs=functools.partial(
+      sharded_tables.specs, names=TABLES, axis_name='data'
+    ),
+  )  # fmt: skip
+  state, _ = run(state, batch)
+  for name, (v, d) in lookups(FLAT, 3)[1].items():
+    leaves = [state.params['embed'][name]]
+    leaves += jax.tree.leaves(state.opt_state['sparse'][name])
+    for leaf in leaves:
+      whole = v * d * leaf.dtype.itemsize
+      for shard in leaf.addressable_shards:
+        assert shard.data.nbytes <= whole / N + d * leaf.dtype.itemsize
+        assert shard.data.shape[0] == sharded_embedding.rows_per_device(v, N)
+
+
+def _reassociation_bound(terms, count):
+  """|fl(sum) - sum| <= gamma_k sum |x| for a float32 sum of k terms in any
+  order (Higham, Accuracy and Stability, (4.4)), for two orders: twice."""
+  u = np.finfo(np.float32).eps / 2
+  gamma = count * u / (1 - count * u)
+  return 2 * gamma * terms
+
+
+def test_gram_and_norms_of_sharded_rows_equal_the_replicated_ones():
+  """The per-task Gram matrix and norms the balancing methods read, from
+  duplicate ids: equal within the reassociation bound of their sums."""
+  model = _model(SEQ)
+  batch = _batches(SEQ, unique=False, seed=3, n=64)[0]
+  rng = np.random.default_rng(4)
+  layout, shapes = lookups(SEQ, 3)
+  task_rows = {
+    'embed': {
+      lk.name: jnp.asarray(
+        rng.normal(size=(2, 64, lk.stop - lk.start, 3)), jnp.float32
+      )
+      for lk in layout
+    }
+  }
+  mesh = parallel.make_mesh()
+  spec = jax.sharding.PartitionSpec
+  split = {'embed': {k: spec(None, 'data') for k in task_rows['embed']}}
+
+  def both(ids, rows, sharded):
+    gram = sparse_train.task_rows_gram(
+      model, ids, rows, TABLES, 'data', sharded
+    )
+    norm = sparse_train.task_rows_norm(
+      model, ids, rows, 'user', 'data', sharded
+    )
+    return gram, norm
+
+  out = {}
+  for sharded in ((), TABLES):
+    fn = jax.shard_map(
+      functools.partial(both, sharded=sharded),
+      mesh=mesh,
+      in_specs=(spec('data'), split),
+      out_specs=spec(),
+      check_vma=False,
+    )
+    out[sharded] = jax.tree.map(
+      np.asarray, jax.jit(fn)(batch['sparse'], task_rows)
+    )
+  (gw, nw), (gg, ng) = out[()], out[TABLES]
+  # The oracle: numpy, float64, the dense per-task gradients of the tables.
+  dense = {t: np.zeros((2,) + shapes[t]) for t in TABLES}
+  for lk in layout:
+    ids = np.asarray(lk.ids(batch['sparse'])).reshape(-1)
+    g = np.asarray(task_rows['embed'][lk.name], np.float64).reshape(2, -1, 3)
+    for t in range(2):
+      np.add.at(dense[lk.table][t], ids, g[t])
+  flat = np.concatenate([dense[t].reshape(2, -1) for t in TABLES], 1)
+  gram = flat @ flat.T
+  terms = np.abs(flat) @ np.abs(flat).T
+  k = 64 * 5 + flat.shape[1]  # At most: every gather's terms, every row.
+  bound = _reassociation_bound(terms, k)
+  np.testing.assert_array_less(np.abs(gg - gram), bound + 1e-30)
+  np.testing.assert_array_less(np.abs(gw - gram), bound + 1e-30)
+  assert np.all(np.abs(gg - gw) <= 2 * bound)
+  norm = np.linalg.norm(dense['user'].reshape(2, -1), axis=1)
+  np.testing.assert_allclose(ng, norm, rtol=4 * k * np.finfo(np.float32).eps)
+  np.testing.assert_allclose(ng, nw, rtol=4 * k * np.finfo(np.float32).eps)
