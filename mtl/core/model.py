@@ -62,6 +62,8 @@ class MultiTaskModel(nn.Module):
       precision.PRECISIONS ('float32': the plain model).
     embedding_dtype: the embedding tables' storage dtype, a key of
       precision.EMBEDDING_DTYPES.
+    row_blocks: ((table, N), ...): tables initialised split by rows over N
+      devices (layers/embedding.py), for a run that splits them.
   """
 
   num_tasks: int
@@ -78,6 +80,7 @@ class MultiTaskModel(nn.Module):
   numeric: nn.Module | None = None
   precision: str = 'float32'
   embedding_dtype: str = 'float32'
+  row_blocks: tuple = ()  # ((table, N), ...): made split by rows
 
   @nn.compact
   def __call__(
@@ -105,7 +108,11 @@ class MultiTaskModel(nn.Module):
       )(self.vocab_sizes, self.embed_dim, self.embedding_dtype, name='embed')
     else:
       embed = FeatureEmbedding(
-        self.vocab_sizes, self.embed_dim, self.embedding_dtype, name='embed'
+        self.vocab_sizes,
+        self.embed_dim,
+        self.embedding_dtype,
+        self.row_blocks,
+        name='embed',
       )
     dense = features['dense']
     if self.numeric is not None:  # [B, F] -> [B, F * d] (PLR).

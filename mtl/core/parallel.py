@@ -152,8 +152,8 @@ def _put(x, sharding: NamedSharding):
   process's devices (each process passes the same whole array)."""
   if sharding.spec == P():
     return _put_replicated(x, sharding)
-  if isinstance(x, jax.Array) and x.sharding == sharding:
-    return x
+  if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+    return x  # Never a copy: the state is donated, a copy would double it.
   if sharding.is_fully_addressable:
     return jax.device_put(x, sharding)
   x = np.asarray(x)

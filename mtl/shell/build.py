@@ -158,6 +158,8 @@ def build(
   tx = optim.make_optimizer(**opt, total_steps=total_steps, table_shapes=tables)
   if split:
     tx = tx._replace(sharded=split)
+    # Each device draws its own rows of a split table (layers/embedding.py).
+    model = model.clone(row_blocks=tuple((n, len(devices)) for n in split))
   if model.embedding_dtype != 'float32':  # float32 moments (precision.py)
     tx = precision.float32_moments(tx)
   if config.skip_nonfinite:  # max_consecutive_nonfinite >= 1: validate.py

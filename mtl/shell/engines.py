@@ -111,11 +111,9 @@ class Single:
         num_tasks=len([t for t in tasks if t.train]),
         key=init_key,
       )
-      if not self.sharded:
-        return state
-      return sharded_tables.shard_state(state, self.sharded, len(devices))
+      return state  # Split tables drawn in their blocks (model.row_blocks).
 
-    if self.sharded:  # Each device makes its own blocks, never a table.
+    if self.sharded:  # Each device keeps its own blocks, never a table.
       mesh = parallel.make_mesh(devices)
       shardings = jax.tree.map(
         lambda spec: NamedSharding(mesh, spec), specs(jax.eval_shape(init))

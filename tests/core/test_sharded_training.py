@@ -242,3 +242,46 @@ def test_gram_and_norms_of_sharded_rows_equal_the_replicated_ones():
   norm = np.linalg.norm(dense['user'].reshape(2, -1), axis=1)
   np.testing.assert_allclose(ng, norm, rtol=4 * k * np.finfo(np.float32).eps)
   np.testing.assert_allclose(ng, nw, rtol=4 * k * np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize('block_rows', [1 << 16, 2])
+def test_a_split_table_is_drawn_in_its_blocks_as_the_whole_one(
+  block_rows, monkeypatch
+):
+  """The model with `row_blocks` initialises each split table in its
+  blocks, each row drawn alone: the whole table's init, split by numpy's
+  rule (row i at block i mod N, row i // N), padding rows zero; drawn in
+  one chunk, or 2 rows of each block at a time (the last chunk overlapping
+  the one before)."""
+  from mtl.core.layers import embedding
+
+  monkeypatch.setattr(embedding, 'BLOCK_ROWS', block_rows)
+  model = _model(SEQ)
+  blocked = model.clone(row_blocks=tuple((t, N) for t in TABLES))
+  features = train_step.features_of(_batches(SEQ, unique=False)[0])
+  whole = model.init(jax.random.key(7), features, train=False)['params']
+  split = jax.jit(
+    lambda: blocked.init(jax.random.key(7), features, train=False)
+  )()['params']
+  for t in TABLES:
+    table = np.asarray(whole['embed'][t])
+    r = -(-table.shape[0] // N)
+    padded = np.zeros((N * r, table.shape[1]), table.dtype)
+    padded[: table.shape[0]] = table
+    want = np.concatenate([padded[k::N] for k in range(N)])
+    np.testing.assert_array_equal(np.asarray(split['embed'][t]), want)
+  rest = lambda p: {k: v for k, v in p.items() if k != 'embed'}  # noqa: E731
+  jax.tree.map(np.testing.assert_array_equal, rest(split), rest(whole))
+
+
+def test_row_counters_past_2_to_the_32():
+  """initializers.counters: the flat index i * d + j as (high, low) uint32
+  words, against Python's integers, where i * d passes 2^32."""
+  from mtl.core.layers import initializers
+
+  ids = np.array([0, 1, 268_435_455, 268_435_456, 299_999_999, 2**32 - 1])
+  for d in (1, 16, 64, 2**15):
+    high, low = map(np.asarray, initializers.counters(ids, d))
+    flat = ids.astype(object)[:, None] * d + np.arange(d)[None, :]
+    np.testing.assert_array_equal(high, (flat >> 32).astype(np.uint64))
+    np.testing.assert_array_equal(low, (flat & 0xFFFFFFFF).astype(np.uint64))

@@ -32,7 +32,10 @@ A table sharded by rows over devices (mtl/core/sharded_tables.py) is never
 whole on one device: the caller gathers its rows itself and passes them as
 the variable 'gathered'/<name> [B, L, d] of each of its lookups, which
 stand in for the layer's own gather; a table all of whose lookups are
-given so is not a param of the layer at all.
+given so is not a param of the layer at all. `row_blocks` ((table, N)
+pairs) makes such a table's param, when the layer is initialised, in the
+split layout [N * R, d] (row i at block i mod N, row i // N) with the values
+of the whole table's init, each row drawn where it lives (`_blocked`).
 
 The tables are stored in `param_dtype` (config.embedding.dtype,
 precision.EMBEDDING_DTYPES): 'bfloat16' initialises them as in float32 and
@@ -51,6 +54,8 @@ from mtl.core import precision
 from mtl.core.layers import initializers, sequence
 
 PAD_ID = 0
+# Rows of each block a split table's init draws at a time (`_blocked`).
+BLOCK_ROWS = 1 << 16
 
 
 def mean_pool(embeddings: jax.Array, mask: jax.Array) -> jax.Array:
@@ -204,6 +209,49 @@ def column_init(key, shape, dtype=jnp.float32) -> jax.Array:
   return initializers.embed_init(key, shape, dtype).at[:2].set(0.0)
 
 
+def _block_shape(shape, n: int) -> tuple:
+  return (n * -(-shape[0] // n),) + tuple(shape[1:])
+
+
+def _blocked(num_rows: int, n: int, zero_first: bool):
+  """The init of a table of `num_rows` rows split over n devices: at
+  position p of [N * R, d] (block p // R, row p % R) the whole table's row
+  i = (p % R) * N + p // R, drawn alone (initializers.embed_rows), so each
+  device draws only its own rows; padding rows (i >= V) zero, and with
+  `zero_first` rows 0 and 1 too (`column_init`)."""
+
+  def rows(key, ids, d):  # [N, s] ids -> [N, s, d]
+    x = initializers.embed_rows(key, ids.reshape(-1), (num_rows, d))
+    keep = (ids < num_rows) & ((ids >= 2) if zero_first else True)
+    return jnp.where(keep.reshape(-1, 1), x, 0.0).reshape(ids.shape + (d,))
+
+  def init(key, shape, dtype=jnp.float32):
+    del dtype  # float32; `_stored` rounds.
+    r, d = shape[0] // n, shape[1]
+    ids = (
+      jnp.arange(r, dtype=jnp.uint32)[None, :] * n
+      + jnp.arange(n, dtype=jnp.uint32)[:, None]
+    )  # [N, R]: block k's rows k, k + N, ...
+    # Drawn BLOCK_ROWS rows of every block at a time into the [N, R, d]
+    # blocks (the last chunk overlaps the one before: the same values), so
+    # the draw's temporaries are a chunk's, not the table's.
+    s = min(r, BLOCK_ROWS)
+    starts = jnp.minimum(jnp.arange(-(-r // s)) * s, r - s)
+
+    def body(i, out):
+      at = starts[i]
+      chunk = jax.lax.dynamic_slice_in_dim(ids, at, s, axis=1)
+      return jax.lax.dynamic_update_slice_in_dim(
+        out, rows(key, chunk, d), at, axis=1
+      )
+
+    out = jnp.zeros((n, r, d), jnp.float32)
+    out = jax.lax.fori_loop(0, starts.shape[0], body, out)
+    return out.reshape(shape)
+
+  return init
+
+
 def _stored(init):
   """`init` for a table stored in `dtype`: float32's values, rounded to the
   nearest `dtype` (float32: `init` itself)."""
@@ -236,6 +284,7 @@ class FeatureEmbedding(nn.Module):
   vocab_sizes: tuple[int, ...]
   embed_dim: int
   param_dtype: str = 'float32'
+  row_blocks: tuple = ()  # ((table, N), ...): made split by rows.
 
   @nn.compact
   def __call__(self, dense: jax.Array, sparse: jax.Array) -> jax.Array:
@@ -255,11 +304,18 @@ class FeatureEmbedding(nn.Module):
     outside = {lk.table for lk in layout if given(lk)} - {
       lk.table for lk in layout if not given(lk)
     }
+    blocks = dict(self.row_blocks)
     tables = {
       name: self.param(
         name,
-        _stored(initializers.embed_init if name in shared else column_init),
-        shape,
+        _stored(
+          _blocked(shape[0], blocks[name], name not in shared)
+          if name in blocks
+          else initializers.embed_init
+          if name in shared
+          else column_init
+        ),
+        _block_shape(shape, blocks[name]) if name in blocks else shape,
         precision.EMBEDDING_DTYPES[self.param_dtype],
       )
       for name, shape in shapes.items()
