@@ -352,3 +352,53 @@ def test_a_sigterm_to_local_sh_reaches_the_run_which_saves(tmp_path, to):
   saved = checkpoint.Checkpointer(workdir / 'checkpoints', read_only=True)
   assert saved.all_steps(), out[-3000:]
   saved.close()
+
+
+@pytest.mark.slow
+def test_a_split_table_over_two_processes_of_four_devices_equals_one_of_eight(
+  tmp_path, census_tfds_dir
+):
+  """Census's one shared table split by rows over 8 devices: 2 processes x
+  4 devices (launch/multiprocess_cpu.sh, the lookups' all_to_all across
+  processes) against 1 process x 8. Each process holds its own blocks; the
+  checkpoints hold the same [8 R, d] blocks."""
+  one, two = tmp_path / 'one', tmp_path / 'two'
+  flags = [
+    '--config.parallel.backend=shard_map',
+    "--config.parallel.sharding.rows=('table',)",
+    f'--config.dataset.data_dir={census_tfds_dir}',
+    '--config.batch_size=1024',
+    '--config.eval_batch_size=1024',
+    '--config.num_epochs=1',
+  ]
+  config = 'configs/smoke.py:mmoe,census'
+  proc = cli.run(
+    [
+      f'--config={config}',
+      f'--workdir={one}',
+      '--num_cpu_devices=8',
+      '--config.parallel.num_devices=0',
+      '--config.input_mode=host',
+      *flags,
+    ],
+    env=_env(),
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rc, out = _run(
+    ['launch/multiprocess_cpu.sh', '2', '4', config, str(two), *flags],
+    timeout=900,
+  )
+  logs = [(two / f'process_{i}.log').read_text() for i in range(2)]
+  assert rc == 0, out[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+  _assert_shows_the_summary(out, two)
+  assert 'split by rows over 8 devices' in out, out[-2000:]
+  want, got = (json.loads((d / 'results.json').read_text()) for d in (one, two))
+  assert (got['num_processes'], got['num_devices']) == (2, 8)
+  for split in ('validation', 'test'):
+    for key, value in want[split].items():
+      np.testing.assert_allclose(got[split][key], value, rtol=RTOL, err_msg=key)
+  (_, params_a), (_, params_b) = _params(one), _params(two)
+  a, b = params_a['embed']['table'], params_b['embed']['table']
+  assert a.shape == b.shape and a.shape[0] % 8 == 0
+  np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=RTOL, atol=ATOL)
