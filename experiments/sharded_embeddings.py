@@ -261,7 +261,7 @@ def scale_run(root: pathlib.Path) -> dict:
       'seconds': seconds,
       # ru_maxrss of the children so far: the largest of them.
       'peak_rss_bytes': peak if peak > before * 1024 else None,
-      'last_lines': lines[-4:],
+      'last_lines': [harness.portable(x) for x in lines[-4:]],
     }
     if split and proc.returncode == 0:
       results = json.loads((workdir / 'results.json').read_text())
