@@ -285,3 +285,101 @@ def test_row_counters_past_2_to_the_32():
     flat = ids.astype(object)[:, None] * d + np.arange(d)[None, :]
     np.testing.assert_array_equal(high, (flat >> 32).astype(np.uint64))
     np.testing.assert_array_equal(low, (flat & 0xFFFFFFFF).astype(np.uint64))
+
+
+def test_duplicate_ids_step_by_step_within_the_derived_float32_bound():
+  """Adagrad, ids repeated within and across devices (Zipf, the history
+  sharing the item table, its padding), 20 steps. At each step both runs
+  start from the replicated run's state, so only one step's difference is
+  measured: the row gradients are the same terms summed in another order
+  (each device's duplicates first, then the owners' sums).
+
+  The bound, per entry of a table: a sum of k terms in two orders differs
+  by at most 2 gamma_k A (A: the sum of the terms' magnitudes, from the
+  per-occurrence gradients in float64); Adagrad's update lr g /
+  sqrt(acc + g^2 + eps) moves by at most lr / sqrt(acc + eps) <= lr /
+  sqrt(0.1) per unit of g (its derivative, acc >= 0.1 initially); plus the
+  float32 rounding of the update and of the new entry, 8 eps (|u| + |w|).
+  Everything that is not a split table equals bit for bit."""
+  from mtl.core import losses as losses_lib
+  from mtl.core.architectures.base import training_logits
+
+  model = _model(SEQ)
+  tx = _tx(model, 'adagrad')
+  lr = 0.05
+  w = WEIGHTINGS['equal']()
+  tasks = (Task('t0'), Task('t1'))
+  batches = _batches(SEQ, unique=False, seed=5, n=32)
+  features = train_step.features_of(batches[0])
+  state = train_state.init_train_state(
+    model, tx, w, features, num_tasks=2, key=jax.random.key(0)
+  )
+  rows = {t: lookups(SEQ, 3)[1][t][0] for t in TABLES}
+  runs = {}
+  for sharded in ((), TABLES):
+    step = train_step.make_train_step(
+      model, tx._replace(sharded=sharded), w, tasks, steps_per_epoch=1,
+      axis_name='data',
+    )  # fmt: skip
+    specs = None
+    if sharded:
+      specs = functools.partial(
+        sharded_tables.specs, names=sharded, axis_name='data'
+      )
+    runs[sharded] = parallel.make_parallel_train_step(
+      step, backend='shard_map', state_specs=specs
+    )
+
+  def magnitudes(params, batch, rng):
+    """{table: [V, d]} sum over occurrences of |row gradient|, float64."""
+    (dense, zero), variables = sparse_train.differentiable(
+      tx, model, params, batch['sparse']
+    )
+
+    def total(pert):
+      logits, _ = training_logits(
+        model, variables((dense, pert)), features_of(batch), rng
+      )
+      sums, counts = losses_lib.masked_loss_sums(
+        logits, batch['labels'], batch['mask'], tasks=tasks
+      )
+      return jnp.sum(sums / jnp.maximum(counts, 1.0))
+
+    g = jax.grad(total)(zero)['embed']
+    out = {t: np.zeros(lookups(SEQ, 3)[1][t]) for t in TABLES}
+    count = {t: np.zeros(lookups(SEQ, 3)[1][t][0]) for t in TABLES}
+    for lk in lookups(SEQ, 3)[0]:
+      ids = np.asarray(lk.ids(batch['sparse'])).reshape(-1)
+      gi = np.abs(np.asarray(g[lk.name], np.float64)).reshape(len(ids), -1)
+      np.add.at(out[lk.table], ids, gi)
+      np.add.at(count[lk.table], ids, 1)
+    return out, count
+
+  features_of = train_step.features_of
+  eps32 = np.finfo(np.float32).eps
+  u = eps32 / 2
+  differing = 0  # Entries the two orders round apart (the case is real).
+  for t, batch in enumerate(batches):
+    rng = jax.random.fold_in(state.rng, state.step)
+    mags, count = magnitudes(state.params, batch, rng)
+    want, _ = runs[()](jax.tree.map(jnp.copy, state), batch)
+    split = sharded_tables.shard_state(jax.tree.map(jnp.copy, state), TABLES, N)
+    got, _ = runs[TABLES](split, batch)
+    got = sharded_tables.unshard_state(got, rows, N)
+    old = state.params['embed']
+    for name in TABLES:
+      k = count[name][:, None] + N  # Terms, plus the owners' partial sums.
+      gamma = k * u / (1 - k * u)
+      dg = 2 * gamma * mags[name]
+      new = np.asarray(want.params['embed'][name], np.float64)
+      step_size = np.abs(new - np.asarray(old[name], np.float64))
+      bound = lr / np.sqrt(0.1) * dg + 8 * eps32 * (step_size + np.abs(new))
+      diff = np.abs(np.asarray(got.params['embed'][name], np.float64) - new)
+      assert np.all(diff <= bound), (t, name, float(np.max(diff - bound)))
+      differing += int(np.sum(diff > 0))
+    rest = lambda p: {k: v for k, v in p.items() if k != 'embed'}  # noqa: E731
+    jax.tree.map(
+      np.testing.assert_array_equal, rest(got.params), rest(want.params)
+    )
+    state = want
+  assert differing > 0
