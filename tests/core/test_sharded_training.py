@@ -330,8 +330,9 @@ def test_duplicate_ids_step_by_step_within_the_derived_float32_bound():
       step, backend='shard_map', state_specs=specs
     )
 
-  def magnitudes(params, batch, rng):
-    """{table: [V, d]} sum over occurrences of |row gradient|, float64."""
+  @jax.jit
+  def row_grads(params, batch, rng):
+    """Each occurrence's row gradient, {lookup: [B, L, d]}."""
     (dense, zero), variables = sparse_train.differentiable(
       tx, model, params, batch['sparse']
     )
@@ -345,7 +346,11 @@ def test_duplicate_ids_step_by_step_within_the_derived_float32_bound():
       )
       return jnp.sum(sums / jnp.maximum(counts, 1.0))
 
-    g = jax.grad(total)(zero)['embed']
+    return jax.grad(total)(zero)['embed']
+
+  def magnitudes(params, batch, rng):
+    """{table: [V, d]} sum over occurrences of |row gradient|, float64."""
+    g = row_grads(params, batch, rng)
     out = {t: np.zeros(lookups(SEQ, 3)[1][t]) for t in TABLES}
     count = {t: np.zeros(lookups(SEQ, 3)[1][t][0]) for t in TABLES}
     for lk in lookups(SEQ, 3)[0]:
