@@ -206,16 +206,29 @@ def task_rows_gram(
   return total
 
 
+def task_rows_squares(
+  model, sparse_ids, task_rows, names, axis_name=None, sharded=()
+):
+  """[K] squared norms of the tables' gradients [K, ...], summed over
+  `names` (a split table's over its owners, psummed)."""
+  rows = combine_rows(model, sparse_ids, task_rows, names, axis_name, sharded)
+  return sum(
+    sharded_tables.psum_if(
+      jnp.sum(jnp.square(r.grads.reshape(r.grads.shape[0], -1)), axis=1),
+      name in sharded,
+      axis_name,
+    )
+    for name, r in rows.items()
+  )
+
+
 def task_rows_norm(
   model, sparse_ids, task_rows, name, axis_name=None, sharded=()
 ):
   """[T] norms of one sparse table's per-task gradients."""
-  rows = combine_rows(
-    model, sparse_ids, task_rows, (name,), axis_name, sharded
-  )[name]
-  g = rows.grads.reshape(rows.grads.shape[0], -1)
-  squares = jnp.sum(jnp.square(g), axis=1)
-  return jnp.sqrt(sharded_tables.psum_if(squares, name in sharded, axis_name))
+  return jnp.sqrt(
+    task_rows_squares(model, sparse_ids, task_rows, (name,), axis_name, sharded)
+  )
 
 
 def differentiable(part, model, params, sparse_ids, axis_name=None):

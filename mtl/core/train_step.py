@@ -68,16 +68,8 @@ def _unit_distances(per_task, shared, sp):
 
     def rows(pairs):
       mixed = jax.tree.map(lambda r: jnp.tensordot(pairs, r, 1), task_rows)
-      out = sparse_train.combine_rows(
+      return sparse_train.task_rows_squares(
         model, sparse_ids, mixed, part.tables, axis_name, part.sharded
-      )
-      return sum(
-        sharded_tables.psum_if(
-          jnp.sum(jnp.square(r.grads.reshape(len(pairs), -1)), axis=1),
-          name in part.sharded,
-          axis_name,
-        )
-        for name, r in out.items()
       )
 
   return task_grads_lib.unit_distances(per_task[shared], norms, rows)
