@@ -26,7 +26,7 @@ from mtl.data import pipeline, row_files, streaming
 from mtl.data.scale import write_scale_table
 from mtl.errors import CheckpointError, ConfigError, DataError
 from mtl.shell import checkpoint
-from tests import cli, forked
+from tests import cli, compile_log, forked
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROWS, BATCH = 2000, 128
@@ -329,6 +329,25 @@ def test_a_stream_run_equals_an_in_memory_run(
   for split in ('validation', 'test'):  # Several chunks each.
     rows = streaming.row_file(ds, split)
     assert len(list(streaming.eval_chunks(rows, 64, devices=devices))) >= 3
+
+
+def test_stream_mode_compiles_nothing_after_the_first_epoch(
+  table, tfds_dir, tmp_path, capsys
+):
+  """input_mode='stream' (batches read from the row files by a background
+  thread, a jitted step per dispatch): after epoch 1 compiled the step for
+  each dispatch length (15 steps in dispatches of 4: 4 and 3) and the
+  evaluation, epoch 2 compiles at most the best params' copy and epoch 3
+  nothing. jax's compile log, as for the device and host modes
+  (tests/shell/test_profiling.py)."""
+  config = _run_config(tfds_dir, 'stream', 1)
+  config.num_epochs = 3
+  config.checkpoint.async_save = False
+  epochs, _ = compile_log.compiles_per_epoch(config, tmp_path / 'run', capsys)
+  first, second, third = epochs[:3]
+  assert first, 'epoch 1 compiled nothing: the compile log was not seen'
+  assert set(second) <= {'jit(copy)'}, second
+  assert third == [], third
 
 
 @pytest.mark.slow

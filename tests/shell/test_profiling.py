@@ -8,9 +8,7 @@ for which programs a run compiles in which epoch.
 
 import gzip
 import json
-import logging
 import re
-import sys
 
 import jax
 import ml_collections
@@ -19,6 +17,7 @@ import pytest
 from configs import smoke
 from mtl.errors import ConfigError
 from mtl.shell import profiling, trainer, validate
+from tests import compile_log
 
 
 @pytest.mark.parametrize(
@@ -124,29 +123,6 @@ def test_a_trace_past_the_last_step_stops_when_training_does(
       assert err == ''
 
 
-def _compiles_per_epoch(config, workdir, capsys):
-  """Trains `config` under jax.log_compiles; returns (the names compiled
-  in each epoch, before each 'epoch i/N' line, stderr)."""
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter('COMPILE %(message)s'))
-  handler.addFilter(lambda r: r.getMessage().startswith('Compiling '))
-  logger = logging.getLogger('jax')
-  logger.addHandler(handler)
-  try:
-    with jax.log_compiles():
-      trainer.train(config, workdir)
-  finally:
-    logger.removeHandler(handler)
-  epochs = [[]]
-  err = capsys.readouterr().err
-  for line in err.splitlines():
-    if line.startswith('COMPILE '):
-      epochs[-1].append(re.match(r'COMPILE Compiling (\S+)', line)[1])
-    elif re.match(r'epoch \d+/\d+ ', line):
-      epochs.append([])
-  return epochs, err
-
-
 def test_nothing_is_compiled_again_after_the_first_epoch(tmp_path, capsys):
   """Dispatches of 3, 3 and 2 steps: epoch 1 compiles the scanned step for
   both lengths; epoch 2 compiles only the first copy of the best epoch's
@@ -157,7 +133,7 @@ def test_nothing_is_compiled_again_after_the_first_epoch(tmp_path, capsys):
   config.update(dict(num_epochs=3, steps_per_dispatch=3))
   config.checkpoint.async_save = False
   config.profile.steps = '10:12'
-  epochs, err = _compiles_per_epoch(config, tmp_path / 'run', capsys)
+  epochs, err = compile_log.compiles_per_epoch(config, tmp_path / 'run', capsys)
   assert 'profile of steps 8:14 (asked 10:12, rounded to dispatch bou' in err
   first, second, third = epochs[:3]
   # The scanned step for k = 3 and k = 2, and the evaluation.
@@ -173,7 +149,7 @@ def test_host_mode_compiles_nothing_after_the_first_epoch(tmp_path, capsys):
   config = smoke.get_config()  # 512 rows, batch 64: 8 steps an epoch.
   config.update(dict(num_epochs=3, steps_per_dispatch=3, input_mode='host'))
   config.checkpoint.async_save = False
-  epochs, _ = _compiles_per_epoch(config, tmp_path / 'run', capsys)
+  epochs, _ = compile_log.compiles_per_epoch(config, tmp_path / 'run', capsys)
   first, second, third = epochs[:3]
   assert first, 'epoch 1 compiled nothing: the compile log was not seen'
   assert set(second) <= {'jit(copy)'}, second
