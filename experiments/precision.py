@@ -64,12 +64,18 @@ def _row(variant, rs, base, tasks) -> dict:
     aucs = [r['test'][f'test/auc/{t}'] for r in rs]
     row[t] = stats.mean_std(aucs, ddof=0)
     ref = [r['test'][f'test/auc/{t}'] for r in base]
-    row[f'{t}_max_paired_diff'] = max(
-      abs(a - b) for a, b in zip(aucs, ref, strict=True)
-    )
+    diffs = [a - b for a, b in zip(aucs, ref, strict=True)]
+    row[f'{t}_max_paired_diff'] = max(abs(d) for d in diffs)
+    # mean +- SD (ddof 1) of the paired differences: what a test's tolerance
+    # of one seed's difference is derived from.
+    row[f'{t}_paired_diff'] = stats.mean_std(diffs) if len(diffs) > 1 else None
   row['examples_per_s'] = stats.mean(r['train_examples_per_s'] for r in rs)
   row['selected_epochs'] = [r['selected_epoch'] for r in rs]
   return row
+
+
+def _paired(diff) -> str:
+  return '-' if diff is None else f'{diff[0]:+.6f} +- {diff[1]:.6f}'
 
 
 def main(argv):
@@ -82,29 +88,47 @@ def main(argv):
     print(v, s, r['test'], flush=True)
   tasks = results['float32'][0]['tasks']
   rows = [_row(v, results[v], results['float32'], tasks) for v in VARIANTS]
+  config_name = config_flags.get_config_filename(FLAGS['config'])
+  try:  # As the command line named it: relative to the repository.
+    config_name = str(pathlib.Path(config_name).relative_to(REPO))
+  except ValueError:
+    pass
   lines = [
-    f'Census-income MMoE (`{harness.census_config_path("mmoe")}`), seeds '
+    f"`{config_name}` (and the command line's overrides, below), seeds "
     f'0-{FLAGS.seeds - 1} (`python experiments/precision.py`): test AUC '
     'mean +- std (ddof 0); max |diff|: the largest paired (same seed) '
-    'difference from float32.',
+    "difference from float32; paired: the paired differences' mean +- "
+    'SD (ddof 1).',
     '',
     *harness.markdown_table(
-      ['variant', *tasks, *(f'{t} max abs diff' for t in tasks), 'examples/s'],
+      [
+        'variant',
+        *tasks,
+        *(f'{t} max abs diff' for t in tasks),
+        *(f'{t} paired' for t in tasks),
+        'examples/s',
+      ],
       [
         [
           f'`{row["variant"]}`',
           *(f'{row[t][0]:.5f} +- {row[t][1]:.5f}' for t in tasks),
           *(f'{row[f"{t}_max_paired_diff"]:.5f}' for t in tasks),
+          *(_paired(row[f'{t}_paired_diff']) for t in tasks),
           f'{row["examples_per_s"]:,.0f}',
         ]
         for row in rows
       ],
-      'l' + 'r' * (2 * len(tasks) + 1),
+      'l' + 'r' * (3 * len(tasks) + 1),
     ),
   ]
   harness.write_results(
     'precision',
-    {'variants': VARIANTS, 'seeds': FLAGS.seeds, 'rows': rows},
+    {
+      'config': config_name,
+      'variants': VARIANTS,
+      'seeds': FLAGS.seeds,
+      'rows': rows,
+    },
     lines,
     out=FLAGS.out,
   )

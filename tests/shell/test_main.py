@@ -97,20 +97,56 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, override, message):
   assert message in lines[0]
 
 
-def test_census_smoke_run_reads_the_real_data(tmp_path, census_tfds_dir):
-  workdir = tmp_path / 'run'
+def _census_smoke(workdir, census_tfds_dir, *extra) -> dict:
+  """results.json of one epoch of configs/smoke.py:mmoe,census (seed 0)."""
   proc = run_main(
     '--config=configs/smoke.py:mmoe,census',
     f'--workdir={workdir}',
     f'--config.dataset.data_dir={census_tfds_dir}',
     '--config.num_epochs=1',
+    *extra,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  results = json.loads((workdir / 'results.json').read_text())
+  return json.loads((workdir / 'results.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def census_float32(tmp_path_factory, census_tfds_dir) -> dict:
+  return _census_smoke(tmp_path_factory.mktemp('census'), census_tfds_dir)
+
+
+def test_census_smoke_run_reads_the_real_data(census_float32):
+  results = census_float32
   # One epoch of a tiny model already ranks far better than chance.
   assert results['test']['test/auc/income'] > 0.85
   assert results['test']['test/auc/marital'] > 0.9
   assert results['steps'] == 199_523 // 64
+
+
+# bfloat16 compute against float32, the same seed: the test AUC's paired
+# difference over seeds 0-4 of this run had mean +- SD +0.000054 +- 0.000145
+# (income) and +0.000001 +- 0.000009 (marital), at most 0.00031 and 0.00001
+# (experiments/results/precision_smoke.md; docs/scaling.md#precision). The
+# tolerance is |mean| + 6 SD, rounded up.
+BFLOAT16_AUC_TOLERANCE = {'income': 1e-3, 'marital': 1e-4}
+
+
+def test_bfloat16_compute_trains_census_within_the_measured_tolerance(
+  census_float32, census_tfds_dir, tmp_path
+):
+  got = _census_smoke(tmp_path, census_tfds_dir, '--config.precision=bfloat16')
+  config = json.loads((tmp_path / 'config.json').read_text())
+  assert config['precision'] == 'bfloat16'
+  want = census_float32['test']
+  for task, tolerance in BFLOAT16_AUC_TOLERANCE.items():
+    key = f'test/auc/{task}'
+    assert abs(got['test'][key] - want[key]) <= tolerance, (
+      key,
+      got['test'][key],
+      want[key],
+    )
+  # bfloat16 rounding did change the run: not the float32 program again.
+  assert got['test'] != want
 
 
 def test_missing_data_directory_is_one_line(tmp_path):
