@@ -22,7 +22,9 @@ make large: w^T G w cancels), from the better (in f)
 of the previous solution and w_t = ||g_t||^{-2 / (1 + p)} (exact for
 orthogonal gradients), each rescaled to its best multiple, until the
 relative residual max_t |w_t (G w)_t / w_t^{1-p} - 1| < TOL or after
-`max_iterations` steps; it counts as solved below 1e-4 plus the residual's
+`max_iterations` steps, keeping the iterate of the smallest residual (at
+float32's noise floor the residual walks up and down); it counts as solved
+below 1e-4 plus the residual's
 own float32 rounding at w, and never at 1e-2 or above. On G / s (s =
 max_t G_tt) and rescaled exactly: w(G) = w(G / s) s^{-1 / (1 + p)}. A
 zero gradient gets w_t = 0 and the others solve the equation among
@@ -143,7 +145,7 @@ def fair_weights(gram, previous, p, max_iterations):
   start = jnp.where(f(warm) < f(cold), warm, cold)
 
   def body(carry):
-    w, _, i, _ = carry
+    w, _, i, _, best, best_res = carry
     grad = w * (g @ w) - w ** (1.0 - p)
     hess = w[:, None] * g * w[None, :] + p * jnp.diag(w ** (1.0 - p))
     z = jnp.linalg.solve(hess, grad)
@@ -157,19 +159,21 @@ def fair_weights(gram, previous, p, max_iterations):
     k = jnp.argmax(armijo)
     new = jnp.where(armijo[k], candidates[k], w)
     stuck = ~armijo[k] | ~jnp.isfinite(new).all()
-    return new, jnp.max(jnp.abs(residual(new))), i + 1, stuck
+    res = jnp.max(jnp.abs(residual(new)))
+    better = res < best_res
+    best = jnp.where(better, new, best)
+    return new, res, i + 1, stuck, best, jnp.where(better, res, best_res)
 
   def cond(carry):
-    _, res, i, stuck = carry
+    _, res, i, stuck, _, _ = carry
     return (res > TOL) & (i < max_iterations) & ~stuck
 
-  init = (
-    start,
-    jnp.max(jnp.abs(residual(start))),
-    jnp.array(0, jnp.int32),
-    jnp.array(False),
-  )
-  w, res, _, _ = lax.while_loop(cond, body, init)
+  res = jnp.max(jnp.abs(residual(start)))
+  init = (start, res, jnp.array(0, jnp.int32), jnp.array(False), start, res)
+  # The iterate of the smallest residual: at float32's noise floor (w over
+  # many orders of magnitude, opposed gradients) the accepted steps walk
+  # the residual up and down, and the last one need not be the best.
+  _, _, _, _, w, res = lax.while_loop(cond, body, init)
   solved = res < jnp.minimum(SOLVED + rounding(g, w, p), UNSOLVED)
   w = jnp.where(live, w * scale ** (-1.0 / (1.0 + p)), 0.0)
   return jnp.where(solved, w, previous)

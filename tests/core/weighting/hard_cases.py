@@ -109,8 +109,13 @@ def compiled(method):
 
 
 def inputs(g):
-  """The train step's inputs from explicit gradients, in float32."""
-  g32 = jnp.asarray(g, jnp.float32)
+  """The train step's inputs from explicit gradients, in float32 (in one
+  compiled program, as in the train step)."""
+  return _inputs(jnp.asarray(g, jnp.float32))
+
+
+@jax.jit
+def _inputs(g32):
   gram = g32 @ g32.T
   norms = jnp.sqrt(jnp.maximum(jnp.diag(gram), 0.0))
   distances = task_grads.unit_distances({'w': g32}, norms)
