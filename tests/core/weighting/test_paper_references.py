@@ -130,13 +130,18 @@ def nash_reference(g):
     return 0.5 * a @ gram @ a - np.sum(np.log(a))
 
   a = 1.0 / np.sqrt(np.diag(gram))
+  last = np.inf
   for _ in range(500):
     grad = gram @ a - 1.0 / a
     step = np.linalg.solve(gram + np.diag(1.0 / a**2), grad)
-    if grad @ step < 1e-2:  # Newton decrement < 0.1: full steps converge
+    decrement = grad @ step
+    if decrement < 1e-2:  # Newton decrement < 0.1: full steps converge
       a = a - step  # quadratically (f is self-concordant), a stays > 0
-      if grad @ step < 1e-30:
+      # Done at 1e-30, or once float64 rounding stops it from shrinking
+      # (quadratic convergence halves the digits left each step).
+      if decrement < 1e-30 or decrement >= last / 4:
         break
+      last = decrement
       continue
     s = 1.0  # Backtracking (Armijo), staying in a > 0.
     while (a - s * step <= 0).any() or f(a - s * step) > f(a) - s / 4 * (
