@@ -146,48 +146,14 @@ def census_tfds_dir(hermetic, data_dir) -> pathlib.Path:
   return path
 
 
-# The slowest test files (`--durations`, 2-core machine), run first: with
-# `--dist loadfile` a worker takes one file at a time in collection order,
-# so a slow file collected last leaves the other worker idle at the end.
-SLOW_FIRST = (
-  'tests/core/test_parallel.py',
-  'tests/core/test_batch_parts.py',
-  'tests/core/architectures/test_contract.py',
-  'tests/core/weighting/test_paper_references.py',
-  'tests/core/test_sparse.py',
-  'tests/shell/test_main.py',
-  'tests/shell/test_bad_input_corpus_data.py',
-  'tests/core/test_embedding_dtype.py',
-  'tests/shell/test_bad_input_corpus_workdir.py',
-  'tests/shell/test_trainer_settings.py',
-  'tests/test_launch.py',
-  'tests/core/weighting/test_libmtl_gradient_fixtures.py',
-  'tests/core/layers/test_interactions.py',
-  'tests/core/test_train_step.py',
-  'tests/core/architectures/test_stem.py',
-  'tests/core/test_task_grads.py',
-  'tests/core/weighting/test_sdmgrad.py',
-  'tests/core/test_two_tower.py',
-  'tests/core/layers/test_initializers.py',
-  'tests/core/layers/test_wide.py',
-  'tests/core/test_sparse_training.py',
-  'tests/shell/test_cli_errors.py',
-  'tests/shell/test_bad_input.py',
-  'tests/core/test_ftrl.py',
-  'tests/shell/test_checkpoint.py',
-  'tests/test_extension.py',
-  'tests/core/weighting/test_gradient_methods.py',
-  'tests/core/test_focal_loss.py',
-  'tests/core/layers/test_layers.py',
-  'tests/core/weighting/test_exact_mgda_imtl.py',
-  'tests/core/test_sharded_embedding.py',
-  'tests/core/test_sequence.py',
-  'tests/core/weighting/test_excess_mtl.py',
-  'tests/core/architectures/test_entire_space.py',
-  'tests/core/test_model.py',
-  'tests/core/test_weighting.py',
-  'tests/shell/test_resume.py',
-  'tests/core/test_unit_distances.py',
+# The test files, slowest first (tests/file_order.txt, written by
+# tests/file_order.py from a --durations=0 log): with `--dist loadfile` a
+# worker takes one file at a time in collection order, so a slow file
+# collected last leaves the other worker idle at the end.
+SLOW_FIRST = tuple(
+  line.split('#')[0].strip()
+  for line in (REPO / 'tests/file_order.txt').read_text().splitlines()
+  if line.split('#')[0].strip()
 )
 
 # Tests marked `slow` here rather than in their files: the end-to-end and
@@ -215,6 +181,12 @@ def pytest_collection_modifyitems(config, items):
     raise pytest.UsageError(
       f'tests/slow_in_ci.txt names {len(missing)} test(s) that were not '
       f'collected, e.g. {sorted(missing)[0]}'
+    )
+  gone = [f for f in SLOW_FIRST if not (REPO / f).is_file()]
+  if whole and gone:
+    raise pytest.UsageError(
+      f'tests/file_order.txt names {len(gone)} file(s) that do not exist, '
+      f'e.g. {gone[0]}: rerun tests/file_order.py'
     )
   rank = {name: i for i, name in enumerate(SLOW_FIRST)}
   items.sort(key=lambda item: rank.get(item.nodeid.split('::')[0], len(rank)))
