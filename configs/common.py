@@ -48,8 +48,10 @@ a config file or a command-line override fails with the key's name. Keys:
                        schedule ('constant' | 'cosine'), warmup_steps;
                        sparse: tables (names), min_rows (0: off) and method
                        ('lazy_adam' | 'adagrad' | 'rowwise_adagrad' |
-                       'ftrl') of the embedding tables updated sparsely (the
-                       touched rows only; the default: none); 'ftrl' is
+                       'ftrl' | 'adam') of the embedding tables updated
+                       sparsely (the touched rows only; the default: none);
+                       'adam' is dense Adam on every row (for tables split
+                       by rows: parallel.sharding); 'ftrl' is
                        FTRL-Proximal, alpha the learning rate without its
                        schedule, sparse.ftrl its beta, l1 and l2.
                        wide: the Wide & Deep wide part's (params `wide`)

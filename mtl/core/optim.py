@@ -5,7 +5,8 @@
 embed/<name>: 'table' for the one shared table, else the features' tables),
 and `min_rows`, every table of at least that many rows (0: no size rule),
 are updated by `method` (a key of sparse.SPARSE_OPTIMIZERS: 'lazy_adam',
-'adagrad', 'rowwise_adagrad', 'ftrl') at the optimizer's learning rate and
+'adagrad', 'rowwise_adagrad', 'ftrl', or 'adam', dense Adam on every row
+for tables split by rows) at the optimizer's learning rate and
 schedule (FTRL: the learning rate alone, as alpha, with `ftrl`'s beta, l1
 and l2; mtl/core/ftrl.py); the rest stays dense (the default: no table is
 sparse).

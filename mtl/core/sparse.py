@@ -24,33 +24,11 @@ update with the sum is the dense update while one update per occurrence is
 not (and Adam would decay the row's moments once per occurrence); a scatter
 of duplicates would also keep an unspecified one of them.
 
-The optimizers, as row rules applied to the touched rows:
-
-- `adagrad` (Duchi et al. 2011), element-wise, exactly `optax.adagrad`'s
-  rule: acc += g^2, row -= lr * g / sqrt(acc + eps). Dense Adagrad leaves a
-  row with zero gradient as it is (acc + 0, a zero step), so this IS dense
-  Adagrad, restricted to the rows that have a gradient.
-- `rowwise_adagrad`: one accumulator per row, acc += mean_d(g^2), as FBGEMM's
-  ROWWISE_ADAGRAD behind TorchRec's `EmbOptimType.EXACT_ROWWISE_ADAGRAD`
-  (fbgemm_gpu/codegen/genscript/optimizers.py) and MXNet's GroupAdaGrad; V
-  accumulators instead of V*d. Its hyper-parameters are optax.adagrad's
-  (initial_accumulator_value 0.1, eps inside the root), so with d = 1 it is
-  `optax.adagrad`; FBGEMM starts the accumulator at 0 and adds eps outside
-  the root.
-- `lazy_adam` (Kingma & Ba 2015, made lazy as TensorFlow's
-  `tf.contrib.opt.LazyAdamOptimizer` / TF Addons' `tfa.optimizers.LazyAdam`):
-  the moments of the touched rows only; bias correction by the global step,
-  as TF's `iterations`. The arithmetic is `optax.adam`'s (eps added to
-  sqrt(v_hat), Algorithm 1 of the paper; TF adds its "epsilon hat" to
-  sqrt(v) instead). It differs from dense Adam on the rows a step does not
-  touch: dense Adam decays their moments (m *= b1, v *= b2) and still moves
-  them by lr * m_hat / (sqrt(v_hat) + eps) with a zero gradient; lazy Adam
-  leaves them and their moments as they are, and a row touched again later
-  resumes from its old moments. On a step that touches every row they agree.
-- `ftrl`: FTRL-Proximal (McMahan et al. 2013, Algorithm 1; mtl/core/ftrl.py)
-  with state z and n [V, d]. A coordinate without gradient keeps w, z and
-  n, so the touched rows' update IS the dense one (`ftrl.ftrl`). alpha is
-  the optimizer's learning rate without its schedule (mtl/core/optim.py).
+The optimizers (SPARSE_OPTIMIZERS; each docstring gives its rule and its
+source): `adagrad` and `ftrl` leave a row without gradient as it is, so on
+the touched rows they ARE the dense optimizers; `rowwise_adagrad` keeps one
+accumulator per row; `lazy_adam` steps the touched rows' moments only;
+`adam` steps every row (dense Adam, for tables split by rows).
 
 Data parallel (`axis_name`): each device passes its shard's ids and row
 gradients (of its share of the global loss, as `train_step` writes it);
@@ -164,6 +142,9 @@ class SparseOptimizer(NamedTuple):
 
   init: Callable[[jax.Array], Any]
   rule: Rule
+  # The rule runs on every row of the table (a dense optimizer: `adam`),
+  # the rows' gradients scattered into zeros; its cost is the table's.
+  dense: bool = False
 
   def update(
     self,
@@ -176,6 +157,8 @@ class SparseOptimizer(NamedTuple):
     apply_if: jax.Array | bool = True,
   ) -> tuple[jax.Array, Any]:
     """One step on the rows of `combine`; see `apply`."""
+    if self.dense:
+      return self._dense_update(table, state, rows, step, scale, apply_if)
     old = _gather(table, rows.ids)
     old_state = jax.tree.map(lambda x: _gather(x, rows.ids), state)
     # A bfloat16 table's rows in float32 (exact); the new rows rounded once.
@@ -195,6 +178,19 @@ class SparseOptimizer(NamedTuple):
       lambda x, v: _scatter(x, rows.ids, v), state, new_state
     )
     return table, state
+
+  def _dense_update(self, table, state, rows, step, scale, apply_if):
+    work = table.astype(_state_dtype(table))
+    grads = _scatter(jnp.zeros_like(work), rows.ids, rows.grads)
+    updates, new_state = self.rule(work, state, grads, step)
+    if scale is not None:
+      updates = updates * jnp.asarray(scale, updates.dtype)
+    new = jnp.asarray(work + updates).astype(table.dtype)
+    if apply_if is not True:
+      new, new_state = jax.tree.map(
+        lambda a, b: jnp.where(apply_if, a, b), (new, new_state), (table, state)
+      )
+    return new, new_state
 
   def apply(
     self,
@@ -282,8 +278,11 @@ def rowwise_adagrad(
 ) -> SparseOptimizer:
   """Row-wise Adagrad: one accumulator per row, acc += mean_d(g^2).
 
-  TorchRec's / FBGEMM's EXACT_ROWWISE_ADAGRAD rule with optax.adagrad's
-  hyper-parameters (module docstring). State: [V].
+  FBGEMM's ROWWISE_ADAGRAD behind TorchRec's EXACT_ROWWISE_ADAGRAD
+  (fbgemm_gpu/codegen/genscript/optimizers.py) and MXNet's GroupAdaGrad,
+  with optax.adagrad's hyper-parameters (initial_accumulator_value 0.1, eps
+  inside the root: with d = 1 it is `optax.adagrad`; FBGEMM starts at 0 and
+  adds eps outside the root). State: [V].
   """
 
   def init(table):
@@ -313,8 +312,10 @@ def lazy_adam(
   """Lazy Adam: `optax.adam`'s rule on the touched rows' moments only.
 
   Kingma & Ba 2015, Algorithm 1, made lazy as TensorFlow's LazyAdam: the
-  moments of rows a step does not touch neither decay nor move their row;
-  bias correction by the global step. State: m and v, [V, d] each.
+  moments of rows a step does not touch neither decay nor move their row
+  (dense Adam decays them and still moves the row); bias correction by the
+  global step, as TF's `iterations`; eps added to sqrt(v_hat), as optax
+  (TF adds its "epsilon hat" to sqrt(v)). State: m and v, [V, d] each.
   """
 
   def init(table):
@@ -336,6 +337,26 @@ def lazy_adam(
     return updates, {'mu': mu, 'nu': nu}
 
   return SparseOptimizer(init, rule)
+
+
+def adam(
+  learning_rate: optax.ScalarOrSchedule,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  eps_root: float = 0.0,
+) -> SparseOptimizer:
+  """Dense Adam (Kingma & Ba 2015, Algorithm 1): `optax.adam`'s step on
+  every row, a row without gradient taking g = 0 (its moments decay and it
+  still moves by lr m_hat / (sqrt(v_hat) + eps)).
+
+  For a table split by rows over the devices (mtl/core/sharded_tables.py):
+  each device steps its own block, so a split table trains as the
+  replicated dense run does, at 1/N of its memory on each device. Its cost
+  is the table's rows, not the batch's. State: m and v, [V, d] each.
+  """
+  rule = lazy_adam(learning_rate, b1, b2, eps, eps_root).rule
+  return SparseOptimizer(lazy_adam(1.0).init, rule, dense=True)
 
 
 def ftrl(
@@ -370,6 +391,7 @@ def ftrl(
 
 
 SPARSE_OPTIMIZERS = {
+  'adam': adam,
   'adagrad': adagrad,
   'rowwise_adagrad': rowwise_adagrad,
   'lazy_adam': lazy_adam,

@@ -11,9 +11,10 @@ config.parallel.sharding (read by build.sharding_request):
              too (0, the default: no size rule).
 
 Every other table is replicated, as in any data-parallel run, so the
-default changes nothing. A split table is updated sparsely (by
-optimizer.sparse.method, whether or not optimizer.sparse names it): no
-device ever holds the whole table or its state. Sharding needs a
+default changes nothing. A split table is updated by
+optimizer.sparse.method, whether or not optimizer.sparse names it (on its
+touched rows, or 'adam': dense Adam on each device's block): no device
+ever holds the whole table or its state. Sharding needs a
 data-parallel run on the 'shard_map' backend, and a single member.
 
 `plan` decides the layout and prints one console line per split table;
