@@ -288,26 +288,101 @@ def test_row_counters_past_2_to_the_32():
     np.testing.assert_array_equal(low, (flat & 0xFFFFFFFF).astype(np.uint64))
 
 
-def test_duplicate_ids_step_by_step_within_the_derived_float32_bound():
-  """Adagrad, ids repeated within and across devices (Zipf, the history
-  sharing the item table, its padding), 20 steps. At each step both runs
-  start from the replicated run's state, so only one step's difference is
-  measured: the row gradients are the same terms summed in another order
-  (each device's duplicates first, then the owners' sums).
+LR = 0.05
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _adagrad_update(g, state, step, d):
+  """(u, M): the float64 update of the rule, and its float32 rounding's
+  scale (the same with every term's magnitude; the error is k eps M)."""
+  acc = g * g + state['acc']
+  u = -LR * g / np.sqrt(acc + 1e-7)
+  return u, np.abs(u)
+
+
+def _rowwise_update(g, state, step, d):
+  acc = (g * g).mean(-1) + state['acc']
+  u = -LR * g / np.sqrt(acc + 1e-7)[:, None]
+  return u, np.abs(u)
+
+
+def _lazy_adam_update(g, state, step, d, b1=0.9, b2=0.999, eps=1e-8):
+  t = step + 1
+  mu = (1 - b1) * g + b1 * state['mu']
+  nu = (1 - b2) * g * g + b2 * state['nu']
+  root = np.sqrt(nu / (1 - b2**t)) + eps
+  u = -LR * mu / (1 - b1**t) / root
+  size = (1 - b1) * np.abs(g) + b1 * np.abs(state['mu'])
+  return u, LR * size / (1 - b1**t) / root
+
+
+def _ftrl_update(g, state, step, w, alpha=LR, beta=1.0):
+  n_new = state['n'] + g * g
+  sigma = (np.sqrt(n_new) - np.sqrt(state['n'])) / alpha
+  denom = (beta + np.sqrt(n_new)) / alpha
+  z_new = state['z'] + g - sigma * w
+  u = -z_new / denom - w
+  # sqrt(n_new) - sqrt(n) cancels: its error is eps sqrt(n_new) absolute.
+  size = np.abs(state['z']) + np.abs(g) + 2 * np.sqrt(n_new) * np.abs(w) / alpha
+  return u, size / denom + np.abs(w)
+
+
+# method -> (float64 update, the float32 operations it rounds, at most)
+UPDATES = {
+  'adagrad': (_adagrad_update, 6),
+  'rowwise_adagrad': (_rowwise_update, 10),
+  'lazy_adam': (_lazy_adam_update, 12),
+  'ftrl': (_ftrl_update, 12),
+}
+
+
+def _update_change_bound(method, g, dg, state, step, w):
+  """The largest |u(g') - u(g)| over |g' - g| <= dg (entry-wise), float64.
+
+  Each rule is smooth in g, and dg is ~1e-6 of |g|: on so short an interval
+  the update is linear up to O(dg^2), so its extremes are at the ends or a
+  point between (5 points). Row-wise Adagrad couples a row's entries through
+  mean(g^2): u_j = -lr g_j / sqrt(S) is monotone in g_j and in S, so its
+  extremes are at the corners g_j +- dg_j, S at its least and largest."""
+  update, _ = UPDATES[method]
+  extra = w if method == 'ftrl' else None
+  u, _ = update(g, state, step, extra)
+  if method == 'rowwise_adagrad':
+    lo = np.maximum(np.abs(g) - dg, 0.0)
+    out = np.zeros_like(g)
+    for s_rows in ((lo * lo).mean(-1), ((np.abs(g) + dg) ** 2).mean(-1)):
+      root = np.sqrt(s_rows + state['acc'] + 1e-7)[:, None]
+      for sign in (-1.0, 1.0):
+        out = np.maximum(out, np.abs(-LR * (g + sign * dg) / root - u))
+    return out
+  out = np.zeros_like(g)
+  for s_ in (-1.0, -0.5, 0.5, 1.0):
+    moved, _ = update(g + s_ * dg, state, step, extra)
+    out = np.maximum(out, np.abs(moved - u))
+  return out
+
+
+@pytest.mark.parametrize('method', sorted(UPDATES))
+def test_duplicate_ids_step_by_step_within_the_derived_float32_bound(method):
+  """Ids repeated within and across devices (Zipf, the history sharing the
+  item table, its padding), 20 steps. At each step both runs start from
+  the replicated run's state, so only one step's difference is measured:
+  the row gradients are the same terms summed in another order (each
+  device's duplicates first, then the owners' sums).
 
   The bound, per entry of a table: a sum of k terms in two orders differs
-  by at most 2 gamma_k A (A: the sum of the terms' magnitudes, from the
-  per-occurrence gradients in float64); Adagrad's update lr g /
-  sqrt(acc + g^2 + eps) moves by at most lr / sqrt(acc + eps) <= lr /
-  sqrt(0.1) per unit of g (its derivative, acc >= 0.1 initially); plus the
-  float32 rounding of the update and of the new entry, 8 eps (|u| + |w|).
+  by at most dg = 2 gamma_k A (Higham (4.4); A: the sum of the terms'
+  magnitudes, from the per-occurrence gradients in float64); the method's
+  update moves by at most the float64 rule's largest change over |g' - g|
+  <= dg (`_update_change_bound`); plus the float32 rounding of the update
+  on both runs, 2 k eps M (k: the rule's float32 operations, M: the update
+  computed with every term's magnitude), and of the new entry, eps |new|.
   Everything that is not a split table equals bit for bit."""
   from mtl.core import losses as losses_lib
   from mtl.core.architectures.base import training_logits
 
   model = _model(SEQ)
-  tx = _tx(model, 'adagrad')
-  lr = 0.05
+  tx = _tx(model, method)
   w = WEIGHTINGS['equal']()
   tasks = (Task('t0'), Task('t1'))
   batches = _batches(SEQ, unique=False, seed=5, n=32)
@@ -349,25 +424,30 @@ def test_duplicate_ids_step_by_step_within_the_derived_float32_bound():
 
     return jax.grad(total)(zero)['embed']
 
-  def magnitudes(params, batch, rng):
-    """{table: [V, d]} sum over occurrences of |row gradient|, float64."""
+  def sums(params, batch, rng):
+    """{table: [V, d]} per row: the summed gradient, the sum of the terms'
+    magnitudes (float64) and the count of terms."""
     g = row_grads(params, batch, rng)
-    out = {t: np.zeros(lookups(SEQ, 3)[1][t]) for t in TABLES}
-    count = {t: np.zeros(lookups(SEQ, 3)[1][t][0]) for t in TABLES}
+    shapes = lookups(SEQ, 3)[1]
+    total = {t: np.zeros(shapes[t]) for t in TABLES}
+    mags = {t: np.zeros(shapes[t]) for t in TABLES}
+    count = {t: np.zeros(shapes[t][0]) for t in TABLES}
     for lk in lookups(SEQ, 3)[0]:
       ids = np.asarray(lk.ids(batch['sparse'])).reshape(-1)
-      gi = np.abs(np.asarray(g[lk.name], np.float64)).reshape(len(ids), -1)
-      np.add.at(out[lk.table], ids, gi)
-      np.add.at(count[lk.table], ids, 1)
-    return out, count
+      gi = np.asarray(g[lk.name], np.float64).reshape(len(ids), -1)
+      keep = (ids >= 0) & (ids < shapes[lk.table][0])
+      np.add.at(total[lk.table], ids[keep], gi[keep])
+      np.add.at(mags[lk.table], ids[keep], np.abs(gi[keep]))
+      np.add.at(count[lk.table], ids[keep], 1)
+    return total, mags, count
 
   features_of = train_step.features_of
-  eps32 = np.finfo(np.float32).eps
-  u = eps32 / 2
+  u = EPS32 / 2
+  _, ops = UPDATES[method]
   differing = 0  # Entries the two orders round apart (the case is real).
   for t, batch in enumerate(batches):
     rng = jax.random.fold_in(state.rng, state.step)
-    mags, count = magnitudes(state.params, batch, rng)
+    total, mags, count = sums(state.params, batch, rng)
     want, _ = runs[()](jax.tree.map(jnp.copy, state), batch)
     split = sharded_tables.shard_state(jax.tree.map(jnp.copy, state), TABLES, N)
     got, _ = runs[TABLES](split, batch)
@@ -377,9 +457,24 @@ def test_duplicate_ids_step_by_step_within_the_derived_float32_bound():
       k = count[name][:, None] + N  # Terms, plus the owners' partial sums.
       gamma = k * u / (1 - k * u)
       dg = 2 * gamma * mags[name]
+      before = {
+        key: np.asarray(v, np.float64)
+        for key, v in state.opt_state['sparse'][name].items()
+      }
+      w_old = np.asarray(old[name], np.float64)
+      touched = count[name] > 0
+      g = total[name][touched]
+      st = {key: v[touched] for key, v in before.items()}
+      change = _update_change_bound(
+        method, g, dg[touched], st, t, w_old[touched]
+      )
+      _, size = UPDATES[method][0](
+        g, st, t, w_old[touched] if method == 'ftrl' else None
+      )
       new = np.asarray(want.params['embed'][name], np.float64)
-      step_size = np.abs(new - np.asarray(old[name], np.float64))
-      bound = lr / np.sqrt(0.1) * dg + 8 * eps32 * (step_size + np.abs(new))
+      bound = np.zeros_like(new)
+      bound[touched] = change + 2 * ops * EPS32 * size
+      bound += EPS32 * np.abs(new)
       diff = np.abs(np.asarray(got.params['embed'][name], np.float64) - new)
       assert np.all(diff <= bound), (t, name, float(np.max(diff - bound)))
       differing += int(np.sum(diff > 0))
