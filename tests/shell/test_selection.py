@@ -244,36 +244,66 @@ def _val_rows(path):
   return [r for r in rows if 'val/epoch' in r]
 
 
-@pytest.mark.slow
-def test_per_task_selection_and_early_stopping_end_to_end(
-  tmp_path, census_tfds_dir
-):
-  w = tmp_path / 'w'
-  proc = _train([f'--workdir={w}'], census_tfds_dir)
+SPE = 199_523 // 8192  # Census training steps an epoch at batch 8192.
+NAMES = ['income', 'marital']
+
+
+def _checked_run(w, seed, census_tfds_dir):
+  """Trains seed `seed` into `w` and checks results.json against the
+  oracle, metrics.jsonl's validation rows: each task's epoch is the argmax
+  (the first of equal maxima) of its validation AUC; with patience 1 the run
+  stops after the first evaluation that improved no task's best, or trains
+  its 4 epochs. Returns (results, rows, whether the tasks' epochs differ,
+  whether it stopped early)."""
+  proc = _train([f'--workdir={w}', f'--config.seed={seed}'], census_tfds_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((w / 'results.json').read_text())
   rows = _val_rows(w / 'metrics.jsonl')
-  names = ['income', 'marital']
-  # The oracle: each task's argmax (the first of equal maxima) of its
-  # validation AUC over the evaluations metrics.jsonl holds.
-  aucs = np.array([[r[f'val/auc/{t}'] for t in names] for r in rows])
+  aucs = np.array([[r[f'val/auc/{t}'] for t in NAMES] for r in rows])
   epochs = [int(r['val/epoch']) for r in rows]
-  want = {t: epochs[int(np.argmax(aucs[:, i]))] for i, t in enumerate(names)}
+  want = {t: epochs[int(np.argmax(aucs[:, i]))] for i, t in enumerate(NAMES)}
   assert results['select_best'] == 'per_task'
   assert results['selected_epoch'] == want
-  assert len(set(want.values())) == 2  # the tasks' epochs differ
-  for t in names:
+  for t in NAMES:
     row = rows[epochs.index(want[t])]
     assert results['validation'][f'val/auc/{t}'] == row[f'val/auc/{t}']
-  # Patience 1: the first evaluation that improved no task's best.
   running = np.maximum.accumulate(aucs, axis=0)
   stale = [
     e for i, e in enumerate(epochs) if i and (aucs[i] <= running[i - 1]).all()
   ]
-  assert results['stopped_early']['epoch'] == stale[0] < 4
-  assert epochs[-1] == stale[0]
-  assert results['steps'] == stale[0] * (199_523 // 8192)
-  assert 'stopped early after epoch' in proc.stdout + proc.stderr
+  if stale and stale[0] < 4:
+    assert results['stopped_early']['epoch'] == stale[0]
+    assert epochs[-1] == stale[0]
+    assert results['steps'] == stale[0] * SPE
+    assert 'stopped early after epoch' in proc.stdout + proc.stderr
+  else:
+    assert results['stopped_early'] is None
+    assert epochs[-1] == 4 and results['steps'] == 4 * SPE
+  differ = len(set(want.values())) == 2
+  return results, rows, differ, results['stopped_early'] is not None
+
+
+@pytest.mark.slow
+def test_per_task_selection_and_early_stopping_end_to_end(
+  tmp_path, census_tfds_dir
+):
+  """Every run is checked against the oracle (`_checked_run`). The
+  after-training checks need a run whose tasks' best epochs differ, the
+  rerun check one that stopped early; which runs are depends on the float
+  trajectory of a large constant step, so seeds are tried in turn until
+  both were seen (measured here: seeds 1 and 4 differ, 2, 3 and 4 stop)."""
+  differ = stopped = None
+  for seed in range(6):
+    w = tmp_path / f'w{seed}'
+    results, rows, differs, stops = _checked_run(w, seed, census_tfds_dir)
+    if differs and differ is None:
+      differ = (w, results)
+    if stops and stopped is None:
+      stopped = (w, seed, results, rows)
+    if differ and stopped:
+      break
+  assert differ and stopped, 'seeds 0-5: no differing epochs or early stop'
+  w, results = differ
 
   # mtl-eval on the test split: results.json's test metrics, bit for bit.
   env = cli.one_device_env(optimized=True)
@@ -294,12 +324,13 @@ def test_per_task_selection_and_early_stopping_end_to_end(
   sparse = np.zeros((5, len(run.artefact['sparse_names'])), np.int32)
   got = restore.make_outputs(run, per_task=True)(params, dense, sparse)
   plain = restore.make_outputs(run)
-  for t in range(len(names)):
+  for t in range(len(NAMES)):
     own = jax.tree.map(lambda x, t=t: x[t], params)
     np.testing.assert_array_equal(got[t], plain(own, dense, sparse)[t])
 
   # A rerun of the stopped workdir trains no more.
-  again = _train([f'--workdir={w}'], census_tfds_dir)
+  w, seed, results, rows = stopped
+  again = _train([f'--workdir={w}', f'--config.seed={seed}'], census_tfds_dir)
   assert again.returncode == 0, again.stderr[-3000:]
   rerun = json.loads((w / 'results.json').read_text())
   assert rerun['steps'] == results['steps'] == rerun['resumed_from_step']
