@@ -8,7 +8,8 @@ train steps per dispatch (lax.scan), one warm-up dispatch (compilation), then
 `--repeats` timed dispatches; the median milliseconds per step of each method
 and its ratio to `equal` are printed and written to
 experiments/results/weighting_speed.json and .md (or --out). Goals:
-loss-space methods <= 1.2x, GradNorm <= 1.5x, gradient-space methods <= 3x.
+loss-space methods <= 1.2x, GradNorm <= 1.5x, methods that read per-task
+gradients <= 3x.
 """
 
 import pathlib
@@ -79,12 +80,16 @@ def main(argv):
     )
     state, m = run(state, data, perm, 0)
     jax.block_until_ready((state, m))
+    # What the step computes for it: nothing beyond the losses ('loss'),
+    # per-task gradient norms of one layer ('gradnorm'), or per-task
+    # gradients of the backbone ('gradient': whether it combines them or,
+    # as ExcessMTL, only reads them).
     kind = (
-      'gradient'
-      if weighting.combines_gradients
+      'loss'
+      if not weighting.needs
       else 'gradnorm'
-      if 'task_grad_norms' in weighting.needs
-      else 'loss'
+      if set(weighting.needs) == {'task_grad_norms'}
+      else 'gradient'
     )
     runs[name] = [run, state, kind, []]
   # Round-robin timing: drift in the machine's speed hits every method alike
