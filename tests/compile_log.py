@@ -35,3 +35,13 @@ def compiles_per_epoch(config, workdir, capsys):
     elif re.match(r'epoch \d+/\d+ ', line):
       epochs.append([])
   return epochs, err
+
+
+def assert_compiled_in_the_first_epoch_only(epochs) -> None:
+  """Epoch 1 compiled something (the log was seen); epoch 2 at most the
+  copy of the best epoch's params (made after epoch 1's evaluation); epoch
+  3 nothing."""
+  first, second, third = epochs[:3]
+  assert first, 'epoch 1 compiled nothing: the compile log was not seen'
+  assert set(second) <= {'jit(copy)'}, second
+  assert third == [], third
