@@ -157,13 +157,17 @@ class SparseOptimizer(NamedTuple):
     apply_if: jax.Array | bool = True,
   ) -> tuple[jax.Array, Any]:
     """One step on the rows of `combine`; see `apply`."""
-    if self.dense:
-      return self._dense_update(table, state, rows, step, scale, apply_if)
-    old = _gather(table, rows.ids)
-    old_state = jax.tree.map(lambda x: _gather(x, rows.ids), state)
+    if self.dense:  # Every row; the rows' gradients scattered into zeros.
+      old, old_state = table, state
+      grads = jnp.zeros(table.shape, _state_dtype(table))
+      grads = _scatter(grads, rows.ids, rows.grads)
+    else:
+      old = _gather(table, rows.ids)
+      old_state = jax.tree.map(lambda x: _gather(x, rows.ids), state)
+      grads = rows.grads
     # A bfloat16 table's rows in float32 (exact); the new rows rounded once.
     work = old.astype(_state_dtype(old))
-    updates, new_state = self.rule(work, old_state, rows.grads, step)
+    updates, new_state = self.rule(work, old_state, grads, step)
     if scale is not None:
       updates = updates * jnp.asarray(scale, updates.dtype)
     new = jnp.asarray(work + updates).astype(old.dtype)
@@ -173,24 +177,13 @@ class SparseOptimizer(NamedTuple):
         (new, new_state),
         (old, old_state),
       )
+    if self.dense:
+      return new, new_state
     table = _scatter(table, rows.ids, new)
     state = jax.tree.map(
       lambda x, v: _scatter(x, rows.ids, v), state, new_state
     )
     return table, state
-
-  def _dense_update(self, table, state, rows, step, scale, apply_if):
-    work = table.astype(_state_dtype(table))
-    grads = _scatter(jnp.zeros_like(work), rows.ids, rows.grads)
-    updates, new_state = self.rule(work, state, grads, step)
-    if scale is not None:
-      updates = updates * jnp.asarray(scale, updates.dtype)
-    new = jnp.asarray(work + updates).astype(table.dtype)
-    if apply_if is not True:
-      new, new_state = jax.tree.map(
-        lambda a, b: jnp.where(apply_if, a, b), (new, new_state), (table, state)
-      )
-    return new, new_state
 
   def apply(
     self,
@@ -355,8 +348,8 @@ def adam(
   replicated dense run does, at 1/N of its memory on each device. Its cost
   is the table's rows, not the batch's. State: m and v, [V, d] each.
   """
-  rule = lazy_adam(learning_rate, b1, b2, eps, eps_root).rule
-  return SparseOptimizer(lazy_adam(1.0).init, rule, dense=True)
+  lazy = lazy_adam(learning_rate, b1, b2, eps, eps_root)
+  return lazy._replace(dense=True)  # The same rule and state, every row.
 
 
 def ftrl(
