@@ -3,6 +3,8 @@ work on explicit gradient vectors g [T, P] (the oracle), and hand-derived
 answers. Each method sees only G = g g^T and returns c; the combined gradient
 is c @ g."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,15 @@ from mtl.core.weighting.mgda import mgda
 from mtl.core.weighting.nash_mtl import nash_mtl
 from mtl.core.weighting.pcgrad import pcgrad
 from mtl.errors import ConfigError
+
+# One method object per factory and arguments, and one jitted update per
+# method: `combined` then compiles a method once per task count, not once a
+# call. The methods are pure (their state goes in and comes out), so tests
+# can share them.
+pcgrad, mgda, cagrad, imtl_g, nash_mtl = (
+  functools.cache(f) for f in (pcgrad, mgda, cagrad, imtl_g, nash_mtl)
+)
+_jitted_update = functools.cache(lambda method: jax.jit(method.update))
 
 METHODS = {
   'pcgrad': pcgrad,
@@ -29,7 +40,7 @@ def combined(method, g, *, step=0, weights=None, losses=None, state=None):
   g = np.asarray(g, np.float64)
   t = g.shape[0]
   state = method.init(t) if state is None else state
-  c, state = jax.jit(method.update)(
+  c, state = _jitted_update(method)(
     jnp.ones(t) if weights is None else jnp.asarray(weights, jnp.float32),
     state,
     task_grad_gram=jnp.asarray(g @ g.T, jnp.float32),
