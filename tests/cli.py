@@ -60,6 +60,7 @@ PRELOAD = [
 IMPORT_TIME_ENV = ('JAX_', 'TQDM_', 'TFDS_RETRY_')
 DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
 OPT_LEVEL_FLAG = '--xla_backend_optimization_level'
+FUSION_EMITTERS_FLAG = '--xla_cpu_use_fusion_emitters'
 _server = {}
 
 
@@ -78,14 +79,17 @@ def one_device_env(*, optimized: bool = False, **overrides) -> dict:
   without the 8 emulated devices of tests/conftest.py (the optimisation
   level it sets stays, so runs compare with each other bit for bit).
 
-  optimized: also without conftest's -O0, for a run whose time goes to
-  executing steps rather than compiling them (a census epoch of PLE:
-  21.4 s at -O0, 13.4 s at XLA's default, compile cache warm; cold 28.6 vs
-  24.0 s). Its numbers then differ from -O0 runs' in the last bits.
+  optimized: also without conftest's -O0 and legacy CPU emitters (XLA's
+  defaults), for a run whose time goes to executing steps rather than
+  compiling them (a census epoch of PLE: 21.4 s at -O0, 13.4 s at XLA's
+  default, compile cache warm; cold 28.6 vs 24.0 s). Its numbers then
+  differ from the other runs' in the last bits.
   """
   env = dict(os.environ, **overrides)
   flags = env.get('XLA_FLAGS', '').split()
-  drop = (DEVICE_COUNT_FLAG,) + ((OPT_LEVEL_FLAG,) if optimized else ())
+  drop = (DEVICE_COUNT_FLAG,) + (
+    (OPT_LEVEL_FLAG, FUSION_EMITTERS_FLAG) if optimized else ()
+  )
   env['XLA_FLAGS'] = ' '.join(f for f in flags if not f.startswith(drop))
   return env
 

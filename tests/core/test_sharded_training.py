@@ -128,6 +128,7 @@ def _runs(vocab, method, weighting, batches, **kw):
   return out
 
 
+@pytest.mark.usefixtures('fusion_emitters')
 @pytest.mark.parametrize('method', sorted(sparse.SPARSE_OPTIMIZERS))
 def test_unique_ids_sharded_equals_replicated_bit_for_bit(method):
   assert jax.device_count() == N
@@ -486,6 +487,7 @@ def test_duplicate_ids_step_by_step_within_the_derived_float32_bound(method):
   assert differing > 0
 
 
+@pytest.mark.usefixtures('fusion_emitters')
 def test_dense_adam_on_split_tables_equals_the_replicated_dense_run():
   """`optimizer.sparse.method='adam'` on tables split by rows, 8 devices,
   20 steps, against the replicated run of plain dense `optax.adam` (no

@@ -260,6 +260,7 @@ def test_eight_devices_equal_one(backend):
   np.testing.assert_array_equal(state['nu'], one_s['nu'])
 
 
+@pytest.mark.usefixtures('fusion_emitters')
 def test_vmap_over_members_equals_a_loop():
   opt = sparse.adagrad(0.1)
   tables = jnp.stack([init_table(0), init_table(1)])
