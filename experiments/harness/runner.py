@@ -250,17 +250,30 @@ def reuse(workdir, config, *, ignore=IGNORED) -> dict:
 
 
 def _run_job(job):
-  config, workdir, force, ignore = job
-  return run(config, workdir, force=force, ignore=ignore)
+  config, workdir, force, ignore, refused = job
+  if not refused:
+    return run(config, workdir, force=force, ignore=ignore)
+  from mtl.errors import ConfigError
+
+  try:
+    return run(config, workdir, force=force, ignore=ignore)
+  except ConfigError as e:
+    print(f'{workdir}: refused: {e}', flush=True)
+    return str(e)
 
 
-def run_all(jobs, *, processes: int = 1, force=False, ignore=IGNORED):
+def run_all(
+  jobs, *, processes: int = 1, force=False, ignore=IGNORED, refused=False
+):
   """`run` over [(config, workdir), ...]; results in the same order.
 
   processes > 1 runs that many at once, each in its own (spawned) Python
   process: JAX and the trainer's signal handlers want a main thread each.
+  refused: a run the trainer refuses with a ConfigError (e.g. a model that
+  the dataset's features cannot feed) gives its one-line message, a str,
+  in place of results, and the other runs go on.
   """
-  jobs = [(c, pathlib.Path(w), force, ignore) for c, w in jobs]
+  jobs = [(c, pathlib.Path(w), force, ignore, refused) for c, w in jobs]
   if processes <= 1:
     return [_run_job(j) for j in jobs]
   context = multiprocessing.get_context('spawn')
