@@ -15,6 +15,7 @@ import pytest
 from configs import smoke
 from experiments import harness
 from experiments.harness import runner, stats
+from mtl import errors as mtl_errors
 
 XS = [0.91, 0.934, 0.9283, 0.9401, 0.9122, 0.925]
 YS = [0.905, 0.931, 0.9301, 0.9322, 0.9101, 0.9202]
@@ -262,3 +263,19 @@ def test_a_workdir_in_use_is_not_moved_aside(tmp_path, monkeypatch):
   assert len(seen) == 1 and not _aside(tmp_path / 'w')
   harness.run(config, tmp_path / 'w')
   assert len(seen) == 2 and len(_aside(tmp_path / 'w')) == 1
+
+
+def test_run_all_reports_a_refused_run_as_its_line_and_goes_on(tmp_path):
+  bad = smoke.get_config()
+  bad.model.num_experts = -1  # Refused before any data is read.
+  also_bad = smoke.get_config()
+  also_bad.optimizer.learning_rate = -1.0
+  jobs = [(bad, tmp_path / 'a'), (also_bad, tmp_path / 'b')]
+  got = runner.run_all(jobs, refused=True)
+  assert got == [
+    'model.num_experts is -1, expected >= 1',
+    'optimizer.learning_rate is -1.0, expected a number > 0',
+  ]
+  assert not (tmp_path / 'a' / 'results.json').exists()
+  with pytest.raises(mtl_errors.ConfigError, match='num_experts is -1'):
+    runner.run_all(jobs[:1])
