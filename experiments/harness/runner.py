@@ -268,7 +268,9 @@ def run_all(
   """`run` over [(config, workdir), ...]; results in the same order.
 
   processes > 1 runs that many at once, each in its own (spawned) Python
-  process: JAX and the trainer's signal handlers want a main thread each.
+  process: JAX and the trainer's signal handlers want a main thread each;
+  the first run (until one is not refused) runs alone, in this process, so
+  that the data is prepared once.
   refused: a run the trainer refuses with a ConfigError (e.g. a model that
   the dataset's features cannot feed) gives its one-line message, a str,
   in place of results, and the other runs go on.
@@ -276,6 +278,11 @@ def run_all(
   jobs = [(c, pathlib.Path(w), force, ignore, refused) for c, w in jobs]
   if processes <= 1:
     return [_run_job(j) for j in jobs]
+  # Runs alone until one trains: it prepares the data, which two processes
+  # preparing at once collide on (TFDS renames its incomplete folder).
+  done = []
+  while len(done) < len(jobs) and (not done or isinstance(done[-1], str)):
+    done.append(_run_job(jobs[len(done)]))
   context = multiprocessing.get_context('spawn')
   with concurrent.futures.ProcessPoolExecutor(processes, context) as pool:
-    return list(pool.map(_run_job, jobs))
+    return done + list(pool.map(_run_job, jobs[len(done) :]))
