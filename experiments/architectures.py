@@ -22,14 +22,16 @@ the rest. A pair the config refuses (one ConfigError line) is reported as
 such, not trained.
 
 The results files are rewritten after each dataset. Reported per dataset
-and model: each task's test metric (AUC, higher is
-better; MSE for a regression, lower is better) mean +- standard error over
+and model: each task's test metric (AUC, higher is better; MSE for a
+regression, lower is better) mean +- standard error over
 seeds; the paired difference from MMoE on the same seeds, in standard errors
 (a tie within 2 SE); the parameter count; training examples/s (runs share
 the cores two at a time: rough); for mixture-of-experts models, the experts
 in use: exp(entropy) of each task's mean gate weights at the last logged
 diagnostics step, averaged over tasks and seeds (the number of experts a
-task spreads its weight over; 1 = collapsed onto one expert). Then each
+task spreads its weight over; 1 = collapsed onto one expert), shown with
+how many experts the gate weighs (HoME's gates weigh 3 at its defaults,
+MMoE's 8: compare the two numbers, not the first alone). Then each
 2021-2024 paper's claim against these numbers. Writes
 experiments/results/architectures.{json,md} (or --out).
 """
@@ -170,9 +172,10 @@ def tasks_of(result: dict) -> list[str]:
   return tasks
 
 
-def experts_in_use(workdir: pathlib.Path) -> float | None:
-  """exp(entropy) of each task's mean gate weights at the last logged
-  diagnostics row, averaged over tasks and levels; None without gates."""
+def experts_in_use(workdir: pathlib.Path) -> dict | None:
+  """{'effective': exp(entropy) of each task's mean gate weights at the last
+  logged diagnostics row, 'gated': how many experts that gate weighs}, each
+  averaged over tasks and levels; None without gates."""
   last = None
   with open(workdir / 'metrics.jsonl') as f:
     for line in f:
@@ -191,7 +194,10 @@ def experts_in_use(workdir: pathlib.Path) -> float | None:
     total = sum(weights)
     p = [w / total for w in weights if w > 0]
     effective.append(math.exp(-sum(q * math.log(q) for q in p)))
-  return stats.mean(effective)
+  return {
+    'effective': stats.mean(effective),
+    'gated': stats.mean([len(w) for w in gates.values()]),
+  }
 
 
 def scenario_aucs(config, workdir, data_root) -> dict:
@@ -257,7 +263,11 @@ def summarize(dataset, models, runs) -> list[dict]:
       [x.get('train_examples_per_s') or 0.0 for x in r['results']]
     )
     used = [e for e in r['experts_in_use'] if e is not None]
-    row['experts_in_use'] = stats.mean(used) if used else None
+    row['experts_in_use'] = (
+      {k: stats.mean([e[k] for e in used]) for k in ('effective', 'gated')}
+      if used
+      else None
+    )
     if r.get('scenarios'):
       row['scenarios'] = {
         key: {
@@ -281,6 +291,10 @@ def _cell(c: dict) -> str:
   return text
 
 
+def _experts_cell(e: dict) -> str:
+  return f'{e["effective"]:.2f} of {e["gated"]:g}'
+
+
 def _scenario_cell(c: dict) -> str:
   return f'{c["model"]:.4f} ({c["model"] - c["oracle"]:+.4f})'
 
@@ -291,7 +305,8 @@ def markdown(record: dict) -> list[str]:
     f'{record["seeds"]}, equal weighting; in brackets the paired difference '
     f'from `{BASELINE}` on the same seeds in standard errors (a tie within '
     f"{TIE_SE:g} SE). Experts in use: exp(entropy) of a task's mean gate "
-    'weights at the end of training (1 = one expert).',
+    'weights at the end of training, of the experts the gate weighs (1 = one '
+    'expert).',
   ]
   for dataset, rows in record['datasets'].items():
     tasks = next((list(r['tasks']) for r in rows if 'tasks' in r), [])
@@ -319,7 +334,7 @@ def markdown(record: dict) -> list[str]:
           verdicts,
           f'{r["num_params"]:,}' if r['num_params'] else '-',
           f'{r["examples_per_s"]:,.0f}',
-          '-' if used is None else f'{used:.2f}',
+          '-' if used is None else _experts_cell(used),
         ]
       )
     lines += harness.markdown_table(
@@ -368,15 +383,16 @@ def claims(datasets: dict) -> list[str]:
         word = (
           'tie' if abs(in_se) < TIE_SE else ('better' if in_se > 0 else 'worse')
         )
-        found.append(f'{dataset} {task} {diff:+.4f} ({in_se:+.1f} SE, {word})')
+        found.append(f'{dataset} {task} {diff:+.5f} ({in_se:+.1f} SE, {word})')
     if model == 'home':
       for dataset in where:
         rows = {r['model']: r for r in datasets.get(dataset, [])}
         a, b = rows.get(model), rows.get(base)
         if a and b and a.get('experts_in_use') and b.get('experts_in_use'):
           found.append(
-            f'{dataset} experts in use {a["experts_in_use"]:.2f} vs '
-            f'{b["experts_in_use"]:.2f}'
+            f'{dataset} experts in use '
+            f'{_experts_cell(a["experts_in_use"])} vs '
+            f'{_experts_cell(b["experts_in_use"])}'
           )
     verdict = '; '.join(found) if found else 'not measured (no runs)'
     out.append(

@@ -26,8 +26,9 @@ def test_experts_in_use_is_exp_entropy_of_the_last_gate_row(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text(
     ''.join(json.dumps(r) + '\n' for r in rows)
   )
-  want = (2.0 + 1.0 + 2**1.5) / 3
-  assert math.isclose(architectures.experts_in_use(tmp_path), want)
+  got = architectures.experts_in_use(tmp_path)
+  assert math.isclose(got['effective'], (2.0 + 1.0 + 2**1.5) / 3)
+  assert math.isclose(got['gated'], (2 + 2 + 3) / 3)
 
 
 def test_experts_in_use_is_none_without_gates(tmp_path):
