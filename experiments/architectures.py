@@ -18,8 +18,9 @@ task's validation metric; model seeds 0..N-1, the data fixed):
 
 A model runs as `--config.model_name=<model>` does: the keys the config file
 sets that the model takes (e.g. num_experts), its signature's defaults for
-the rest. A pair the config refuses (one ConfigError line) is reported as
-such, not trained.
+the rest; on the scenarios log PEPNet's EPNet reads the scenario
+(`model.domain_features`), as in its paper. A pair the config refuses (one
+ConfigError line) is reported as such, not trained.
 
 The results files are rewritten after each dataset. Reported per dataset
 and model: each task's test metric (AUC, higher is better; MSE for a
@@ -139,6 +140,9 @@ def config_of(dataset: str, model: str, data_root: pathlib.Path):
       f'--datasets: {dataset!r}, expected some of {", ".join(DATASETS)}'
     )
   config.model_name = model
+  if dataset == 'scenarios' and model == 'pepnet':
+    # The scenario is PEPNet's domain side, as the paper's EPNet reads it.
+    config.model.domain_features = ('scenario',)
   return config
 
 

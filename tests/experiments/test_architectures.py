@@ -72,3 +72,12 @@ def test_a_model_behind_mmoe_is_worse_and_a_tie_is_said():
   assert rows['omoe']['tasks']['y']['verdict'] == 'tie'
   assert rows['stem'] == {'model': 'stem', 'refused': 'model stem: refused'}
   assert 'verdict' not in rows['mmoe']['tasks']['y']
+
+
+def test_pepnet_reads_the_scenario_as_its_domain_on_the_scenarios_log(tmp_path):
+  config = architectures.config_of('scenarios', 'pepnet', tmp_path)
+  assert config.model_name == 'pepnet'
+  assert tuple(config.model.domain_features) == ('scenario',)
+  assert 'scenario' in config.dataset.features
+  other = architectures.config_of('scenarios', 'mmoe', tmp_path)
+  assert not other.model.domain_features
