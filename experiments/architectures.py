@@ -158,14 +158,6 @@ def refusal(config) -> str | None:
   return None
 
 
-def task_metric(test: dict, task: str) -> tuple[str, float, bool]:
-  """(name, value, higher_is_better) of a task's headline test metric."""
-  for name, higher in (('auc', True), ('mse', False)):
-    if f'test/{name}/{task}' in test:
-      return name, test[f'test/{name}/{task}'], higher
-  raise SystemExit(f'test metrics {sorted(test)}: no AUC or MSE of {task}')
-
-
 def tasks_of(result: dict) -> list[str]:
   """The tasks of a run, in its order: those with a test AUC or MSE."""
   tasks = []
@@ -243,24 +235,13 @@ def summarize(dataset, models, runs) -> list[dict]:
       rows.append({'model': model, 'refused': r})
       continue
     row = {'model': model, 'tasks': {}}
+    base = runs.get(BASELINE)
+    ref = None
+    if model != BASELINE and isinstance(base, dict):
+      ref = [x['test'] for x in base['results']]
+    tests = [x['test'] for x in r['results']]
     for task in r['tasks']:
-      values = [task_metric(x['test'], task)[1] for x in r['results']]
-      name, _, higher = task_metric(r['results'][0]['test'], task)
-      cell = {'metric': name, 'higher_is_better': higher, 'values': values}
-      cell['mean'], cell['se'] = (
-        stats.mean(values),
-        stats.standard_error(values),
-      )
-      base = runs.get(BASELINE)
-      if model != BASELINE and isinstance(base, dict):
-        ref = [task_metric(x['test'], task)[1] for x in base['results']]
-        cell['diff'], cell['diff_in_se'] = stats.paired_diff_in_se(values, ref)
-        sign = 1 if higher else -1
-        if abs(cell['diff_in_se']) < TIE_SE:
-          cell['verdict'] = 'tie'
-        else:
-          good = sign * cell['diff_in_se'] > 0
-          cell['verdict'] = 'better' if good else 'worse'
+      cell = stats.metric_cell(tests, task, ref, TIE_SE)
       row['tasks'][task] = cell
     row['num_params'] = r['results'][0].get('num_params')
     row['examples_per_s'] = stats.mean(
@@ -285,14 +266,6 @@ def summarize(dataset, models, runs) -> list[dict]:
       }
     rows.append(row)
   return rows
-
-
-def _cell(c: dict) -> str:
-  digits = 4 if c['metric'] == 'auc' else 3
-  text = f'{c["mean"]:.{digits}f} +- {c["se"]:.{digits}f}'
-  if 'diff_in_se' in c:
-    text += f' ({c["diff_in_se"]:+.1f} SE)'
-  return text
 
 
 def _experts_cell(e: dict) -> str:
@@ -334,7 +307,7 @@ def markdown(record: dict) -> list[str]:
       table.append(
         [
           f'`{r["model"]}`',
-          *(_cell(r['tasks'][t]) for t in tasks),
+          *(stats.cell_text(r['tasks'][t]) for t in tasks),
           verdicts,
           f'{r["num_params"]:,}' if r['num_params'] else '-',
           f'{r["examples_per_s"]:,.0f}',

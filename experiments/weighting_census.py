@@ -33,7 +33,6 @@ Writes experiments/results/weighting_census.{json,md} (or --out).
 
 import copy
 import json
-import math
 import pathlib
 import sys
 
@@ -58,17 +57,6 @@ FLAGS = flags.FLAGS
 
 # A tie: the paired difference from equal weighting within 2 standard errors.
 TIE_SE = 2.0
-
-
-def task_metric(test: dict, task: str) -> tuple[str, float, bool]:
-  """(name, value, higher_is_better) of a task's headline test metric."""
-  if f'test/auc/{task}' in test:
-    return 'auc', test[f'test/auc/{task}'], True
-  if f'test/mse/{task}' in test:
-    return 'mse', test[f'test/mse/{task}'], False
-  raise SystemExit(
-    f'test metrics {sorted(test)}: no test/auc/{task} or test/mse/{task}'
-  )
 
 
 def weight_shares(workdir: pathlib.Path, tasks) -> list[float]:
@@ -96,24 +84,9 @@ def summarize(methods, runs, workdirs) -> tuple[list, list]:
   for m in methods:
     rs = runs[m]
     row = {'method': m, 'seeds': [r['seed'] for r in rs]}
+    ref = [r['test'] for r in base] if base and m != 'equal' else None
     for t in tasks:
-      name, _, higher = task_metric(rs[0]['test'], t)
-      values = [task_metric(r['test'], t)[1] for r in rs]
-      s = stats.summarize(values)
-      cell = {'metric': name, 'higher_is_better': higher, 'values': values}
-      cell.update(mean=s.mean, se=s.se)
-      if base is not None and m != 'equal':
-        d, in_se = stats.paired_diff_in_se(
-          values, [task_metric(r['test'], t)[1] for r in base]
-        )
-        better = d > 0 if higher else d < 0
-        cell.update(diff=d, diff_in_se=in_se)
-        cell['verdict'] = (
-          'tie'
-          if math.isnan(in_se) or abs(in_se) < TIE_SE
-          else ('better' if better else 'worse')
-        )
-      row[t] = cell
+      row[t] = stats.metric_cell([r['test'] for r in rs], t, ref, TIE_SE)
     speed = stats.mean(r['train_examples_per_s'] for r in rs)
     row['examples_per_s'] = speed
     row['step_cost'] = base_speed / speed if base_speed else None
@@ -124,14 +97,6 @@ def summarize(methods, runs, workdirs) -> tuple[list, list]:
     row['selected_epochs'] = [r['selected_epoch'] for r in rs]
     rows.append(row)
   return rows, tasks
-
-
-def _cell(c: dict) -> str:
-  digits = 4 if c['metric'] == 'auc' else 3
-  text = f'{c["mean"]:.{digits}f} +- {c["se"]:.{digits}f}'
-  if 'diff' in c:
-    text += f' ({c["diff"]:+.{digits}f}, {c["diff_in_se"]:+.1f} SE)'
-  return text
 
 
 def markdown(rows, tasks, config_name) -> list[str]:
@@ -153,7 +118,7 @@ def markdown(rows, tasks, config_name) -> list[str]:
       [
         [
           f'`{r["method"]}`',
-          *(_cell(r[t]) for t in tasks),
+          *(stats.cell_text(r[t]) for t in tasks),
           ', '.join(r[t].get('verdict', '-') for t in tasks),
           '-' if r['step_cost'] is None else f'{r["step_cost"]:.2f}x',
           ' / '.join(f'{s:.2f}' for s in r['weight_share']),

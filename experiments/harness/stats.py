@@ -93,3 +93,50 @@ def paired_diff_in_se(a: Sequence, b: Sequence):
   d = [x - y for x, y in zip(a, b, strict=True)]
   m = mean(d)
   return m, _ratio(m, standard_error(d))
+
+
+def task_metric(test: dict, task: str) -> tuple[str, float, bool]:
+  """(name, value, higher_is_better) of a task's headline test metric in a
+  run's `test` metrics: its AUC, else (a regression) its MSE."""
+  for name, higher in (('auc', True), ('mse', False)):
+    if f'test/{name}/{task}' in test:
+      return name, test[f'test/{name}/{task}'], higher
+  raise SystemExit(
+    f'test metrics {sorted(test)}: no test/auc/{task} or test/mse/{task}'
+  )
+
+
+def metric_cell(tests: Sequence[dict], task: str, base=None, tie_se=2.0):
+  """One task's test metric over seeds, as the experiments' tables hold it.
+
+  `tests`: each seed's test metrics; `base`: the baseline's, on the same
+  seeds in the same order, or None. Returns {'metric', 'higher_is_better',
+  'values', 'mean', 'se'} and, with a baseline, the paired 'diff' and
+  'diff_in_se' and a 'verdict': 'tie' within `tie_se` SE (or when the
+  differences have no spread), else 'better' or 'worse' for this metric's
+  direction.
+  """
+  name, _, higher = task_metric(tests[0], task)
+  values = [task_metric(t, task)[1] for t in tests]
+  s = summarize(values)
+  cell = {'metric': name, 'higher_is_better': higher, 'values': values}
+  cell.update(mean=s.mean, se=s.se)
+  if base is not None:
+    ref = [task_metric(t, task)[1] for t in base]
+    d, in_se = paired_diff_in_se(values, ref)
+    cell.update(diff=d, diff_in_se=in_se)
+    if math.isnan(in_se) or abs(in_se) < tie_se:
+      cell['verdict'] = 'tie'
+    else:
+      cell['verdict'] = 'better' if (d > 0) == higher else 'worse'
+  return cell
+
+
+def cell_text(cell: dict) -> str:
+  """'mean +- se', and '(+diff, +x.x SE)' with a baseline: 4 digits for an
+  AUC, 3 for an MSE."""
+  digits = 4 if cell['metric'] == 'auc' else 3
+  text = f'{cell["mean"]:.{digits}f} +- {cell["se"]:.{digits}f}'
+  if 'diff_in_se' in cell:
+    text += f' ({cell["diff"]:+.{digits}f}, {cell["diff_in_se"]:+.1f} SE)'
+  return text

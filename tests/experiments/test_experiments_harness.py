@@ -57,6 +57,30 @@ def test_differences_in_standard_errors_match_numpy():
     stats.paired_diff_in_se(XS, YS[:5])
 
 
+def test_metric_cell_is_the_paired_comparison_in_the_metrics_direction():
+  auc = [{'test/auc/a': x} for x in XS]
+  ref = [{'test/auc/a': y} for y in YS]
+  cell = stats.metric_cell(auc, 'a', ref)
+  d = np.array(XS) - np.array(YS)
+  z = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))  # 2.62 SE.
+  assert cell['values'] == XS and cell['metric'] == 'auc'
+  assert cell['se'] == pytest.approx(np.std(XS, ddof=1) / np.sqrt(6))
+  assert cell['diff_in_se'] == pytest.approx(z) and cell['verdict'] == 'better'
+  assert stats.metric_cell(auc, 'a', ref, tie_se=3.0)['verdict'] == 'tie'
+  assert stats.cell_text(cell) == (
+    f'{np.mean(XS):.4f} +- {cell["se"]:.4f} ({d.mean():+.4f}, {z:+.1f} SE)'
+  )
+  # An MSE is better lower: the same numbers are 'worse'.
+  mse = [{'test/mse/a': x} for x in XS]
+  cell = stats.metric_cell(mse, 'a', [{'test/mse/a': y} for y in YS], 1.0)
+  assert cell['verdict'] == 'worse' and not cell['higher_is_better']
+  assert 'verdict' not in stats.metric_cell(mse, 'a')
+  # Identical runs: no spread, a tie (not a division by zero).
+  assert stats.metric_cell(auc, 'a', auc)['verdict'] == 'tie'
+  with pytest.raises(SystemExit, match='no test/auc/b or test/mse/b'):
+    stats.metric_cell(auc, 'b')
+
+
 def test_config_diff_is_canonical_and_ignores_what_does_not_change_results():
   c = smoke.get_config()
   stored = json.loads(json.dumps(c.to_dict()))  # Tuples become lists.
