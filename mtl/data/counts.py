@@ -43,7 +43,7 @@ import pandas as pd
 
 from mtl.data import schema as sc
 from mtl.data.conditions import label_column, parse_condition
-from mtl.data.table_files import to_float
+from mtl.data.table_files import found, to_float
 from mtl.errors import DataError, did_you_mean
 
 
@@ -92,9 +92,9 @@ def numbers_of(f, key: str, column: str, chunk, offsets, path):
   bad = ~np.isfinite(values)
   if bad.any():
     i = int(np.argmax(bad))
-    found = 'empty' if pd.isna(raw.iloc[i]) else repr(raw.iloc[i])
+    text = 'empty' if pd.isna(raw.iloc[i]) else found(raw, i)
     raise DataError(
-      f'{path}: row {offsets[i] + 1} column {column!r} is {found}, expected '
+      f'{path}: row {offsets[i] + 1} column {column!r} is {text}, expected '
       f'a finite number (dataset.features.{f.name}.{key})'
     )
   return values

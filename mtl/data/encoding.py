@@ -17,6 +17,7 @@ once; other values (numbers, lists) take the general path, to the same ids.
 """
 
 import hashlib
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -60,13 +61,20 @@ class Lookup:
 
   def __init__(self, encoding: Mapping):
     self.buckets = encoding.get('hash_buckets')
-    self.index = None
+    self.index = self.vocabulary = self._int_keys = None
     if not self.buckets:
-      self.index = pd.Index(encoding['vocabulary'], dtype=object)
+      self.vocabulary = encoding['vocabulary']
+      self.index = pd.Index(self.vocabulary, dtype=object)
+      # Its hash table, built now: pandas builds it on first use, and
+      # threads may share the Lookup (Lookups).
+      self.index.get_indexer(self.index[:1])
 
   def __call__(self, values) -> np.ndarray:
     import pyarrow as pa
 
+    ints = arrow_ints(values)
+    if ints is not None:
+      return self._encode_ints(ints)
     text = arrow_text(values)
     if text is not None:
       return self._encode_text(text).reshape(
@@ -98,6 +106,63 @@ class Lookup:
     at = coded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
     return ids[at].astype(np.int32)
 
+  def _encode_ints(self, ints) -> np.ndarray:
+    """int32 ids of an Arrow integer array (a Parquet id column, read as
+    numbers): the ids of their text, each distinct value looked up once,
+    by number where every distinct value has at most 18 digits (the
+    vocabulary's entries that are an integer's text, as int64: an integer
+    is another text's value only if that text is not its own), else by
+    its text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    coded = pc.dictionary_encode(ints)
+    distinct = coded.dictionary
+    at = coded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
+    lo, hi = pc.min_max(distinct).values() if len(distinct) else (0, 0)
+    lo, hi = (0, 0) if lo.as_py() is None else (lo.as_py(), hi.as_py())
+    if self.buckets or max(-lo, hi) >= 10**18:
+      text = distinct.cast(pa.string()).to_numpy(zero_copy_only=False)
+      found = self._ids(text.astype(object))
+    else:
+      keys, key_ids = self._keys()
+      d = distinct.cast(pa.int64()).to_numpy(zero_copy_only=False)
+      pos = np.minimum(np.searchsorted(keys, d), max(len(keys) - 1, 0))
+      hit = keys[pos] == d if len(keys) else np.zeros(len(d), bool)
+      found = np.where(hit, key_ids[pos] if len(keys) else 0, OOV_ID)
+    return np.append(found, OOV_ID)[at].astype(np.int32)
+
+  def _keys(self) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values sorted, their ids) of the vocabulary's entries that
+    are an integer's own text ('0', '-12'; not '007', '+5' or '1.0') of
+    at most 18 digits; built once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if self._int_keys is None:
+      vocab = pa.array(self.vocabulary, pa.string())
+      own = pc.match_substring_regex(vocab, r'^(0|-?[1-9][0-9]{0,17})$')
+      at = np.flatnonzero(own.to_numpy(zero_copy_only=False))
+      values = pc.cast(vocab.filter(own), pa.int64()).to_numpy()
+      order = np.argsort(values, kind='stable')
+      self._int_keys = (values[order], (FIRST_ID + at[order]).astype(np.int64))
+    return self._int_keys
+
+
+def arrow_ints(values):
+  """The Arrow integer array of `values` where they are one (a Parquet id
+  column read as numbers: table_files' `numeric`), else None."""
+  import pyarrow as pa
+
+  dtype = getattr(values, 'dtype', None)
+  if isinstance(dtype, pd.ArrowDtype):
+    if pa.types.is_integer(dtype.pyarrow_dtype):
+      return pa.array(values)
+    return None
+  if isinstance(values, pa.Array) and pa.types.is_integer(values.type):
+    return values
+  return None
+
 
 def arrow_text(values):
   """A flat Arrow string array of `values` (a pandas str Series, an Arrow
@@ -105,6 +170,14 @@ def arrow_text(values):
   is not a string (the caller's general path)."""
   import pyarrow as pa
 
+  ints = arrow_ints(values)
+  if ints is not None:  # An integer's text, as Parquet cells are read.
+    return ints.cast(pa.string())
+  dtype = getattr(values, 'dtype', None)
+  if isinstance(dtype, pd.ArrowDtype) and pa.types.is_floating(
+    dtype.pyarrow_dtype
+  ):  # A Parquet float column read as numbers: its text, as read.
+    return pa.array(values).cast(pa.string())
   if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
     values = pa.array(values, from_pandas=True)
   if isinstance(values, pa.ChunkedArray):
@@ -127,11 +200,13 @@ class Lookups:
 
   def __init__(self, tables: Mapping):
     self.tables, self.made = tables, {}
+    self.lock = threading.Lock()  # Threads encoding chunks share them.
 
   def __call__(self, table: str) -> Lookup:
-    if table not in self.made:
-      self.made[table] = Lookup(self.tables[table])
-    return self.made[table]
+    with self.lock:
+      if table not in self.made:
+        self.made[table] = Lookup(self.tables[table])
+      return self.made[table]
 
 
 def encode_ids(values, encoding: Mapping) -> np.ndarray:
@@ -188,6 +263,8 @@ def last_text(cells, delimiter: str, max_len: int):
   counts = pc.list_value_length(parts).fill_null(0).to_numpy()
   values = parts.flatten()
   kept = pc.binary_length(values).to_numpy(zero_copy_only=False) > 0
+  if kept.all() and counts.max(initial=0) <= max_len:  # All kept, in order.
+    return values, counts.astype(np.int64)
   rows = np.repeat(np.arange(n), counts.astype(np.int64))[kept]
   lengths = np.bincount(rows, minlength=n).astype(np.int64)
   last = _positions(lengths) >= np.repeat(lengths - max_len, lengths)

@@ -23,7 +23,8 @@ from mtl.data import feature_kinds
 from mtl.data import schema as sc
 from mtl.data.encoding import Lookups
 from mtl.data.kinds.base import Rows
-from mtl.data.table_files import numbers, to_float
+from mtl.data.prefetch import ordered_map
+from mtl.data.table_files import found, numbers, to_float
 from mtl.errors import DataError
 
 
@@ -51,7 +52,7 @@ def task_label(t: sc.TaskSpec, chunk, offsets, source):
   check(
     ~np.isfinite(values),
     t.label,
-    lambda i: 'empty' if pd.isna(raw.iloc[i]) else repr(raw.iloc[i]),
+    lambda i: 'empty' if pd.isna(raw.iloc[i]) else found(raw, i),
     f'a finite number (the label of task {t.name!r})',
   )
   values = np.where(on, values, 0.0)
@@ -71,7 +72,7 @@ def task_label(t: sc.TaskSpec, chunk, offsets, source):
     check(
       ~np.isin(values, (0.0, 1.0)),
       t.label,
-      lambda i: repr(raw.iloc[i]),
+      lambda i: found(raw, i),
       f'0 or 1 (binary task {t.name!r}; a condition label such as '
       "'rating >= 4' makes one)",
     )
@@ -106,12 +107,19 @@ def encoded_label(t: sc.TaskSpec, chunk, offsets, source, encoding: dict):
   return y, m
 
 
-def encoded_chunks(schema: sc.Schema, plan, encoding: dict, chunks) -> Iterator:
+def encoded_chunks(
+  schema: sc.Schema, plan, encoding: dict, chunks, workers: int = 1
+) -> Iterator:
   """One record's arrays (module docstring) per chunk of `chunks`, the
   split's kept rows of each, encoded by the fitted `encoding`: each
-  feature by its kind (feature_kinds.encode), derived ones from `plan`."""
+  feature by its kind (feature_kinds.encode), derived ones from `plan`.
+  `workers` threads encode chunks at once (prefetch.ordered_map): a
+  chunk's record depends on that chunk alone, so the records are the same
+  whatever the number."""
   lookups = Lookups(encoding['tables'])
-  for source, start, chunk, rows, keep in chunks:
+
+  def encode(item) -> dict:
+    source, start, chunk, rows, keep = item
     chunk, rows = chunk[keep], rows[keep]
     offsets = start + np.flatnonzero(keep)
     at = Rows(
@@ -123,9 +131,11 @@ def encoded_chunks(schema: sc.Schema, plan, encoding: dict, chunks) -> Iterator:
       y, m = encoded_label(t, chunk, offsets, source, encoding)
       labels.append(y)
       masks.append(m)
-    yield {
+    return {
       **features,
       'labels': np.stack(labels, 1).astype(np.float32),
       'mask': np.stack(masks, 1).astype(np.float32),
       'row': rows.astype(np.int64),
     }
+
+  return ordered_map(encode, chunks, workers)

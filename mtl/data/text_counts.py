@@ -23,18 +23,23 @@ class TextCounts:
     self.pending_rows = 0
 
   def add(self, values) -> None:
-    """Counts `values` (an Arrow string array or strings; none missing)."""
+    """Counts `values` (an Arrow string or integer array, or strings; none
+    missing)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not isinstance(values, pa.Array | pa.ChunkedArray):
       values = pa.array(np.asarray(values, dtype=object), pa.large_string())
-    values = values.cast(pa.large_string())
     if not len(values):
       return
+    # Integers (a Parquet id column read as numbers) are counted as
+    # numbers, then named by their text: one text per number.
+    if not pa.types.is_integer(values.type):
+      values = values.cast(pa.large_string())
     counted = pc.value_counts(values)
     counts = counted.field('counts').to_numpy().astype(np.int64)
-    self.pending.append((counted.field('values'), counts))
+    texts = counted.field('values').cast(pa.large_string())
+    self.pending.append((texts, counts))
     self.pending_rows += len(counts)
     merged = len(self.merged[1]) if self.merged else 0
     if self.pending_rows > max(self.merge_rows, merged):

@@ -145,6 +145,27 @@ def test_every_value_matches_pandas(table):
       assert got.tolist() == hist + [0] * (4 - len(hist))
 
 
+def test_one_or_several_encoding_threads_write_the_same_bytes(
+  table, monkeypatch
+):
+  root, df, _ = table
+  df.to_parquet(root / 't.parquet')
+  shards = []
+  for workers in (1, 3):
+    monkeypatch.setattr(tb, 'ENCODE_WORKERS', workers)
+    DATASETS['table'](
+      path=str(root / 't.parquet'),
+      features=FEATURES,
+      tasks=TASKS,
+      task_order=('click',),
+      data_dir=str(root / f'workers{workers}'),
+      chunksize=32,  # 19 chunks of the 600 rows, encoded 3 at a time.
+    )
+    files = sorted((root / f'workers{workers}').rglob('*array_record*'))
+    shards.append({f.name: f.read_bytes() for f in files})
+  assert len(shards[0]) >= 3 and shards[0] == shards[1]
+
+
 def test_layout_embeds_history_with_the_item_table(table):
   _, _, ds = table
   columns = dict(zip(ds.sparse_names, ds.vocab_sizes, strict=True))

@@ -3,7 +3,7 @@
 tables of categorical and sequence features on the training split."""
 
 from mtl.data import schema as sc
-from mtl.data.encoding import arrow_text
+from mtl.data.encoding import arrow_ints, arrow_text
 from mtl.data.kinds.base import Kind, Rows, own_table
 from mtl.data.table_files import cell_values
 from mtl.data.text_counts import TextCounts
@@ -36,6 +36,9 @@ class Vocabularies:
 
 def _values(f: sc.Categorical, chunk):
   values = cell_values(f, chunk).dropna()
+  ints = arrow_ints(values)  # Counted as numbers (TextCounts).
+  if ints is not None:
+    return ints
   text = arrow_text(values)
   return text if text is not None else values.astype(str)
 
