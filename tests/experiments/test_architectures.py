@@ -2,6 +2,7 @@
 
 import json
 import math
+import pathlib
 
 from experiments import architectures
 
@@ -81,3 +82,35 @@ def test_pepnet_reads_the_scenario_as_its_domain_on_the_scenarios_log(tmp_path):
   assert 'scenario' in config.dataset.features
   other = architectures.config_of('scenarios', 'mmoe', tmp_path)
   assert not other.model.domain_features
+
+
+def test_each_model_keeps_the_learning_rate_that_validates_best():
+  def result(**val):
+    return {'test': {'test/auc/a': 0.5, 'test/mse/r': 1.0}, 'validation': val}
+
+  auc = {
+    1.0: result(**{'val/auc/a': 0.70}),
+    1 / 3: result(**{'val/auc/a': 0.72}),
+  }
+  auc[3.0] = result(**{'val/auc/a': 0.71})
+  assert architectures.best_factor(auc) == 1 / 3
+  auc[1 / 3] = result(**{'val/auc/a': 0.70})  # A tie keeps the config's rate.
+  auc[3.0] = result(**{'val/auc/a': 0.69})
+  assert architectures.best_factor(auc) == 1.0
+  # A regression first task: the lowest MSE.
+  reg = lambda mse: {  # noqa: E731
+    'test': {'test/mse/r': 1.0, 'test/auc/a': 0.5},
+    'validation': {'val/mse/r': mse},
+  }
+  assert (
+    architectures.best_factor({1.0: reg(2.0), 1 / 3: reg(3.0), 3.0: reg(1.5)})
+    == 3.0
+  )
+  config = architectures.config_of('census', 'mmoe', None)
+  base = config.optimizer.learning_rate
+  c, workdir = architectures.job(config, 'mmoe', 3.0, 2, pathlib.Path('w'))
+  assert c.optimizer.learning_rate == 3 * base and c.seed == 2
+  assert workdir == pathlib.Path(f'w/mmoe_lr{3 * base:g}_seed2')
+  c, workdir = architectures.job(config, 'mmoe', 1.0, 0, pathlib.Path('w'))
+  assert workdir == pathlib.Path('w/mmoe_seed0')  # The runs before the grid.
+  assert config.optimizer.learning_rate == base  # Not changed in place.
