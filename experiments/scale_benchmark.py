@@ -32,7 +32,9 @@ results):
          generated split of --scale_rows rows: rows/s and peak RSS. Goal:
          peak RSS < 2 GB.
   prepare (experiments/scale_streaming.py) the `table` preparation of the
-         --scale_rows table: seconds, rows/s, peak RSS.
+         --prepare_rows tables (default --scale_rows), each into an empty
+         data dir: seconds, rows/s, CPU seconds, peak RSS, beside the
+         builder before. Goal at 50M rows: <= 200 s, <= 2 GB.
 
 Writes experiments/results/scale_benchmark.json and .md (or --out).
 """

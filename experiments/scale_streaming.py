@@ -19,9 +19,12 @@
     its examples/s and peak RSS with the model and optimizer state. Goal:
     peak RSS < 2 GB.
 (c) `prepare` (`part_prepare`): the `table` preparation of the
-    `--scale_rows` table (mtl/data/table_builder.py) in a subprocess of its
-    own: seconds, rows/s over every split, and its peak RSS. Only a table
-    not yet prepared under `--root` is measured (else: reused).
+    `--prepare_rows` tables (default: the `--scale_rows` one;
+    mtl/data/table_builder.py), each in a subprocess of its own into a
+    fresh data dir (<root>/tfds_prepare, emptied first): seconds, rows/s
+    over every split, CPU seconds and peak RSS, beside the figures
+    recorded for the builder before it (PREPARE_BEFORE). Goal at 50M rows:
+    <= 200 s (>= 250k rows/s) and <= 2 GB.
 
 The tables are generated (mtl/data/scale.py) and prepared under `--root`
 once and reused.
@@ -56,6 +59,14 @@ _SPARSE_MIN_ROWS = flags.DEFINE_integer(
   'tables of at least this many rows get lazy Adam.',
 )
 _ROOT = flags.DEFINE_string('root', 'workdirs/scale', 'Tables and caches.')
+_PREPARE_ROWS = flags.DEFINE_list(
+  'prepare_rows', None, '(c) table sizes (default: --scale_rows).'
+)
+# The builder before table_builder's numeric columns, integer lookups and
+# encoding threads, as experiments/results/scale_prepare_50m.md recorded it
+# (2026-12-02, commit b2c5287, this 2-core machine at load 1.06).
+PREPARE_BEFORE = {50_000_000: {'seconds': 816.2, 'peak_rss_gb': 2.68}}
+PREPARE_GOAL = {'seconds': 200.0, 'peak_rss_gb': 2.0}
 MODES = ('device', 'host', 'stream')
 GOAL_RATIO, GOAL_RSS_GB = 0.7, 2.0
 
@@ -193,7 +204,7 @@ def stream_epoch(rows: int, root, *, batch_size: int = 1024) -> dict:
 
 
 _PREPARE = """
-import inspect, json, sys, time
+import inspect, json, resource, sys, time
 sys.path.insert(0, '.')
 from configs import scale
 from mtl.data import prepared
@@ -213,16 +224,20 @@ else:
   seconds = time.time() - t0
   splits = ('train', 'validation', 'test')
   counts = {{s: prepared.num_rows(builder, s) for s in splits}}
+  usage = resource.getrusage(resource.RUSAGE_SELF)
   print(json.dumps({{'reused': False, 'seconds': seconds, 'rows': counts,
-    'rows_per_s': sum(counts.values()) / seconds}}))
+    'rows_per_s': sum(counts.values()) / seconds,
+    'cpu_s': usage.ru_utime + usage.ru_stime}}))
 """
 
 
-def prepare_table(rows: int, root) -> dict:
-  """(c) The `table` preparation of configs/scale.py:<rows>, timed."""
+def prepare_table(rows: int, root, data_dir=None) -> dict:
+  """(c) The `table` preparation of configs/scale.py:<rows>, timed; into
+  `data_dir` (default <root>/tfds, where the other parts read it)."""
   root = pathlib.Path(root)
   ensure_table(rows, root)
-  code = _PREPARE.format(rows=str(rows), data_dir=str(root / 'tfds'))
+  data_dir = data_dir or root / 'tfds'
+  code = _PREPARE.format(rows=str(rows), data_dir=str(data_dir))
   return _child(code, root)
 
 
@@ -339,24 +354,59 @@ def part_epoch():
 
 def part_prepare():
   """(c) as a scale_benchmark part: (record, markdown lines)."""
-  prep = prepare_table(_SCALE_ROWS.value, pathlib.Path(_ROOT.value))
-  record = {'prepare': prep, 'scale_rows': _SCALE_ROWS.value}
-  if prep['reused']:
-    lines = [
-      f'(c) the {_SCALE_ROWS.value:,}-row table was already prepared under '
-      '--root: not measured (a fresh --root measures it).',
-      '',
-    ]
-  else:
-    rows = prep['rows']
-    lines = [
-      f'(c) preparing the {_SCALE_ROWS.value:,}-row scale table through the '
-      f'`table` dataset ({rows["train"]:,} training, {rows["validation"]:,} '
-      f'validation and {rows["test"]:,} test rows): {prep["seconds"]:.1f} s, '
-      f'{prep["rows_per_s"]:,.0f} rows/s, peak RSS '
-      f'{prep["peak_rss_gb"]:.2f} GB.',
-      '',
-    ]
+  import shutil
+
+  root = pathlib.Path(_ROOT.value)
+  sizes = [int(float(r)) for r in _PREPARE_ROWS.value or [_SCALE_ROWS.value]]
+  record = {'prepare': {}, 'before': PREPARE_BEFORE, 'goal': PREPARE_GOAL}
+  table = []
+  for rows in sizes:
+    fresh = root / 'tfds_prepare'
+    shutil.rmtree(fresh, ignore_errors=True)
+    prep = prepare_table(rows, root, fresh)
+    shutil.rmtree(fresh, ignore_errors=True)
+    record['prepare'][str(rows)] = prep
+    n = sum(prep['rows'].values())
+    before = PREPARE_BEFORE.get(rows)
+    table.append(
+      [
+        f'{rows:,}',
+        f'{n:,}',
+        f'{prep["seconds"]:.1f}',
+        f'{prep["rows_per_s"]:,.0f}',
+        f'{prep["cpu_s"]:.0f}',
+        f'{prep["peak_rss_gb"]:.2f}',
+        (
+          f'{before["seconds"]:.1f} s, {n / before["seconds"]:,.0f} rows/s, '
+          f'{before["peak_rss_gb"]:.2f} GB'
+          if before
+          else '-'
+        ),
+      ]
+    )
+  lines = [
+    '(c) preparing the scale table through the `table` dataset (training '
+    'rows as given, 1% more each of validation and test; in a process of '
+    'its own, into an empty data dir).',
+    '',
+    *harness.markdown_table(
+      [
+        'training rows',
+        'rows (all splits)',
+        'seconds',
+        'rows/s',
+        'CPU s',
+        'peak RSS GB',
+        'the builder before',
+      ],
+      table,
+      'rrrrrrl',
+    ),
+    '',
+    f'Goal at 50M rows: <= {PREPARE_GOAL["seconds"]:.0f} s and <= '
+    f'{PREPARE_GOAL["peak_rss_gb"]:g} GB peak RSS.',
+    '',
+  ]
   return record, lines
 
 

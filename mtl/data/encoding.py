@@ -24,6 +24,9 @@ import numpy as np
 import pandas as pd
 
 PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
+# An integer's own text of at most 18 digits ('0', '-12'; not '007', '+5',
+# '-0' or '1.0'): such values are looked up by number (Lookup._keys).
+INTEGER_TEXT = r'^(0|-?[1-9][0-9]{0,17})$'
 
 
 def stable_hash(values, buckets: int) -> np.ndarray:
@@ -57,17 +60,27 @@ def fit_vocabulary(counts: Mapping[str, int], min_count: int) -> list[str]:
 class Lookup:
   """`encode_ids` under one encoding, its vocabulary indexed once: building
   the pd.Index of a million values costs more than looking up a chunk, so
-  the builder makes one Lookup per table, not one per chunk."""
+  the builder makes one Lookup per table, not one per chunk. Integers and
+  integers' texts are looked up by number (`_keys`); the index of the
+  other texts is built when first needed. Threads may share a Lookup
+  (Lookups): each index is built once, under a lock."""
 
   def __init__(self, encoding: Mapping):
     self.buckets = encoding.get('hash_buckets')
-    self.index = self.vocabulary = self._int_keys = None
-    if not self.buckets:
-      self.vocabulary = encoding['vocabulary']
-      self.index = pd.Index(self.vocabulary, dtype=object)
-      # Its hash table, built now: pandas builds it on first use, and
-      # threads may share the Lookup (Lookups).
-      self.index.get_indexer(self.index[:1])
+    self.vocabulary = None if self.buckets else encoding['vocabulary']
+    self._index = self._int_keys = None
+    self._lock = threading.Lock()
+
+  @property
+  def index(self) -> pd.Index:
+    """The vocabulary's pd.Index, its hash table built (pandas builds it on
+    first use, which threads must not race to do)."""
+    with self._lock:
+      if self._index is None:
+        index = pd.Index(self.vocabulary, dtype=object)
+        index.get_indexer(index[:1])
+        self._index = index
+      return self._index
 
   def __call__(self, values) -> np.ndarray:
     import pyarrow as pa
@@ -101,10 +114,40 @@ class Lookup:
     import pyarrow.compute as pc
 
     coded = pc.dictionary_encode(text)
-    distinct = coded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    ids = np.append(self._ids(distinct), OOV_ID)
+    distinct = coded.dictionary
+    ids = np.append(self._text_ids(distinct), OOV_ID)
     at = coded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
     return ids[at].astype(np.int32)
+
+  def _text_ids(self, distinct) -> np.ndarray:
+    """int64 ids of an Arrow string array (none missing): the values that
+    are an integer's own text (INTEGER_TEXT) looked up by number
+    (`_keys`), the others by the index."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    own = None
+    if not self.buckets and len(distinct):
+      own = pc.match_substring_regex(distinct, INTEGER_TEXT)
+      own = own.to_numpy(zero_copy_only=False)
+    if own is None or not own.any():
+      return self._ids(distinct.to_numpy(zero_copy_only=False).astype(object))
+    ids = np.empty(len(distinct), np.int64)
+    numbers = pc.cast(distinct.filter(pa.array(own)), pa.int64()).to_numpy()
+    ids[own] = self._number_ids(numbers)
+    if not own.all():
+      rest = distinct.filter(pa.array(~own))
+      ids[~own] = self._ids(rest.to_numpy(zero_copy_only=False).astype(object))
+    return ids
+
+  def _number_ids(self, numbers: np.ndarray) -> np.ndarray:
+    """int64 ids of int64 values with at most 18 digits: the vocabulary
+    entry that is each one's text (`_keys`), else OOV_ID."""
+    keys, key_ids = self._keys()
+    if not len(keys):
+      return np.full(len(numbers), OOV_ID, np.int64)
+    pos = np.minimum(np.searchsorted(keys, numbers), len(keys) - 1)
+    return np.where(keys[pos] == numbers, key_ids[pos], OOV_ID)
 
   def _encode_ints(self, ints) -> np.ndarray:
     """int32 ids of an Arrow integer array (a Parquet id column, read as
@@ -119,17 +162,14 @@ class Lookup:
     coded = pc.dictionary_encode(ints)
     distinct = coded.dictionary
     at = coded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
-    lo, hi = pc.min_max(distinct).values() if len(distinct) else (0, 0)
-    lo, hi = (0, 0) if lo.as_py() is None else (lo.as_py(), hi.as_py())
+    bounds = pc.min_max(distinct)
+    lo, hi = (bounds[k].as_py() or 0 for k in ('min', 'max'))
     if self.buckets or max(-lo, hi) >= 10**18:
       text = distinct.cast(pa.string()).to_numpy(zero_copy_only=False)
       found = self._ids(text.astype(object))
     else:
-      keys, key_ids = self._keys()
-      d = distinct.cast(pa.int64()).to_numpy(zero_copy_only=False)
-      pos = np.minimum(np.searchsorted(keys, d), max(len(keys) - 1, 0))
-      hit = keys[pos] == d if len(keys) else np.zeros(len(d), bool)
-      found = np.where(hit, key_ids[pos] if len(keys) else 0, OOV_ID)
+      numbers = distinct.cast(pa.int64()).to_numpy(zero_copy_only=False)
+      found = self._number_ids(numbers)
     return np.append(found, OOV_ID)[at].astype(np.int32)
 
   def _keys(self) -> tuple[np.ndarray, np.ndarray]:
@@ -139,14 +179,16 @@ class Lookup:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if self._int_keys is None:
-      vocab = pa.array(self.vocabulary, pa.string())
-      own = pc.match_substring_regex(vocab, r'^(0|-?[1-9][0-9]{0,17})$')
-      at = np.flatnonzero(own.to_numpy(zero_copy_only=False))
-      values = pc.cast(vocab.filter(own), pa.int64()).to_numpy()
-      order = np.argsort(values, kind='stable')
-      self._int_keys = (values[order], (FIRST_ID + at[order]).astype(np.int64))
-    return self._int_keys
+    with self._lock:
+      if self._int_keys is None:
+        vocab = pa.array(self.vocabulary, pa.string())
+        own = pc.match_substring_regex(vocab, INTEGER_TEXT)
+        at = np.flatnonzero(own.to_numpy(zero_copy_only=False))
+        values = pc.cast(vocab.filter(own), pa.int64()).to_numpy()
+        order = np.argsort(values, kind='stable')
+        ids = (FIRST_ID + at[order]).astype(np.int64)
+        self._int_keys = (values[order], ids)
+      return self._int_keys
 
 
 def arrow_ints(values):
@@ -267,6 +309,8 @@ def last_text(cells, delimiter: str, max_len: int):
     return values, counts.astype(np.int64)
   rows = np.repeat(np.arange(n), counts.astype(np.int64))[kept]
   lengths = np.bincount(rows, minlength=n).astype(np.int64)
+  if lengths.max(initial=0) <= max_len:  # Only empty parts dropped.
+    return values.filter(pa.array(kept)), lengths
   last = _positions(lengths) >= np.repeat(lengths - max_len, lengths)
   chosen = np.flatnonzero(kept)[last]
   return values.take(pa.array(chosen)), np.minimum(lengths, max_len)

@@ -51,6 +51,43 @@ def test_lookup_of_text_is_a_dict_lookup():
       assert lookup(given).dtype == np.int32
 
 
+# Integers' texts and near misses: by number only an integer's own text.
+NUMERIC_TEXTS = [
+  '0', '-0', '7', '007', '+7', '7.0', '-12', '12', ' 12', '1e3',
+  '999999999999999999', '1000000000000000000', '-999999999999999999',
+  '9223372036854775808', 'u7', '', '٣',
+]  # fmt: skip
+
+
+def test_lookup_of_integer_texts_and_integers_is_a_dict_lookup():
+  rng = np.random.default_rng(3)
+  for vocabulary in (
+    sorted(NUMERIC_TEXTS[::2]),
+    sorted(NUMERIC_TEXTS[1::2]),
+    [],
+    sorted(str(v) for v in rng.integers(-50, 50, 40)),
+  ):
+    vocabulary = sorted(set(vocabulary))
+    lookup = encoding.Lookup({'vocabulary': vocabulary})
+    index = {v: encoding.FIRST_ID + i for i, v in enumerate(vocabulary)}
+    cells = NUMERIC_TEXTS + [str(v) for v in rng.integers(-60, 60, 50)]
+    cells = [None if i % 9 == 4 else v for i, v in enumerate(cells)]
+    expected = [index.get(v, encoding.OOV_ID) for v in cells]
+    assert lookup(pa.array(cells, pa.string())).tolist() == expected
+    assert lookup(np.array(cells, object)).tolist() == expected
+    # An Arrow integer column (Parquet ids read as numbers): its texts'.
+    ints = [None, 0, 7, -12, 12, 10**18, -(10**18) + 1, 2**63 - 1, 5]
+    want = [
+      encoding.OOV_ID if v is None else index.get(str(v), encoding.OOV_ID)
+      for v in ints
+    ]
+    for dtype in (pa.int64(), pa.int32()):
+      if dtype == pa.int32():
+        ints, want = ints[:5] + ints[-1:], want[:5] + want[-1:]
+      assert lookup(pa.array(ints, dtype)).tolist() == want
+    assert lookup(pa.array([None], pa.int64())).tolist() == [encoding.OOV_ID]
+
+
 def test_hashed_lookup_of_text_is_stable_hash():
   lookup = encoding.Lookup({'hash_buckets': 13})
   cells = ['a', None, 'b', 'a', '', 'é']
