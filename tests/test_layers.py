@@ -7,6 +7,8 @@ Oracle: the import statements themselves, read with `ast` (no import runs).
 import ast
 import pathlib
 
+from tests import syntax_trees
+
 MTL = pathlib.Path(__file__).resolve().parents[1] / 'mtl'
 
 
@@ -16,7 +18,7 @@ def _module(path: pathlib.Path) -> str:
 
 
 def _imports(path: pathlib.Path, *, top_level_only: bool) -> set[str]:
-  tree = ast.parse(path.read_text())
+  tree = syntax_trees.parse(path.read_text())
   nodes = tree.body if top_level_only else ast.walk(tree)
   out = set()
   for node in nodes:

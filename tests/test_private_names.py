@@ -16,6 +16,8 @@ import pathlib
 
 import pytest
 
+from tests import syntax_trees
+
 MTL = pathlib.Path(__file__).resolve().parents[1] / 'mtl'
 
 # Public by contract although spelt with an underscore: namedtuple's API.
@@ -60,25 +62,10 @@ def _dotted(node: ast.Attribute) -> list[str] | None:
   return [node.id, *reversed(parts)]
 
 
-def _parse(source: str) -> ast.AST:
-  """ast.parse, again if CPython 3.11 raises its spurious SystemError 'AST
-  constructor recursion depth mismatch': its tree conversion keeps the
-  depth in state shared by all threads, and a thread another test of this
-  worker left running can convert a tree at the same time. A real syntax
-  or recursion error repeats and is raised."""
-  for _ in range(4):
-    try:
-      return ast.parse(source)
-    except SystemError as e:
-      if 'recursion depth mismatch' not in str(e):
-        raise
-  return ast.parse(source)
-
-
 def violations(source: str, where: str = '<snippet>') -> list[str]:
   """Each use of another module's private name in `source`, as
   '<where>:<line>: <what>'."""
-  tree = _parse(source)
+  tree = syntax_trees.parse(source)
   imported = _imported(tree)
   found = []
   for node in ast.walk(tree):

@@ -13,6 +13,8 @@ ml_collections. configs/ is outside mtl/.
 import ast
 import pathlib
 
+from tests import syntax_trees
+
 MTL = pathlib.Path(__file__).resolve().parents[2] / 'mtl'
 NAMES = ('config', 'cfg')
 
@@ -48,7 +50,7 @@ def _module(path: pathlib.Path) -> str:
 
 
 def _reads_config(path: pathlib.Path) -> bool:
-  for node in ast.walk(ast.parse(path.read_text())):
+  for node in ast.walk(syntax_trees.parse(path.read_text())):
     if isinstance(node, ast.Attribute):
       if isinstance(node.value, ast.Name) and node.value.id in NAMES:
         return True

@@ -19,6 +19,7 @@ from mtl.core import train_step
 from mtl.core.tasks import Task
 from mtl.data.dataset import Dataset
 from mtl.shell import inputs
+from tests import syntax_trees
 
 SHELL = pathlib.Path(__file__).resolve().parents[2] / 'mtl' / 'shell'
 N, B, K, EVAL_B = 50, 8, 3, 16
@@ -146,7 +147,7 @@ def test_in_memory_evaluation_is_one_padded_part_placed_once():
 def _mode_reads(path: pathlib.Path) -> list[str]:
   """Where a module reads `input_mode` or compares a value to a mode."""
   found = []
-  for node in ast.walk(ast.parse(path.read_text())):
+  for node in ast.walk(syntax_trees.parse(path.read_text())):
     if isinstance(node, ast.Attribute) and node.attr == 'input_mode':
       found.append(f'{path.name}:{node.lineno}: .input_mode')
     if isinstance(node, ast.Compare):
