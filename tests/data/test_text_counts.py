@@ -35,6 +35,31 @@ def test_vocabulary_is_pythons_count_and_sort():
   assert TextCounts().vocabulary(1) == []
 
 
+def test_integers_and_their_texts_are_counted_as_one_value():
+  rng = np.random.default_rng(5)
+  counts = Counter()
+  often, once = TextCounts(merge_rows=20), TextCounts()
+  for i in range(40):
+    numbers = rng.integers(-30, 30, int(rng.integers(1, 60)))
+    if i % 3 == 0:  # An Arrow integer column (Parquet ids as numbers).
+      given = pa.array(numbers, pa.int32() if i % 2 else pa.int64())
+      texts = [str(v) for v in numbers]
+    else:  # Texts: integers' own and near misses ('007', '+7', '-0').
+      texts = [str(v) for v in numbers] + list(rng.choice(NUMERIC_TEXTS, 5))
+      given = pa.array(texts) if i % 2 else np.array(texts, object)
+    counts.update(texts)
+    often.add(given)
+    once.add(given)
+  big = pa.array([2**64 - 1, 7], pa.uint64())  # Above int64: as text.
+  counts.update(['18446744073709551615', '7'])
+  often.add(big)
+  once.add(big)
+  for min_count in (1, 3):
+    expected = encoding.fit_vocabulary(counts, min_count)
+    assert often.vocabulary(min_count) == expected
+    assert once.vocabulary(min_count) == expected
+
+
 def test_lookup_of_text_is_a_dict_lookup():
   vocabulary = sorted({v for c in _chunks(1) for v in c})
   lookup = encoding.Lookup({'vocabulary': vocabulary[::2]})
