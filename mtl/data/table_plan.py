@@ -19,6 +19,8 @@ Counts (schema kind 'count'): each row's key, time and 0/1 labels are held;
 cf.Log sums every split's strictly earlier rows of its key.
 """
 
+import threading
+
 import numpy as np
 import pandas as pd
 
@@ -84,6 +86,7 @@ class Plan:
       h.name: self._history(h, held, schema) for h in schema.of(sc.History)
     }
     self.item_ids = {}  # History -> its items' ids (`values`)
+    self.lock = threading.Lock()  # Threads encode chunks (`values`).
     self.derived = {}  # '<session>.<label>': [num_rows] by global row
     for f in schema.of(sc.Session):
       users = pd.factorize(held[f.user])[0]
@@ -97,9 +100,10 @@ class Plan:
     [n, max_len] (`history_ids`; the log's items encoded once)."""
     if isinstance(f, sc.Count):
       return self.counts[f.name].values(at.rows)
-    if f.name not in self.item_ids:
-      lookup = at.lookup(at.schema.table_of(f.name))
-      self.item_ids[f.name] = lookup(self.history[f.name]['items'])
+    with self.lock:  # Encoded once, not by each thread that needs it.
+      if f.name not in self.item_ids:
+        lookup = at.lookup(at.schema.table_of(f.name))
+        self.item_ids[f.name] = lookup(self.history[f.name]['items'])
     index = self.history[f.name]
     return history_ids(index, self.item_ids[f.name], at.rows, f.max_len)
 
