@@ -137,7 +137,11 @@ class Source:
     import pyarrow.parquet as pq
 
     start = 0
-    for batch in pq.ParquetFile(self.path).iter_batches(
+    # pre_buffer (pyarrow's default) caches every column chunk it has read
+    # until the file is closed: 0.33 GB of a 10M-row file's 0.36 GB by its
+    # end; read buffered instead, it holds 22 MB and is faster.
+    reader = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
+    for batch in reader.iter_batches(
       batch_size=chunksize, columns=list(usecols)
     ):
       columns = {}
