@@ -292,9 +292,10 @@ def markdown(record: dict) -> list[str]:
     'Test metric per task: mean +- standard error over model seeds '
     f'{record["seeds"]}, equal weighting, each model at its learning rate '
     "(lr: the dataset config's, a third of it or three times it, the best "
-    'validation score of the first task with seed 0); in brackets the paired '
-    f'difference and the difference from `{BASELINE}` on the same seeds in '
-    f'standard errors (a tie within {TIE_SE:g} SE). Experts in use: '
+    'validation score of the first task with seed 0); in brackets the '
+    f'paired difference from `{BASELINE}` on the same seeds and that '
+    f'difference in standard errors (a tie within {TIE_SE:g} SE). Experts '
+    'in use: '
     "exp(entropy) of a task's mean gate "
     'weights at the end of training, of the experts the gate weighs (1 = one '
     'expert).',
