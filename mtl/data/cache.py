@@ -13,6 +13,12 @@ cannot be used when
   feature that copies a label, one label class only, ids outside their
   vocabulary (a cache prepared from raw files that were fixed since).
 
+Preparing holds an exclusive lock on `<config dir>/.prepare.lock`
+(`preparing`): a second process that finds the same cache missing (two
+runs of one sweep) waits, then reads what the first prepared, instead of
+preparing it too and failing to move its finished directory over the
+first's.
+
 Then, when the raw files are there, the directory is deleted and prepared
 again from them, with a warning naming it; if the fresh data still fails,
 its error is the answer, now about the raw files. When the raw files are not
@@ -21,6 +27,8 @@ rebuild what the others read), one DataError names the directory to delete
 and what went wrong.
 """
 
+import contextlib
+import fcntl
 import pathlib
 import shutil
 from collections.abc import Callable
@@ -84,6 +92,20 @@ class ShardBuilder(
   """A shard-based builder: each shard written straight from its generator,
   in order, with no shuffle buffer, so a split of any size is prepared in
   bounded memory and without TensorFlow (table_builder.py)."""
+
+
+@contextlib.contextmanager
+def preparing(path: pathlib.Path):
+  """Holds the exclusive preparation lock of the cache directory `path`
+  (module docstring) while the context is open."""
+  lock = pathlib.Path(path).parent / '.prepare.lock'
+  lock.parent.mkdir(parents=True, exist_ok=True)
+  with open(lock, 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def is_prepared(builder: tfds.core.DatasetBuilder) -> bool | None:
@@ -158,6 +180,8 @@ def load(
       problem,
     )
     shutil.rmtree(path)
-    builder = make_builder()
-  prepare(builder)
+  with preparing(path):
+    builder = make_builder()  # Another process may have prepared it.
+    if not is_prepared(builder):
+      prepare(builder)
   return read(builder)
