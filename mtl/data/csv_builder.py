@@ -158,41 +158,58 @@ def read_chunks(
 class Moments:
   """Streaming mean and population std of numeric columns (float64).
 
-  Values are shifted by the first training row before summing, so that a
-  constant column has exactly its value as mean and std 0 (then 1), instead
-  of rounding noise that standardisation would blow up.
+  Each chunk is summed apart, shifted by its own first row (so a constant
+  column has exactly its value as mean and std 0, then 1, instead of
+  rounding noise that standardisation would blow up); `finish` folds the
+  chunks' (count, mean, m2) in the order of their keys (Chan, Golub and
+  LeVeque, 1979). A chunk's part depends on its rows alone, so parts
+  summed in other processes and `merge`d give the same bits as one
+  process (beam_prepare.py), whatever the order they arrive in.
   """
 
   def __init__(self, names: tuple[str, ...]):
     self.names = names
-    self.shift = None
-    self.count = 0
-    self.mean = np.zeros(len(names))  # of the shifted values
-    self.m2 = np.zeros(len(names))  # sum of squared deviations
+    self.parts = {}  # key -> (count, shift [d], mean [d], m2 [d])
 
-  def update(self, x: np.ndarray) -> None:
-    """Merges a chunk [n, len(names)] (Chan, Golub and LeVeque, 1979)."""
+  def update(self, x: np.ndarray, key=None) -> None:
+    """Takes a chunk [n, len(names)]; `key` orders it among the chunks
+    (default: after those taken so far)."""
     n = x.shape[0]
     if not n:
       return
-    if self.shift is None:
-      self.shift = x[0].copy()
-    x = x - self.shift
+    key = len(self.parts) if key is None else key
+    if key in self.parts:
+      raise ValueError(f'Moments: chunk key {key!r} taken twice')
+    shift = x[0].copy()
+    x = x - shift
     mean = x.mean(axis=0)
-    m2 = ((x - mean) ** 2).sum(axis=0)
-    total = self.count + n
-    delta = mean - self.mean
-    self.mean = self.mean + delta * (n / total)
-    self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
-    self.count = total
+    self.parts[key] = (n, shift, mean, ((x - mean) ** 2).sum(axis=0))
+
+  def merge(self, other: 'Moments') -> None:
+    """Takes the chunks of `other` (keys distinct from these)."""
+    for key, part in other.parts.items():
+      if key in self.parts:
+        raise ValueError(f'Moments: chunk key {key!r} taken twice')
+      self.parts[key] = part
 
   def finish(self) -> dict[str, dict[str, float]]:
     """{column: {'mean', 'std'}}; a constant column gets std 1."""
-    shift = np.zeros(len(self.names)) if self.shift is None else self.shift
-    std = np.sqrt(self.m2 / max(self.count, 1))
+    shift = np.zeros(len(self.names))
+    count, mean, m2 = 0, np.zeros(len(self.names)), np.zeros(len(self.names))
+    for k, key in enumerate(sorted(self.parts)):
+      n, s, m, q = self.parts[key]
+      if k == 0:
+        shift = s
+      m = m + (s - shift)  # The chunk's mean, shifted as the first's.
+      total = count + n
+      delta = m - mean
+      mean = mean + delta * (n / total)
+      m2 = m2 + q + delta**2 * (count * n / total)
+      count = total
+    std = np.sqrt(m2 / max(count, 1))
     return {
       name: {'mean': float(s + m), 'std': float(d) if d > 0 else 1.0}
-      for name, s, m, d in zip(self.names, shift, self.mean, std, strict=True)
+      for name, s, m, d in zip(self.names, shift, mean, std, strict=True)
     }
 
 

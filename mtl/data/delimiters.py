@@ -29,10 +29,11 @@ class DelimiterCheck:
   def __init__(self, features):
     self.features = {f.name: f for f in features}
     self.seen = set()  # Features whose delimiter occurred.
-    self.example = {}  # Feature -> (value, separator it contains).
+    self.example = {}  # Feature -> (value, separator, where, key).
 
-  def update(self, feature, cells, where) -> None:
-    """Looks at one chunk's cells of `feature` (of file `where`)."""
+  def update(self, feature, cells, where, key=0) -> None:
+    """Looks at one chunk's cells of `feature` (of file `where`; `key`
+    orders the chunk among the others, as in `merge`)."""
     if feature.name in self.seen:
       return
     text = pd.Series(np.asarray(cells, dtype=object))
@@ -48,14 +49,29 @@ class DelimiterCheck:
     for sep in SEPARATORS:
       hits = text[text.str.contains(sep, regex=False)]
       if not hits.empty:
-        self.example[feature.name] = (hits.iloc[0], sep, where)
+        self.example[feature.name] = (hits.iloc[0], sep, where, key)
         return
+
+  def merge(self, other: 'DelimiterCheck') -> None:
+    """Takes what `other` saw (of other chunks): the example kept is the
+    one of the earliest chunk, as one pass in order keeps."""
+    self.seen |= other.seen
+    for name, found in other.example.items():
+      mine = self.example.get(name)
+      if mine is None or found[3] < mine[3]:
+        self.example[name] = found
+    for name in self.seen:
+      self.example.pop(name, None)
 
   def finish(self) -> None:
     """Raises DataError for the first feature whose delimiter never
     occurred in the training rows while its values hold another
     separator."""
-    for name, (value, sep, where) in self.example.items():
+    order = list(self.features)
+    found = sorted(
+      self.example.items(), key=lambda e: (e[1][3], order.index(e[0]))
+    )
+    for name, (value, sep, where, _) in found:
       f = self.features[name]
       raise DataError(
         f'{where}: sequence feature {name!r} (column {f.column!r}) has '

@@ -110,40 +110,75 @@ class Source:
       return []
 
   def chunks(
-    self, chunksize: int, usecols, numeric=frozenset()
+    self,
+    chunksize: int,
+    usecols,
+    numeric=frozenset(),
+    start: int = 0,
+    stop: int | None = None,
   ) -> Iterator[tuple[int, pd.DataFrame]]:
     """(first data row, chunk) of the columns `usecols`, every value a
     string (None/NaN: missing) or, from Parquet, a list of strings, or an
-    Arrow number column for those of `numeric` (module docstring)."""
+    Arrow number column for those of `numeric` (module docstring).
+
+    The chunks cover data rows [start, stop) (stop None: to the end), cut
+    at multiples of `chunksize` (`start` is one), so a reader of part of
+    a file (beam_prepare.py) gets the very chunks a whole read has there.
+    """
+    if start % chunksize:
+      raise ValueError(f'start {start} is not a multiple of {chunksize}')
     if self.fmt == 'parquet':
-      yield from self._parquet_chunks(chunksize, usecols, numeric)
-      return
+      chunks = self._parquet_chunks(chunksize, usecols, numeric, start)
+    else:
+      chunks = self._text_chunks(chunksize, usecols, start)
+    for first, chunk in chunks:
+      if stop is not None and first + len(chunk) > stop:
+        chunk = chunk.iloc[: max(stop - first, 0)]
+      if len(chunk):
+        yield first, chunk
+      if stop is not None and first + len(chunk) >= stop:
+        return
+
+  def _text_chunks(self, chunksize, usecols, start):
     header = None if self.column_names else 'infer'
     names = list(self.column_names) or None
+    # The tokenizer skips the rows before `start` (quoted line breaks
+    # and all) without building them.
+    skip = range(header is not None, start + (header is not None))
     # Every column is parsed: with usecols pandas drops a row's extra
     # fields silently, where a whole read names the row.
-    for start, chunk in cb.read_chunks(
+    for first, chunk in cb.read_chunks(
       pathlib.Path(self.path),
       chunksize=chunksize,
       sep=self.sep,
       header=header,
       names=names,
       encoding=self.encoding,
+      **({'skiprows': skip} if start else {}),
     ):
-      yield start, chunk[list(usecols)]
+      yield start + first, chunk[list(usecols)]
 
-  def _parquet_chunks(self, chunksize, usecols, numeric):
+  def _parquet_chunks(self, chunksize, usecols, numeric, start=0):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    start = 0
     # pre_buffer (pyarrow's default) caches every column chunk it has read
     # until the file is closed: 0.33 GB of a 10M-row file's 0.36 GB by its
     # end; read buffered instead, it holds 22 MB and is faster.
     reader = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
-    for batch in reader.iter_batches(
-      batch_size=chunksize, columns=list(usecols)
-    ):
+    groups, first = [], 0  # The row groups from the one holding `start`.
+    for g in range(reader.metadata.num_row_groups):
+      rows = reader.metadata.row_group(g).num_rows
+      if first + rows > start or groups:
+        groups.append(g)
+      else:
+        first += rows
+    batches = reader.iter_batches(
+      batch_size=chunksize, columns=list(usecols), row_groups=groups
+    )
+    if first != start:  # Batches cut at first + k chunksize: cut again.
+      batches = _recut(batches, chunksize, start - first)
+    for batch in batches:
       columns = {}
       for name, array in zip(batch.schema.names, batch.columns, strict=True):
         if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
@@ -154,6 +189,25 @@ class Source:
           columns[name] = array.cast(pa.string()).to_pandas()
       yield start, pd.DataFrame(columns)
       start += batch.num_rows
+
+
+def _recut(batches, chunksize: int, skip: int):
+  """Record batches from row `skip` of `batches`, cut every `chunksize`
+  rows."""
+  import pyarrow as pa
+
+  pending = None
+  for batch in batches:
+    if skip:
+      drop = min(skip, batch.num_rows)
+      batch, skip = batch.slice(drop), skip - drop
+    table = pa.Table.from_batches([batch])
+    pending = table if pending is None else pa.concat_tables([pending, table])
+    while pending.num_rows >= chunksize:
+      yield pending.slice(0, chunksize).combine_chunks().to_batches()[0]
+      pending = pending.slice(chunksize)
+  if pending is not None and pending.num_rows:
+    yield pending.combine_chunks().to_batches()[0]
 
 
 def _exact_number(t) -> bool:
@@ -227,12 +281,14 @@ class Joined:
         out.append(c)
     return out
 
-  def chunks(self, chunksize: int, usecols, numeric=frozenset()) -> Iterator:
+  def chunks(
+    self, chunksize: int, usecols, numeric=frozenset(), start=0, stop=None
+  ) -> Iterator:
     own = self.source.columns()
     read = [c for c in usecols if c in own] + [on for _, on, _ in self.sides()]
     keys = {on for _, on, _ in self.sides()}
-    for start, chunk in self.source.chunks(
-      chunksize, dict.fromkeys(read), numeric - keys
+    for first, chunk in self.source.chunks(
+      chunksize, dict.fromkeys(read), numeric - keys, start, stop
     ):
       for side, on, path in self.sides():
         wanted = [c for c in usecols if c in side.columns]
@@ -243,12 +299,12 @@ class Joined:
         if (at < 0).any():
           i = int(np.argmax(at < 0))
           raise DataError(
-            f'{self.path}: row {start + i + 1} column {on!r} is {keys[i]!r}, '
+            f'{self.path}: row {first + i + 1} column {on!r} is {keys[i]!r}, '
             f'which {path} does not list'
           )
         for c in wanted:
           chunk[c] = side[c].to_numpy(object)[at]
-      yield start, chunk[list(usecols)]
+      yield first, chunk[list(usecols)]
 
 
 def _side_table(source: Source, key: str) -> pd.DataFrame:

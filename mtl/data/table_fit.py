@@ -19,29 +19,60 @@ from mtl.data.table_encode import task_label
 from mtl.data.table_splits import SPLITS
 
 
+class Fit:
+  """What pass 2 holds: each kind's fitter and each task's label moments;
+  `merge` takes in a Fit of other chunks (beam_prepare.py: chunks fitted
+  in several processes finish to the same bits)."""
+
+  def __init__(self, schema: sc.Schema, plan):
+    self.schema = schema
+    self.fitters = feature_kinds.fitters(schema, plan)
+    self.labels = {t.name: cb.Moments((t.name,)) for t in schema.tasks}
+
+  def update(self, plan, chunks) -> 'Fit':
+    """Takes in `chunks`: (source, first data row, chunk, global rows,
+    kept) tuples of training rows."""
+    for source, start, chunk, rows, keep in chunks:
+      chunk, rows = chunk[keep], rows[keep]
+      offsets = start + np.flatnonzero(keep)
+      at = Rows(
+        self.schema, chunk, offsets, source, None, None, plan.values, rows
+      )
+      for fitter in self.fitters:
+        fitter.update(at)
+      for t in self.schema.tasks:
+        y, m = task_label(t, chunk, offsets, source)
+        self.labels[t.name].update(y[m > 0][:, None].astype(np.float64), at.key)
+    return self
+
+  def merge(self, other: 'Fit') -> 'Fit':
+    for mine, theirs in zip(self.fitters, other.fitters, strict=True):
+      mine.merge(theirs)
+    for name, m in other.labels.items():
+      self.labels[name].merge(m)
+    return self
+
+  def finish(self, plan) -> dict:
+    """The encoding (module docstring); `plan` is given back to fitters
+    that were sent between processes without it."""
+    out = {
+      'tables': {},
+      'dense': {},
+      'labels': {n: m.finish()[n] for n, m in self.labels.items()},
+      'rows': {
+        name: int((plan.codes == code).sum())
+        for code, name in enumerate(SPLITS)
+      },
+    }
+    for fitter in self.fitters:  # Sections other tables lack stay out.
+      if getattr(fitter, 'plan', False) is None:
+        fitter.plan = plan
+      for section, fitted in fitter.finish().items():
+        out.setdefault(section, {}).update(fitted)
+    return out
+
+
 def fit(schema: sc.Schema, plan, chunks) -> dict:
   """The encoding (module docstring) fitted on `chunks`: the training
   split's (source, first data row, chunk, global rows, kept) tuples."""
-  fitters = feature_kinds.fitters(schema, plan)
-  labels = {t.name: cb.Moments((t.name,)) for t in schema.tasks}
-  for source, start, chunk, rows, keep in chunks:
-    chunk, rows = chunk[keep], rows[keep]
-    offsets = start + np.flatnonzero(keep)
-    at = Rows(schema, chunk, offsets, source, None, None, plan.values, rows)
-    for fitter in fitters:
-      fitter.update(at)
-    for t in schema.tasks:
-      y, m = task_label(t, chunk, offsets, source)
-      labels[t.name].update(y[m > 0][:, None].astype(np.float64))
-  out = {
-    'tables': {},
-    'dense': {},
-    'labels': {n: m.finish()[n] for n, m in labels.items()},
-    'rows': {
-      name: int((plan.codes == code).sum()) for code, name in enumerate(SPLITS)
-    },
-  }
-  for fitter in fitters:  # Sections other tables lack stay out.
-    for section, fitted in fitter.finish().items():
-      out.setdefault(section, {}).update(fitted)
-  return out
+  return Fit(schema, plan).update(plan, chunks).finish(plan)

@@ -94,6 +94,12 @@ class Plan:
       for label, values in zip(sc.SESSION_LABELS, labels, strict=True):
         self.derived[f'{f.name}.{label}'] = values
 
+  def __getstate__(self):  # Sent to Beam workers: no lock, no ids yet.
+    return {**self.__dict__, 'lock': None, 'item_ids': {}}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, lock=threading.Lock())
+
   def values(self, f, at) -> np.ndarray:
     """A derived feature's values of the rows of `at` (kinds/base.Rows):
     a count's raw values [n, 1 + L] (cf.Log), a history's item ids

@@ -101,6 +101,16 @@ class TextCounts:
     if len(counts):
       self.texts.add(found, counts)
 
+  def merge(self, other: 'TextCounts') -> None:
+    """Adds the counts of `other` (exact: integer sums)."""
+    for mine, theirs in (
+      (self.texts, other.texts),
+      (self.numbers, other.numbers),
+    ):
+      theirs.merge()
+      if theirs.merged is not None:
+        mine.add(*theirs.merged)
+
   def vocabulary(self, min_count: int) -> list[str]:
     """The values counted at least `min_count` times, sorted (as
     encoding.fit_vocabulary sorts them)."""

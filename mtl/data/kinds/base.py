@@ -50,6 +50,14 @@ class Rows:
   derive: Callable
   rows: np.ndarray | None = None
 
+  @property
+  def key(self):
+    """The rows' first global position, which orders chunks (their
+    Moments parts, cb.Moments), or None."""
+    return (
+      None if self.rows is None or not len(self.rows) else int(self.rows[0])
+    )
+
   def derived(self, f) -> np.ndarray:
     """The derived values of feature `f` for these rows."""
     return self.derive(f, self)
@@ -60,6 +68,11 @@ class Fitter(Protocol):
 
   def update(self, rows: Rows) -> None:
     """Takes in one chunk of training rows."""
+
+  def merge(self, other) -> None:
+    """Takes in a fitter of the same features that took in other chunks
+    (beam_prepare.py fits in several processes): finish then gives what
+    one fitter that took in every chunk gives, bit for bit."""
 
   def finish(self) -> dict:
     """{section: {name: fitted}}: merged into the encoding's sections

@@ -23,6 +23,10 @@ class Vocabularies:
     for f in self.counted:
       self.counts[f.name].add(self.values(f, rows.chunk))
 
+  def merge(self, other: 'Vocabularies') -> None:
+    for name, counts in other.counts.items():
+      self.counts[name].merge(counts)
+
   def finish(self) -> dict:
     tables = {}
     for f in self.owners:

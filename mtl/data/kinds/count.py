@@ -23,7 +23,14 @@ class Fitted:
 
   def update(self, rows: Rows) -> None:
     for f in self.features:
-      self.moments[f.name].update(rows.derived(f))
+      self.moments[f.name].update(rows.derived(f), rows.key)
+
+  def merge(self, other: 'Fitted') -> None:
+    for name, m in other.moments.items():
+      self.moments[name].merge(m)
+
+  def __getstate__(self):  # Sent between processes without the plan.
+    return {**self.__dict__, 'plan': None}
 
   def finish(self) -> dict:
     return {

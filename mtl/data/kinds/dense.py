@@ -58,7 +58,11 @@ class Moments:
     for f in self.features:
       x = dense_raw(f, rows.chunk, rows.offsets, rows.source)
       present = x[np.isfinite(x)]
-      self.moments[f.name].update(present[:, None])
+      self.moments[f.name].update(present[:, None], rows.key)
+
+  def merge(self, other: 'Moments') -> None:
+    for name, m in other.moments.items():
+      self.moments[name].merge(m)
 
   def finish(self) -> dict:
     return {'dense': {n: m.finish()[n] for n, m in self.moments.items()}}

@@ -16,6 +16,12 @@ class Tails:
   def update(self, rows: Rows) -> None:
     pass
 
+  def merge(self, other: 'Tails') -> None:
+    pass
+
+  def __getstate__(self):  # Sent between processes without the plan.
+    return {**self.__dict__, 'plan': None}
+
   def finish(self) -> dict:
     return {'histories': {n: h['tails'] for n, h in self.plan.history.items()}}
 

@@ -24,8 +24,12 @@ class Fitter:
 
   def update(self, rows: Rows) -> None:
     for f in self.features:
-      self.split_by.update(f, rows.chunk[f.column], rows.source.path)
+      self.split_by.update(f, rows.chunk[f.column], rows.source.path, rows.key)
     self.tables.update(rows)
+
+  def merge(self, other: 'Fitter') -> None:
+    self.split_by.merge(other.split_by)
+    self.tables.merge(other.tables)
 
   def finish(self) -> dict:
     self.split_by.finish()  # Before any vocabulary is fitted on whole strings.
