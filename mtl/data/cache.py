@@ -17,7 +17,8 @@ Preparing holds an exclusive lock on `<config dir>/.prepare.lock`
 (`preparing`): a second process that finds the same cache missing (two
 runs of one sweep) waits, then reads what the first prepared, instead of
 preparing it too and failing to move its finished directory over the
-first's.
+first's. Under the lock, a directory that TFDS was preparing into when
+its run was killed (`incomplete.*`) is deleted before preparing again.
 
 Then, when the raw files are there, the directory is deleted and prepared
 again from them, with a warning naming it; if the fresh data still fails,
@@ -108,6 +109,14 @@ def preparing(path: pathlib.Path):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _clear_incomplete(path: pathlib.Path) -> None:
+  """Deletes the directories TFDS prepares into (`incomplete.*` beside
+  `path`) that a killed run left: under the lock none is in use."""
+  for stale in pathlib.Path(path).parent.glob('incomplete.*'):
+    logging.warning('deleting %s, left by a run that was stopped', stale)
+    shutil.rmtree(stale, ignore_errors=True)
+
+
 def is_prepared(builder: tfds.core.DatasetBuilder) -> bool | None:
   """True: a complete cache; False: none; None: a directory that holds
   files but no usable dataset_info.json (an interrupted or damaged one)."""
@@ -180,8 +189,15 @@ def load(
       problem,
     )
     shutil.rmtree(path)
+  return read(prepare_once(make_builder, prepare, path))
+
+
+def prepare_once(make_builder, prepare, path) -> tfds.core.DatasetBuilder:
+  """The builder of cache directory `path`, prepared by `prepare` under
+  its lock unless another process prepared it meanwhile."""
   with preparing(path):
     builder = make_builder()  # Another process may have prepared it.
     if not is_prepared(builder):
+      _clear_incomplete(path)
       prepare(builder)
-  return read(builder)
+  return builder

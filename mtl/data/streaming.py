@@ -41,6 +41,7 @@ import pathlib
 
 import numpy as np
 
+from mtl.data import cache
 from mtl.data.dataset import Dataset
 from mtl.data.row_files import Layout, RowFile, write_rows
 from mtl.errors import ConfigError, DataError
@@ -186,7 +187,9 @@ def _table_builder(kwargs: dict):
   )
   builder = described.make_builder()
   if not prepared.is_prepared(builder):
-    described.prepare(builder)
+    builder = cache.prepare_once(
+      described.make_builder, described.prepare, builder.data_path
+    )
   return builder, described.schema
 
 

@@ -113,6 +113,7 @@ def load_table(
   name: str = 'table',
   data_dir: str | os.PathLike | None = None,
   chunksize: int = cb.DEFAULT_CHUNKSIZE,
+  beam_options: tuple[str, ...] | None = None,
   process_index: int = 0,
   process_count: int = 1,
 ) -> Dataset:
@@ -149,6 +150,10 @@ def load_table(
     name: the dataset's name in messages, stats and the cache's name.
     data_dir: TFDS data directory for the prepared cache; default TFDS's.
     chunksize: rows per read and per prepared record when preparing.
+    beam_options: None: prepared in this process; else Apache Beam
+      pipeline flags (e.g. ('--direct_num_workers=2',
+      '--direct_running_mode=multi_processing')): prepared on Beam, the
+      same bits (beam_prepare.py; needs the [beam] extra).
     process_index, process_count: this process's share of the train rows.
 
   Raises:

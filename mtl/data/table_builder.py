@@ -160,8 +160,16 @@ class Table(cache.ShardBuilder):
   def _checksums_path(cls):
     return None  # The user's own files: nothing is downloaded.
 
-  def __init__(self, *, chunksize: int = cb.DEFAULT_CHUNKSIZE, **kwargs):
+  def __init__(
+    self,
+    *,
+    chunksize: int = cb.DEFAULT_CHUNKSIZE,
+    beam_options: tuple[str, ...] | None = None,
+    **kwargs,
+  ):
     spec = kwargs['config'].spec
+    # Pipeline options: passes 2 and 3 run on Apache Beam (beam_prepare.py).
+    self.beam_options = beam_options
     self.schema = schema_parse.parse(
       spec['features'], spec['tasks'], spec['task_order']
     )
@@ -223,10 +231,16 @@ class Table(cache.ShardBuilder):
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     with packed_examples():  # Records serialised by numpy, not per value.
-      super()._download_and_prepare(dl_manager, download_config)
+      if self.beam_options is None:
+        super()._download_and_prepare(dl_manager, download_config)
+      else:
+        from mtl.data import beam_prepare  # Needs the [beam] extra.
 
-  def _shard_iterators_per_split(self, dl_manager):
-    del dl_manager
+        beam_prepare.prepare(self, self.beam_options)
+
+  def plan(self) -> Plan:
+    """Pass 1, after the files' columns are checked against the schema;
+    a split left without rows is a DataError."""
     sources = self._sources()
     for source, _ in sources:
       check_columns(self.schema, source.columns(), source.path)
@@ -238,6 +252,11 @@ class Table(cache.ShardBuilder):
           f'{self.builder_config.spec["name"]}: the {split["rule"]!r} split '
           f'leaves no {name} rows, expected some'
         )
+    return plan
+
+  def _shard_iterators_per_split(self, dl_manager):
+    del dl_manager
+    plan = self.plan()
     encoding = fit(self.schema, plan, prefetched(self._rows(plan, 0)))
     self.info.metadata.update(encoding)
     self.info.metadata['block_rows'] = self.chunksize
@@ -273,17 +292,29 @@ class Table(cache.ShardBuilder):
     ]
 
   def _rows(self, plan: Plan, code: int) -> Iterator:
-    """(source, first data row, chunk, global rows, kept) of each chunk
-    holding rows of split `code`; kept: bool [n], those rows."""
-    usecols = self.schema.columns()
-    for k, (source, _) in enumerate(plan.sources):
-      if not (plan.codes[plan.bases[k] : plan.bases[k + 1]] == code).any():
-        continue
-      chunks = source.chunks(self.chunksize, usecols, self.numeric)
-      for start, chunk in chunks:
-        rows = plan.bases[k] + start + np.arange(len(chunk))
-        for column, values in plan.derived.items():
-          chunk[column] = values[rows]
-        keep = plan.codes[rows] == code
-        if keep.any():
-          yield source, start, chunk, rows, keep
+    return split_rows(
+      self.schema, plan, code, self.chunksize, self.numeric, 0, plan.num_rows
+    )
+
+
+def split_rows(schema, plan: Plan, code: int, chunksize, numeric, lo, hi):
+  """(source, first data row, chunk, global rows, kept) of each chunk
+  holding rows of split `code` among global rows [lo, hi); kept: bool [n],
+  those rows. Chunks are cut at multiples of `chunksize` of their file, as
+  a whole read cuts them (table_files.Source.chunks)."""
+  usecols = schema.columns()
+  for k, (source, _) in enumerate(plan.sources):
+    base, end = int(plan.bases[k]), int(plan.bases[k + 1])
+    if end <= lo or base >= hi:
+      continue
+    if not (plan.codes[max(lo, base) : min(hi, end)] == code).any():
+      continue
+    start = (max(lo, base) - base) // chunksize * chunksize
+    stop = min(hi, end) - base
+    for first, chunk in source.chunks(chunksize, usecols, numeric, start, stop):
+      rows = base + first + np.arange(len(chunk))
+      for column, values in plan.derived.items():
+        chunk[column] = values[rows]
+      keep = (plan.codes[rows] == code) & (rows >= lo)
+      if keep.any():
+        yield source, first, chunk, rows, keep

@@ -205,6 +205,16 @@ def describe(**kw) -> Described:
   """What load_table's keywords describe (checked: ConfigError, or
   DataFileNotFound for a file that is missing and has no sha256)."""
   name, chunksize = kw['name'], kw['chunksize']
+  beam_options = kw.get('beam_options')
+  if beam_options is not None:
+    if isinstance(beam_options, str) or not all(
+      isinstance(o, str) for o in beam_options
+    ):
+      raise ConfigError(
+        f'dataset.beam_options is {beam_options!r}, expected a tuple of Beam '
+        "pipeline flags like ('--direct_num_workers=2',), or None"
+      )
+    beam_options = tuple(beam_options)
   features, tasks = _to_dict(kw['features']), _to_dict(kw['tasks'])
   task_order = tuple(kw['task_order'])
   schema = schema_parse.parse(features, tasks, task_order)
@@ -299,6 +309,7 @@ def describe(**kw) -> Described:
         data_dir=kw['data_dir'],
         file_format='array_record',
         chunksize=chunksize,
+        beam_options=beam_options,
       )
     finally:
       absl_logging.get_absl_logger().removeFilter(quiet)

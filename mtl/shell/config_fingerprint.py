@@ -47,6 +47,7 @@ EXCLUDED_KEYS = {
   'dataset.data_dir': 'a path: the same prepared data may move',
   'dataset.manual_dir': 'a path: the same raw files may move',
   'dataset.chunksize': 'rows per read while preparing: the same data',
+  'dataset.beam_options': 'where the data is prepared: the same bits',
   'workdir_allow_changes': 'the override of this check itself',
   'eval_metrics': "mtl-eval's host-side metrics, not what is trained",
   'plugins': 'modules that register components; the chosen names count',
