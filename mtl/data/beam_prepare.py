@@ -44,9 +44,7 @@ import pickle
 import typing
 from collections.abc import Sequence
 
-import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions
 from etils import epath
 from tensorflow_datasets.core import splits as splits_lib
 from tensorflow_datasets.core import writer as writer_lib
@@ -58,6 +56,23 @@ from mtl.data.table_encode import encoded_chunks
 from mtl.data.table_fit import Fit
 from mtl.data.table_splits import SPLITS
 from mtl.errors import ConfigError, DataError
+
+
+def _import_beam():
+  """apache_beam, imported without its warnings about cloud clients that
+  are not installed (GCP's apitools, BigQuery)."""
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.ERROR)
+  try:
+    import apache_beam
+    from apache_beam.options import pipeline_options
+  finally:
+    root.setLevel(level)
+  return apache_beam, pipeline_options.PipelineOptions
+
+
+beam, PipelineOptions = _import_beam()
 
 # Chunks of `chunksize` rows per fit slice: 16 x 65,536 rows by default.
 SLICE_CHUNKS = 16
@@ -74,7 +89,7 @@ def pipeline_options(options: Sequence[str]) -> PipelineOptions:
         "like '--direct_num_workers=2'"
       )
   if not any(o.startswith('--default_sdk_harness_log_level') for o in options):
-    options.append('--default_sdk_harness_log_level=WARNING')  # Quiet.
+    options.append('--default_sdk_harness_log_level=ERROR')  # Quiet.
   parsed = PipelineOptions(options)
   unknown = parsed.view_as(PipelineOptions).get_all_options(
     retain_unknown_options=True
@@ -190,10 +205,11 @@ def _first_error(errors: list) -> None:
 
 
 def _run(options, build) -> None:
-  """Runs the pipeline `build` makes; Beam's INFO chatter stays off."""
+  """Runs the pipeline `build` makes; Beam's chatter (its workers' notes
+  relayed as warnings) stays off."""
   logger = logging.getLogger('apache_beam')
   level = logger.level
-  logger.setLevel(max(level, logging.WARNING))
+  logger.setLevel(max(level, logging.ERROR))
   try:
     with beam.Pipeline(options=options) as p:
       build(p)
