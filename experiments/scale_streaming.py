@@ -62,6 +62,9 @@ _ROOT = flags.DEFINE_string('root', 'workdirs/scale', 'Tables and caches.')
 _PREPARE_ROWS = flags.DEFINE_list(
   'prepare_rows', None, '(c) table sizes (default: --scale_rows).'
 )
+_PREPARE_WITH = flags.DEFINE_list(
+  'prepare_with', ['process'], "(c) 'process' and/or 'beam' (PREPARE_WITH)."
+)
 # The builder before table_builder's numeric columns, integer lookups and
 # encoding threads, as experiments/results/scale_prepare_50m.md recorded it
 # (2026-12-02, commit b2c5287, this 2-core machine at load 1.06).
@@ -212,6 +215,7 @@ from mtl.data import table as tl
 config = scale.get_config({rows!r})
 kw = config.dataset.to_dict()
 kw['data_dir'] = {data_dir!r}
+kw['beam_options'] = {beam!r}
 kw.pop('process_index', None), kw.pop('process_count', None)
 params = inspect.signature(tl.load_table).parameters
 described = tl.describe(**({{k: p.default for k, p in params.items()}} | kw))
@@ -225,19 +229,32 @@ else:
   splits = ('train', 'validation', 'test')
   counts = {{s: prepared.num_rows(builder, s) for s in splits}}
   usage = resource.getrusage(resource.RUSAGE_SELF)
+  workers = resource.getrusage(resource.RUSAGE_CHILDREN)
   print(json.dumps({{'reused': False, 'seconds': seconds, 'rows': counts,
     'rows_per_s': sum(counts.values()) / seconds,
-    'cpu_s': usage.ru_utime + usage.ru_stime}}))
+    'cpu_s': usage.ru_utime + usage.ru_stime + workers.ru_utime
+      + workers.ru_stime,
+    'worker_peak_rss_gb': workers.ru_maxrss * 1024 / 1e9}}))
 """
 
 
-def prepare_table(rows: int, root, data_dir=None) -> dict:
+# (c) --prepare_with: in this process, or on Beam's DirectRunner with two
+# worker processes (mtl/data/beam_prepare.py).
+PREPARE_WITH = {
+  'process': None,
+  'beam': ('--direct_num_workers=2', '--direct_running_mode=multi_processing'),
+}
+
+
+def prepare_table(rows: int, root, data_dir=None, beam=None) -> dict:
   """(c) The `table` preparation of configs/scale.py:<rows>, timed; into
-  `data_dir` (default <root>/tfds, where the other parts read it)."""
+  `data_dir` (default <root>/tfds, where the other parts read it); on Beam
+  with pipeline flags `beam`. CPU seconds count the Beam workers too;
+  worker_peak_rss_gb is the largest worker's peak."""
   root = pathlib.Path(root)
   ensure_table(rows, root)
   data_dir = data_dir or root / 'tfds'
-  code = _PREPARE.format(rows=str(rows), data_dir=str(data_dir))
+  code = _PREPARE.format(rows=str(rows), data_dir=str(data_dir), beam=beam)
   return _child(code, root)
 
 
@@ -352,46 +369,62 @@ def part_epoch():
   return record, markdown(record)
 
 
+def _prepare_row(rows: int, how: str, prep: dict) -> list[str]:
+  n = sum(prep['rows'].values())
+  before = PREPARE_BEFORE.get(rows) if how == 'process' else None
+  beam = how == 'beam'
+  return [
+    f'{rows:,}',
+    'Beam DirectRunner, 2 workers' if beam else 'in process',
+    f'{n:,}',
+    f'{prep["seconds"]:.1f}',
+    f'{prep["rows_per_s"]:,.0f}',
+    f'{prep["cpu_s"]:.0f}',
+    f'{prep["peak_rss_gb"]:.2f}'
+    + (f' (+ {prep["worker_peak_rss_gb"]:.2f} a worker)' if beam else ''),
+    (
+      f'{before["seconds"]:.1f} s, {n / before["seconds"]:,.0f} rows/s, '
+      f'{before["peak_rss_gb"]:.2f} GB'
+      if before
+      else '-'
+    ),
+  ]
+
+
 def part_prepare():
   """(c) as a scale_benchmark part: (record, markdown lines)."""
   import shutil
 
   root = pathlib.Path(_ROOT.value)
   sizes = [int(float(r)) for r in _PREPARE_ROWS.value or [_SCALE_ROWS.value]]
+  unknown = sorted(set(_PREPARE_WITH.value) - set(PREPARE_WITH))
+  if unknown:
+    raise SystemExit(
+      f'--prepare_with has {", ".join(unknown)}, expected some of '
+      f'{", ".join(PREPARE_WITH)}'
+    )
   record = {'prepare': {}, 'before': PREPARE_BEFORE, 'goal': PREPARE_GOAL}
   table = []
   for rows in sizes:
-    fresh = root / 'tfds_prepare'
-    shutil.rmtree(fresh, ignore_errors=True)
-    prep = prepare_table(rows, root, fresh)
-    shutil.rmtree(fresh, ignore_errors=True)
-    record['prepare'][str(rows)] = prep
-    n = sum(prep['rows'].values())
-    before = PREPARE_BEFORE.get(rows)
-    table.append(
-      [
-        f'{rows:,}',
-        f'{n:,}',
-        f'{prep["seconds"]:.1f}',
-        f'{prep["rows_per_s"]:,.0f}',
-        f'{prep["cpu_s"]:.0f}',
-        f'{prep["peak_rss_gb"]:.2f}',
-        (
-          f'{before["seconds"]:.1f} s, {n / before["seconds"]:,.0f} rows/s, '
-          f'{before["peak_rss_gb"]:.2f} GB'
-          if before
-          else '-'
-        ),
-      ]
-    )
+    for how in _PREPARE_WITH.value:
+      fresh = root / 'tfds_prepare'
+      shutil.rmtree(fresh, ignore_errors=True)
+      prep = prepare_table(rows, root, fresh, PREPARE_WITH[how])
+      shutil.rmtree(fresh, ignore_errors=True)
+      key = str(rows) if how == 'process' else f'{rows}_{how}'
+      record['prepare'][key] = prep
+      table.append(_prepare_row(rows, how, prep))
   lines = [
     '(c) preparing the scale table through the `table` dataset (training '
     'rows as given, 1% more each of validation and test; in a process of '
-    'its own, into an empty data dir).',
+    'its own, into an empty data dir). On Beam: the launching process '
+    "(the plan, the shards' list) and the largest of its workers' peaks; "
+    'CPU seconds count the workers.',
     '',
     *harness.markdown_table(
       [
         'training rows',
+        'prepared',
         'rows (all splits)',
         'seconds',
         'rows/s',
@@ -400,7 +433,7 @@ def part_prepare():
         'the builder before',
       ],
       table,
-      'rrrrrrl',
+      'rlrrrrrl',
     ),
     '',
     f'Goal at 50M rows: <= {PREPARE_GOAL["seconds"]:.0f} s and <= '

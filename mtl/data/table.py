@@ -33,7 +33,7 @@ rows by `time_column`) or 'user_last' (each `user_column` user's last
 Files may be given per `variant` (`variants`), in `manual_dir`, with
 `sha256` sums (checked when preparing; the cache is then found without the
 files), and side tables may add columns by key (`joins`:
-table_files.Joined). Ali-CCP, AliExpress and MovieLens are such configs
+side_tables.Joined). Ali-CCP, AliExpress and MovieLens are such configs
 (configs/ali_ccp.py, aliexpress.py, movielens.py).
 
 The Dataset's batch layout is the usual one (dataset.py): 'dense' [N, F]

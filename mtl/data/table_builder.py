@@ -50,8 +50,9 @@ from mtl.data import schema as sc
 from mtl.data.packed_examples import packed_examples
 from mtl.data.prefetch import prefetched
 from mtl.data.schema_checks import check_columns
+from mtl.data.side_tables import Joined
 from mtl.data.table_encode import encoded_chunks
-from mtl.data.table_files import Joined, Source
+from mtl.data.table_files import Source
 from mtl.data.table_fit import fit
 from mtl.data.table_plan import Plan
 from mtl.data.table_splits import SPLITS

@@ -10,8 +10,8 @@ and parse both round to nearest), and a bad value is named by that text
 (`found`), so the result and the errors are those of the text, without
 formatting and parsing every number (a third of the scale table's reading).
 A float32 column stays text: its shortest text parses to another float64
-than the widened float32. A `Joined` source adds
-the columns of side tables (`joins`), read whole, looked up by key.
+than the widened float32 (parquet_chunks.py reads Parquet; side_tables.py
+joins side tables).
 `numbers`, `texts` and `cell_values` read a chunk's column as numbers, as
 text, or through a feature's `extract`; `check_sha256` checks a file
 against its registered sum. A header that names a column twice, or a .gz
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mtl.data import csv_builder as cb
+from mtl.data.parquet_chunks import arrow_numbers, parquet_chunks
 from mtl.errors import DataError
 
 FORMATS = ('auto', 'csv', 'tsv', 'parquet')
@@ -128,7 +129,7 @@ class Source:
     if start % chunksize:
       raise ValueError(f'start {start} is not a multiple of {chunksize}')
     if self.fmt == 'parquet':
-      chunks = self._parquet_chunks(chunksize, usecols, numeric, start)
+      chunks = parquet_chunks(self.path, chunksize, usecols, numeric, start)
     else:
       chunks = self._text_chunks(chunksize, usecols, start)
     for first, chunk in chunks:
@@ -158,83 +159,13 @@ class Source:
     ):
       yield start + first, chunk[list(usecols)]
 
-  def _parquet_chunks(self, chunksize, usecols, numeric, start=0):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # pre_buffer (pyarrow's default) caches every column chunk it has read
-    # until the file is closed: 0.33 GB of a 10M-row file's 0.36 GB by its
-    # end; read buffered instead, it holds 22 MB and is faster.
-    reader = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
-    groups, first = [], 0  # The row groups from the one holding `start`.
-    for g in range(reader.metadata.num_row_groups):
-      rows = reader.metadata.row_group(g).num_rows
-      if first + rows > start or groups:
-        groups.append(g)
-      else:
-        first += rows
-    batches = reader.iter_batches(
-      batch_size=chunksize, columns=list(usecols), row_groups=groups
-    )
-    if first != start:  # Batches cut at first + k chunksize: cut again.
-      batches = _recut(batches, chunksize, start - first)
-    for batch in batches:
-      columns = {}
-      for name, array in zip(batch.schema.names, batch.columns, strict=True):
-        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
-          columns[name] = array.cast(pa.list_(pa.string())).to_pylist()
-        elif name in numeric and _exact_number(array.type):
-          columns[name] = pd.Series(pd.arrays.ArrowExtensionArray(array))
-        else:  # pandas' string dtype over the Arrow strings: no copy.
-          columns[name] = array.cast(pa.string()).to_pandas()
-      yield start, pd.DataFrame(columns)
-      start += batch.num_rows
-
-
-def _recut(batches, chunksize: int, skip: int):
-  """Record batches from row `skip` of `batches`, cut every `chunksize`
-  rows."""
-  import pyarrow as pa
-
-  pending = None
-  for batch in batches:
-    if skip:
-      drop = min(skip, batch.num_rows)
-      batch, skip = batch.slice(drop), skip - drop
-    table = pa.Table.from_batches([batch])
-    pending = table if pending is None else pa.concat_tables([pending, table])
-    while pending.num_rows >= chunksize:
-      yield pending.slice(0, chunksize).combine_chunks().to_batches()[0]
-      pending = pending.slice(chunksize)
-  if pending is not None and pending.num_rows:
-    yield pending.combine_chunks().to_batches()[0]
-
-
-def _exact_number(t) -> bool:
-  """Whether numbers of Arrow type `t` convert to the float64 that their
-  text parses to (module docstring)."""
-  import pyarrow as pa
-
-  return pa.types.is_integer(t) or pa.types.is_float64(t)
-
-
-def _arrow_numbers(raw):
-  """The Arrow array of an Arrow number column (Source.chunks' `numeric`),
-  else None."""
-  import pyarrow as pa
-
-  dtype = getattr(raw, 'dtype', None)
-  if isinstance(dtype, pd.ArrowDtype) and _exact_number(dtype.pyarrow_dtype):
-    return pa.array(raw)
-  return None
-
 
 def found(raw: pd.Series, i: int) -> str:
   """repr of cell i's text, as an error names a bad value: an Arrow number
   column's cell by the text a Parquet cell is read as."""
   import pyarrow as pa
 
-  array = _arrow_numbers(raw)
+  array = arrow_numbers(raw)
   if array is None:
     return repr(raw.iloc[i])
   return repr(array[i : i + 1].cast(pa.string())[0].as_py())
@@ -251,87 +182,6 @@ def _check_distinct(path, header: list[str]) -> None:
       )
 
 
-class Joined:
-  """A table file whose rows get the columns of side tables (`joins`:
-  [(side Source, the table's column `on`, the side table's key column)]),
-  looked up by key; a side table is read whole (a user or item table)."""
-
-  def __init__(self, source: Source, joins):
-    self.source, self.joins, self.path = source, joins, source.path
-    self._sides = None
-
-  def sides(self) -> list[tuple[pd.DataFrame, str, str]]:
-    """[(side table indexed by its key's text, on, its path)]."""
-    if self._sides is None:
-      self._sides = [
-        (_side_table(side, key), on, side.path) for side, on, key in self.joins
-      ]
-    return self._sides
-
-  def columns(self) -> list[str]:
-    own = self.source.columns()
-    out = list(own)
-    for side, _, path in self.sides():
-      for c in side.columns:
-        if c in out:
-          raise DataError(
-            f'{path}: has column {c!r}, which {self.path} (or another side '
-            'table) has too, expected distinct names (see its column_names)'
-          )
-        out.append(c)
-    return out
-
-  def chunks(
-    self, chunksize: int, usecols, numeric=frozenset(), start=0, stop=None
-  ) -> Iterator:
-    own = self.source.columns()
-    read = [c for c in usecols if c in own] + [on for _, on, _ in self.sides()]
-    keys = {on for _, on, _ in self.sides()}
-    for first, chunk in self.source.chunks(
-      chunksize, dict.fromkeys(read), numeric - keys, start, stop
-    ):
-      for side, on, path in self.sides():
-        wanted = [c for c in usecols if c in side.columns]
-        if not wanted:
-          continue
-        keys = chunk[on].astype(str).to_numpy(object)
-        at = side.index.get_indexer(keys)
-        if (at < 0).any():
-          i = int(np.argmax(at < 0))
-          raise DataError(
-            f'{self.path}: row {first + i + 1} column {on!r} is {keys[i]!r}, '
-            f'which {path} does not list'
-          )
-        for c in wanted:
-          chunk[c] = side[c].to_numpy(object)[at]
-      yield first, chunk[list(usecols)]
-
-
-def _side_table(source: Source, key: str) -> pd.DataFrame:
-  """A side table's rows by its `key` column's text; a repeated key is a
-  DataError."""
-  columns = source.columns()
-  if key not in columns:
-    raise DataError(
-      f'{source.path}: has no column {key!r}, expected it as the join key; '
-      f'its columns are {", ".join(columns)}'
-    )
-  frames = [chunk for _, chunk in source.chunks(DEFAULT_SIDE_CHUNK, columns)]
-  side = pd.concat(frames, ignore_index=True)
-  keys = side[key].astype(str)
-  repeated = keys.duplicated()
-  if repeated.any():
-    i = int(np.argmax(repeated.to_numpy()))
-    raise DataError(
-      f'{source.path}: row {i + 1} column {key!r} repeats {keys.iloc[i]!r}, '
-      'expected one row per key'
-    )
-  return side.drop(columns=key).set_axis(pd.Index(keys, dtype=object))
-
-
-DEFAULT_SIDE_CHUNK = 65_536
-
-
 def to_float(raw: pd.Series) -> np.ndarray:
   """float64 [n] of text cells, NaN where missing or not a number (as
   pd.to_numeric(errors='coerce')). Arrow's cast parses a column of numbers
@@ -340,7 +190,7 @@ def to_float(raw: pd.Series) -> np.ndarray:
   import pyarrow as pa
   import pyarrow.compute as pc
 
-  array = _arrow_numbers(raw)
+  array = arrow_numbers(raw)
   if array is not None:  # The float64 of the text (module docstring).
     cast = pc.cast(array, pa.float64(), safe=False)
     return cast.to_numpy(zero_copy_only=False)
