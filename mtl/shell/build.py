@@ -10,6 +10,7 @@ validate.check_config before it reaches `build`.
 """
 
 import dataclasses
+import time
 
 import jax
 import ml_collections
@@ -93,6 +94,31 @@ def load_dataset(config: ml_collections.ConfigDict):
       "'host' or 'device' for it"
     )
   return adapted
+
+
+def prepare_dataset(config, beam_options: tuple[str, ...] | None) -> dict:
+  """mtl-prepare: `config`'s dataset prepared (on Apache Beam with
+  `beam_options`, pipeline flags) or found prepared; its prepared
+  directory, rows per split and seconds."""
+  check_names(config)
+  loader = DATASETS[config.dataset_name]
+  kwargs = config.dataset.to_dict()
+  if beam_options:
+    if 'beam_options' not in keywords.keywords(loader):
+      raise ConfigError(
+        f'--beam_option is set for dataset {config.dataset_name!r}, which '
+        'is not prepared by the table builder; expected a table dataset '
+        "('table' or a config built on it)"
+      )
+    kwargs['beam_options'] = tuple(beam_options)
+  start = time.perf_counter()
+  dataset = loader(**kwargs)
+  prepared.forget_builders()
+  return {
+    'prepared_dir': dataset.stats.get('prepared_dir'),
+    'rows': {s: int(a['labels'].shape[1]) for s, a in dataset.splits.items()},
+    'seconds': time.perf_counter() - start,
+  }
 
 
 def make_weighting(config: ml_collections.ConfigDict):

@@ -18,7 +18,6 @@ one line on stderr (exit code 2), as mtl-train's.
 
 import pathlib
 import sys
-import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -40,38 +39,13 @@ _TRACEBACK = flags.DEFINE_bool(
 flags.mark_flags_as_required(['config'])
 
 
-def prepare(config, beam_options: tuple[str, ...] | None) -> dict:
-  """Prepares `config`'s dataset (on Beam with `beam_options`); returns
-  its prepared directory, rows per split and seconds."""
-  from mtl.data import DATASETS, prepared
-  from mtl.shell import build, keywords
-
-  build.check_names(config)
-  loader = DATASETS[config.dataset_name]
-  kwargs = config.dataset.to_dict()
-  if beam_options:
-    if 'beam_options' not in keywords.keywords(loader):
-      raise ConfigError(
-        f'--beam_option is set for dataset {config.dataset_name!r}, which '
-        'is not prepared by the table builder; expected a table dataset '
-        "('table' or a config built on it)"
-      )
-    kwargs['beam_options'] = tuple(beam_options)
-  start = time.perf_counter()
-  dataset = loader(**kwargs)
-  prepared.forget_builders()
-  return {
-    'prepared_dir': dataset.stats.get('prepared_dir'),
-    'rows': {s: int(a['labels'].shape[1]) for s, a in dataset.splits.items()},
-    'seconds': time.perf_counter() - start,
-  }
-
-
 def main(argv):
   if len(argv) > 1:
     _fail(ConfigError(f'unexpected arguments: {" ".join(argv[1:])}'))
   try:
-    out = prepare(_CONFIG.value, tuple(_BEAM.value) or None)
+    from mtl.shell import build
+
+    out = build.prepare_dataset(_CONFIG.value, tuple(_BEAM.value) or None)
   except MtlError as e:
     if _TRACEBACK.value:
       raise

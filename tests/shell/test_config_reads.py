@@ -31,6 +31,7 @@ ALLOWED = {
   # EvalSettings, the dataset and preprocessing record built from it.
   'mtl.shell.restored_config',
   'mtl.shell.main',  # mtl-train: the config flag
+  'mtl.shell.prepare',  # mtl-prepare: the config flag
   'mtl.shell.validate',
   'mtl.shell.validate_keywords',
   'mtl.shell.validate_model',
