@@ -1,7 +1,7 @@
 """A sequence feature's delimiter checked against its column's text.
 
 A `sequence` feature's text cells are split by its `delimiter` (mtl.data
-.encoding.split_values). A delimiter that occurs in none of them makes each
+.sequences.split_values). A delimiter that occurs in none of them makes each
 whole string one id: a column of 'a;b;c' read with the default '|' gives
 as many "tags" as distinct strings. So when the training split is fitted
 (the table's preparation, once), a sequence feature whose delimiter occurs

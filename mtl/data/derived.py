@@ -19,7 +19,7 @@ import numpy as np
 from mtl.data import counts as cf
 from mtl.data import history_tails as ht
 from mtl.data import schema as sc
-from mtl.data.encoding import encode_sequences
+from mtl.data.sequences import encode_sequences
 
 
 class Derived:

@@ -18,6 +18,7 @@ from mtl.data import (
   feature_kinds,
   schema_checks,
   schema_parse,
+  sequences,
   table_files,
   table_plan,
 )
@@ -155,10 +156,10 @@ def test_hash_collisions_match_the_birthday_expectation():
 
 def test_sequences_truncate_to_the_latest_and_pad():
   cells = ['a|b|c|d', 'b', '', None, ['c', 'a'], 'x||a']
-  lists = [encoding.split_values(c, '|') for c in cells]
+  lists = [sequences.split_values(c, '|') for c in cells]
   assert lists == [['a', 'b', 'c', 'd'], ['b'], [], [], ['c', 'a'], ['x', 'a']]
   enc = {'vocabulary': ['a', 'b', 'c']}
-  got = encoding.encode_sequences(
+  got = sequences.encode_sequences(
     pd.Series(cells, dtype=object), '|', 3, encoding.Lookup(enc)
   )
   want = np.zeros((6, 3), np.int32)
@@ -183,7 +184,7 @@ def test_vectorised_sequences_equal_a_per_cell_oracle(with_a_list):
   if with_a_list:
     cells[20] = ['b', 'q', 'a', 'c', 'c']
   vocab = {'a': 2, 'b': 3, 'c': 4}
-  got = encoding.encode_sequences(
+  got = sequences.encode_sequences(
     pd.Series(cells, dtype=object),
     '|',
     4,

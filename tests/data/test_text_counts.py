@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mtl.data import encoding
+from mtl.data import encoding, sequences
 from mtl.data.text_counts import TextCounts
 
 
@@ -127,7 +127,7 @@ def test_hashed_lookup_of_text_is_stable_hash():
 
 def test_last_text_is_split_values():
   cells = ['a|b|c', '', None, 'c||a|x', '|', 'q']
-  values, lengths = encoding.last_text(pd.Series(cells, dtype='str'), '|', 2)
-  expected = [encoding.split_values(c, '|')[-2:] for c in cells]
+  values, lengths = sequences.last_text(pd.Series(cells, dtype='str'), '|', 2)
+  expected = [sequences.split_values(c, '|')[-2:] for c in cells]
   assert lengths.tolist() == [len(e) for e in expected]
   assert values.to_pylist() == [v for e in expected for v in e]

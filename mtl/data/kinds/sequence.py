@@ -5,9 +5,9 @@ before its vocabulary is."""
 
 from mtl.data import delimiters
 from mtl.data import schema as sc
-from mtl.data.encoding import encode_sequences, last_text
 from mtl.data.kinds.base import Kind, Rows, own_table
 from mtl.data.kinds.categorical import Vocabularies
+from mtl.data.sequences import encode_sequences, last_text
 
 
 def _values(f: sc.Sequence, chunk):
