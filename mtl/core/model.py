@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from mtl.core import precision as precision_lib
-from mtl.core.architectures import ARCHITECTURES
+from mtl.core.architectures import ARCHITECTURES, two_tower
 from mtl.core.architectures.base import input_sets
 from mtl.core.layers import interactions
 from mtl.core.layers import numeric as numeric_lib
@@ -361,7 +361,7 @@ def _wide(wide, backbone, model_name, num_tasks, vocab_sizes, feature_names):
   _check_keys('wide', wide, WIDE_DEFAULTS)
   if not wide['enabled']:
     return None
-  if backbone.input_layout:
+  if isinstance(backbone, two_tower.TwoTower):
     raise ConfigError(
       f'wide.enabled is True with model {model_name!r}, expected False: a '
       "two-tower score factors into the towers' embeddings, a wide term "

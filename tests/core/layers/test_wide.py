@@ -137,6 +137,9 @@ def plain_model(name='mmoe', **keys):
     'shared_bottom': dict(hidden=(4,)),
     'esmm': dict(hidden=(4,)),
     'two_tower': dict(user_features=('user',), item_features=('item',)),
+    'pepnet': dict(
+      domain_features=('user',), hidden=(4,), gate_width=3
+    ),  # Features by name, as two towers; its score does not factor.
   }[name]
   return make_model(
     name,
@@ -188,7 +191,7 @@ def test_defaults_build_the_model_of_before_bit_for_bit():
   np.testing.assert_array_equal(logits(model, p), logits(before, q))
 
 
-@pytest.mark.parametrize('name', ['mmoe', 'esmm'])
+@pytest.mark.parametrize('name', ['mmoe', 'esmm', 'pepnet'])
 def test_an_enabled_wide_part_starts_as_the_deep_model(name):
   on = plain_model(
     name, wide=dict(enabled=True, crosses=[['item', 'user']], cross_buckets=5)
@@ -202,7 +205,7 @@ def test_an_enabled_wide_part_starts_as_the_deep_model(name):
   # And its weights reach every output: the wide logits are added.
   p['wide']['bias'] = jnp.asarray([0.5, -1.0])
   moved, base = logits(on, p), logits(plain_model(name), q)
-  if name == 'mmoe':
+  if name != 'esmm':
     np.testing.assert_allclose(moved - base, [[0.5] * B, [-1.0] * B], 1e-6)
   else:  # ESMM: CTR, CVR, CTCVR = CTR * CVR derived from the two towers.
     assert np.all(np.abs(moved - base) > 1e-3)
