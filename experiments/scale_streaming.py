@@ -207,8 +207,34 @@ def stream_epoch(rows: int, root, *, batch_size: int = 1024) -> dict:
 
 
 _PREPARE = """
-import inspect, json, resource, sys, time
+import inspect, json, os, resource, sys, threading, time
 sys.path.insert(0, '.')
+peaks = {{}}  # descendant pid -> its largest sampled VmRSS (bytes)
+def sample():
+  me = os.getpid()
+  while True:
+    parent = {{}}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+      try:
+        with open(f'/proc/{{pid}}/stat') as f:
+          parent[int(pid)] = int(f.read().rsplit(')', 1)[1].split()[1])
+      except OSError:
+        pass
+    for pid in parent:
+      up = parent.get(pid)
+      while up and up != me:
+        up = parent.get(up)
+      if up != me:
+        continue
+      try:
+        with open(f'/proc/{{pid}}/status') as f:
+          rss = [l for l in f if l.startswith('VmRSS')]
+        kb = int(rss[0].split()[1]) if rss else 0
+      except OSError:
+        continue
+      peaks[pid] = max(peaks.get(pid, 0), kb * 1024)
+    time.sleep(0.2)
+threading.Thread(target=sample, daemon=True).start()
 from configs import scale
 from mtl.data import prepared
 from mtl.data import table as tl
@@ -234,7 +260,8 @@ else:
     'rows_per_s': sum(counts.values()) / seconds,
     'cpu_s': usage.ru_utime + usage.ru_stime + workers.ru_utime
       + workers.ru_stime,
-    'worker_peak_rss_gb': workers.ru_maxrss * 1024 / 1e9}}))
+    'worker_peak_rss_gb': max(peaks.values(), default=0) / 1e9,
+    'processes': len(peaks)}}))
 """
 
 
@@ -250,7 +277,9 @@ def prepare_table(rows: int, root, data_dir=None, beam=None) -> dict:
   """(c) The `table` preparation of configs/scale.py:<rows>, timed; into
   `data_dir` (default <root>/tfds, where the other parts read it); on Beam
   with pipeline flags `beam`. CPU seconds count the Beam workers too;
-  worker_peak_rss_gb is the largest worker's peak."""
+  worker_peak_rss_gb is the largest VmRSS of any process it started,
+  sampled every 0.2 s (getrusage's ru_maxrss of children counts the
+  launcher's own pages at fork time)."""
   root = pathlib.Path(root)
   ensure_table(rows, root)
   data_dir = data_dir or root / 'tfds'

@@ -89,13 +89,18 @@ def run_main(main) -> None:
   """absl's app.run(main), its logs at WARNING unless --verbosity is given.
 
   As mtl-train: a run's INFO lines (orbax, step metrics) are hidden by
-  default; -v 0 (INFO) shows them.
+  default, and orbax's warnings that a finished run's checkpoints open
+  read only; -v 0 (INFO) shows them.
   """
 
   def parse(argv):
     rest = app.parse_flags_with_usage(argv)
     if FLAGS['verbosity'].using_default_value:
       logging.set_verbosity(logging.WARNING)
+      # Reading finished runs back: orbax's notes on read-only directories.
+      from mtl.shell.cli import ReadOnlyNews
+
+      logging.get_absl_logger().addFilter(ReadOnlyNews())
     return rest
 
   app.run(main, flags_parser=parse)

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
     sys.exit(USER_ERROR_EXIT_CODE)
 
 
-class _ReadOnlyNews(pylogging.Filter):
+class ReadOnlyNews(pylogging.Filter):
   """Drops orbax's notes that a checkpoint directory is opened read only."""
 
   def filter(self, record) -> bool:
@@ -37,7 +37,7 @@ def _quiet() -> None:
   from absl import logging
 
   logging.set_verbosity(logging.WARNING)
-  logging.get_absl_logger().addFilter(_ReadOnlyNews())
+  logging.get_absl_logger().addFilter(ReadOnlyNews())
   try:
     import tensorflow_datasets as tfds
 
