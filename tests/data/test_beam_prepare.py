@@ -249,13 +249,13 @@ sys.path.insert(0, {tests!r})
 from test_beam_prepare import FEATURES, TASKS
 DATASETS['table'](
   path={path!r}, features=FEATURES, tasks=TASKS, task_order=('click',),
-  data_dir={data_dir!r}, chunksize=16, beam_options={options!r},
+  data_dir={data_dir!r}, chunksize=32, beam_options={options!r},
   joins={{'items': {{'path': {items!r}, 'on': 'item'}}}})
 """
 
 
 def test_a_killed_run_prepares_again_cleanly(tmp_path):
-  kw = write_files(tmp_path, 'random', 'parquet', log(6000))
+  kw = write_files(tmp_path, 'random', 'parquet', log(3000))
   data_dir = tmp_path / 'beam'
   script = textwrap.dedent(
     KILLED.format(
@@ -280,8 +280,8 @@ def test_a_killed_run_prepares_again_cleanly(tmp_path):
   proc.wait()
   assert not list(data_dir.rglob('dataset_info.json'))
   assert list(data_dir.rglob('incomplete.*'))  # Killed half way.
-  _, want = prepare(tmp_path, 'in_process', kw, chunksize=16)
-  _, got = prepare(tmp_path, 'beam', kw, ONE, chunksize=16)
+  _, want = prepare(tmp_path, 'in_process', kw, chunksize=32)
+  _, got = prepare(tmp_path, 'beam', kw, ONE, chunksize=32)
   assert got == want
   assert not list(data_dir.rglob('incomplete.*'))  # Cleared.
 
