@@ -17,6 +17,7 @@ from mtl.data import table_builder as tb
 from mtl.data.packed_examples import PackedExampleSerializer
 from mtl.data.table_encode import encoded_chunks
 from mtl.data.table_fit import Fit
+from mtl.data.table_plan import split_rows
 from mtl.errors import ConfigError, DataError
 
 
@@ -64,14 +65,14 @@ def pipeline_options(options: Sequence[str]) -> PipelineOptions:
 
 
 class SplitReader:
-  """What a worker needs to read a split's rows (table_builder.split_rows)."""
+  """What a worker needs to read a split's rows (table_plan.split_rows)."""
 
   def __init__(self, builder: tb.Table, plan):
     self.schema, self.plan = builder.schema, plan
     self.chunksize, self.numeric = builder.chunksize, builder.numeric
 
   def rows(self, code: int, lo: int, hi: int):
-    return tb.split_rows(
+    return split_rows(
       self.schema, self.plan, code, self.chunksize, self.numeric, lo, hi
     )
 

@@ -25,8 +25,9 @@ table is ever whole in memory. Three streaming passes:
    and writing overlap in threads (prefetch.py), in order.
 
 This module is the frame: the config whose digest names the cache
-(TableConfig, spec_of), the record's features, the files of each split, a
-split's rows chunk by chunk, and the passes in order.
+(TableConfig, spec_of), the record's features, the files of each split
+(their rows read by table_plan.split_rows), and the passes in order; with
+`beam_options`, passes 2 and 3 run on Apache Beam (beam_prepare.py).
 
 A bad value is one DataError line naming the file, its 1-based data row
 (the header not counted), the column, what was found and what was expected.
@@ -54,7 +55,7 @@ from mtl.data.side_tables import Joined
 from mtl.data.table_encode import encoded_chunks
 from mtl.data.table_files import Source
 from mtl.data.table_fit import fit
-from mtl.data.table_plan import Plan
+from mtl.data.table_plan import Plan, split_rows
 from mtl.data.table_splits import SPLITS
 from mtl.errors import DataError
 
@@ -296,26 +297,3 @@ class Table(cache.ShardBuilder):
     return split_rows(
       self.schema, plan, code, self.chunksize, self.numeric, 0, plan.num_rows
     )
-
-
-def split_rows(schema, plan: Plan, code: int, chunksize, numeric, lo, hi):
-  """(source, first data row, chunk, global rows, kept) of each chunk
-  holding rows of split `code` among global rows [lo, hi); kept: bool [n],
-  those rows. Chunks are cut at multiples of `chunksize` of their file, as
-  a whole read cuts them (table_files.Source.chunks)."""
-  usecols = schema.columns()
-  for k, (source, _) in enumerate(plan.sources):
-    base, end = int(plan.bases[k]), int(plan.bases[k + 1])
-    if end <= lo or base >= hi:
-      continue
-    if not (plan.codes[max(lo, base) : min(hi, end)] == code).any():
-      continue
-    start = (max(lo, base) - base) // chunksize * chunksize
-    stop = min(hi, end) - base
-    for first, chunk in source.chunks(chunksize, usecols, numeric, start, stop):
-      rows = base + first + np.arange(len(chunk))
-      for column, values in plan.derived.items():
-        chunk[column] = values[rows]
-      keep = (plan.codes[rows] == code) & (rows >= lo)
-      if keep.any():
-        yield source, first, chunk, rows, keep

@@ -17,6 +17,9 @@ their labels).
 Sessions (schema kind 'session'): `sessions` on the held users and times.
 Counts (schema kind 'count'): each row's key, time and 0/1 labels are held;
 cf.Log sums every split's strictly earlier rows of its key.
+
+`split_rows` reads a split's rows by the plan (any global row range: the
+in-process builder reads all, a Beam worker its shard's).
 """
 
 import threading
@@ -154,3 +157,26 @@ def history_ids(index: dict, item_ids: np.ndarray, rows, max_len: int):
   valid = at < end[:, None]
   picked = item_ids[np.minimum(at, len(item_ids) - 1)]
   return np.where(valid, picked, PAD_ID).astype(np.int32)
+
+
+def split_rows(schema, plan: Plan, code: int, chunksize, numeric, lo, hi):
+  """(source, first data row, chunk, global rows, kept) of each chunk
+  holding rows of split `code` among global rows [lo, hi); kept: bool [n],
+  those rows. Chunks are cut at multiples of `chunksize` of their file, as
+  a whole read cuts them (table_files.Source.chunks)."""
+  usecols = schema.columns()
+  for k, (source, _) in enumerate(plan.sources):
+    base, end = int(plan.bases[k]), int(plan.bases[k + 1])
+    if end <= lo or base >= hi:
+      continue
+    if not (plan.codes[max(lo, base) : min(hi, end)] == code).any():
+      continue
+    start = (max(lo, base) - base) // chunksize * chunksize
+    stop = min(hi, end) - base
+    for first, chunk in source.chunks(chunksize, usecols, numeric, start, stop):
+      rows = base + first + np.arange(len(chunk))
+      for column, values in plan.derived.items():
+        chunk[column] = values[rows]
+      keep = (plan.codes[rows] == code) & (rows >= lo)
+      if keep.any():
+        yield source, first, chunk, rows, keep
