@@ -20,35 +20,23 @@ import pytest
 
 from mtl.data import DATASETS
 from mtl.errors import ConfigError, DataError
+from tests.data.test_table import interactions
 
 ONE = ('--direct_num_workers=1',)
 TWO = ('--direct_num_workers=2', '--direct_running_mode=multi_processing')
 
 
 def log(n=900, seed=0) -> pd.DataFrame:
-  rng = np.random.default_rng(seed)
-  df = pd.DataFrame(
-    {
-      'user': rng.integers(0, 40, n),
-      'item': rng.integers(0, 60, n),
-      'ts': rng.integers(0, 400, n),
-      'price': rng.gamma(2.0, 3.0, n).round(3),
-      'code': [f'{c}{k}' for k, c in enumerate(rng.choice(list('abc'), n))],
-      'tags': [
-        '|'.join(rng.choice(list('abcdefg'), rng.integers(0, 4)))
-        for _ in range(n)
-      ],
-      'recent': [
-        '|'.join(map(str, rng.integers(0, 60, rng.integers(0, 4))))
-        for _ in range(n)
-      ],
-      'click': rng.integers(0, 2, n),
-      'dwell': rng.gamma(1.5, 20.0, n).round(1),
-      'length': rng.integers(5, 60, n),
-    }
-  )
-  df['buy'] = df.click * rng.integers(0, 2, n)
-  df.loc[[3, 50, 400], 'price'] = np.nan
+  """test_table's interactions, with a coded column (for `extract`), a
+  sequence of item ids (for `shared_with`) and a divisor."""
+  df = interactions(n, seed)
+  rng = np.random.default_rng(seed + 1)
+  df['code'] = [f'{c}{k}' for k, c in enumerate(rng.choice(list('abc'), n))]
+  df['recent'] = [
+    '|'.join(map(str, rng.integers(0, 80, rng.integers(0, 4))))
+    for _ in range(n)
+  ]
+  df['length'] = rng.integers(5, 60, n)
   return df
 
 
@@ -117,9 +105,9 @@ def write_files(root, rule: str, fmt: str, df=None) -> dict:
   df = log() if df is None else df
   items = pd.DataFrame(
     {
-      'item': np.arange(60),
-      'brand': [f'b{k % 11}' for k in range(60)],
-      'weight': np.linspace(1, 5, 60).round(2),
+      'item': np.arange(80),
+      'brand': [f'b{k % 11}' for k in range(80)],
+      'weight': np.linspace(1, 5, 80).round(2),
     }
   )
   items.to_csv(root / 'items.csv', index=False)
@@ -245,7 +233,7 @@ def test_a_bad_row_is_the_same_one_line_error(tmp_path, row):
 KILLED = """
 import sys
 from mtl.data import DATASETS
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {repo!r}]
 from test_beam_prepare import FEATURES, TASKS
 DATASETS['table'](
   path={path!r}, features=FEATURES, tasks=TASKS, task_order=('click',),
@@ -260,6 +248,7 @@ def test_a_killed_run_prepares_again_cleanly(tmp_path):
   script = textwrap.dedent(
     KILLED.format(
       tests=os.path.dirname(__file__),
+      repo=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
       path=kw['path'],
       data_dir=str(data_dir),
       options=TWO,
